@@ -1,0 +1,136 @@
+"""The ``vanotebook`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from .sky import write_demo_data
+
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", flush=True)
+
+    kwargs = {"seed": args.seed, "size": args.size, "n_catalogue": args.catalogue_rows,
+              "n_spectra": args.spectra, "overwrite": args.overwrite, "progress": say}
+    if args.small:
+        kwargs.update(size=min(args.size, 0.5), n_catalogue=min(args.catalogue_rows, 20_000),
+                      n_spectra=args.spectra or 5_000)
+    prov = write_demo_data(args.directory, **kwargs)
+    manifest = json.loads((Path(args.directory) / "manifest.json").read_text())
+    _summarise(manifest, Path(args.directory), time.perf_counter() - t0)
+    print(f"provenance: {Path(args.directory) / 'provenance.json'} (digest {prov.digest[:12]})")
+    return 0
+
+
+def _summarise(manifest: dict, directory: Path, seconds: float) -> None:
+    from astropy.table import Table
+
+    files = manifest["files"]
+    total = sum(f["bytes"] for f in files)
+    print(f"\nwrote {len(files)} files, {total / 1e6:.1f} MB, to {directory} in {seconds:.1f} s")
+    for key in manifest["parameters"]["surveys"]:
+        truth = Table.read(directory / "truth" / f"{key}_sources.ecsv")
+        tiles = [f for f in files if f.get("survey") == key and f["kind"] == "image"]
+        seen = truth[truth["in_survey"]]
+        print(f"  {key:7s} {len(tiles)} tiles, {len(seen)} sources in view "
+              f"({int(seen['extended'].sum())} extended), unit {truth.meta['unit']}")
+    n = manifest["parameters"]["n_catalogue"]
+    print(f"  catalogues: left and right, {n:,} rows each")
+    spectra = next(f for f in files if f["kind"] == "spectra")
+    print(f"  spectra: {spectra['description']}")
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .cluster import gpu_count, worker_command
+
+    gpus = gpu_count() if args.gpus is None else args.gpus
+    cmd = worker_command(args.scheduler, nthreads=args.nthreads, memory_limit=args.memory_limit,
+                         name=args.name, gpus=gpus)
+    print(f"vanotebook worker: {gpus} GPU(s); exec {' '.join(cmd[1:])}", flush=True)
+    os.execv(cmd[0], cmd)
+    return 1  # pragma: no cover - exec does not return
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    from .provenance import rerun
+
+    new = rerun(args.record, args.output)
+    print(f"re-ran {new.activity}: {len(new.outputs)} outputs, same sha256 as recorded")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .cluster import SCHEDULER_ENV, gpu_count, resolve_device
+    from .provenance import software_versions
+
+    for name, version in software_versions().items():
+        print(f"{name:12s} {version}")
+    print(f"{'GPUs':12s} {gpu_count()}  (device='auto' -> {resolve_device('auto')})")
+    print(f"{'scheduler':12s} {os.environ.get(SCHEDULER_ENV) or 'none (connect() starts a LocalCluster)'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``vanotebook`` command."""
+    parser = argparse.ArgumentParser(
+        prog="vanotebook",
+        description="vanotebook: mosaics, source detection, SOMs and cross-match on Dask.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="write the synthetic demo sky (images, truth, "
+                       "catalogues, spectra) to a folder and summarise it",
+                       description="Write the seeded synthetic multi-survey sky with its truth.")
+    p.add_argument("directory", help="folder to create")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--size", type=float, default=1.0, help="field side in degrees (default 1)")
+    p.add_argument("--catalogue-rows", type=int, default=200_000,
+                   help="rows per cross-match catalogue (default 200000)")
+    p.add_argument("--spectra", type=int, default=None,
+                   help="number of spectra (default 163919, the Gaia XP validation set)")
+    p.add_argument("--small", action="store_true", help="a small set for quick tests")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=_demo_data)
+
+    p = sub.add_parser("worker", help="start a Dask worker that advertises its GPUs",
+                       description="Start a Dask worker; it advertises the resource GPU=n "
+                       "when it sees n NVIDIA GPUs.")
+    p.add_argument("scheduler", help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--nthreads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--memory-limit", default=None, help="e.g. 4GiB (default: Dask's)")
+    p.add_argument("--name", default=None, help="worker name")
+    p.add_argument("--gpus", type=int, default=None, help="override the detected GPU count")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("rerun", help="remake a product from its provenance record",
+                       description="Remake a product from its provenance (a .json record or a "
+                       "FITS file with a PROVENANCE HDU) and check the outputs' sha256.")
+    p.add_argument("record", help="provenance.json, <product>.prov.json or a FITS product")
+    p.add_argument("output", help="where to write the new product")
+    p.set_defaults(func=_rerun)
+
+    p = sub.add_parser("info", help="versions, GPUs and the cluster this session would use",
+                       description="Print software versions, GPUs and the configured cluster.")
+    p.set_defaults(func=_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``vanotebook`` command."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""Reading and writing, and the one input parser every service uses.
+
+* `parse_image` takes any accepted form of an image and returns an `Image`
+  (data, WCS, header, unit, beam); its error lists the accepted forms.
+* `parse_catalogue` takes a table in any accepted form and checks its
+  coordinate columns.
+* Writers go through `atomic_path`: a temporary name in the target folder,
+  renamed on success, so a failure never leaves a half-written product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob as _glob
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import astropy.units as u
+import numpy as np
+from astropy.io import fits
+from astropy.table import QTable, Table
+from astropy.wcs import WCS
+
+from ._errors import VanotebookInputError
+from .units import Beam, parse_unit
+
+__all__ = [
+    "IMAGE_FORMS",
+    "Image",
+    "atomic_path",
+    "parse_catalogue",
+    "parse_image",
+    "parse_images",
+    "parquet_units",
+    "read_catalogue",
+    "table_units",
+    "write_fits",
+    "write_table",
+]
+
+IMAGE_FORMS = (
+    "a FITS path, an astropy HDU or HDUList, (array, WCS), (array, Header), NDData, "
+    "an xarray DataArray with its FITS header in attrs['header'], or a vanotebook Image"
+)
+CATALOGUE_FORMS = (
+    "an astropy Table, a pandas or dask DataFrame, or a path to a FITS, VOTable, ECSV or "
+    "parquet file (or a folder of parquet files)"
+)
+UNITS_KEY = b"vanotebook.units"
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+
+
+# ----------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_fits(hdul: fits.HDUList | fits.PrimaryHDU, path: str | os.PathLike, *,
+               overwrite: bool = False) -> Path:
+    """Write an HDU or HDUList to ``path`` atomically; return the path."""
+    if isinstance(hdul, fits.PrimaryHDU | fits.ImageHDU):
+        hdul = fits.HDUList([hdul if isinstance(hdul, fits.PrimaryHDU)
+                             else fits.PrimaryHDU(hdul.data, hdul.header)])
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        hdul.writeto(tmp, overwrite=True, output_verify="exception")
+    return Path(path)
+
+
+def write_table(table: Table, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a table atomically; the format follows the suffix (fits, xml/vot, ecsv, parquet)."""
+    path = Path(path)
+    fmt = _table_format(path)
+    if fmt is None:
+        raise VanotebookInputError("path", "a .fits, .vot/.xml, .ecsv or .parquet name",
+                                   str(path))
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        if fmt == "parquet":
+            _write_parquet(Table(table), tmp)
+        else:
+            table.write(tmp, format=fmt, overwrite=True)
+    return path
+
+
+def _write_parquet(table: Table, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    units = table_units(table)
+    arrow = pa.Table.from_pandas(table.to_pandas(index=False), preserve_index=False)
+    meta = dict(arrow.schema.metadata or {})
+    meta[UNITS_KEY] = json.dumps(units).encode()
+    meta[b"vanotebook.meta"] = json.dumps(dict(table.meta), default=str).encode()
+    pq.write_table(arrow.replace_schema_metadata(meta), path)
+
+
+def _table_format(path: Path) -> str | None:
+    name = path.name.lower()
+    if path.is_dir() or name.endswith(".parquet") or name.endswith(".pq"):
+        return "parquet"
+    if name.endswith(_FITS_SUFFIXES):
+        return "fits"
+    if name.endswith((".vot", ".xml", ".votable")):
+        return "votable"
+    if name.endswith(".ecsv"):
+        return "ascii.ecsv"
+    return None
+
+
+# ----------------------------------------------------------------------------- images
+@dataclass(frozen=True)
+class Image:
+    """An image with its metadata, as every service receives it.
+
+    Attributes
+    ----------
+    data : array
+        The pixels (numpy, dask or CuPy), in FITS axis order reversed (numpy order).
+    wcs : astropy.wcs.WCS
+        The full WCS; `celestial` gives the sky part.
+    header : astropy.io.fits.Header
+        The FITS header the WCS and metadata came from (or one made from them).
+    unit : astropy.units.UnitBase or None
+        The brightness unit (``BUNIT``).
+    beam : Beam or None
+        The beam or PSF (``BMAJ``/``BMIN``/``BPA``).
+    """
+
+    data: Any
+    wcs: WCS
+    header: fits.Header
+    unit: u.UnitBase | None = None
+    beam: Beam | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def celestial(self) -> WCS:
+        """The celestial part of the WCS."""
+        return self.wcs.celestial
+
+    @property
+    def frame(self) -> str:
+        """``"icrs"``, ``"fk5"``, ``"galactic"``... of the celestial axes."""
+        from astropy.wcs.utils import wcs_to_celestial_frame
+
+        return wcs_to_celestial_frame(self.celestial).name
+
+    @property
+    def pixel_scale(self) -> u.Quantity:
+        """Pixel side (geometric mean of the two axes) at the reference pixel."""
+        from astropy.wcs.utils import proj_plane_pixel_area
+
+        return (np.sqrt(proj_plane_pixel_area(self.celestial)) * u.deg).to(u.arcsec)
+
+    @property
+    def pixel_area(self) -> u.Quantity:
+        """Pixel solid angle at the reference pixel."""
+        return (self.pixel_scale**2).to(u.sr)
+
+    def to_hdu(self) -> fits.PrimaryHDU:
+        """A FITS primary HDU (computing dask data)."""
+        data = self.data
+        if hasattr(data, "compute"):
+            data = data.compute()
+        if hasattr(data, "get"):  # CuPy
+            data = data.get()
+        return fits.PrimaryHDU(np.asarray(data), self.header)
+
+
+def _header_from(wcs: WCS, unit=None, beam: Beam | None = None) -> fits.Header:
+    header = wcs.to_header()
+    if unit is not None:
+        header["BUNIT"] = unit.to_string("fits") if hasattr(unit, "to_string") else str(unit)
+    if beam is not None:
+        for key, card in beam.header_cards().items():
+            header[key] = card
+    return header
+
+
+def _from_header(data, header: fits.Header, *, wcs: WCS | None = None, unit=None,
+                 beam: Beam | None = None, argument: str) -> Image:
+    header = fits.Header(header)
+    if data is None:
+        raise VanotebookInputError(argument, "an image with data (an HDU with pixels)", data)
+    if getattr(data, "ndim", 0) < 2:
+        raise VanotebookInputError(argument, "an image of two or more dimensions", data)
+    if wcs is None:
+        try:
+            wcs = WCS(header)
+        except Exception as exc:
+            raise VanotebookInputError(argument, "a header with a valid celestial WCS",
+                                       header) from exc
+    if not wcs.has_celestial:
+        raise VanotebookInputError(argument, "an image with celestial WCS axes",
+                                   f"axes {wcs.world_axis_physical_types}")
+    if unit is None:
+        unit = parse_unit(header.get("BUNIT"), f"{argument} BUNIT")
+    if beam is None:
+        beam = Beam.from_header(header)
+    return Image(data, wcs, header, unit, beam)
+
+
+def parse_image(image: Any, *, hdu: int | str | None = None, argument: str = "image") -> Image:
+    """Turn any accepted form of an image into an `Image`.
+
+    Parameters
+    ----------
+    image
+        A FITS path, an HDU or HDUList, ``(array, WCS)``, ``(array, Header)``,
+        `astropy.nddata.NDData`, an `xarray.DataArray` carrying its FITS header
+        in ``attrs["header"]``, or an `Image`.
+    hdu : int or str, optional
+        Which HDU of a path or HDUList; by default the first with image data.
+    argument : str
+        Name used in error messages.
+
+    Returns
+    -------
+    Image
+
+    Raises
+    ------
+    VanotebookInputError
+        Naming the accepted forms when ``image`` is none of them.
+    """
+    if isinstance(image, Image):
+        return image
+    if isinstance(image, str | os.PathLike):
+        path = Path(image)
+        if not path.is_file():
+            raise VanotebookInputError(argument, f"an existing FITS file ({IMAGE_FORMS})",
+                                       str(path))
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                return parse_image(hdul, hdu=hdu, argument=argument)
+        except OSError as exc:
+            raise VanotebookInputError(argument, "a readable FITS file", str(path)) from exc
+    if isinstance(image, fits.HDUList):
+        if hdu is None:
+            hdu = next((i for i, h in enumerate(image)
+                        if h.is_image and h.data is not None and h.data.ndim >= 2), None)
+            if hdu is None:
+                raise VanotebookInputError(argument, "an HDUList with an image HDU", image)
+        try:
+            chosen = image[hdu]
+        except (KeyError, IndexError) as exc:
+            raise VanotebookInputError("hdu", f"an HDU of the {len(image)} present", hdu) from exc
+        return parse_image(chosen, argument=argument)
+    if isinstance(image, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+        return _from_header(image.data, image.header, argument=argument)
+    if isinstance(image, tuple) and len(image) == 2:
+        data, meta = image
+        if isinstance(meta, WCS):
+            return _from_header(data, _header_from(meta), wcs=meta, argument=argument)
+        if isinstance(meta, fits.Header):
+            return _from_header(data, meta, argument=argument)
+        raise VanotebookInputError(argument, f"(array, WCS) or (array, Header) ({IMAGE_FORMS})",
+                                   f"(array, {type(meta).__name__})")
+    from astropy.nddata import NDData
+
+    if isinstance(image, NDData):
+        if image.wcs is None:
+            raise VanotebookInputError(argument, "NDData with a wcs", image)
+        wcs = image.wcs if isinstance(image.wcs, WCS) else WCS(image.meta.get("header"))
+        unit = image.unit
+        beam = image.meta.get("beam")
+        header = fits.Header(image.meta.get("header")) if "header" in image.meta else None
+        header = header or _header_from(wcs, unit, beam)
+        return _from_header(np.asarray(image.data), header, wcs=wcs, unit=unit, beam=beam,
+                            argument=argument)
+    if type(image).__name__ == "DataArray" and hasattr(image, "attrs"):
+        header = image.attrs.get("header")
+        if header is None:
+            raise VanotebookInputError(argument, "a DataArray with attrs['header']", image)
+        if not isinstance(header, fits.Header):
+            header = fits.Header.fromstring(header) if isinstance(header, str) else \
+                fits.Header(header)
+        return _from_header(image.data, header, argument=argument)
+    raise VanotebookInputError(argument, IMAGE_FORMS, image)
+
+
+def parse_images(images: Any, *, argument: str = "images") -> list[Image]:
+    """Parse a list of images, or a glob pattern / folder of FITS files, into `Image` objects."""
+    if isinstance(images, str | os.PathLike):
+        text = str(images)
+        if Path(text).is_dir():
+            paths = sorted(p for p in Path(text).iterdir() if p.name.lower().endswith(
+                _FITS_SUFFIXES))
+        elif any(ch in text for ch in "*?["):
+            paths = sorted(Path(p) for p in _glob.glob(text))
+        else:
+            paths = [Path(text)]
+        if not paths:
+            raise VanotebookInputError(argument, "a pattern or folder matching FITS files", text)
+        images = paths
+    if isinstance(images, Sequence | Iterator) and not isinstance(images, tuple | str):
+        items = list(images)
+        if not items:
+            raise VanotebookInputError(argument, "at least one image", items)
+        return [parse_image(im, argument=f"{argument}[{i}]") for i, im in enumerate(items)]
+    return [parse_image(images, argument=argument)]
+
+
+# ----------------------------------------------------------------------------- catalogues
+def read_catalogue(path: str | os.PathLike, *, lazy: bool = False):
+    """Read a FITS, VOTable, ECSV or parquet catalogue (or parquet folder).
+
+    Returns an astropy `Table` with units, or a dask DataFrame when ``lazy``
+    (parquet only; `parquet_units` gives its column units).
+    """
+    path = Path(path)
+    fmt = _table_format(path)
+    if not path.exists() or fmt is None:
+        raise VanotebookInputError("path", f"an existing catalogue file ({CATALOGUE_FORMS})",
+                                   str(path))
+    if fmt != "parquet":
+        if lazy:
+            raise VanotebookInputError("lazy", "False for non-parquet files", lazy)
+        return Table.read(path, format=fmt)
+    import pyarrow.dataset as ds
+
+    if lazy:
+        import dask.dataframe as dd
+
+        return dd.read_parquet(str(path))
+    dataset = ds.dataset(path, format="parquet")
+    meta = dataset.schema.metadata or {}
+    units = json.loads(meta.get(UNITS_KEY, b"{}"))
+    table = Table(dataset.to_table().to_pandas().to_dict("list"))
+    for name, unit in units.items():
+        if name in table.colnames:
+            table[name].unit = unit
+    if b"vanotebook.meta" in meta:
+        table.meta.update(json.loads(meta[b"vanotebook.meta"]))
+    return table
+
+
+def parquet_units(path: str | os.PathLike) -> dict[str, str]:
+    """Column units recorded in a parquet file (or folder) written by vanotebook."""
+    import pyarrow.dataset as ds
+
+    meta = ds.dataset(Path(path), format="parquet").schema.metadata or {}
+    return json.loads(meta.get(UNITS_KEY, b"{}"))
+
+
+def parse_catalogue(catalogue: Any, *, ra: str = "ra", dec: str = "dec",
+                    lazy: bool = False, argument: str = "catalogue"):
+    """Turn any accepted form of a catalogue into a Table (or dask DataFrame) and check it.
+
+    Parameters
+    ----------
+    catalogue
+        An astropy Table/QTable, a pandas or dask DataFrame, or a path to a
+        FITS, VOTable, ECSV or parquet file (or a folder of parquet files).
+    ra, dec : str
+        Names of the coordinate columns, in degrees.
+    lazy : bool
+        Read parquet as a dask DataFrame instead of into memory.
+
+    Returns
+    -------
+    astropy.table.Table or dask.dataframe.DataFrame
+        A Table for in-memory input; dask input (or ``lazy`` parquet) stays lazy.
+    """
+    if isinstance(catalogue, str | os.PathLike):
+        catalogue = read_catalogue(catalogue, lazy=lazy)
+    module = type(catalogue).__module__
+    if module.startswith("dask"):
+        columns = list(catalogue.columns)
+        _check_columns(columns, ra, dec, argument)
+        return catalogue
+    if module.startswith("pandas") and type(catalogue).__name__ == "DataFrame":
+        units = catalogue.attrs.get("units", {})
+        catalogue = Table.from_pandas(catalogue, units=units)
+    if isinstance(catalogue, QTable):
+        catalogue = Table(catalogue)
+    if not isinstance(catalogue, Table):
+        raise VanotebookInputError(argument, CATALOGUE_FORMS, catalogue)
+    _check_columns(catalogue.colnames, ra, dec, argument)
+    for name, low, high in ((ra, -360.0, 360.0), (dec, -90.0, 90.0)):
+        col = catalogue[name]
+        unit = getattr(col, "unit", None)
+        if unit is not None and unit != u.deg:
+            try:
+                catalogue[name] = col.quantity.to(u.deg)
+            except u.UnitConversionError as exc:
+                raise VanotebookInputError(name, "an angle column", f"unit {unit}") from exc
+        values = np.asarray(catalogue[name], dtype=float)
+        finite = values[np.isfinite(values)]
+        if finite.size and (finite.min() < low or finite.max() > high):
+            raise VanotebookInputError(
+                name, f"degrees within [{low}, {high}]",
+                f"values from {finite.min():g} to {finite.max():g}"
+            )
+    return catalogue
+
+
+def _check_columns(columns: Sequence[str], ra: str, dec: str, argument: str) -> None:
+    for arg, name in (("ra", ra), ("dec", dec)):
+        if name not in columns:
+            shown = ", ".join(map(str, list(columns)[:20]))
+            raise VanotebookInputError(
+                arg, f"a column of {argument} (columns: {shown})", name
+            )
+
+
+def table_units(table: Table) -> dict[str, str]:
+    """Column units of a Table as strings (for parquet metadata or DataFrame attrs)."""
+    return {c: str(table[c].unit) for c in table.colnames if table[c].unit is not None}

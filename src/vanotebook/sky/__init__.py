@@ -1,0 +1,35 @@
+"""The embedded default data: a seeded synthetic multi-survey sky with known truth.
+
+* `make_sky` draws a sky model (point sources, Gaussians, rings, filaments,
+  diffuse emission); `observe` renders it as one of the `SURVEYS` would,
+  as overlapping FITS tiles with their truth.
+* `catalogue_pair` makes cross-match catalogues of any size, chunk by chunk.
+* `make_spectra` makes a labelled Gaia-XP-like spectra set.
+* `demo_sky` holds all of it in memory; `write_demo_data` writes it to disk.
+"""
+
+from ._catalogues import CataloguePair, catalogue_pair
+from ._demo import DemoSky, demo_sky, read_spectra, write_demo_data, write_spectra
+from ._model import SkyModel, make_sky
+from ._spectra import GAIA_XP_CLASS_COUNTS, SpectraSet, make_spectra, spectra_wavelength
+from ._surveys import SURVEYS, Observation, Survey, observe
+
+__all__ = [
+    "GAIA_XP_CLASS_COUNTS",
+    "SURVEYS",
+    "CataloguePair",
+    "DemoSky",
+    "Observation",
+    "SkyModel",
+    "SpectraSet",
+    "Survey",
+    "catalogue_pair",
+    "demo_sky",
+    "make_sky",
+    "make_spectra",
+    "observe",
+    "read_spectra",
+    "spectra_wavelength",
+    "write_demo_data",
+    "write_spectra",
+]

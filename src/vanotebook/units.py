@@ -1,0 +1,177 @@
+"""Beams and surface-brightness units.
+
+Radio maps come in Jy/beam, infrared ones in MJy/sr, some products in
+Jy/pixel. Converting between them needs the beam's solid angle (or the
+pixel's), which is part of an image's metadata; `Beam` carries it and
+`convert_brightness` does the conversion through Jy/sr.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import astropy.units as u
+import numpy as np
+
+from ._errors import VanotebookInputError
+
+__all__ = ["FWHM_TO_SIGMA", "Beam", "convert_brightness", "parse_unit"]
+
+FWHM_TO_SIGMA = 1.0 / math.sqrt(8.0 * math.log(2.0))
+_JY_SR = u.Jy / u.sr
+
+
+@dataclass(frozen=True)
+class Beam:
+    """An elliptical Gaussian beam (or PSF).
+
+    Parameters
+    ----------
+    major, minor : Quantity
+        Full widths at half maximum (angles).
+    pa : Quantity
+        Position angle of the major axis, east of north.
+    """
+
+    major: u.Quantity
+    minor: u.Quantity
+    pa: u.Quantity = 0 * u.deg
+
+    def __post_init__(self) -> None:
+        for name in ("major", "minor", "pa"):
+            value = getattr(self, name)
+            if not isinstance(value, u.Quantity) or value.unit.physical_type != "angle":
+                raise VanotebookInputError(name, "an angle Quantity", value)
+        if not (0 < self.minor.to_value(u.deg) <= self.major.to_value(u.deg) * (1 + 1e-9)):
+            raise VanotebookInputError("minor", f"0 < minor <= major ({self.major})", self.minor)
+
+    @classmethod
+    def circular(cls, fwhm: u.Quantity) -> Beam:
+        """A round beam of the given FWHM."""
+        return cls(fwhm, fwhm, 0 * u.deg)
+
+    @classmethod
+    def from_header(cls, header) -> Beam | None:
+        """The beam in ``BMAJ``/``BMIN``/``BPA`` (degrees), or None when absent."""
+        if "BMAJ" not in header or "BMIN" not in header:
+            return None
+        return cls(header["BMAJ"] * u.deg, header["BMIN"] * u.deg, header.get("BPA", 0.0) * u.deg)
+
+    def header_cards(self) -> dict[str, tuple[float, str]]:
+        """``BMAJ``/``BMIN``/``BPA`` cards, in degrees."""
+        return {
+            "BMAJ": (self.major.to_value(u.deg), "[deg] beam major axis FWHM"),
+            "BMIN": (self.minor.to_value(u.deg), "[deg] beam minor axis FWHM"),
+            "BPA": (self.pa.to_value(u.deg), "[deg] beam position angle, east of north"),
+        }
+
+    @property
+    def sr(self) -> u.Quantity:
+        """Solid angle, ``pi / (4 ln 2) * major * minor``."""
+        return (math.pi / (4 * math.log(2)) * self.major * self.minor).to(u.sr)
+
+    def covariance(self) -> np.ndarray:
+        """The 2x2 covariance in (east, north) degrees^2 of the Gaussian."""
+        smaj = self.major.to_value(u.deg) * FWHM_TO_SIGMA
+        smin = self.minor.to_value(u.deg) * FWHM_TO_SIGMA
+        t = self.pa.to_value(u.rad)
+        # major axis direction: east of north -> (east, north) = (sin t, cos t)
+        rot = np.array([[math.sin(t), math.cos(t)], [math.cos(t), -math.sin(t)]])
+        return rot @ np.diag([smaj**2, smin**2]) @ rot.T
+
+    @classmethod
+    def from_covariance(cls, cov: np.ndarray) -> Beam:
+        """The beam with a given (east, north) covariance in degrees^2."""
+        vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=float))
+        vals = np.clip(vals, 0, None)
+        east, north = vecs[:, 1]
+        pa = math.degrees(math.atan2(east, north)) % 180.0
+        major = math.sqrt(vals[1]) / FWHM_TO_SIGMA
+        minor = math.sqrt(vals[0]) / FWHM_TO_SIGMA
+        return cls(major * u.deg, minor * u.deg, pa * u.deg)
+
+    def convolve(self, other: Beam) -> Beam:
+        """This beam convolved with another (covariances add)."""
+        return Beam.from_covariance(self.covariance() + other.covariance())
+
+    def deconvolve(self, other: Beam) -> Beam:
+        """The beam that, convolved with ``other``, gives this one."""
+        cov = self.covariance() - other.covariance()
+        if np.linalg.eigvalsh(cov).min() <= 0:
+            raise VanotebookInputError("other", f"a beam smaller than {self}", other)
+        return Beam.from_covariance(cov)
+
+    def __str__(self) -> str:
+        return (f"Beam({self.major.to(u.arcsec):.2f} x {self.minor.to(u.arcsec):.2f}, "
+                f"PA {self.pa.to(u.deg):.1f})")
+
+
+def parse_unit(unit: str | u.UnitBase | None, argument: str = "unit") -> u.UnitBase | None:
+    """An astropy unit from a ``BUNIT``-style string (case-tolerant), a unit, or None."""
+    if unit is None or isinstance(unit, u.UnitBase):
+        return unit
+    if not isinstance(unit, str):
+        raise VanotebookInputError(argument, "a unit string or astropy unit", unit)
+    text = unit.strip()
+    if not text:
+        return None
+    for fmt in ("fits", None):
+        try:
+            return u.Unit(text, format=fmt)
+        except ValueError:
+            continue
+    fixed = (text.replace("JY", "Jy").replace("BEAM", "beam").replace("PIXEL", "pix")
+             .replace("SR", "sr").replace("MJy", "MJy"))
+    try:
+        return u.Unit(fixed)
+    except ValueError as exc:
+        raise VanotebookInputError(argument, "a unit astropy understands", unit) from exc
+
+
+def _per_sr(unit: u.UnitBase, beam: Beam | None, pixel_area: u.Quantity | None,
+            argument: str) -> float:
+    """Factor that turns values in ``unit`` into Jy/sr."""
+    if unit.is_equivalent(_JY_SR):
+        return unit.to(_JY_SR)
+    if unit.is_equivalent(u.Jy / u.beam):
+        if beam is None:
+            raise VanotebookInputError("beam", f"a Beam to convert {unit}", beam)
+        return unit.to(u.Jy / u.beam) / beam.sr.to_value(u.sr)
+    if unit.is_equivalent(u.Jy / u.pix):
+        if pixel_area is None:
+            raise VanotebookInputError("pixel_area", f"a solid angle to convert {unit}",
+                                       pixel_area)
+        return unit.to(u.Jy / u.pix) / pixel_area.to_value(u.sr)
+    raise VanotebookInputError(argument, "a surface brightness unit (Jy/sr, Jy/beam, Jy/pix)",
+                               unit)
+
+
+def convert_brightness(
+    data,
+    from_unit: str | u.UnitBase,
+    to_unit: str | u.UnitBase,
+    *,
+    beam: Beam | None = None,
+    pixel_area: u.Quantity | None = None,
+):
+    """Convert surface brightness between Jy/beam, MJy/sr, Jy/pixel and kin.
+
+    Parameters
+    ----------
+    data : array-like
+        Values in ``from_unit`` (numpy, dask or CuPy; multiplied by a scalar).
+    from_unit, to_unit : str or Unit
+    beam : Beam, optional
+        Needed when either unit is per beam.
+    pixel_area : Quantity, optional
+        Pixel solid angle, needed when either unit is per pixel.
+
+    Returns
+    -------
+    array-like
+        ``data`` in ``to_unit``.
+    """
+    f_in = _per_sr(parse_unit(from_unit, "from_unit"), beam, pixel_area, "from_unit")
+    f_out = _per_sr(parse_unit(to_unit, "to_unit"), beam, pixel_area, "to_unit")
+    return data * (float(f_in) / float(f_out))
