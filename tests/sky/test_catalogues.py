@@ -229,14 +229,14 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch: pytest.Monkey
     fresh, existing = tmp_path / "fresh", tmp_path / "existing"
     catalogue_pair(500).write(existing)
     before = {p.name: p.read_bytes() for p in existing.iterdir()}
-    real = CataloguePair.chunk
+    real = CataloguePair._chunk
 
-    def flaky(self: CataloguePair, i: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def flaky(self: CataloguePair, i: int, rng: np.random.Generator) -> tuple:
         if i == 1:
             raise OSError("disk full")
-        return real(self, i)
+        return real(self, i, rng)
 
-    monkeypatch.setattr(CataloguePair, "chunk", flaky)
+    monkeypatch.setattr(CataloguePair, "_chunk", flaky)
     for directory in (fresh, existing):
         with pytest.raises(OSError, match="disk full"):
             pair.write(directory)

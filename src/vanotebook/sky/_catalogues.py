@@ -18,8 +18,8 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,10 +46,15 @@ _MAS = _ARCSEC / 1000
 _HIGH_PM_FRACTION = 0.03
 
 
+def _number(argument: str, value: object, ok: Callable[[float], bool], expected: str) -> float:
+    """``float(value)`` if it is a real number passing ``ok``, else raise naming ``argument``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not ok(value):
+        raise VanotebookInputError(argument, expected, value)
+    return float(value)
+
+
 def _check_radius(radius: float) -> float:
-    if isinstance(radius, bool) or not isinstance(radius, int | float) or not 0 < radius <= 90:
-        raise VanotebookInputError("radius", "a cone radius in degrees in (0, 90]", radius)
-    return float(radius)
+    return _number("radius", radius, lambda r: 0 < r <= 90, "a cone radius in degrees in (0, 90]")
 
 
 def _cone_area(radius: float) -> float:
@@ -113,33 +118,28 @@ class CataloguePair:
     chunk_rows: int = 1_000_000
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
+        set_, number = object.__setattr__, _number
         set_(self, "n_left", check_positive("n_left", self.n_left, integer=True))
         if self.n_left >= RIGHT_ID_OFFSET:
             raise VanotebookInputError("n_left", f"fewer than {RIGHT_ID_OFFSET} rows", self.n_left)
         set_(self, "radius", _check_radius(self.radius))
-        try:
-            ra, dec = (float(c) for c in self.center)
-        except (TypeError, ValueError):
-            raise VanotebookInputError("center", "(ra, dec) in degrees", self.center) from None
-        if not (math.isfinite(ra) and -90 <= dec <= 90):
-            raise VanotebookInputError("center", "finite ra and dec in [-90, 90]", self.center)
+        expected = "(ra, dec) in degrees with dec in [-90, 90]"
+        center = self.center if isinstance(self.center, tuple | list) else ()
+        if len(center) != 2:
+            raise VanotebookInputError("center", expected, self.center)
+        ra = number("center", center[0], math.isfinite, expected)
+        dec = number("center", center[1], lambda d: -90 <= d <= 90, expected)
         set_(self, "center", (ra % 360.0, dec))
-        tf = self.true_fraction
-        if isinstance(tf, bool) or not isinstance(tf, int | float) or not 0 <= tf <= 1:
-            raise VanotebookInputError("true_fraction", "a number in [0, 1]", tf)
+        tf = number("true_fraction", self.true_fraction, lambda f: 0 <= f <= 1, "in [0, 1]")
+        set_(self, "true_fraction", tf)
         n_right = self.n_left if self.n_right is None else self.n_right
-        if isinstance(n_right, bool) or not isinstance(n_right, int | np.integer):
-            raise VanotebookInputError("n_right", "an integer", n_right)
-        if not self.n_true <= n_right < RIGHT_ID_OFFSET:
+        if not (isinstance(n_right, int | np.integer) and self.n_true <= n_right < 10**12):
             expected = f"an integer >= round(true_fraction * n_left) = {self.n_true}"
             raise VanotebookInputError("n_right", expected, n_right)
         set_(self, "n_right", int(n_right))
         for name in ("left_epoch", "right_epoch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-                raise VanotebookInputError(name, "a Julian year such as 2016.0", value)
-            set_(self, name, float(value))
+            year = number(name, getattr(self, name), lambda y: 0 < y < 1e5, "a Julian year")
+            set_(self, name, year)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise VanotebookInputError("seed", "a non-negative integer", self.seed)
         set_(self, "chunk_rows", check_positive("chunk_rows", self.chunk_rows, integer=True))
@@ -218,11 +218,15 @@ class CataloguePair:
         raise VanotebookInputError("radius", expected, self.radius)
 
     def chunk(self, i: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Generate chunk ``i`` (``0 <= i < n_chunks``) as ``(left, right)`` DataFrames."""
+        """Generate chunk ``i`` (``0 <= i < n_chunks``) as ``(left, right)`` DataFrames.
+
+        The result is the same whether the chunk is made alone or by `iter_chunks`.
+        """
         if isinstance(i, bool) or not isinstance(i, int | np.integer) or not 0 <= i < self.n_chunks:
             raise VanotebookInputError("i", f"a chunk index in [0, {self.n_chunks})", i)
-        i = int(i)
-        rng = child_generators(self.seed, i + 1, key=_KEY)[i]
+        return self._chunk(int(i), child_generators(self.seed, int(i) + 1, key=_KEY)[-1])
+
+    def _chunk(self, i: int, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
         start, stop = i * self.chunk_rows, min((i + 1) * self.chunk_rows, self.n_left)
         n_field = self.n_right - self.n_true
         n_true_before = start * self.n_true // self.n_left
@@ -248,8 +252,8 @@ class CataloguePair:
 
     def iter_chunks(self) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
         """Yield ``chunk(i)`` for ``i = 0 .. n_chunks - 1``."""
-        for i in range(self.n_chunks):
-            yield self.chunk(i)
+        for i, rng in enumerate(child_generators(self.seed, self.n_chunks, key=_KEY)):
+            yield self._chunk(i, rng)
 
     def to_tables(self) -> tuple[Table, Table]:
         """Both whole catalogues in memory as ``(left, right)`` `astropy.table.Table`.
@@ -285,12 +289,8 @@ class CataloguePair:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {b"vanotebook.config": json.dumps(dataclasses.asdict(self)).encode()}
-        names = ("left", "right")
-        temps = {}
-        for name in names:
-            fd, temps[name] = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-            os.close(fd)
-        writers: dict = {}
+        names, writers = ("left", "right"), {}
+        temps = {name: directory / f".{name}.{uuid.uuid4().hex}.parquet.tmp" for name in names}
         try:
             for chunk in self.iter_chunks():
                 for name, df in zip(names, chunk, strict=True):
@@ -309,7 +309,7 @@ class CataloguePair:
             for writer in writers.values():
                 writer.close()
             for temp in temps.values():
-                Path(temp).unlink(missing_ok=True)
+                temp.unlink(missing_ok=True)
             raise
         return paths
 

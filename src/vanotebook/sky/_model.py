@@ -140,11 +140,11 @@ def make_sky(
     area = size * size
     half = 0.5 * size
 
-    # compact sources: a steep number count dN/dS ~ S^-2 between 0.5 mJy and 0.5 Jy
+    # compact sources: number counts dN/dS ~ S^-1.7 between 0.5 mJy and 1 Jy
     n_pt = int(rng_pts.poisson(point_density * area))
-    smin, smax = 0.5e-3, 0.5
+    smin, smax, g = 0.5e-3, 1.0, 1.0 - 1.7
     uu = rng_pts.random(n_pt)
-    flux_pt = 1.0 / (1.0 / smin - uu * (1.0 / smin - 1.0 / smax))
+    flux_pt = (smin**g + uu * (smax**g - smin**g)) ** (1.0 / g)
     x_pt = rng_pts.uniform(-half, half, n_pt)
     y_pt = rng_pts.uniform(-half, half, n_pt)
     alpha_pt = rng_pts.normal(0.0, 0.12, n_pt)

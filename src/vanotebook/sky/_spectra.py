@@ -342,4 +342,5 @@ def make_spectra(
     error = np.sqrt((flux + _BACKGROUND) / (1.0 + _BACKGROUND)) / snr_each[:, None]
     if np.isfinite(snr):
         flux += error * noise.standard_normal(flux.shape, dtype=np.float32)
-    return SpectraSet(wl, flux, error, label, teff, teff2, extinction, np.arange(total))
+    source_id = np.arange(total, dtype=np.int64)
+    return SpectraSet(wl, flux, error, label, teff, teff2, extinction, source_id)

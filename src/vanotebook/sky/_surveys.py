@@ -99,7 +99,7 @@ SURVEYS: dict[str, Survey] = {
                0.3, "MJy/sr", "2005-06-01", offset_rms=2.0),
         Survey("fir250", "SYN-HIGAL 250 um survey", "SYN-HERSCHEL", "SYN-SPIRE", "250um",
                250.0e-6, "galactic", "TAN", 6.0, Beam.circular(18 * u.arcsec),
-               0.8, "MJy/sr", "2010-09-01", offset_rms=5.0),
+               0.15, "MJy/sr", "2010-09-01", offset_rms=3.0),
     )
 }
 
