@@ -12,10 +12,10 @@ from vanotebook import VanotebookInputError
 from vanotebook.io import (
     Image,
     atomic_path,
+    parquet_units,
     parse_catalogue,
     parse_image,
     parse_images,
-    parquet_units,
     read_catalogue,
     write_fits,
     write_table,
@@ -198,5 +198,5 @@ def test_write_refuses_to_clobber(tmp_path, table):
         write_table(table, path)
     write_table(table, path, overwrite=True)
     assert len(read_catalogue(path)) == 3
-    with pytest.raises(VanotebookInputError, match="path: expected a .fits"):
+    with pytest.raises(VanotebookInputError, match=r"path: expected a \.fits"):
         write_table(table, tmp_path / "t.txt")

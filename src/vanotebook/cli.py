@@ -77,7 +77,8 @@ def _info(args: argparse.Namespace) -> int:
     for name, version in software_versions().items():
         print(f"{name:12s} {version}")
     print(f"{'GPUs':12s} {gpu_count()}  (device='auto' -> {resolve_device('auto')})")
-    print(f"{'scheduler':12s} {os.environ.get(SCHEDULER_ENV) or 'none (connect() starts a LocalCluster)'}")
+    scheduler = os.environ.get(SCHEDULER_ENV) or "none (connect() starts a LocalCluster)"
+    print(f"{'scheduler':12s} {scheduler}")
     return 0
 
 

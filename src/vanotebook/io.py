@@ -33,10 +33,10 @@ __all__ = [
     "IMAGE_FORMS",
     "Image",
     "atomic_path",
+    "parquet_units",
     "parse_catalogue",
     "parse_image",
     "parse_images",
-    "parquet_units",
     "read_catalogue",
     "table_units",
     "write_fits",
@@ -208,6 +208,8 @@ def _from_header(data, header: fits.Header, *, wcs: WCS | None = None, unit=None
         raise VanotebookInputError(argument, "an image with data (an HDU with pixels)", data)
     if getattr(data, "ndim", 0) < 2:
         raise VanotebookInputError(argument, "an image of two or more dimensions", data)
+    if isinstance(data, np.ndarray) and not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))  # FITS is big-endian; kernels want native
     if wcs is None:
         try:
             wcs = WCS(header)

@@ -251,7 +251,11 @@ def record(
 ) -> Iterator[Provenance]:
     """Context manager that times an activity and yields its `Provenance` to fill in."""
     prov = Provenance(activity=activity, parameters=dict(parameters or {}), seed=seed)
-    _canonical(prov.parameters)  # fail early on unserialisable parameters
+    try:  # fail before the work, not when the record is written
+        json.dumps(prov.parameters)
+    except (TypeError, ValueError) as exc:
+        raise VanotebookInputError("parameters", "JSON-serialisable values",
+                                   prov.parameters) from exc
     yield prov
     prov.finish()
 

@@ -149,7 +149,7 @@ def test_header_beam_matches_measured_psf(sky, key):
     t, (x0, y0) = _best_tile(obs.tiles, row["lon"], row["lat"], 20)
     hdu = obs.tiles[t][0]
     half = int(3 * beam / survey.pixel_scale)
-    xi, yi = int(round(x0)), int(round(y0))
+    xi, yi = round(x0), round(y0)
     cut = hdu.data[yi - half:yi + half + 1, xi - half:xi + half + 1].astype(float)
     yy, xx = np.mgrid[yi - half:yi + half + 1, xi - half:xi + half + 1]
 

@@ -88,7 +88,7 @@ class SkyModel:
 
 def _ring_or_filament_points(kind: str, major: float, rng_arc: np.ndarray, pa: float,
                              curvature: float) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (deg) along a ring of radius ``major`` or an arc-shaped filament of length ``major``."""
+    """Offsets (deg) along a ring of radius ``major`` or an arc filament of length ``major``."""
     if kind == "ring":
         t = rng_arc * 2 * math.pi
         u, v = major * np.cos(t), major * np.sin(t)
@@ -198,7 +198,7 @@ def make_sky(
             continue
         sigma = width[j] * FWHM_TO_SIGMA * _ARCSEC
         extent = (2 * math.pi * radius[j] if kind == "ring" else length[j]) * _ARCSEC
-        n = max(8, int(math.ceil(extent / (0.7 * sigma))))
+        n = max(8, math.ceil(extent / (0.7 * sigma)))
         arc = (np.arange(n) + 0.5) / n
         dx, dy = _ring_or_filament_points(
             kind, (radius[j] if kind == "ring" else length[j]) * _ARCSEC, arc, pa_ext[j],

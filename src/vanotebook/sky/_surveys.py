@@ -178,7 +178,7 @@ def _noise_kernel(beam: Beam, pixel_scale_deg: float, north_pa: float) -> np.nda
     cov = Beam(beam.major, beam.minor, beam.pa).covariance() / pixel_scale_deg**2
     jac = np.diag([-1.0, 1.0])  # (east, north) -> (x, y) for CDELT1 < 0
     cov = jac @ cov @ jac.T
-    half = int(math.ceil(4 * math.sqrt(np.linalg.eigvalsh(cov).max()))) + 1
+    half = math.ceil(4 * math.sqrt(np.linalg.eigvalsh(cov).max())) + 1
     yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
     inv = np.linalg.inv(cov)
     k = np.exp(-0.5 * (inv[0, 0] * xx * xx + 2 * inv[0, 1] * xx * yy + inv[1, 1] * yy * yy))
@@ -225,7 +225,7 @@ def observe(model: SkyModel, survey: Survey | str, *, seed: SeedLike = 0) -> Obs
     tile_side = side / (n - (n - 1) * survey.overlap)
     step = tile_side * (1 - survey.overlap)
     scale = survey.pixel_scale / 3600.0
-    npix = int(math.ceil(tile_side / scale))
+    npix = math.ceil(tile_side / scale)
     beam_icrs = Beam(survey.beam.major, survey.beam.minor, survey.beam.pa + north * u.deg)
     bcov = beam_icrs.covariance()
     to_unit = _to_unit_factor(survey)
@@ -257,7 +257,7 @@ def observe(model: SkyModel, survey: Survey | str, *, seed: SeedLike = 0) -> Obs
             yy, xx = np.mgrid[0:npix, 0:npix]
             plon, plat = wcs.pixel_to_world_values(xx, yy)
             pra, pdec = _icrs_coords(plon, plat, survey.frame)
-            X, Y = to_tangent(pra, pdec, ra0, dec0)  # noqa: N806
+            X, Y = to_tangent(pra, pdec, ra0, dec0)
             image = np.zeros((npix, npix))
             px, py = wcs.world_to_pixel_values(c_lon, c_lat)
             for c in np.flatnonzero((px > -reach) & (px < npix - 1 + reach)
