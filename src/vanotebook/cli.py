@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -70,6 +71,53 @@ def _rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    import signal
+    import subprocess
+    from importlib.resources import files
+
+    from .hub import proxy_command
+
+    if proxy_command() is None:
+        prefix = Path.home() / ".cache" / "vanotebook" / "chp"
+        print(f"installing configurable-http-proxy (npm) into {prefix} ...", flush=True)
+        npm = shutil.which("npm")
+        if npm is None:
+            print("error: npm is needed to install configurable-http-proxy", file=sys.stderr)
+            return 2
+        prefix.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--silent", "--prefix", str(prefix),
+                        "configurable-http-proxy"], check=True)
+    env = dict(os.environ)
+    for key, value in (("VANOTEBOOK_HUB_PORT", args.port), ("VANOTEBOOK_WORKERS", args.workers),
+                       ("VANOTEBOOK_STATE_DIR", args.state_dir),
+                       ("VANOTEBOOK_HUB_PASSWORD", args.password)):
+        if value is not None:
+            env[key] = str(value)
+    state = Path(env.get("VANOTEBOOK_STATE_DIR", Path.home() / ".vanotebook" / "hub"))
+    state.mkdir(parents=True, exist_ok=True)
+    config = files("vanotebook.hub").joinpath("jupyterhub_config.py")
+    hub = shutil.which("jupyterhub") or str(Path(sys.executable).with_name("jupyterhub"))
+    proc = subprocess.Popen([hub, "-f", str(config)], cwd=state, env=env)
+    port = env.get("VANOTEBOOK_HUB_PORT", "8000")
+    password = env.get("VANOTEBOOK_HUB_PASSWORD", "vanotebook")
+    print(f"\nvanotebook gateway: http://127.0.0.1:{port}/\n"
+          f"  log in with any user name and the password {password!r}\n"
+          f"  dashboards: http://127.0.0.1:{port}/services/dashboards/\n"
+          f"  Dask dashboard: http://127.0.0.1:{port}/services/dask/status\n"
+          "  Ctrl-C stops everything.\n", flush=True)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        print("vanotebook gateway stopped.")
+        return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from .cluster import SCHEDULER_ENV, gpu_count, resolve_device
     from .provenance import software_versions
@@ -120,6 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("record", help="provenance.json, <product>.prov.json or a FITS product")
     p.add_argument("output", help="where to write the new product")
     p.set_defaults(func=_rerun)
+
+    p = sub.add_parser("gateway", help="start the hub, the shared Dask cluster and the "
+                       "dashboards on this machine",
+                       description="Start JupyterHub with per-user servers, the shared Dask "
+                       "scheduler and workers, and the dashboards app, on embedded defaults. "
+                       "Production choices come from VANOTEBOOK_* environment variables.")
+    p.add_argument("--port", type=int, default=None, help="hub port (default 8000)")
+    p.add_argument("--workers", type=int, default=None, help="shared Dask workers (default 2)")
+    p.add_argument("--state-dir", default=None,
+                   help="database, secrets and homes (default ~/.vanotebook/hub)")
+    p.add_argument("--password", default=None,
+                   help="shared password of the localhost authenticator (default vanotebook)")
+    p.set_defaults(func=_gateway)
 
     p = sub.add_parser("info", help="versions, GPUs and the cluster this session would use",
                        description="Print software versions, GPUs and the configured cluster.")

@@ -22,6 +22,7 @@ from ._optional import HAS_CUPY
 
 __all__ = [
     "SCHEDULER_ENV",
+    "cluster_summary",
     "connect",
     "get_client",
     "gpu_count",
@@ -179,3 +180,37 @@ def worker_command(
     if gpus:
         cmd += ["--resources", f"GPU={gpus}"]
     return [*cmd, *extra]
+
+
+def cluster_summary(client=None) -> dict:
+    """Workers, threads, memory and GPUs of the cluster a client is connected to.
+
+    Returns
+    -------
+    dict
+        ``address``, ``dashboard`` (link), ``workers`` (a list of dicts with
+        ``name``, ``threads``, ``memory_limit``, ``memory_used``, ``gpus``), and
+        the totals ``n_workers``, ``threads``, ``gpus``.
+    """
+    client = get_client(client)
+    if client is None:
+        return {"address": None, "dashboard": None, "workers": [], "n_workers": 0,
+                "threads": 0, "gpus": 0}
+    info = client.scheduler_info(n_workers=-1)
+    workers = []
+    for w in info["workers"].values():
+        workers.append({
+            "name": str(w.get("name")),
+            "threads": int(w.get("nthreads", 0)),
+            "memory_limit": int(w.get("memory_limit") or 0),
+            "memory_used": int((w.get("metrics") or {}).get("memory", 0)),
+            "gpus": int((w.get("resources") or {}).get("GPU", 0)),
+        })
+    return {
+        "address": info.get("address"),
+        "dashboard": client.dashboard_link,
+        "workers": workers,
+        "n_workers": len(workers),
+        "threads": sum(w["threads"] for w in workers),
+        "gpus": sum(w["gpus"] for w in workers),
+    }

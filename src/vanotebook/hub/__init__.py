@@ -1,0 +1,9 @@
+"""The gateway: what ``jupyterhub_config.py`` uses, and the dashboards app it serves.
+
+`configure` fills a JupyterHub config with working one-machine defaults and
+reads production choices from environment variables (see `HubSettings`).
+"""
+
+from ._config import HubSettings, configure, proxy_command
+
+__all__ = ["HubSettings", "configure", "proxy_command"]

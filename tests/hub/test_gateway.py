@@ -1,0 +1,245 @@
+"""The gateway end to end: a real hub, the npm proxy, real user servers, the shared
+Dask cluster, and the dashboards app in headless Chromium (Playwright)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from vanotebook.hub import HubSettings, configure, proxy_command
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 0.5):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            value = predicate()
+        except (requests.ConnectionError, requests.Timeout):
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """`vanotebook gateway` on free ports, with an API token for the test."""
+    assert proxy_command() is not None or shutil.which("npm"), "npm proxy unavailable"
+    state = tmp_path_factory.mktemp("hub")
+    port = _free_port()
+    token = uuid.uuid4().hex
+    env = dict(os.environ, VANOTEBOOK_API_TOKEN=token,
+               VANOTEBOOK_HUB_API_PORT=str(_free_port()),
+               VANOTEBOOK_SCHEDULER_PORT=str(_free_port()),
+               VANOTEBOOK_DASK_DASHBOARD_PORT=str(_free_port()),
+               VANOTEBOOK_DASK_INTERNAL_PORT=str(_free_port()),
+               VANOTEBOOK_APP_PORT=str(_free_port()), VANOTEBOOK_CULL_TIMEOUT="3600",
+               PYTHONUNBUFFERED="1")
+    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    log = (state / "gateway.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vanotebook.cli", "gateway", "--port", str(port),
+         "--state-dir", str(state), "--workers", "2", "--password", "s3cret"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    api = f"{url}/hub/api"
+    headers = {"Authorization": f"token {token}"}
+    try:
+        # the proxy answers 404 on /hub/api/ until the hub adds its route
+        _wait(lambda: requests.get(f"{api}/", timeout=5).status_code == 200, 120, "the hub")
+        _wait(lambda: requests.get(f"{api}/users", headers=headers, timeout=5).ok, 60,
+              "the API token")
+        yield {"url": url, "api": api, "headers": headers, "proc": proc, "state": state}
+    finally:
+        if proc.poll() is None:
+            children = psutil.Process(proc.pid).children(recursive=True)
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            for p in psutil.wait_procs(children, timeout=30)[1]:
+                p.kill()
+        log.close()
+
+
+def _spawn(gw, name: str) -> str:
+    api, headers = gw["api"], gw["headers"]
+    r = requests.post(f"{api}/users/{name}", headers=headers, timeout=10)
+    assert r.status_code in (201, 409), r.text
+    r = requests.post(f"{api}/users/{name}/server", headers=headers, timeout=30)
+    assert r.status_code in (201, 202), r.text
+
+    def ready():
+        user = requests.get(f"{api}/users/{name}", headers=headers, timeout=10).json()
+        server = user.get("servers", {}).get("", {})
+        return server.get("ready") and server.get("url")
+
+    return gw["url"] + _wait(ready, 150, f"{name}'s server")
+
+
+def _run_in_kernel(server_url: str, headers: dict, code: str, timeout: float = 120) -> str:
+    """Execute code in a new kernel of a user server; return its stdout."""
+    import websocket
+
+    r = requests.post(f"{server_url}api/kernels", headers=headers, json={"name": "python3"},
+                      timeout=30)
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    ws_url = server_url.replace("http://", "ws://") + f"api/kernels/{kid}/channels"
+    ws = websocket.create_connection(ws_url, header=[f"{k}: {v}" for k, v in headers.items()],
+                                     timeout=timeout)
+    msg_id = uuid.uuid4().hex
+    ws.send(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                   "session": uuid.uuid4().hex, "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }))
+    out, status = [], None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        msg = json.loads(ws.recv())
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind = msg["msg_type"]
+        if kind == "stream":
+            out.append(msg["content"]["text"])
+        elif kind == "error":
+            out.append("\n".join(msg["content"]["traceback"]))
+        elif kind == "execute_reply":
+            status = msg["content"]["status"]
+            break
+    ws.close()
+    requests.delete(f"{server_url}api/kernels/{kid}", headers=headers, timeout=30)
+    text = "".join(out)
+    assert status == "ok", text
+    return text
+
+
+def test_users_run_on_the_shared_cluster(gateway):
+    code = (
+        "import os, vanotebook\n"
+        "from distributed import get_worker\n"
+        "c = vanotebook.connect()\n"
+        "print('ADDR', os.environ['DASK_SCHEDULER_ADDRESS'])\n"
+        "print('WORKERS', sorted(c.run(lambda dask_worker: dask_worker.name).values()))\n"
+        "print('RAN_ON', c.submit(lambda x: (get_worker().name, x * 2), 21).result())\n"
+        "print('TUTORIALS', os.path.isdir(os.path.expanduser('~/tutorials')))\n"
+    )
+    outputs = {}
+    for name in ("alice", "bob"):
+        server = _spawn(gateway, name)
+        outputs[name] = _run_in_kernel(server, gateway["headers"], code)
+    for text in outputs.values():
+        assert "WORKERS ['shared-0', 'shared-1']" in text
+        assert "RAN_ON ('shared-" in text and ", 42)" in text
+        assert "TUTORIALS True" in text
+    # both users reached the same scheduler
+    addrs = {line for t in outputs.values() for line in t.splitlines() if line.startswith("ADDR")}
+    assert len(addrs) == 1
+
+
+def test_anonymous_requests_are_sent_to_login(gateway):
+    url = gateway["url"]
+    for path in ("/services/dashboards/", "/services/dask/status", "/user/alice/lab",
+                 "/hub/home"):
+        r = requests.get(url + path, allow_redirects=False, timeout=10)
+        assert r.status_code in (302, 303, 401, 403), (path, r.status_code)
+        if r.status_code in (302, 303):
+            assert "/hub/login" in r.headers["location"] or \
+                "/hub/api/oauth2/authorize" in r.headers["location"], r.headers["location"]
+    # and following the redirects ends on the login page, not on the content
+    r = requests.get(url + "/services/dashboards/", timeout=10)
+    assert "/hub/login" in r.url
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed")
+def test_login_and_dashboards_app_in_chromium(gateway):
+    from playwright.sync_api import sync_playwright
+
+    url = gateway["url"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{url}/hub/login")
+            page.fill("input[name=username]", "carol")
+            page.fill("input[name=password]", "s3cret")
+            page.click("#login_submit")
+            page.wait_for_load_state("networkidle")
+            page.goto(f"{url}/services/dashboards/", timeout=60_000)
+            # Panel renders into shadow DOM: locators pierce it, inner_text does not
+            page.get_by_text("Cluster", exact=True).first.click(timeout=60_000)
+            page.get_by_text("Dask dashboard").first.wait_for(timeout=60_000)
+            page.get_by_text(re.compile(r"2 workers, 2 threads")).first.wait_for(timeout=10_000)
+            for worker in ("shared-0", "shared-1"):
+                page.get_by_text(worker, exact=True).first.wait_for(timeout=10_000)
+            page.screenshot(path=str(gateway["state"] / "dashboards.png"))
+        finally:
+            browser.close()
+
+
+def test_ctrl_c_stops_everything(gateway):
+    """Runs last among the gateway tests: Ctrl-C leaves no process behind."""
+    proc = gateway["proc"]
+    children = psutil.Process(proc.pid).children(recursive=True)
+    names = {" ".join(p.cmdline()[:4]) for p in children}
+    assert any("jupyterhub" in n for n in names)
+    assert any("configurable-http-proxy" in n for n in names)
+    assert any("singleuser" in n for n in names)  # the users' servers
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=90) == 0
+    _gone, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def test_config_refuses_shared_password_beyond_localhost(tmp_path):
+    from traitlets.config import Config
+
+    from vanotebook import VanotebookInputError
+
+    settings = HubSettings(ip="0.0.0.0", state_dir=tmp_path)
+    with pytest.raises(VanotebookInputError, match="VANOTEBOOK_AUTHENTICATOR: expected a real"):
+        configure(Config(), settings)
+
+
+def test_config_external_cluster_starts_no_workers(tmp_path, recwarn):
+    from traitlets.config import Config
+
+    c = Config()
+    settings = HubSettings(state_dir=tmp_path, scheduler_address="tcp://cluster:8786")
+    configure(c, settings)
+    names = [s["name"] for s in c.JupyterHub.services]
+    assert not any(n.startswith("dask") for n in names)
+    assert c.Spawner.environment["DASK_SCHEDULER_ADDRESS"] == "tcp://cluster:8786"
+    assert "dashboards" in names and "idle-culler" in names
+    user_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
+    assert "access:services" in user_role["scopes"]
