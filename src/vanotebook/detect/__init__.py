@@ -1,0 +1,352 @@
+"""Source detection: compact and extended sources, Gaussian fits, reliability score (CAESAR-like).
+
+* `detect(image, ...)` runs the whole pipeline and returns a `DetectionResult`
+  (``.catalogue`` QTable of compact sources, ``.extended`` table, ``.residual``,
+  ``.background``, ``.rms``, ``.regions``, ``.write(folder)``, ``.provenance``).
+* `SourceFinder(...)` holds the settings; calling it on an image runs `detect`.
+
+Pipeline: background and rms from clipped box statistics (or given maps) ->
+islands (seed / merge thresholds, flood fill) -> peaks (and multi-scale LoG
+blobs for nested sources) -> batched multi-component Gaussian fits ->
+residual map -> extended segmentation (smoothing + watershed) -> reliability
+score (random forest trained on injected sources with artefacts) and class.
+
+Images come through `vanotebook.io.parse_image`. A plain 2-D numpy array is
+also accepted: it has no WCS, so ``ra``/``dec`` are NaN and sizes are in
+pixels; without a unit, ``peak`` is in the image's (dimensionless) values and
+``flux`` is the pixel sum of the fitted Gaussian. An image in Jy/beam without
+a beam raises; other units give fluxes in Jy when convertible.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import astropy.units as u
+import numpy as np
+from astropy.io import fits
+from astropy.table import QTable
+
+from .._errors import VanotebookInputError, check_positive
+from ..units import FWHM_TO_SIGMA, Beam
+
+__all__ = ["DetectionResult", "SourceFinder", "detect"]
+
+_ACTIVITY = "vanotebook.detect"
+
+
+@dataclass
+class DetectionResult:
+    """What `detect` returns.
+
+    Attributes
+    ----------
+    catalogue : QTable
+        Compact sources, one row per fitted component.
+    extended : QTable
+        Extended sources from the residual map (flux, area, contour polygon).
+    residual, background, rms : numpy arrays
+        Maps in the image's unit.
+    header : astropy.io.fits.Header or None
+        The image's header (WCS, unit, beam), None for a bare array.
+    provenance : dict
+        The provenance record (also in ``catalogue.meta["provenance"]``).
+    """
+
+    catalogue: QTable
+    extended: QTable
+    residual: np.ndarray
+    background: np.ndarray
+    rms: np.ndarray
+    header: fits.Header | None
+    provenance: dict = field(default_factory=dict)
+    _wcs: Any = None
+
+    @property
+    def regions(self):
+        """DS9 regions (astropy-regions): ellipses and extended-source polygons."""
+        from ._catalogue import regions_for
+
+        return regions_for(self.catalogue, self.extended, self._wcs)
+
+    def residual_hdu(self) -> fits.PrimaryHDU:
+        """The residual map as a FITS HDU, with PROV* cards."""
+        header = fits.Header(self.header) if self.header is not None else fits.Header()
+        return fits.PrimaryHDU(self.residual.astype(np.float32), header)
+
+    def write(self, folder: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Path]:
+        """Write catalogue (ECSV + FITS), extended table, DS9 regions and residual FITS.
+
+        Every file is written atomically; the provenance goes in the FITS
+        headers and in a JSON sidecar beside each file.
+        """
+        from ..io import atomic_path, write_fits, write_table
+        from ..provenance import Provenance
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        prov = Provenance.from_dict(self.provenance)
+        paths = {}
+        cat = self.catalogue.copy()
+        paths["catalogue"] = write_table(cat, folder / "catalogue.ecsv", overwrite=overwrite)
+        ext = self.extended.copy()
+        for name in ("contour_x", "contour_y"):
+            ext[name] = [" ".join(f"{v:.2f}" for v in c) for c in ext[name]] if len(ext) else \
+                np.zeros(0, dtype="U1")
+        paths["extended"] = write_table(ext, folder / "extended.ecsv", overwrite=overwrite)
+        hdul = fits.HDUList([self.residual_hdu()])
+        prov.attach(hdul)
+        paths["residual"] = write_fits(hdul, folder / "residual.fits", overwrite=overwrite)
+        reg = folder / "sources.reg"
+        with atomic_path(reg, overwrite=overwrite) as tmp:
+            self.regions.write(str(tmp), format="ds9", overwrite=True)
+        paths["regions"] = reg
+        for p in paths.values():
+            prov.write_sidecar(p)
+        return paths
+
+
+def _as_image(image):
+    """(data numpy float32, wcs or None, header or None, unit, beam)."""
+    if isinstance(image, np.ndarray) and image.ndim == 2:
+        return image, None, None, None, None
+    from ..io import parse_image
+
+    img = parse_image(image)
+    data = img.data
+    if hasattr(data, "compute"):
+        data = data.compute()
+    if hasattr(data, "get"):
+        data = data.get()
+    data = np.asarray(data)
+    if data.ndim > 2:
+        data = data.reshape(data.shape[-2:]) if math.prod(data.shape[:-2]) == 1 else None
+        if data is None:
+            raise VanotebookInputError("image", "a 2-D image (or one plane)", img.data)
+    return data, img.wcs.celestial, img.header, img.unit, img.beam
+
+
+def _psf_cov(beam, wcs, psf_fwhm) -> tuple[np.ndarray, Beam | None]:
+    if psf_fwhm is not None:
+        s = check_positive("psf_fwhm", float(psf_fwhm)) * FWHM_TO_SIGMA
+        return np.eye(2) * s * s, beam
+    if beam is not None and wcs is not None:
+        M = np.asarray(wcs.celestial.pixel_scale_matrix, dtype=float)
+        Minv = np.linalg.inv(M)
+        return Minv @ beam.covariance() @ Minv.T, beam
+    s = 3.0 * FWHM_TO_SIGMA
+    return np.eye(2) * s * s, beam
+
+
+def detect(
+    image,
+    *,
+    seed_threshold: float = 5.0,
+    merge_threshold: float = 2.6,
+    min_pixels: int = 5,
+    background=None,
+    rms=None,
+    box: int = 64,
+    psf_fwhm: float | None = None,
+    max_components: int = 5,
+    fit: bool = True,
+    nested: bool = True,
+    extended: bool = True,
+    classify: bool = True,
+    extended_threshold: float = 3.0,
+    extended_min_area: float = 5.0,
+    tile: int | None = None,
+    overlap: int = 64,
+    client=None,
+    device: str = "auto",
+    seed: int = 0,
+) -> DetectionResult:
+    """Find, fit, score and classify compact and extended sources in an image.
+
+    Parameters
+    ----------
+    image
+        Any form `vanotebook.io.parse_image` accepts, or a bare 2-D numpy
+        array (pixel coordinates only).
+    seed_threshold, merge_threshold : float
+        Islands grow from pixels above ``seed_threshold`` sigma down to
+        ``merge_threshold`` sigma.
+    min_pixels : int
+        Smallest island kept.
+    background, rms : array or float, optional
+        Pre-computed maps; otherwise from clipped statistics in ``box`` cells.
+    box : int
+        Background cell side in pixels.
+    psf_fwhm : float, optional
+        PSF FWHM in pixels; by default the image's beam (3 pixels if none).
+    max_components : int
+        Most Gaussians fitted per island (its brightest peaks).
+    fit : bool
+        Fit Gaussians (False: one component per island with the PSF shape
+        and its peak value, no fit iterations).
+    nested : bool
+        Add multi-scale LoG blobs as extra components of large islands.
+    extended, classify : bool
+        Run the extended-source segmentation / the reliability classifier.
+    extended_threshold, extended_min_area : float
+        Extended segmentation threshold (smoothed sigmas) and minimum area (PSF areas).
+    tile, overlap : int, optional
+        Cut the image into ``tile``-pixel tiles with ``overlap`` on Dask;
+        islands larger than ``overlap`` may be cut (flagged).
+    client : distributed.Client, optional
+        Where tiles run; default client or local threads.
+    device : {"auto", "cpu", "gpu"}
+        Array backend of the fit kernel.
+    seed : int
+        Seed of the classifier's training set.
+
+    Returns
+    -------
+    DetectionResult
+    """
+    from ..cluster import get_client, resolve_device
+    from ..provenance import record
+    from ._background import background_maps
+    from ._catalogue import compact_table, flux_factor
+    from ._classify import classify_sources, features
+    from ._dask import compact_pass, run_tiled
+    from ._extended import extended_table, segment_extended
+    from ._fit import gaussian_image
+
+    for name, val in (("seed_threshold", seed_threshold), ("merge_threshold", merge_threshold),
+                      ("extended_threshold", extended_threshold),
+                      ("extended_min_area", extended_min_area)):
+        check_positive(name, val)
+    if merge_threshold > seed_threshold:
+        raise VanotebookInputError("merge_threshold", f"<= seed_threshold ({seed_threshold})",
+                                   merge_threshold)
+    check_positive("min_pixels", min_pixels, integer=True)
+    check_positive("box", box, integer=True)
+    check_positive("max_components", max_components, integer=True)
+    if tile is not None:
+        check_positive("tile", tile, integer=True)
+    if not (isinstance(overlap, int) and overlap >= 0):
+        raise VanotebookInputError("overlap", "a non-negative integer", overlap)
+    dev = resolve_device(device)
+    xp = np
+    if dev == "gpu":  # pragma: no cover - needs a GPU
+        import cupy as xp
+    data, wcs, header, unit, beam = _as_image(image)
+    if not np.issubdtype(data.dtype, np.number):
+        raise VanotebookInputError("image", "numeric pixels", data.dtype)
+    data = data.astype(np.float32)
+    if not np.isfinite(data).any():
+        raise VanotebookInputError("image", "an image with finite pixels", "all NaN/inf")
+    if unit is not None and unit.is_equivalent(u.Jy / u.beam) and beam is None:
+        raise VanotebookInputError("image", f"a beam (BMAJ/BMIN) for an image in {unit}",
+                                   "no beam")
+    psf_cov, beam = _psf_cov(beam, wcs, psf_fwhm)
+    psf_sigma = float(np.linalg.det(psf_cov)) ** 0.25
+    params = {"seed_threshold": seed_threshold, "merge_threshold": merge_threshold,
+              "min_pixels": min_pixels, "box": box, "psf_fwhm": psf_fwhm,
+              "max_components": max_components, "fit": fit, "nested": nested,
+              "extended": extended, "classify": classify,
+              "extended_threshold": extended_threshold,
+              "extended_min_area": extended_min_area, "tile": tile, "overlap": overlap,
+              "given_background": background is not None, "given_rms": rms is not None}
+    with record(_ACTIVITY, params, seed=seed) as prov:
+        if background is None or rms is None:
+            bkg_map, rms_map, _ = background_maps(data, box=box)
+        if background is not None:
+            bkg_map = _as_map(background, data.shape, "background")
+        if rms is not None:
+            rms_map = _as_map(rms, data.shape, "rms")
+        bkg_map = np.asarray(bkg_map, np.float32)
+        rms_map = np.asarray(rms_map, np.float32)
+        sub = data - bkg_map
+        sub[~np.isfinite(data)] = np.nan
+        pass_params = {"seed": seed_threshold, "merge": merge_threshold,
+                       "min_pixels": min_pixels, "psf_cov": psf_cov,
+                       "max_components": max_components,
+                       "peak_size": max(3, 2 * round(0.75 * psf_sigma / FWHM_TO_SIGMA) + 1),
+                       "iterations": 40 if fit else 0, "xp": xp}
+        if not np.any(rms_map > 0):  # constant image: nothing can stand above the noise
+            from ._fit import _empty_components
+
+            comps = _empty_components()
+        elif tile is None:
+            comps = compact_pass(sub, rms_map, full_shape=sub.shape, **pass_params)
+        else:
+            comps = run_tiled(sub, rms_map, tile=tile, overlap=overlap,
+                              client=get_client(client), params=pass_params)
+        pixel_area = None
+        if wcs is not None:
+            from astropy.wcs.utils import proj_plane_pixel_area
+
+            pixel_area = (proj_plane_pixel_area(wcs) * u.deg**2).to(u.sr)
+        cat = compact_table(comps, rms=rms_map, wcs=wcs, unit=unit, beam=beam,
+                            pixel_area=pixel_area)
+        cat["cut_by_tile"] = comps.get("tile_cut", np.zeros(len(cat), bool))
+        # classes: point if not resolved, compact if resolved, extended if much larger
+        if len(cat):
+            p = comps["params"]
+            det = p[:, 3] * p[:, 5] - p[:, 4] ** 2
+            size = (1.0 / np.sqrt(det)) / psf_sigma**2  # area ratio to the PSF
+            size_err = np.hypot(cat["major_err"].value / np.maximum(cat["major"].value, 1e-30),
+                                cat["minor_err"].value / np.maximum(cat["minor"].value, 1e-30))
+            resolved = (size - 1) > np.maximum(3 * size_err, 0.2)
+            big = size > 4.0
+            cat["cls"] = np.where(big, "extended", np.where(resolved, "compact", "point"))
+        model = gaussian_image(data.shape, comps["params"][np.asarray(cat["cls"]) != "extended"]
+                               if len(cat) else np.zeros((0, 6)))
+        residual = np.where(np.isfinite(data), sub - model, np.nan)
+        if classify and len(cat):
+            feat = features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value)
+            cat["score"] = classify_sources(feat, seed=seed)
+        factor, funit = flux_factor(unit, beam, pixel_area)
+        ext_regions = []
+        if extended and np.any(rms_map > 0):
+            _, ext_regions = segment_extended(residual, rms_map, psf_sigma=psf_sigma,
+                                              threshold=extended_threshold,
+                                              min_area=extended_min_area)
+        parea = pixel_area.to_value(u.arcsec**2) if pixel_area is not None else None
+        ext = extended_table(ext_regions, wcs=wcs, factor=factor, funit=funit,
+                             pixel_area_arcsec2=parea)
+        cat.meta["unit"] = str(unit) if unit is not None else None
+    record_dict = prov.to_dict()
+    cat.meta["provenance"] = record_dict
+    ext.meta["provenance"] = record_dict
+    return DetectionResult(cat, ext, residual, bkg_map, rms_map, header, record_dict, wcs)
+
+
+def _as_map(value, shape, name):
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim == 0:
+        return np.full(shape, float(arr), np.float32)
+    if arr.shape != tuple(shape):
+        raise VanotebookInputError(name, f"a scalar or an array of shape {tuple(shape)}",
+                                   arr)
+    return arr
+
+
+class SourceFinder:
+    """A configured detection pipeline: ``SourceFinder(**settings)(image)``.
+
+    Parameters are those of `detect` (keyword-only); calling the finder on an
+    image returns a `DetectionResult`.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        import inspect
+
+        allowed = set(inspect.signature(detect).parameters) - {"image"}
+        for key in settings:
+            if key not in allowed:
+                raise VanotebookInputError(key, f"one of {sorted(allowed)}", key)
+        self.settings = settings
+
+    def __call__(self, image, **overrides: Any) -> DetectionResult:
+        return detect(image, **{**self.settings, **overrides})
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        return f"SourceFinder({inner})"

@@ -1,0 +1,126 @@
+"""Tiles with overlap on Dask; each island is kept by the one tile that owns it.
+
+The background and noise maps are global (box statistics are cheap), so
+every tile sees the same S/N map as the whole image. A tile finds and fits
+the islands in its extended area (core plus ``overlap``) and keeps those
+whose brightest pixel lies in its core; an island that fits inside the
+overlap is therefore found, complete and identical, exactly once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["compact_pass", "run_tiled", "tile_slices"]
+
+
+def tile_slices(shape, tile: int, overlap: int):
+    """``(core, extended)`` slice pairs covering ``shape``."""
+    ny, nx = shape
+    out = []
+    for y0 in range(0, ny, tile):
+        for x0 in range(0, nx, tile):
+            core = (slice(y0, min(ny, y0 + tile)), slice(x0, min(nx, x0 + tile)))
+            ext = (slice(max(0, y0 - overlap), min(ny, y0 + tile + overlap)),
+                   slice(max(0, x0 - overlap), min(nx, x0 + tile + overlap)))
+            out.append((core, ext))
+    return out
+
+
+def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, peak_size,
+                 iterations=40, xp=np, core=None, offset=(0, 0), full_shape=None):
+    """Islands, peaks and fits of one image (or one tile); positions in global pixels.
+
+    ``core`` = (y0, y1, x0, x1) in the tile's pixels: keep only islands whose
+    peak lies there.
+    """
+    from ._fit import FLAGS, fit_islands
+    from ._islands import find_islands, local_peaks
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.where(rms > 0, sub / np.where(rms > 0, rms, 1.0), np.nan).astype(np.float32)
+    labels, n = find_islands(xp.asarray(snr) if xp is not np else snr, seed=seed, merge=merge,
+                             min_pixels=min_pixels)
+    peaks = local_peaks(snr, labels, size=peak_size, threshold=seed)
+    if core is not None and n:
+        # owner test on each island's brightest pixel
+        flat = labels.ravel()
+        inside = np.flatnonzero(flat)
+        lab = flat[inside]
+        vals = np.nan_to_num(snr.ravel()[inside], nan=-np.inf)
+        order = np.lexsort((-vals, lab))
+        first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
+        py, px = np.divmod(inside[first], snr.shape[1])
+        y0, y1, x0, x1 = core
+        own = (py >= y0) & (py < y1) & (px >= x0) & (px < x1)
+        keep = np.zeros(n + 1, bool)
+        keep[lab[first][own]] = True
+        new = np.zeros(n + 1, np.int32)
+        new[keep] = np.arange(1, int(keep.sum()) + 1)
+        labels = new[labels]
+        n = int(keep.sum())
+        sel = keep[peaks[2]]
+        peaks = (peaks[0][sel], peaks[1][sel], new[peaks[2][sel]])
+    comps = fit_islands(sub, rms, labels, n, peaks, psf_cov=psf_cov,
+                        max_components=max_components, iterations=iterations, xp=xp)
+    # island key = its brightest pixel in global raster order (same tiled or not)
+    if len(comps["island"]):
+        flat = labels.ravel()
+        inside = np.flatnonzero(flat)
+        lab = flat[inside]
+        vals = np.nan_to_num(snr.ravel()[inside], nan=-np.inf)
+        order = np.lexsort((-vals, lab))
+        first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
+        py, px = np.divmod(inside[first], snr.shape[1])
+        gy, gx = py + offset[0], px + offset[1]
+        width = full_shape[1] if full_shape is not None else snr.shape[1]
+        key = gy.astype(np.int64) * width + gx
+        comps["island"] = key[comps["island"]]
+        comps["params"][:, 1] += offset[1]
+        comps["params"][:, 2] += offset[0]
+        if full_shape is not None:
+            # edge flag only for the real image border
+            ys, xs = np.nonzero(labels)
+            touch = np.zeros(n + 1, bool)
+            ny_t, nx_t = snr.shape
+            at_tile_edge = (ys == 0) | (xs == 0) | (ys == ny_t - 1) | (xs == nx_t - 1)
+            at_image_edge = ((ys + offset[0] == 0) | (xs + offset[1] == 0)
+                             | (ys + offset[0] == full_shape[0] - 1)
+                             | (xs + offset[1] == full_shape[1] - 1))
+            touch_img = np.zeros(n + 1, bool)
+            touch[labels[ys[at_tile_edge], xs[at_tile_edge]]] = True
+            touch_img[labels[ys[at_image_edge], xs[at_image_edge]]] = True
+            comps["flags"] &= ~FLAGS["edge"]
+            lookup = {int(k): i + 1 for i, k in enumerate(key)}
+            isl_lab = np.array([lookup[int(k)] for k in comps["island"]])
+            comps["flags"] |= np.where(touch_img[isl_lab], FLAGS["edge"], 0)
+            comps["tile_cut"] = touch[isl_lab] & ~touch_img[isl_lab]
+        order = np.lexsort((comps["component"], comps["island"]))
+        comps = {k: v[order] for k, v in comps.items()}
+    return comps
+
+
+def run_tiled(sub, rms, *, tile: int, overlap: int, client, params: dict):
+    """Run `compact_pass` over overlapping tiles (on ``client``, or threads) and merge."""
+    import dask
+
+    tasks = []
+    for core, ext in tile_slices(sub.shape, tile, overlap):
+        c = (core[0].start - ext[0].start, core[0].stop - ext[0].start,
+             core[1].start - ext[1].start, core[1].stop - ext[1].start)
+        tasks.append(dask.delayed(compact_pass)(
+            sub[ext], rms[ext], core=c, offset=(ext[0].start, ext[1].start),
+            full_shape=sub.shape, **params))
+    if client is not None:
+        results = client.gather(client.compute(tasks))
+    else:
+        results = dask.compute(*tasks, scheduler="threads")
+    results = [r for r in results if len(r["island"])]
+    if not results:
+        from ._fit import _empty_components
+
+        return _empty_components()
+    keys = results[0].keys() & set.intersection(*(set(r) for r in results))
+    out = {k: np.concatenate([r[k] for r in results]) for k in keys}
+    order = np.lexsort((out["component"], out["island"]))
+    return {k: v[order] for k, v in out.items()}

@@ -1,0 +1,592 @@
+"""The cross-match: input checks, epochs, the in-memory match and the result table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import astropy.units as u
+import numpy as np
+from astropy.table import Table
+
+from .. import healpix
+from .._errors import VanotebookInputError, check_choice, check_positive
+from ..cluster import resolve_device
+from . import _kernels as K
+from . import _probability as P
+
+__all__ = ["HOWS", "MatchSpec", "crossmatch_tables", "validate"]
+
+HOWS = ("nearest", "all", "k")
+NAN_POLICIES = ("drop", "raise")
+ARCSEC = math.pi / 180 / 3600
+_FINE_ORDER = 12
+
+
+@dataclass
+class MatchSpec:
+    """The validated options of one cross-match (checked before any work starts)."""
+
+    radius: u.Quantity
+    how: str
+    k: int
+    ra: str
+    dec: str
+    errors: Any
+    epoch: Any
+    suffixes: tuple[str, str]
+    nan: str
+    prior: float | None
+    device: str
+
+    @property
+    def radius_rad(self) -> float:
+        return float(self.radius.to_value(u.rad))
+
+    @property
+    def chord(self) -> float:
+        return K.angle_to_chord(self.radius_rad)
+
+    @property
+    def n_query(self) -> int:
+        """How many neighbours to ask the tree for first (more are fetched when full)."""
+        return max(self.k if self.how == "k" else 1, 4)
+
+
+def validate(*, radius, how, k, ra, dec, errors, epoch, suffixes, nan, prior, device) -> MatchSpec:
+    """Check every option and return a `MatchSpec`; raises `VanotebookInputError`."""
+    radius = healpix._check_radius(radius)
+    check_choice("how", how, HOWS)
+    k = check_positive("k", k, integer=True)
+    for name, value in (("ra", ra), ("dec", dec)):
+        if not isinstance(value, str):
+            raise VanotebookInputError(name, "a column name", value)
+    if (not isinstance(suffixes, tuple | list) or len(suffixes) != 2
+            or not all(isinstance(s, str) for s in suffixes) or suffixes[0] == suffixes[1]):
+        raise VanotebookInputError("suffixes", "two different strings", suffixes)
+    check_choice("nan", nan, NAN_POLICIES)
+    if prior is not None and not (isinstance(prior, float | int) and 0 < prior < 1):
+        raise VanotebookInputError("prior", "None or a completeness in (0, 1)", prior)
+    if errors is not None and not isinstance(errors, dict):
+        errors = {"left": errors, "right": errors}
+    if errors is not None and set(errors) - {"left", "right"}:
+        raise VanotebookInputError("errors", "a dict with keys 'left' and 'right'", errors)
+    if epoch is not None and epoch is not False:
+        if isinstance(epoch, u.Quantity):
+            epoch = epoch.to_value(u.yr)
+        if isinstance(epoch, bool) or not isinstance(epoch, int | float) or not (
+            0 < epoch < 1e5
+        ):
+            raise VanotebookInputError("epoch", "None, False or a Julian year", epoch)
+        epoch = float(epoch)
+    return MatchSpec(radius, how, k, ra, dec, errors, epoch, tuple(suffixes), nan, prior,
+                     resolve_device(device))
+
+
+# ----------------------------------------------------------------------------- columns
+def _unit_of(table, name: str, default: u.UnitBase) -> u.UnitBase:
+    unit = getattr(table[name], "unit", None) if hasattr(table, "colnames") else None
+    if unit is None:
+        units = getattr(table, "attrs", {}).get("units", {})
+        unit = units.get(name)
+    return u.Unit(unit) if unit is not None else default
+
+
+def _column(table, name: str) -> np.ndarray:
+    col = table[name]
+    return np.asarray(getattr(col, "value", col), dtype=np.float64)
+
+
+def error_arrays(table, spec: Any, side: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-axis 1-sigma positional errors in radians, or None when there are none."""
+    columns = list(table.colnames if hasattr(table, "colnames") else table.columns)
+    n = len(table)
+    if spec is None:
+        if {"ra_error", "dec_error"} <= set(columns):
+            spec = ("ra_error", "dec_error")
+        elif "error" in columns:
+            spec = "error"
+        else:
+            return None
+    if isinstance(spec, u.Quantity):
+        if spec.unit.physical_type != "angle" or spec.size != 1:
+            raise VanotebookInputError(f"errors[{side!r}]", "an angle Quantity", spec)
+        s = np.full(n, spec.to_value(u.rad))
+        return s, s
+    names = (spec, spec) if isinstance(spec, str) else spec
+    if not (isinstance(names, tuple | list) and len(names) == 2
+            and all(isinstance(c, str) for c in names)):
+        expected = "a column name, two column names (ra, dec axes) or an angle Quantity"
+        raise VanotebookInputError(f"errors[{side!r}]", expected, spec)
+    out = []
+    for c in names:
+        if c not in columns:
+            raise VanotebookInputError(f"errors[{side!r}]", f"columns of the {side} catalogue", c)
+        out.append(_column(table, c) * _unit_of(table, c, u.arcsec).to(u.rad))
+    return out[0], out[1]
+
+
+def positions(table, spec: MatchSpec, target_epoch: float | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(ra, dec) in degrees, moved to ``target_epoch`` when the table has proper motions."""
+    ra = _column(table, spec.ra) * _unit_of(table, spec.ra, u.deg).to(u.deg)
+    dec = _column(table, spec.dec) * _unit_of(table, spec.dec, u.deg).to(u.deg)
+    finite = dec[np.isfinite(dec)]
+    if finite.size and (finite.min() < -90 or finite.max() > 90):
+        raise VanotebookInputError(spec.dec, "declinations within [-90, 90] deg",
+                                   f"values from {finite.min():g} to {finite.max():g}")
+    columns = set(table.colnames if hasattr(table, "colnames") else table.columns)
+    if target_epoch is not None and {"pmra", "pmdec", "epoch"} <= columns:
+        pmra = _column(table, "pmra") * _unit_of(table, "pmra", u.mas / u.yr).to(u.mas / u.yr)
+        pmdec = _column(table, "pmdec") * _unit_of(table, "pmdec", u.mas / u.yr).to(u.mas / u.yr)
+        dt = target_epoch - _column(table, "epoch")
+        pmra, pmdec = np.nan_to_num(pmra), np.nan_to_num(pmdec)
+        dt = np.nan_to_num(dt)
+        ra, dec = K.propagate(ra, dec, pmra, pmdec, dt)
+    return ra, dec
+
+
+def _epoch_of(table) -> float | None:
+    columns = set(table.colnames if hasattr(table, "colnames") else table.columns)
+    if "epoch" in columns:
+        values = np.unique(_column(table, "epoch"))
+        values = values[np.isfinite(values)]
+        if values.size == 1:
+            return float(values[0])
+    value = getattr(table, "meta", {}).get("epoch") if hasattr(table, "meta") else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def target_epoch(left, right, spec: MatchSpec) -> float | None:
+    """The common epoch: ``spec.epoch``, or (auto) the epoch of the side without motions."""
+    if spec.epoch is False:
+        return None
+    if spec.epoch is not None:
+        return spec.epoch
+    def has_pm(t):
+        cols = set(t.colnames if hasattr(t, "colnames") else t.columns)
+        return {"pmra", "pmdec", "epoch"} <= cols
+
+    if has_pm(left) and not has_pm(right):
+        return _epoch_of(right)
+    if has_pm(right) and not has_pm(left):
+        return _epoch_of(left)
+    return None
+
+
+# ----------------------------------------------------------------------------- matching
+def candidates(tree, lxyz: np.ndarray, spec: MatchSpec) -> tuple[np.ndarray, np.ndarray]:
+    """All (up to what ``how`` needs) right candidates within the radius of each left vector.
+
+    Rows whose candidate list is full are asked again with twice as many, so
+    the lists are complete (needed for ``how="all"`` and for probabilities).
+    """
+    k = spec.n_query
+    dist, idx = K.nearest_candidates(tree, lxyz, spec.chord, k)
+    full = np.isfinite(dist[:, -1])
+    while full.any():
+        k *= 2
+        rows = np.flatnonzero(full)
+        d2, i2 = K.nearest_candidates(tree, lxyz[rows], spec.chord, k)
+        pad = k - dist.shape[1]
+        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=tree.n)
+        dist[rows], idx[rows] = d2, i2
+        full = np.zeros(len(dist), bool)
+        full[rows] = np.isfinite(d2[:, -1])
+    return dist, idx
+
+
+@dataclass
+class Pairs:
+    """Matched pairs of one partition (indices into its left and right rows)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    separation: np.ndarray  # radians
+    f: np.ndarray  # Gaussian density per sr (NaN without errors)
+    f_sum: np.ndarray  # sum of f over the left row's candidates
+    first: np.ndarray  # first pair of its left row
+    f_in: np.ndarray  # fraction of counterparts expected inside the radius, per pair
+
+
+def match_arrays(lra, ldec, rra, rdec, lerr, rerr, spec: MatchSpec, rerr_typical=None) -> Pairs:
+    """Match left positions against right positions (degrees; NaN-free) on one partition."""
+    from scipy.spatial import cKDTree
+
+    _, to = _namespace(spec.device)
+    lxyz = np.asarray(K.unit_vectors(lra, ldec))
+    rxyz = np.asarray(K.unit_vectors(rra, rdec))
+    tree = cKDTree(rxyz, balanced_tree=False, compact_nodes=False)
+    dist, idx = candidates(tree, lxyz, spec)
+    valid = np.isfinite(dist)
+    n_cand = valid.sum(axis=1)
+    if spec.how == "nearest":
+        keep = valid & (np.arange(valid.shape[1]) < 1)
+    elif spec.how == "k":
+        keep = valid & (np.arange(valid.shape[1]) < spec.k)
+    else:
+        keep = valid
+    li_all, col_all = np.nonzero(valid)
+    ri_all = idx[li_all, col_all]
+    a, b = to(lxyz[li_all]), to(rxyz[ri_all])
+    sep_all = K.separation(a, b)
+    if lerr is not None and rerr is not None:
+        dx, dy = K.tangent_offsets(a, b)
+        vx = to(lerr[0][li_all] ** 2 + rerr[0][ri_all] ** 2)
+        vy = to(lerr[1][li_all] ** 2 + rerr[1][ri_all] ** 2)
+        f_all = np.asarray(_from(P.gaussian_density(dx, dy, vx, vy)))
+        f_sum_rows = np.bincount(li_all, weights=f_all, minlength=len(lra))
+        typical = rerr_typical if rerr_typical is not None else (
+            float(np.mean((rerr[0] ** 2 + rerr[1] ** 2) / 2)) if len(rerr[0]) else 0.0)
+        var_in = to((lerr[0] ** 2 + lerr[1] ** 2) / 2 + typical)
+        f_in_rows = np.asarray(_from(P.inside_fraction(var_in, spec.radius_rad)))
+    else:
+        f_all = np.full(li_all.size, np.nan)
+        f_sum_rows = np.full(len(lra), np.nan)
+        f_in_rows = np.full(len(lra), np.nan)
+    sel = keep[li_all, col_all]
+    li = li_all[sel]
+    first = np.ones(li.size, bool)
+    first[1:] = li[1:] != li[:-1]
+    del n_cand
+    return Pairs(li, ri_all[sel], np.asarray(_from(sep_all))[sel], f_all[sel], f_sum_rows[li],
+                 first, f_in_rows[li])
+
+
+def _namespace(device: str):
+    if device == "gpu":  # pragma: no cover - no GPU in CI
+        import cupy
+
+        return cupy, cupy.asarray
+    return np, np.asarray
+
+
+def _from(x):
+    return x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x
+
+
+def density_sr(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
+    """(sources per steradian, covered area in deg^2) of finite positions."""
+    if ra.size == 0:
+        return 0.0, 0.0
+    pix, counts = np.unique(healpix.pixel_index(ra, dec, _FINE_ORDER), return_counts=True)
+    area = healpix.coverage_area(pix, counts, order=_FINE_ORDER)
+    return ra.size / (area * (math.pi / 180) ** 2), area
+
+
+def probabilities(pairs_f, pairs_f_sum, pairs_f_in, first, n_left: int, rho: float,
+                  spec: MatchSpec) -> tuple[np.ndarray, float]:
+    """Posterior of each pair and the fitted completeness ``q``."""
+    if pairs_f.size == 0 or not np.isfinite(pairs_f).any() or rho <= 0:
+        return np.full(pairs_f.size, np.nan), float("nan")
+    f_in = float(np.median(pairs_f_in[first]))
+    q = spec.prior if spec.prior is not None else P.fit_completeness(
+        pairs_f_sum[first], n_left, rho, f_in)
+    return np.asarray(P.pair_posteriors(pairs_f, pairs_f_sum, q, rho, f_in)), q
+
+
+# ----------------------------------------------------------------------------- tables
+def _suffixed(table: Table, suffix: str) -> Table:
+    out = Table(table, copy=False)
+    out.rename_columns(out.colnames, [f"{c}{suffix}" for c in out.colnames])
+    return out
+
+
+def result_table(left: Table, right: Table, li, ri, sep_rad, prob, spec: MatchSpec) -> Table:
+    """Both sides' columns (suffixed), ``separation`` [arcsec] and ``probability``."""
+    from astropy.table import hstack
+
+    lt = _suffixed(left[li], spec.suffixes[0])
+    rt = _suffixed(right[ri], spec.suffixes[1])
+    out = hstack([lt, rt], join_type="exact", metadata_conflicts="silent")
+    out.meta.clear()
+    out["separation"] = (np.asarray(sep_rad) / ARCSEC) * u.arcsec
+    out["probability"] = np.asarray(prob, dtype=np.float64)
+    return out
+
+
+def _finite(ra, dec, name: str, spec: MatchSpec) -> np.ndarray:
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    if spec.nan == "raise" and not ok.all():
+        raise VanotebookInputError(name, "finite coordinates (or nan='drop')",
+                                   f"{(~ok).sum()} rows with NaN {spec.ra}/{spec.dec}")
+    return ok
+
+
+def crossmatch_tables(left: Table, right: Table, spec: MatchSpec) -> Table:
+    """The in-memory match of two astropy Tables."""
+    epoch = target_epoch(left, right, spec)
+    lra, ldec = positions(left, spec, epoch)
+    rra, rdec = positions(right, spec, epoch)
+    lok, rok = _finite(lra, ldec, "left", spec), _finite(rra, rdec, "right", spec)
+    lrows, rrows = np.flatnonzero(lok), np.flatnonzero(rok)
+    errors = spec.errors or {"left": None, "right": None}
+    lerr = error_arrays(left, errors["left"], "left")
+    rerr = error_arrays(right, errors["right"], "right")
+    lerr = None if lerr is None else (lerr[0][lok], lerr[1][lok])
+    rerr = None if rerr is None else (rerr[0][rok], rerr[1][rok])
+    pairs = match_arrays(lra[lok], ldec[lok], rra[rok], rdec[rok], lerr, rerr, spec)
+    rho, area = density_sr(rra[rok], rdec[rok])
+    prob, q = probabilities(pairs.f, pairs.f_sum, pairs.f_in, pairs.first, lrows.size, rho, spec)
+    out = result_table(left, right, lrows[pairs.left], rrows[pairs.right], pairs.separation,
+                       prob, spec)
+    out.meta.update({
+        "nan_rows": {"left": int((~lok).sum()), "right": int((~rok).sum())},
+        "completeness": q, "right_density_deg2": rho * (math.pi / 180) ** 2,
+        "right_area_deg2": area, "epoch": epoch,
+    })
+    return out
+
+
+# ----------------------------------------------------------------------------- public
+def _parse(catalogue: Any, spec: MatchSpec, argument: str):
+    from ..io import parse_catalogue
+
+    if healpix.is_partitioned(catalogue):
+        catalogue = healpix.read_partitioned(catalogue, lazy=True)
+    return parse_catalogue(catalogue, ra=spec.ra, dec=spec.dec, argument=argument)
+
+
+def _is_lazy(table) -> bool:
+    return type(table).__module__.startswith("dask")
+
+
+def crossmatch(
+    left: Any,
+    right: Any,
+    *,
+    radius: u.Quantity = 1 * u.arcsec,
+    how: str = "nearest",
+    k: int = 1,
+    ra: str = "ra",
+    dec: str = "dec",
+    errors: Any = None,
+    epoch: Any = None,
+    suffixes: tuple[str, str] = ("_left", "_right"),
+    nan: str = "drop",
+    prior: float | None = None,
+    client=None,
+    device: str = "auto",
+):
+    """Cross-match two catalogues.
+
+    Parameters
+    ----------
+    left, right
+        Anything `vanotebook.io.parse_catalogue` accepts: astropy Table/QTable,
+        pandas or dask DataFrame, a FITS/VOTable/ECSV/parquet path or parquet
+        folder, or a HEALPix-partitioned folder (`vanotebook.healpix.write_partitioned`
+        or HATS).
+    radius : Quantity
+        Largest separation, an angle (``1 * u.arcsec``); a bare number is refused.
+    how : {"nearest", "all", "k"}
+        The nearest right source within ``radius`` of each left source (as
+        astropy's ``match_to_catalog_sky``), every pair within ``radius`` (as
+        ``search_around_sky``), or the ``k`` nearest within ``radius``.
+    k : int
+        Neighbours for ``how="k"``.
+    ra, dec : str
+        Coordinate columns (degrees, ICRS) in both catalogues.
+    errors : None, str, (str, str), Quantity, or dict
+        1-sigma positional errors for the probabilities: a column (circular), two
+        columns (ra and dec axes; arcsec unless the column has a unit), or one
+        angle for every row; ``{"left": ..., "right": ...}`` per side. None looks
+        for ``ra_error``/``dec_error`` or ``error``; without errors the
+        probability is NaN.
+    epoch : None, False, or float
+        Julian year to move both catalogues to, using the ``pmra`` (including
+        cos dec), ``pmdec`` [mas/yr] and ``epoch`` columns of a catalogue that
+        has them. None: the epoch of the catalogue without proper motions;
+        False: no propagation.
+    suffixes : (str, str)
+        Appended to every left and right column name in the result.
+    nan : {"drop", "raise"}
+        Rows with NaN coordinates are left out and counted in
+        ``result.meta["nan_rows"]`` ("drop"), or refused ("raise").
+    prior : float, optional
+        The fraction of left sources with a counterpart; fitted to the data
+        (expectation-maximisation over the candidates, with the right source
+        density) when None.
+    client : distributed.Client, optional
+        The cluster for dask inputs (default: the current client, else in-process).
+    device : {"auto", "cpu", "gpu"}
+        Where separations and probabilities are computed; the kd-tree search is on the CPU.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per pair: the left and right columns, ``separation`` (arcsec) and
+        ``probability`` (posterior that the pair is the same source). Lazy inputs
+        are matched out of core, partition by partition; only the pairs come
+        back into memory. ``meta`` holds ``nan_rows``, ``completeness``, the
+        right density and the provenance.
+    """
+    from ..provenance import record
+
+    spec = validate(radius=radius, how=how, k=k, ra=ra, dec=dec, errors=errors, epoch=epoch,
+                    suffixes=suffixes, nan=nan, prior=prior, device=device)
+    params = {"radius_arcsec": float(spec.radius.to_value(u.arcsec)), "how": how, "k": spec.k,
+              "ra": ra, "dec": dec, "errors": repr(errors), "epoch": spec.epoch,
+              "suffixes": list(spec.suffixes), "nan": nan, "prior": prior,
+              "device": spec.device}
+    inputs = [c for c in (left, right) if isinstance(c, str) or hasattr(c, "__fspath__")]
+    lt = _parse(left, spec, "left")
+    rt = _parse(right, spec, "right")
+    with record("vanotebook.xmatch.crossmatch", params) as prov:
+        for path in inputs:
+            from pathlib import Path
+
+            if Path(path).is_file():
+                prov.add_input(path)
+        if _is_lazy(lt) or _is_lazy(rt):
+            from ._dask import crossmatch_dask
+
+            out = crossmatch_dask(lt, rt, spec, client=client)
+            meta = out.meta
+        else:
+            out = crossmatch_tables(lt, rt, spec)
+            meta = out.meta
+    meta["provenance"] = prov.to_dict()
+    return out
+
+
+def crossmatch_many(
+    catalogues: dict[str, Any],
+    *,
+    radius: u.Quantity = 1 * u.arcsec,
+    ra: str = "ra",
+    dec: str = "dec",
+    errors: Any = None,
+    epoch: Any = None,
+    nan: str = "drop",
+    client=None,
+    device: str = "auto",
+) -> Table:
+    """N-way match of three or more catalogues, in the spirit of NWAY.
+
+    The first catalogue is the primary. For each primary source every
+    combination of one candidate (or none) from each other catalogue, each
+    within ``radius`` of the primary, is weighed by the N-way Bayes factor of
+    Budavári & Szalay (2008) (circular errors, the quadratic mean of the two
+    axes) and by priors fitted pairwise (`crossmatch`); the best combination
+    is returned.
+
+    Parameters
+    ----------
+    catalogues : dict of str to catalogue
+        Name -> catalogue, at least three, the primary first; names suffix the columns.
+    radius, ra, dec, errors, epoch, nan, client, device
+        As for `crossmatch` (``errors`` applies to every catalogue).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per primary source with a counterpart in at least one other
+        catalogue: the primary columns (``_<name>``), the chosen counterparts'
+        columns (masked where none), ``separation_<name>`` [arcsec],
+        ``probability`` (of that combination) and ``p_any`` (that the primary has
+        any counterpart).
+    """
+    from itertools import product
+
+    from astropy.table import MaskedColumn, hstack
+
+    if not isinstance(catalogues, dict) or len(catalogues) < 3:
+        raise VanotebookInputError("catalogues", "a dict of at least three catalogues",
+                                   catalogues)
+    names = list(catalogues)
+    spec = validate(radius=radius, how="all", k=1, ra=ra, dec=dec, errors=None, epoch=epoch,
+                    suffixes=("_a", "_b"), nan=nan, prior=None, device=device)
+    if isinstance(errors, dict) and set(errors) - set(names):
+        raise VanotebookInputError("errors", f"a dict keyed by catalogue names {names}", errors)
+
+    def err(n):
+        return errors.get(n) if isinstance(errors, dict) else errors
+
+    tables = {n: _parse(c, spec, n) for n, c in catalogues.items()}
+    tables = {n: (t.compute() if _is_lazy(t) else t) for n, t in tables.items()}
+    tables = {n: (Table.from_pandas(t) if not isinstance(t, Table) else t)
+              for n, t in tables.items()}
+    primary = names[0]
+    pt = tables[primary]
+    pt = Table(pt)
+    pt["_row"] = np.arange(len(pt))
+    sigma, pairs, priors = {}, {}, {}
+    for n in names:
+        e = error_arrays(tables[n], err(n), n)
+        if e is None:
+            raise VanotebookInputError("errors", f"positional errors for catalogue {n!r}", None)
+        sigma[n] = np.sqrt((e[0] ** 2 + e[1] ** 2) / 2)
+    for n in names[1:]:
+        t = Table(tables[n])
+        t["_row"] = np.arange(len(t))
+        m = crossmatch(pt, t, radius=spec.radius, how="all", ra=ra, dec=dec,
+                       errors={"left": err(primary), "right": err(n)},
+                       epoch=epoch, nan=nan, suffixes=("_p", "_o"), client=client, device=device)
+        pairs[n] = (np.asarray(m["_row_p"]), np.asarray(m["_row_o"]))
+        priors[n] = m.meta["completeness"]
+    # positions at the common epoch, as unit vectors
+    epoch_all = None if epoch is False else epoch
+    xyz = {}
+    for n in names:
+        sp = MatchSpec(**{**spec.__dict__, "epoch": epoch_all})
+        target = epoch_all if epoch_all is not None else target_epoch(pt, tables[n], sp)
+        r_, d_ = positions(tables[n], sp, target)
+        xyz[n] = np.asarray(K.unit_vectors(r_, d_))
+    rho = {n: density_sr(*positions(tables[n], spec, None))[0] for n in names[1:]}
+    by_primary: dict[int, dict[str, list[int]]] = {}
+    for n in names[1:]:
+        for p_row, o_row in zip(*pairs[n], strict=True):
+            by_primary.setdefault(int(p_row), {}).setdefault(n, []).append(int(o_row))
+    others = names[1:]
+    best_rows, best_p, p_any = [], [], []
+    for p_row, cands in sorted(by_primary.items()):
+        options = [[-1, *cands.get(n, [])] for n in others]
+        weights, combos = [], []
+        for combo in product(*options):
+            members = [(primary, p_row)] + [(n, c) for n, c in zip(others, combo, strict=True)
+                                             if c >= 0]
+            w = 1.0
+            for n, c in zip(others, combo, strict=True):
+                w *= priors[n] if c >= 0 else (1 - priors[n])
+                if c >= 0:
+                    w /= rho[n]
+            if len(members) > 1:
+                vecs = [xyz[n][r] for n, r in members]
+                ws = [1.0 / sigma[n][r] ** 2 for n, r in members]
+                psi2 = [float(K.separation(vecs[i], vecs[j])) ** 2
+                        for i in range(len(vecs)) for j in range(i + 1, len(vecs))]
+                bf = float(P.nway_bayes_factor(psi2, [np.float64(x) for x in ws]))
+                w *= bf / (4 * math.pi) ** (len(members) - 1)
+            weights.append(w)
+            combos.append(combo)
+        weights = np.asarray(weights) / np.sum(weights)
+        j = int(np.argmax(weights[1:])) + 1
+        best_rows.append((p_row, combos[j]))
+        best_p.append(weights[j])
+        p_any.append(1 - weights[0])
+    rows = np.array([r for r, _ in best_rows], dtype=np.int64)
+    parts = [_suffixed(tables[primary][rows], f"_{primary}")]
+    for i, n in enumerate(others):
+        idx = np.array([c[i] for _, c in best_rows], dtype=np.int64)
+        sub = tables[n][np.where(idx >= 0, idx, 0)] if len(tables[n]) else tables[n][:0]
+        sub = Table(sub, masked=True)
+        for c in sub.colnames:
+            sub[c] = MaskedColumn(sub[c], mask=idx < 0)
+        parts.append(_suffixed(sub, f"_{n}"))
+    out = hstack(parts, join_type="exact", metadata_conflicts="silent") if rows.size else \
+        hstack([_suffixed(tables[n][:0], f"_{n}") for n in names], metadata_conflicts="silent")
+    for i, n in enumerate(others):
+        idx = np.array([c[i] for _, c in best_rows], dtype=np.int64)
+        sep = np.full(idx.size, np.nan)
+        ok = idx >= 0
+        if ok.any():
+            sep[ok] = K.separation(xyz[primary][rows[ok]], xyz[n][idx[ok]]) / ARCSEC
+        out[f"separation_{n}"] = MaskedColumn(sep, mask=~ok, unit=u.arcsec)
+    out["probability"] = np.asarray(best_p, dtype=np.float64)
+    out["p_any"] = np.asarray(p_any, dtype=np.float64)
+    out.meta.clear()
+    out.meta["completeness"] = priors
+    return out

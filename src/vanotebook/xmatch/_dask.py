@@ -1,0 +1,232 @@
+"""The out-of-core cross-match: HEALPix partitions with margins, mapped on Dask.
+
+1. A pixel histogram of both catalogues (order 12, one pass) gives the
+   densities and the partition order: the coarsest at which no pixel holds
+   more than ``partition-rows`` left rows, capped so pixels stay three radii
+   wide.
+2. Left rows are tagged with their pixel; right rows with their pixel and
+   copied to every margin pixel (`vanotebook.healpix.margin_pixels`).
+3. Both are shuffled (``set_index`` with the same known divisions, so Dask
+   spills to disk rather than holding a catalogue in memory) into aligned
+   partitions of whole pixels.
+4. Each partition is matched pixel by pixel with the in-memory kernels; a left
+   row lives in exactly one pixel, so no pair is lost or found twice.
+5. The completeness is fitted on all pairs and the probabilities added.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .. import _config, healpix
+from ..cluster import get_client
+from . import _core as C
+
+__all__ = ["crossmatch_dask"]
+
+_FINE = 12
+_PIX = healpix.PIXEL_COLUMN
+
+
+def _to_dask(table, npartitions: int = 1):
+    import dask.dataframe as dd
+
+    if type(table).__module__.startswith("dask"):
+        return table
+    return dd.from_pandas(table.to_pandas(index=False), npartitions=npartitions)
+
+
+def _histogram(df: pd.DataFrame, spec: C.MatchSpec, epoch) -> pd.DataFrame:
+    ra, dec = C.positions(df, spec, epoch)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    pix, counts = np.unique(healpix.pixel_index(ra[ok], dec[ok], _FINE), return_counts=True)
+    extra = pd.DataFrame({"pix": [-1], "n": [int((~ok).sum())]})  # NaN rows
+    return pd.concat([pd.DataFrame({"pix": pix, "n": counts}), extra], ignore_index=True)
+
+
+def _tag_left(df: pd.DataFrame, spec, epoch, order: int) -> pd.DataFrame:
+    ra, dec = C.positions(df, spec, epoch)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    out = df.loc[ok].copy()
+    out["_ra"], out["_dec"] = ra[ok], dec[ok]
+    out[_PIX] = healpix.pixel_index(ra[ok], dec[ok], order)
+    return out
+
+
+def _tag_right(df: pd.DataFrame, spec, epoch, order: int, keep: np.ndarray) -> pd.DataFrame:
+    ra, dec = C.positions(df, spec, epoch)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    base = df.loc[ok].copy()
+    base["_ra"], base["_dec"] = ra[ok], dec[ok]
+    base[_PIX] = healpix.pixel_index(ra[ok], dec[ok], order)
+    rows, pix = healpix.margin_pixels(ra[ok], dec[ok], order, spec.radius)
+    margin = base.iloc[rows].copy()
+    margin[_PIX] = pix
+    out = pd.concat([base, margin], ignore_index=True)
+    return out[np.isin(out[_PIX].to_numpy(), keep)]
+
+
+def _match_partition(left: pd.DataFrame, right: pd.DataFrame, spec, rerr_typical,
+                     lcols, rcols) -> pd.DataFrame:
+    errors = spec.errors or {"left": None, "right": None}
+    frames = []
+    lpix = left.index.to_numpy()
+    rpix = right.index.to_numpy()
+    lord, rord = np.argsort(lpix, kind="stable"), np.argsort(rpix, kind="stable")
+    lpix_s, rpix_s = lpix[lord], rpix[rord]
+    for pix in np.unique(lpix_s):
+        la, lb = np.searchsorted(lpix_s, [pix, pix + 1])
+        ra_, rb = np.searchsorted(rpix_s, [pix, pix + 1])
+        lp = left.iloc[lord[la:lb]]
+        rp = right.iloc[rord[ra_:rb]]
+        lerr = C.error_arrays(lp, errors["left"], "left")
+        rerr = C.error_arrays(rp, errors["right"], "right")
+        pairs = C.match_arrays(lp["_ra"].to_numpy(), lp["_dec"].to_numpy(),
+                               rp["_ra"].to_numpy(), rp["_dec"].to_numpy(), lerr, rerr, spec,
+                               rerr_typical=rerr_typical)
+        lsel = lp.iloc[pairs.left][lcols].reset_index(drop=True)
+        rsel = rp.iloc[pairs.right][rcols].reset_index(drop=True)
+        lsel.columns = [f"{c}{spec.suffixes[0]}" for c in lcols]
+        rsel.columns = [f"{c}{spec.suffixes[1]}" for c in rcols]
+        stats = pd.DataFrame({"separation": pairs.separation / C.ARCSEC, "_f": pairs.f,
+                              "_f_sum": pairs.f_sum, "_f_in": pairs.f_in,
+                              "_first": pairs.first})
+        frames.append(pd.concat([lsel, rsel, stats], axis=1))
+    if not frames:
+        return _empty(left, right, spec, lcols, rcols)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _empty(left, right, spec, lcols, rcols) -> pd.DataFrame:
+    lsel = left.iloc[:0][lcols].reset_index(drop=True)
+    rsel = right.iloc[:0][rcols].reset_index(drop=True)
+    lsel.columns = [f"{c}{spec.suffixes[0]}" for c in lcols]
+    rsel.columns = [f"{c}{spec.suffixes[1]}" for c in rcols]
+    stats = pd.DataFrame({"separation": np.zeros(0), "_f": np.zeros(0), "_f_sum": np.zeros(0),
+                          "_f_in": np.zeros(0), "_first": np.zeros(0, bool)})
+    return pd.concat([lsel, rsel, stats], axis=1)
+
+
+def _divisions(pixels: np.ndarray, counts: np.ndarray, max_rows: int) -> tuple[int, ...]:
+    """Group sorted pixels into runs of at most ``max_rows`` left rows (at least one pixel)."""
+    starts, total = [int(pixels[0])], 0
+    for p, n in zip(pixels, counts, strict=True):
+        if total and total + n > max_rows:
+            starts.append(int(p))
+            total = 0
+        total += int(n)
+    return (*starts, int(pixels[-1]))
+
+
+def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: int | None = None):
+    """Match two catalogues (dask DataFrames or Tables) partition by partition."""
+    import dask
+    from astropy.table import Table
+
+    client = get_client(client)
+    max_rows = max_rows or int(_config.get("partition-rows", 1_000_000))
+    left, right = _to_dask(left), _to_dask(right)
+    lcols, rcols = list(left.columns), list(right.columns)
+    meta_l, meta_r = left._meta, right._meta
+    epoch = _epoch(left, right, spec, client)
+    hl = left.map_partitions(_histogram, spec, epoch, meta={"pix": "i8", "n": "i8"})
+    hr = right.map_partitions(_histogram, spec, epoch, meta={"pix": "i8", "n": "i8"})
+    errors = spec.errors or {"left": None, "right": None}
+
+    def rerr_stats(df):
+        e = C.error_arrays(df, errors["right"], "right")
+        if e is None:
+            return pd.DataFrame({"s": [0.0], "n": [0]})
+        v = (e[0] ** 2 + e[1] ** 2) / 2
+        return pd.DataFrame({"s": [float(np.nansum(v))], "n": [int(np.isfinite(v).sum())]})
+
+    rs = right.map_partitions(rerr_stats, meta={"s": "f8", "n": "i8"})
+    hl, hr, rs = _compute(client, hl, hr, rs)
+    nan_rows = {"left": int(hl.loc[hl.pix < 0, "n"].sum()),
+                "right": int(hr.loc[hr.pix < 0, "n"].sum())}
+    for side, n in nan_rows.items():
+        if n and spec.nan == "raise":
+            raise C.VanotebookInputError(side, "finite coordinates (or nan='drop')",
+                                         f"{n} rows with NaN {spec.ra}/{spec.dec}")
+    hl = hl[hl.pix >= 0].groupby("pix").n.sum()
+    hr = hr[hr.pix >= 0].groupby("pix").n.sum()
+    rerr_typical = float(rs.s.sum() / rs.n.sum()) if rs.n.sum() else 0.0
+    n_left = int(hl.sum())
+    rho = 0.0
+    if len(hr):
+        area = healpix.coverage_area(hr.index.to_numpy(), hr.to_numpy(), order=_FINE)
+        rho = float(hr.sum()) / (area * (math.pi / 180) ** 2)
+    if n_left == 0 or len(hr) == 0:
+        empty = _empty(meta_l, meta_r, spec, lcols, rcols)
+        return _finish(empty, n_left, rho, spec, nan_rows, epoch, order=None, n_parts=0)
+    order = healpix.order_from_counts(hl.index.to_numpy(), hl.to_numpy(), order=_FINE,
+                                      max_rows=max_rows, radius=spec.radius)
+    coarse = (hl.index.to_numpy() >> (2 * (_FINE - order)))
+    pixels, inv = np.unique(coarse, return_inverse=True)
+    counts = np.bincount(inv, weights=hl.to_numpy()).astype(np.int64)
+    divisions = _divisions(pixels, counts, max_rows)
+    lmeta = meta_l.assign(_ra=np.float64(0), _dec=np.float64(0), **{_PIX: np.int64(0)})
+    rmeta = meta_r.assign(_ra=np.float64(0), _dec=np.float64(0), **{_PIX: np.int64(0)})
+    lt = left.map_partitions(_tag_left, spec, epoch, order, meta=lmeta)
+    rt = right.map_partitions(_tag_right, spec, epoch, order, pixels, meta=rmeta)
+    with dask.config.set({"dataframe.shuffle.method": "p2p" if client else "disk"}):
+        lt = lt.set_index(_PIX, divisions=list(divisions))
+        rt = rt.set_index(_PIX, divisions=list(divisions))
+    out_meta = _empty(meta_l, meta_r, spec, lcols, rcols)
+    import dask.dataframe as dd
+
+    pairs = dd.map_partitions(_match_partition, lt, rt, spec, rerr_typical, lcols, rcols,
+                              meta=out_meta, align_dataframes=False)
+    (result,) = _compute(client, pairs)
+    return _finish(result, n_left, rho, spec, nan_rows, epoch, order=order,
+                   n_parts=len(divisions) - 1, Table=Table)
+
+
+def _compute(client, *objs):
+    import dask
+
+    if client is not None:
+        return client.compute(list(objs), sync=True)
+    return dask.compute(*objs)
+
+
+def _epoch(left, right, spec, client):
+    if spec.epoch is False:
+        return None
+    if spec.epoch is not None:
+        return spec.epoch
+    pm = {"pmra", "pmdec", "epoch"}
+    lpm, rpm = pm <= set(left.columns), pm <= set(right.columns)
+    if lpm == rpm:
+        return None
+    other = right if lpm else left
+    if "epoch" not in other.columns:
+        return None
+    (values,) = _compute(client, other["epoch"].drop_duplicates())
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(values[0]) if values.size == 1 else None
+
+
+def _finish(df: pd.DataFrame, n_left, rho, spec, nan_rows, epoch, *, order, n_parts,
+            Table=None):
+    from astropy import units as u
+    from astropy.table import Table
+
+    f = df["_f"].to_numpy(float)
+    first = df["_first"].to_numpy(bool)
+    prob, q = C.probabilities(f, df["_f_sum"].to_numpy(float), df["_f_in"].to_numpy(float),
+                              first, n_left, rho, spec)
+    df = df.drop(columns=["_f", "_f_sum", "_f_in", "_first"])
+    sort = [f"{c}{spec.suffixes[0]}" for c in df.columns[:0]]
+    del sort
+    out = Table.from_pandas(df.reset_index(drop=True))
+    out["separation"].unit = u.arcsec
+    out["probability"] = np.asarray(prob, dtype=np.float64)
+    out.meta.update({"nan_rows": nan_rows, "completeness": q,
+                     "right_density_deg2": rho * (math.pi / 180) ** 2, "epoch": epoch,
+                     "order": order, "partitions": n_parts})
+    return out

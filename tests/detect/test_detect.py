@@ -1,0 +1,270 @@
+"""Source detection against injected truth, the synthetic sky and peer answers."""
+
+from __future__ import annotations
+
+import inspect
+
+import array_api_strict as xps
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.wcs import WCS
+from scipy.spatial import cKDTree
+
+from vanotebook import VanotebookInputError
+from vanotebook.detect import DetectionResult, SourceFinder, detect
+from vanotebook.detect._background import background_maps
+from vanotebook.detect._catalogue import CLASSES
+from vanotebook.detect._fit import fit_gaussians
+from vanotebook.detect._synth import injected_image
+from vanotebook.units import FWHM_TO_SIGMA, Beam
+
+
+@pytest.fixture(scope="module")
+def injected():
+    img, truth = injected_image((512, 512), 150, seed=3, min_separation=8.0)
+    return img, truth, detect(img, psf_fwhm=3.0, extended=False)
+
+
+def _match(cat, truth, radius=1.5):
+    d, i = cKDTree(np.c_[truth["x"], truth["y"]]).query(
+        np.c_[cat["x"].value, cat["y"].value])
+    return d, i, d < radius
+
+
+def test_completeness_reliability_and_accuracy(injected):
+    _, truth, res = injected
+    cat = res.catalogue
+    d, i, real = _match(cat, truth)
+    found = np.zeros(len(truth), bool)
+    found[i[real]] = True
+    bright = truth["snr"] >= 7
+    assert found[bright].mean() >= 0.97
+    kept = cat["score"] >= 0.5
+    assert real[kept].mean() >= 0.97  # reliability after the score
+    hi = real & (truth["snr"][i] >= 20)
+    ratio = cat["flux"].value[hi] / truth["flux"][i[hi]]
+    assert abs(np.median(ratio) - 1) < 0.03
+    assert np.median(d[hi]) < 0.1
+    # quoted position errors are consistent with the scatter
+    pull = (cat["x"].value[hi] - truth["x"][i[hi]]) / cat["x_err"].value[hi]
+    assert 0.5 < np.std(pull) < 2.0
+
+
+def test_blended_pair_is_deblended():
+    fwhm = 3.0
+    s = fwhm * FWHM_TO_SIGMA
+    yy, xx = np.mgrid[0:64, 0:64]
+    rng = np.random.default_rng(5)
+    img = rng.normal(0, 1, (64, 64))
+    truth = [(30.0, 32.0, 60.0), (30.0 + 1.6 * fwhm, 32.5, 40.0)]
+    for x, y, a in truth:
+        img += a * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / s**2)
+    res = detect(img.astype(np.float32), psf_fwhm=fwhm, background=0.0, rms=1.0,
+                 extended=False, classify=False)
+    cat = res.catalogue
+    assert len(cat) == 2 and set(cat["n_components"]) == {2}
+    cat.sort("peak", reverse=True)
+    for row, (x, y, a) in zip(cat, truth, strict=True):
+        assert abs(row["x"].value - x) < 0.3 and abs(row["y"].value - y) < 0.3
+        assert abs(row["peak"] / a - 1) < 0.1
+
+
+def test_extended_source_recovered():
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:200, 0:200]
+    blob = 1.5 * np.exp(-0.5 * ((xx - 100) ** 2 / 15**2 + (yy - 90) ** 2 / 10**2))
+    img = (blob + rng.normal(0, 1, blob.shape)).astype(np.float32)
+    res = detect(img, psf_fwhm=3.0, background=0.0, rms=1.0, classify=False)
+    ext = res.extended
+    assert len(ext) >= 1
+    best = ext[np.argmax(ext["flux"].value)]
+    assert abs(best["x"].value - 100) < 5 and abs(best["y"].value - 90) < 5
+    true_flux = 1.5 * 2 * np.pi * 15 * 10
+    assert 0.6 < best["flux"].value / true_flux < 1.2
+    assert len(best["contour_x"]) > 10
+
+
+def test_tiled_equals_untiled(injected):
+    img, _, res = injected
+    tiled = detect(img, psf_fwhm=3.0, extended=False, tile=160, overlap=32)
+    a, b = res.catalogue, tiled.catalogue
+    assert len(a) == len(b)
+    for name in ("x", "y", "peak", "flux", "major", "score"):
+        np.testing.assert_allclose(np.asarray(b[name]), np.asarray(a[name]), rtol=1e-5,
+                                   atol=1e-6)
+    assert not np.any(b["cut_by_tile"])
+
+
+def test_tiled_on_dask_client(injected):
+    distributed = pytest.importorskip("distributed")
+    img, _, res = injected
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=":0") as client:
+        tiled = detect(img, psf_fwhm=3.0, extended=False, tile=256, overlap=32, client=client)
+    np.testing.assert_allclose(tiled.catalogue["flux"].value, res.catalogue["flux"].value,
+                               rtol=1e-5)
+
+
+def test_radio_tile_against_truth(sky):
+    obs = sky.observe("radio")
+    tile = obs.tiles[0]
+    res = detect(tile)
+    cat = res.catalogue
+    w = WCS(tile[0].header)
+    x, y = w.world_to_pixel_values(obs.truth["ra"], obs.truth["dec"])
+    inside = (x > 5) & (x < 494) & (y > 5) & (y < 494) & ~obs.truth["extended"]
+    truth = obs.truth[inside]
+    snr = truth["peak"].value / tile[0].header["NOISE"]
+    idx, sep, _ = SkyCoord(truth["ra"], truth["dec"]).match_to_catalog_sky(
+        SkyCoord(cat["ra"], cat["dec"]))
+    ok = sep.arcsec < 5
+    assert ok[snr >= 8].mean() >= 0.95
+    hi = ok & (snr >= 20)
+    ratio = cat["flux"][idx[hi]].to_value(u.Jy) / truth["flux"].quantity[hi].to_value(u.Jy)
+    assert abs(np.median(ratio) - 1) < 0.05
+    assert np.median(sep.arcsec[hi]) < 1.0
+    assert cat["flux"].unit == u.Jy and cat["ra"].unit == u.deg
+    assert set(cat["cls"]) <= set(CLASSES)
+    assert cat["score"].min() >= 0 and cat["score"].max() <= 1
+
+
+def test_deconvolution_matches_beam_deconvolve(sky):
+    tile = sky.observe("radio").tiles[0]
+    res = detect(tile, extended=False, classify=False)
+    beam = Beam.from_header(tile[0].header)
+    cat = res.catalogue
+    rows = cat[(cat["major_deconv"].value > 0) & (cat["snr"] > 10)]
+    assert len(rows) > 0
+    for row in rows[:5]:
+        fitted = Beam(row["major"], row["minor"], row["pa"])
+        dec = fitted.deconvolve(beam)
+        assert abs(dec.major.to_value(u.arcsec) - row["major_deconv"].value) < 1e-3 * max(
+            1.0, row["major_deconv"].value)
+
+
+def test_background_kernel_array_api_strict():
+    img, _ = injected_image((200, 150), 20, seed=1, gradient=0.5)
+    b1, r1, _ = background_maps(img, box=32)
+    b2, r2, _ = background_maps(xps.asarray(img), box=32)
+    np.testing.assert_allclose(np.asarray(b2), b1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(r2), r1, rtol=1e-5, atol=1e-5)
+    # the background follows the injected smooth level (10 + gradient <= 5)
+    assert np.all(np.abs(b1 - 10) < 6) and abs(np.median(r1) - 1) < 0.1
+
+
+def test_fit_kernel_array_api_strict():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[-6:7, -6:7].astype(float)
+    X = np.stack([xx.ravel()] * 3)
+    Y = np.stack([yy.ravel()] * 3)
+    D = 20 * np.exp(-0.5 * ((X - 0.3) ** 2 / 1.5**2 + (Y + 0.2) ** 2 / 1.2**2))
+    D = D + rng.normal(0, 1, D.shape)
+    W = np.ones_like(D)
+    p0 = np.tile(np.array([15.0, 0, 0, 0.5, 0.0, 0.5]), (3, 1, 1))
+    box = np.tile(np.array([-6.5, 6.5, -6.5, 6.5]), (3, 1))
+    out_np = fit_gaussians(X, Y, D, W, p0, box, smin2=0.2, smax2=np.full(3, 200.0))
+    out_x = fit_gaussians(*(xps.asarray(v) for v in (X, Y, D, W, p0, box)), smin2=0.2,
+                          smax2=xps.asarray(np.full(3, 200.0)))
+    for a, b in zip(out_np, out_x, strict=True):
+        np.testing.assert_allclose(np.asarray(b, dtype=float), np.asarray(a, dtype=float),
+                                   rtol=1e-4, atol=1e-6)
+    p = out_np[0]
+    assert np.all(np.abs(p[:, 0, 1] - 0.3) < 0.3) and np.all(np.abs(p[:, 0, 0] - 20) < 3)
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def test_all_nan_raises():
+    with pytest.raises(VanotebookInputError, match="image"):
+        detect(np.full((64, 64), np.nan, np.float32))
+
+
+def test_constant_image_gives_empty_table_with_all_columns(injected):
+    res = detect(np.full((64, 64), 3.0, np.float32))
+    assert len(res.catalogue) == 0 and len(res.extended) == 0
+    assert set(injected[2].catalogue.colnames) == set(res.catalogue.colnames)
+
+
+def test_no_wcs_gives_pixel_coordinates(injected):
+    cat = injected[2].catalogue
+    assert np.all(np.isnan(cat["ra"].value)) and cat["major"].unit == u.pix
+    assert cat["flux"].unit == u.dimensionless_unscaled  # missing unit: pixel sums
+
+
+def test_missing_unit_in_header(sky):
+    hdu = sky.observe("radio").tiles[0][0].copy()
+    del hdu.header["BUNIT"]
+    cat = detect(hdu, extended=False, classify=False).catalogue
+    assert len(cat) > 10 and cat["flux"].unit == u.dimensionless_unscaled
+    assert np.all(np.isfinite(cat["ra"].value))
+
+
+def test_jy_per_beam_without_beam_raises(sky):
+    hdu = sky.observe("radio").tiles[0][0].copy()
+    for key in ("BMAJ", "BMIN", "BPA"):
+        del hdu.header[key]
+    with pytest.raises(VanotebookInputError, match="beam"):
+        detect(hdu)
+
+
+def test_nan_holes(injected):
+    img, truth, res = injected
+    holed = img.copy()
+    holed[100:200, 100:200] = np.nan
+    cat = detect(holed, psf_fwhm=3.0, extended=False, classify=False).catalogue
+    x, y = cat["x"].value, cat["y"].value
+    assert not np.any((x > 101) & (x < 198) & (y > 101) & (y < 198))
+    outside = ~((truth["x"] > 95) & (truth["x"] < 205) & (truth["y"] > 95) & (truth["y"] < 205))
+    _, _, real = _match(cat, truth[outside])
+    assert real.sum() >= 0.9 * len(_match(res.catalogue, truth[outside])[2].nonzero()[0])
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"seed_threshold": -1}, "seed_threshold"),
+    ({"merge_threshold": 6.0}, "merge_threshold"),
+    ({"min_pixels": 0}, "min_pixels"),
+    ({"device": "tpu"}, "device"),
+    ({"rms": np.ones((3, 3))}, "rms"),
+])
+def test_bad_arguments(kwargs, argument):
+    with pytest.raises(VanotebookInputError, match=argument):
+        detect(np.zeros((32, 32), np.float32), **kwargs)
+
+
+def test_bad_image_form():
+    with pytest.raises(VanotebookInputError, match="image"):
+        detect([1, 2, 3])
+
+
+def test_keyword_only_and_finder():
+    sig = inspect.signature(detect)
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in sig.parameters.items() if name != "image")
+    with pytest.raises(VanotebookInputError, match="sigma"):
+        SourceFinder(sigma=3)
+    finder = SourceFinder(seed_threshold=6.0, extended=False, classify=False)
+    assert "seed_threshold=6.0" in repr(finder)
+
+
+# ----------------------------------------------------------------------------- outputs
+def test_write_products(sky, tmp_path):
+    from astropy.io import fits
+    from regions import Regions
+
+    from vanotebook.io import read_catalogue
+
+    res = SourceFinder()(sky.observe("radio").tiles[0])
+    assert isinstance(res, DetectionResult)
+    paths = res.write(tmp_path / "out")
+    cat = read_catalogue(paths["catalogue"])
+    assert len(cat) == len(res.catalogue)
+    with fits.open(paths["residual"]) as hdul:
+        assert "PROVENANCE" in hdul and hdul[0].data.shape == res.residual.shape
+    regs = Regions.read(str(paths["regions"]), format="ds9")
+    assert len(regs) == len(res.catalogue) + len(res.extended)
+    assert (paths["catalogue"].parent / "catalogue.ecsv.prov.json").exists() or any(
+        p.name.endswith(".json") for p in paths["catalogue"].parent.iterdir())
+    assert "vanotebook.detect" in str(res.catalogue.meta["provenance"])
+    # the residual has the compact sources removed: its rms is near the noise
+    noise = sky.observe("radio").tiles[0][0].header["NOISE"]
+    assert np.nanstd(res.residual) < 3 * noise
