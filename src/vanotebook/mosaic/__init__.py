@@ -1,0 +1,27 @@
+"""Mosaicking: merge survey tiles, homogenise surveys, cut out sources.
+
+* `mosaic` merges overlapping images on one grid (optimal or given), with
+  Montage-style background matching, bilinear / nearest / flux-conserving
+  resampling, weighted combination, on Dask blocks of the output grid.
+* `homogenise` brings several surveys to one grid, one beam and one unit.
+* `cutout` and `cutouts` make homogenised multi-survey stamps of one source
+  or of a whole catalogue (on Dask).
+* `to_fits` / `from_fits` round-trip a mosaic Dataset through FITS.
+"""
+
+from ._core import METHODS, from_fits, mosaic, to_fits
+from ._cutout import cutout, cutouts
+from ._homogenise import homogenise
+from ._plan import Grid, optimal_grid
+
+__all__ = [
+    "METHODS",
+    "Grid",
+    "cutout",
+    "cutouts",
+    "from_fits",
+    "homogenise",
+    "mosaic",
+    "optimal_grid",
+    "to_fits",
+]

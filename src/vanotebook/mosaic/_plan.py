@@ -1,0 +1,275 @@
+"""Planning a mosaic: the output grid, and which part of it each input covers.
+
+`optimal_grid` does what reproject's ``find_optimal_celestial_wcs`` does: a
+north-up grid in the chosen frame and projection, centred on the mean
+direction of the inputs, at their finest pixel scale, just large enough to
+hold all of them. `resolve_grid` turns the ``wcs=`` argument (``"optimal"``,
+a WCS, or a FITS header) into a celestial WCS and an output shape.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales, wcs_to_celestial_frame
+
+from .._errors import VanotebookInputError, check_choice
+from ..io import Image
+from ._kernels import pixel_to_pixel
+
+__all__ = ["FRAMES", "Grid", "footprint_bbox", "optimal_grid", "resolve_grid"]
+
+FRAMES = ("icrs", "fk5", "galactic")
+_CTYPES = {"icrs": ("RA--", "DEC-"), "fk5": ("RA--", "DEC-"), "galactic": ("GLON", "GLAT")}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An output grid: a celestial WCS and a shape ``(ny, nx)``."""
+
+    wcs: WCS
+    shape: tuple[int, int]
+
+    @property
+    def header(self) -> fits.Header:
+        header = self.wcs.to_header()
+        header["NAXIS"] = 2
+        header["NAXIS1"] = self.shape[1]
+        header["NAXIS2"] = self.shape[0]
+        return header
+
+    @property
+    def pixel_area_sr(self) -> float:
+        scales = proj_plane_pixel_scales(self.wcs)
+        return float(np.prod(np.radians(scales)))
+
+
+def _edge_points(shape: tuple[int, ...], n: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates along the edges of an image (outer pixel boundaries)."""
+    ny, nx = shape[-2:]
+    t = np.linspace(0.0, 1.0, n)
+    xs = np.concatenate([-0.5 + t * nx, np.full(n, nx - 0.5), -0.5 + t * nx, np.full(n, -0.5)])
+    ys = np.concatenate([np.full(n, -0.5), -0.5 + t * ny, np.full(n, ny - 0.5), -0.5 + t * ny])
+    return xs, ys
+
+
+def _frame_name(wcs: WCS) -> str:
+    return wcs_to_celestial_frame(wcs).name
+
+
+def optimal_grid(images: Sequence[Image], *, frame: str | None = None,
+                 projection: str = "TAN", pixel_scale: float | None = None) -> Grid:
+    """The smallest north-up grid holding every image, like ``find_optimal_celestial_wcs``.
+
+    Parameters
+    ----------
+    images : list of Image
+    frame : {"icrs", "fk5", "galactic"}, optional
+        Frame of the output; by default the first image's.
+    projection : str
+        FITS projection code.
+    pixel_scale : float, optional
+        Pixel side in degrees; by default the finest among the inputs.
+    """
+    frame = frame or _frame_name(images[0].celestial)
+    check_choice("frame", frame, FRAMES)
+    lons, lats = [], []
+    for im in images:
+        xs, ys = _edge_points(im.shape)
+        lon, lat = im.celestial.wcs_pix2world(xs, ys, 0)
+        c = SkyCoord(lon, lat, unit="deg", frame=wcs_to_celestial_frame(im.celestial))
+        c = c.transform_to(frame)
+        lons.append(c.spherical.lon.deg)
+        lats.append(c.spherical.lat.deg)
+    lon = np.concatenate(lons)
+    lat = np.concatenate(lats)
+    vec = np.stack([np.cos(np.radians(lat)) * np.cos(np.radians(lon)),
+                    np.cos(np.radians(lat)) * np.sin(np.radians(lon)), np.sin(np.radians(lat))])
+    mean = vec.mean(axis=1)
+    lon0 = math.degrees(math.atan2(mean[1], mean[0])) % 360.0
+    lat0 = math.degrees(math.atan2(mean[2], math.hypot(mean[0], mean[1])))
+    if pixel_scale is None:
+        pixel_scale = min(float(np.min(proj_plane_pixel_scales(im.celestial)))
+                          for im in images)
+    w = WCS(naxis=2)
+    a, b = _CTYPES[frame]
+    w.wcs.ctype = [f"{a}-{projection}", f"{b}-{projection}"]
+    w.wcs.crval = [lon0, lat0]
+    w.wcs.cdelt = [-pixel_scale, pixel_scale]
+    w.wcs.cunit = ["deg", "deg"]
+    w.wcs.crpix = [1.0, 1.0]
+    if frame == "icrs":
+        w.wcs.radesys = "ICRS"
+    elif frame == "fk5":
+        w.wcs.radesys = "FK5"
+        w.wcs.equinox = 2000.0
+    x, y = w.wcs_world2pix(lon, lat, 0)
+    xmin, xmax = np.nanmin(x), np.nanmax(x)
+    ymin, ymax = np.nanmin(y), np.nanmax(y)
+    w.wcs.crpix = [1.0 - (xmin + 0.5) + 0.0, 1.0 - (ymin + 0.5)]
+    w.wcs.crpix = [round(w.wcs.crpix[0], 6), round(w.wcs.crpix[1], 6)]
+    nx = math.ceil(xmax - xmin)
+    ny = math.ceil(ymax - ymin)
+    w.wcs.set()
+    return Grid(w, (ny, nx))
+
+
+def resolve_grid(images: Sequence[Image], wcs, *, frame: str | None = None,
+                 shape: tuple[int, int] | None = None, projection: str = "TAN") -> Grid:
+    """Turn the ``wcs=`` argument into a `Grid`.
+
+    ``"optimal"`` uses `optimal_grid`; a `Grid` is used as is; a FITS
+    `~astropy.io.fits.Header` must carry ``NAXIS1``/``NAXIS2``; a `WCS` needs
+    ``shape`` (or its ``pixel_shape``).
+    """
+    if isinstance(wcs, Grid):
+        return wcs
+    if isinstance(wcs, str):
+        check_choice("wcs", wcs, ("optimal",))
+        return optimal_grid(images, frame=frame, projection=projection)
+    if isinstance(wcs, fits.Header | dict):
+        header = fits.Header(wcs)
+        if "NAXIS1" not in header or "NAXIS2" not in header:
+            raise VanotebookInputError("wcs", "a header with NAXIS1 and NAXIS2", "a header "
+                                       "without them")
+        w = WCS(header).celestial
+        grid_shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    elif isinstance(wcs, WCS):
+        w = wcs.celestial
+        grid_shape = tuple(shape) if shape is not None else (
+            tuple(wcs.pixel_shape[::-1]) if wcs.pixel_shape is not None else None)
+        if grid_shape is None:
+            raise VanotebookInputError("shape", "the output shape (ny, nx) for a WCS without "
+                                       "pixel_shape", shape)
+    else:
+        raise VanotebookInputError("wcs", "'optimal', an astropy WCS or a FITS Header", wcs)
+    if not w.has_celestial or w.naxis != 2:
+        raise VanotebookInputError("wcs", "a grid with two celestial axes", wcs)
+    if frame is not None and _frame_name(w) != frame:
+        raise VanotebookInputError("frame", f"the given grid's frame ({_frame_name(w)})", frame)
+    return Grid(w, (int(grid_shape[0]), int(grid_shape[1])))
+
+
+def footprint_bbox(image: Image, grid: Grid) -> tuple[int, int, int, int] | None:
+    """The output-pixel box ``(y0, y1, x0, x1)`` an image covers; None when it misses the grid."""
+    xs, ys = _edge_points(image.shape, 33)
+    # add an interior lattice so a grid inside the image (or a fold) is still found
+    ny, nx = image.shape[-2:]
+    gx, gy = np.meshgrid(np.linspace(-0.5, nx - 0.5, 9), np.linspace(-0.5, ny - 0.5, 9))
+    xs = np.concatenate([xs, gx.ravel()])
+    ys = np.concatenate([ys, gy.ravel()])
+    x, y = pixel_to_pixel(image.celestial, grid.wcs, xs, ys)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return None
+    x, y = x[ok], y[ok]
+    gny, gnx = grid.shape
+    x0 = max(0, math.floor(x.min() - 1))
+    x1 = min(gnx, math.ceil(x.max() + 2))
+    y0 = max(0, math.floor(y.min() - 1))
+    y1 = min(gny, math.ceil(y.max() + 2))
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return y0, y1, x0, x1
+
+
+@dataclass
+class NodeMap:
+    """A coarse transform: exact pixel coordinates at nodes ``(ky0+j, kx0+i) * step``."""
+
+    step: int
+    ky0: int
+    kx0: int
+    nodes_x: np.ndarray
+    nodes_y: np.ndarray
+    error: float
+
+
+@dataclass
+class TilePlan:
+    """One input as the kernels see it: its pixels, where it lands, and its corrections.
+
+    ``nodes_x/nodes_y`` map output-grid nodes to this tile's pixels (the
+    inverse transform, `NodeMap` fields flattened for the kernels);
+    ``forward`` maps this tile's pixel nodes to the output grid (for the
+    flux-conserving mode). ``scale`` converts its unit to the mosaic's,
+    ``plane`` is its fitted background ``(a, b, c)``.
+    """
+
+    index: int
+    data: np.ndarray
+    wcs: WCS
+    bbox: tuple[int, int, int, int]
+    step: int
+    ky0: int
+    kx0: int
+    nodes_x: np.ndarray
+    nodes_y: np.ndarray
+    error: float
+    weight: float = 1.0
+    weight_map: np.ndarray | None = None
+    scale: float = 1.0
+    plane: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    forward: NodeMap | None = None
+    area_ratio: float = 1.0
+
+
+def node_map(wcs_from: WCS, wcs_to: WCS, bbox: tuple[int, int, int, int], *,
+             tolerance: float) -> NodeMap:
+    """Coarse transform from ``wcs_from`` pixels in ``bbox`` to ``wcs_to`` pixels, to tolerance."""
+    from ._kernels import choose_step, coarse_nodes
+
+    step, error = choose_step(wcs_from, wcs_to, bbox, tolerance=tolerance)
+    y0, y1, x0, x1 = bbox
+    # nodes one cell beyond the box on each side, so sub-pixel positions interpolate
+    kx = np.arange(x0 // step - 1, -(-(x1 - 1) // step) + 2)
+    ky = np.arange(y0 // step - 1, -(-(y1 - 1) // step) + 2)
+    nx, ny = coarse_nodes(wcs_from, wcs_to, kx, ky, step)
+    return NodeMap(step, int(ky[0]), int(kx[0]), nx, ny, error)
+
+
+def plan_tiles(images: Sequence[Image], grid: Grid, *, tolerance: float, method: str,
+               weights=None, scales=None) -> list[TilePlan]:
+    """Plan every image that overlaps the grid; raise when none does."""
+    from .._errors import VanotebookInputError
+
+    plans = []
+    out_area = grid.pixel_area_sr
+    for i, im in enumerate(images):
+        bbox = footprint_bbox(im, grid)
+        if bbox is None:
+            continue
+        inv = node_map(grid.wcs, im.celestial, bbox, tolerance=tolerance)
+        if not (np.isfinite(inv.nodes_x).all() and np.isfinite(inv.nodes_y).all()):
+            # nodes off the input's projection (e.g. beyond a SIN horizon): exact transform
+            # everywhere they are undefined would be NaN anyway; keep them NaN-safe
+            inv.nodes_x = np.nan_to_num(inv.nodes_x, nan=-1e9)
+            inv.nodes_y = np.nan_to_num(inv.nodes_y, nan=-1e9)
+        w = 1.0 if weights is None else weights[i]
+        wmap = None
+        if getattr(w, "ndim", 0) == 2:
+            wmap, w = np.asarray(w, dtype=np.float32), 1.0
+        fwd = None
+        in_area = float(np.prod(np.radians(proj_plane_pixel_scales(im.celestial))))
+        if method == "flux-conserving":
+            ny, nx = im.shape
+            fwd = node_map(im.celestial, grid.wcs, (0, ny, 0, nx), tolerance=tolerance)
+        plans.append(TilePlan(
+            index=i, data=im.data, wcs=im.celestial, bbox=bbox, step=inv.step, ky0=inv.ky0,
+            kx0=inv.kx0, nodes_x=inv.nodes_x, nodes_y=inv.nodes_y,
+            error=max(inv.error, fwd.error if fwd else 0.0), weight=float(w), weight_map=wmap,
+            scale=1.0 if scales is None else float(scales[i]), forward=fwd,
+            area_ratio=in_area / out_area,
+        ))
+    if not plans:
+        raise VanotebookInputError("wcs", "an output grid that overlaps at least one image",
+                                   f"a {grid.shape[1]}x{grid.shape[0]} grid at "
+                                   f"{tuple(np.round(grid.wcs.wcs.crval, 4))} missing all "
+                                   f"{len(images)} images")
+    return plans
