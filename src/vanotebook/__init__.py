@@ -15,11 +15,13 @@ from .cluster import connect
 from .detect import detect
 from .mosaic import cutout, homogenise, mosaic
 from .provenance import Provenance, rerun
+from .som import SOM
 from .xmatch import crossmatch, crossmatch_many
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SOM",
     "Provenance",
     "VanotebookInputError",
     "__version__",

@@ -243,3 +243,16 @@ def test_config_external_cluster_starts_no_workers(tmp_path, recwarn):
     assert "dashboards" in names and "idle-culler" in names
     user_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
     assert "access:services" in user_role["scopes"]
+
+
+def test_dashboards_app_builds_without_warnings():
+    """The app the hub serves: a tab per installed service plus the cluster (strict warnings)."""
+    from vanotebook.hub.app import ClusterStatus, build_app
+
+    tabs = build_app()
+    titles = [tabs._names[i] for i in range(len(tabs))]
+    assert titles[-1] == "Cluster"
+    assert "Mosaic" in titles and "Cross-match" in titles
+    status = ClusterStatus(None)
+    assert status.summary["n_workers"] == 0  # no client: runs in-process
+    assert status.__panel__() is not None

@@ -58,7 +58,7 @@ class ClusterStatus(pn.viewable.Viewer):
         return pn.pane.HTML(html, sizing_mode="stretch_width")
 
     def __panel__(self):
-        button = pn.widgets.Button(name="Refresh", button_type="primary")
+        button = pn.widgets.Button(label="Refresh", color="primary")
         button.on_click(self.refresh)
         return pn.Column("## Cluster", button, self._view)
 

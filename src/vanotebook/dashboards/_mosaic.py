@@ -1,0 +1,318 @@
+"""`MosaicDashboard`: choose tiles, set the grid and options, mosaic on the cluster, inspect.
+
+No science here: the dashboard calls `vanotebook.mosaic.mosaic`,
+`vanotebook.mosaic.optimal_grid`, `vanotebook.mosaic.to_fits` and
+`vanotebook.io.parse_image` only. The mosaic runs in a worker thread (which
+submits to the Dask cluster given as ``client=``, or the default one), so the
+Panel event loop is never blocked; a progress bar and a status line show
+while it runs. The image is drawn on WCS axes (RA/Dec or l/b tick labels,
+through astropy's WCSAxes) with a colour stretch and percentile limits, and the
+tiles' footprints on top. ``result`` (the mosaic Dataset) is a param, so
+another dashboard can take it, e.g. ``DetectDashboard.set_image(dash.result["mosaic"])``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import panel as pn
+import param
+
+from ..mosaic import METHODS, mosaic, optimal_grid, to_fits
+
+__all__ = ["MosaicDashboard"]
+
+SURVEYS = ("radio", "ir24", "fir250")
+_UPLOAD = "upload"
+COMBINES = ("mean", "median", "sum", "first", "last", "count")
+BACKGROUNDS = ("offset", "plane", "none")
+GRIDS = ("optimal", "pixel scale")
+STRETCHES = ("linear", "log", "sqrt", "asinh")
+_MAX_DISPLAY = 2048  # largest side drawn; larger mosaics are shown strided
+
+
+class MosaicDashboard(pn.viewable.Viewer):
+    """Mosaic survey tiles and look at the result.
+
+    Parameters
+    ----------
+    sky : DemoSky, optional
+        Where the demo surveys come from (default: ``vanotebook.sky.demo_sky()``,
+        made on first use).
+    client : distributed.Client, optional
+        Run the mosaic on this cluster (default: the current client, else threads).
+    """
+
+    source = param.Selector(default="radio", objects=[*SURVEYS, _UPLOAD],
+                            doc="A demo survey, or the uploaded FITS files")
+    grid = param.Selector(default="optimal", objects=list(GRIDS),
+                          doc="The optimal grid at the finest input scale, or at a given scale")
+    pixel_scale_arcsec = param.Number(default=6.0, bounds=(0.01, 3600),
+                                      doc="Pixel side [arcsec] when grid is 'pixel scale'")
+    combine = param.Selector(default="mean", objects=list(COMBINES))
+    background = param.Selector(default="offset", objects=list(BACKGROUNDS),
+                                doc="Background matching: per-tile offset, plane, or none")
+    method = param.Selector(default="bilinear", objects=list(METHODS))
+    stretch = param.Selector(default="linear", objects=list(STRETCHES))
+    percentiles = param.Range(default=(1.0, 99.5), bounds=(0.0, 100.0),
+                              doc="Colour limits as percentiles of the finite pixels")
+    show_footprints = param.Boolean(default=True)
+    status = param.String(default="ready")
+    running = param.Boolean(default=False)
+    elapsed = param.Number(default=0.0, doc="Seconds the last run took")
+    result = param.Parameter(default=None, doc="The mosaic Dataset of the last run")
+    run = param.Action(lambda self: self.start(), label="Run mosaic")
+
+    def __init__(self, sky: Any = None, *, client=None, **params):
+        super().__init__(**params)
+        self._sky, self._client = sky, client
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._uploads: list[Any] = []
+        self._upload_names: list[str] = []
+        self.future: Future | None = None
+        self._file_input = pn.widgets.FileInput(accept=".fits,.fit,.fts,.fits.gz",
+                                                multiple=True)
+        self._file_input.param.watch(self._on_upload, "value")
+
+    # ---------------------------------------------------------------- inputs
+    def _demo_sky(self):
+        if self._sky is None:
+            from ..sky import demo_sky
+
+            self._sky = demo_sky()
+        return self._sky
+
+    def images(self) -> list:
+        """The input tiles of the current ``source`` (HDULists)."""
+        if self.source == _UPLOAD:
+            return list(self._uploads)
+        return list(self._demo_sky().images(self.source))
+
+    def upload(self, files: bytes | list[bytes], names: str | list[str] | None = None) -> bool:
+        """Use these uploaded FITS files (bytes) as the input; returns whether all were read.
+
+        A file that is not FITS or has no usable celestial image is reported in
+        ``status`` (naming the file) and nothing is kept from this upload.
+        """
+        from astropy.io import fits
+
+        from ..io import parse_image
+
+        files = [files] if isinstance(files, bytes | bytearray) else list(files or [])
+        names = [names] if isinstance(names, str) else list(names or [])
+        names += [f"file {i}" for i in range(len(names), len(files))]
+        if not files:
+            self.status = "error: upload: expected one or more FITS files, got none"
+            return False
+        hduls = []
+        for data, name in zip(files, names, strict=True):
+            try:
+                hdul = fits.HDUList([h.copy() for h in fits.open(io.BytesIO(data))])
+                parse_image(hdul)
+            except Exception as exc:  # shown to the user
+                self.status = f"error: upload {name!r} is not a usable FITS image ({exc})"
+                return False
+            hduls.append(hdul)
+        self._uploads, self._upload_names = hduls, names
+        self.status = f"uploaded {len(hduls)} file(s): {', '.join(names)}"
+        if self.source != _UPLOAD:
+            self.source = _UPLOAD
+        return True
+
+    def _on_upload(self, event) -> None:
+        if event.new:
+            self.upload(event.new, self._file_input.filename)
+
+    # ---------------------------------------------------------------- actions
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments the run passes to `vanotebook.mosaic.mosaic` (bar ``wcs``)."""
+        return {"combine": self.combine, "method": self.method,
+                "match_background": False if self.background == "none" else self.background,
+                "client": self._client}
+
+    def _work(self):
+        from ..io import parse_image
+
+        tiles = self.images()
+        if not tiles:
+            from .._errors import VanotebookInputError
+
+            raise VanotebookInputError("upload", "one or more FITS files", "none uploaded")
+        wcs: Any = "optimal"
+        if self.grid == "pixel scale":
+            wcs = optimal_grid([parse_image(t) for t in tiles],
+                               pixel_scale=self.pixel_scale_arcsec / 3600.0)
+        self.status = f"mosaicking {len(tiles)} tiles ({self.source})..."
+        return mosaic(tiles, wcs=wcs, **self.options())
+
+    def start(self) -> Future:
+        """Start the mosaic in a worker thread; returns its future (the Dataset, None on error).
+
+        The state (``result``, ``status``, ``running``) is updated before the
+        future completes, so ``start().result()`` is a synchronous run.
+        """
+        self.running, self.status = True, "preparing..."
+        self.future = self._pool.submit(self._run)
+        return self.future
+
+    def _run(self):
+        t0 = time.perf_counter()
+        try:
+            ds = self._work()
+        except Exception as exc:  # shown to the user, not raised in the UI thread
+            self.status = f"error: {exc}"
+            return None
+        else:
+            self.elapsed = time.perf_counter() - t0
+            ny, nx = ds["mosaic"].shape
+            self.result = ds
+            self.status = (f"{len(ds.attrs.get('footprints', []))} tiles -> {ny} x {nx} px "
+                           f"in {self.elapsed:.1f} s")
+            return ds
+        finally:
+            self.running = False
+
+    def download(self) -> io.BytesIO:
+        """The result as FITS bytes (`vanotebook.mosaic.to_fits`, with provenance)."""
+        buf = io.BytesIO()
+        if self.result is not None:
+            to_fits(self.result).writeto(buf)
+        buf.seek(0)
+        return buf
+
+    # ---------------------------------------------------------------- views
+    def _stride(self) -> int:
+        shape = self.result["mosaic"].shape
+        return max(1, int(np.ceil(max(shape) / _MAX_DISPLAY)))
+
+    def display_array(self) -> np.ndarray | None:
+        """The mosaic values drawn (strided when a side exceeds 2048 pixels)."""
+        if self.result is None:
+            return None
+        s = self._stride()
+        return np.asarray(self.result["mosaic"][::s, ::s].values)
+
+    def display_limits(self) -> tuple[float, float]:
+        """The colour limits: the ``percentiles`` of the finite displayed pixels."""
+        data = self.display_array()
+        if data is None or not np.isfinite(data).any():
+            return 0.0, 1.0
+        lo, hi = np.nanpercentile(data, self.percentiles)
+        return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+    def normalisation(self):
+        """The astropy `ImageNormalize` for the stretch and limits (display only)."""
+        from astropy.visualization import (
+            AsinhStretch,
+            ImageNormalize,
+            LinearStretch,
+            LogStretch,
+            SqrtStretch,
+        )
+
+        stretch = {"linear": LinearStretch(), "log": LogStretch(), "sqrt": SqrtStretch(),
+                   "asinh": AsinhStretch()}[self.stretch]
+        vmin, vmax = self.display_limits()
+        return ImageNormalize(vmin=vmin, vmax=vmax, stretch=stretch, clip=True)
+
+    def display_image(self) -> np.ndarray | None:
+        """The displayed pixels after stretch, in [0, 1] (NaN where no coverage)."""
+        data = self.display_array()
+        if data is None:
+            return None
+        out = np.asarray(self.normalisation()(data).filled(np.nan), float)
+        out[~np.isfinite(data)] = np.nan
+        return out
+
+    def wcs(self):
+        """The mosaic's celestial WCS (of the displayed, strided, array)."""
+        from astropy.io import fits
+        from astropy.wcs import WCS
+
+        if self.result is None:
+            return None
+        w = WCS(fits.Header.fromstring(self.result.attrs["header"])).celestial
+        s = self._stride()
+        return w if s == 1 else w.slice((slice(None, None, s), slice(None, None, s)))
+
+    def footprints(self) -> list[tuple[float, float, float, float]]:
+        """Every tile's box on the displayed array, ``(y0, y1, x0, x1)`` in display pixels."""
+        if self.result is None:
+            return []
+        s = self._stride()
+        return [tuple(v / s for v in box) for box in self.result.attrs.get("footprints", [])]
+
+    def figure(self):
+        """The matplotlib figure: the stretched mosaic on WCS axes, footprints on top."""
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
+
+        fig = Figure(figsize=(6.5, 5.5))
+        if self.result is None:
+            ax = fig.add_subplot()
+            ax.text(0.5, 0.5, "No mosaic yet: press 'Run mosaic'", ha="center", va="center")
+            ax.set_axis_off()
+            return fig
+        w = self.wcs()
+        ax = fig.add_subplot(projection=w)
+        im = ax.imshow(self.display_array(), origin="lower", cmap="magma",
+                       norm=self.normalisation(), interpolation="nearest")
+        frame = w.wcs.ctype[0][:4].rstrip("-")
+        names = ("l", "b") if frame == "GLON" else ("RA", "Dec")
+        ax.coords[0].set_axislabel(names[0])
+        ax.coords[1].set_axislabel(names[1])
+        ax.coords.grid(color="white", alpha=0.25, ls=":")
+        if self.show_footprints:
+            for i, (y0, y1, x0, x1) in enumerate(self.footprints()):
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                       ec="cyan", lw=1, alpha=0.8))
+                ax.text(x0 + 5, y0 + 5, str(i), color="cyan", fontsize=8)
+        unit = self.result.attrs.get("unit", "")
+        fig.colorbar(im, ax=ax, label=unit or "value", fraction=0.046)
+        ax.set_title(f"{self.source}: {self.stretch} stretch, "
+                     f"{self.percentiles[0]:g}-{self.percentiles[1]:g} %")
+        return fig
+
+    @param.depends("result", "stretch", "percentiles", "show_footprints")
+    def _image(self):
+        return pn.pane.Matplotlib(self.figure(), dpi=96, tight=True)
+
+    @param.depends("result")
+    def _details(self):
+        if self.result is None:
+            return pn.pane.Markdown("")
+        bg = self.result.attrs.get("background", {})
+        rows = "\n".join(f"| {k} | {v[0]:.4g} |" for k, v in bg.items())
+        prov = self.result.attrs.get("provenance", {})
+        record = prov.get("vanotebook", {}) if isinstance(prov, dict) else {}
+        text = (f"**Background corrections** ({self.result.attrs.get('unit', '')})\n\n"
+                f"| tile | offset |\n|---|---|\n{rows}\n\n"
+                f"transform error: {self.result.attrs.get('transform_error', 0):.2g} px")
+        if record:
+            text += (f"\n\nprovenance: `{record.get('activity', '')}`, "
+                     f"{len(record.get('inputs', []))} inputs")
+        return pn.pane.Markdown(text)
+
+    def __panel__(self):
+        controls = pn.Column(
+            pn.widgets.RadioButtonGroup.from_param(self.param.source),
+            self._file_input,
+            pn.widgets.Select.from_param(self.param.grid),
+            pn.widgets.FloatInput.from_param(self.param.pixel_scale_arcsec),
+            pn.widgets.Select.from_param(self.param.combine),
+            pn.widgets.Select.from_param(self.param.background),
+            pn.widgets.Select.from_param(self.param.method),
+            pn.widgets.Button.from_param(self.param.run, color="primary"),
+            pn.indicators.Progress(active=self.param.running, value=-1, width=200),
+            pn.pane.Str(self.param.status),
+            pn.widgets.RadioButtonGroup.from_param(self.param.stretch),
+            pn.widgets.RangeSlider.from_param(self.param.percentiles, step=0.5),
+            pn.widgets.Checkbox.from_param(self.param.show_footprints),
+            pn.widgets.FileDownload(callback=self.download, filename="mosaic.fits"),
+            width=320,
+        )
+        return pn.Row(controls, self._image, self._details)

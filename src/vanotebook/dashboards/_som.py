@@ -1,0 +1,231 @@
+"""`SOMDashboard`: train a self-organising map and explore it, neuron by neuron.
+
+Choose the data (the demo spectra, or a table file and its feature columns)
+and the map parameters, train (in a background thread, on the Dask cluster
+when the data are lazy) while the QE/TE curves grow, then look at the
+U-matrix, hits, label map, the isometric labels + hits view and, for a
+tapped unit, its prototype and member spectra; export GUASOM JSON. All the
+science is `vanotebook.som`; this module only wires widgets to it.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import panel as pn
+import param
+
+from ..som import SOM, hits_figure, isometric_figure, label_figure, neuron_figure, umatrix_figure
+
+__all__ = ["SOMDashboard"]
+
+
+class SOMDashboard(pn.viewable.Viewer):
+    """A Panel dashboard for `vanotebook.som.SOM`.
+
+    Set the parameters (or use the widgets), call `train_map` (the "Train"
+    button), then `unit` picks the neuron whose spectra are shown; `export_json`
+    gives the GUASOM JSON.
+    """
+
+    source = param.Selector(default="demo spectra", objects=["demo spectra", "table"])
+    n_spectra = param.Integer(default=20_000, bounds=(100, 163_919),
+                              doc="Demo spectra to draw (163,919 is the full set).")
+    table_path = param.String(default="", doc="A parquet/FITS/VOTable/ECSV table file.")
+    columns = param.String(default="flux", doc="Feature columns, comma-separated (or one 2-D).")
+    label_column = param.String(default="label", doc="Class column for the label map.")
+    rows = param.Integer(default=16, bounds=(2, 64))
+    cols = param.Integer(default=16, bounds=(2, 64))
+    topology = param.Selector(default="rectangular", objects=["rectangular", "hexagonal"])
+    periodic = param.Boolean(default=False)
+    neighbourhood = param.Selector(default="gaussian", objects=["gaussian", "bubble"])
+    radius0 = param.Number(default=9.0, bounds=(0.1, 64))
+    radius_decay = param.Number(default=16.0, bounds=(0.1, 1e6))
+    n_epochs = param.Integer(default=45, bounds=(1, 500))
+    init = param.Selector(default="data", objects=["data", "pca", "random"])
+    seed = param.Integer(default=0, bounds=(0, None))
+    scale = param.Selector(default="linear", objects=["linear", "log", "sqrt"])
+    clip = param.Range(default=(1.0, 99.0), bounds=(0.0, 100.0))
+    unit = param.Integer(default=None, allow_None=True, doc="The neuron whose spectra are shown.")
+    history = param.List(default=[], doc="QE/TE per epoch of the current training.")
+    status = param.String(default="Choose data and map parameters, then Train.")
+    running = param.Boolean(default=False)
+    version = param.Integer(default=0, doc="Bumped when a new map is ready.")
+    train = param.Action(lambda self: self.train_map(), label="Train")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.som: SOM | None = None
+        self._x: np.ndarray | None = None
+        self._y: np.ndarray | None = None
+        self._wavelength: np.ndarray | None = None
+        self._bmu: np.ndarray | None = None
+        self._thread: threading.Thread | None = None
+        self._progress = pn.indicators.Progress(value=0, max=100, width=300, visible=False)
+
+    # ------------------------------------------------------------------ data and work
+    def load_data(self) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
+        """The training samples, their classes and a wavelength axis (or None)."""
+        if self.source == "demo spectra":
+            from ..sky import make_spectra
+
+            s = make_spectra(self.n_spectra, seed=self.seed)
+            return s.flux, s.label, s.wavelength
+        from ..io import read_catalogue
+
+        table = read_catalogue(self.table_path)
+        cols = [c.strip() for c in self.columns.split(",") if c.strip()]
+        missing = [c for c in cols if c not in table.colnames]
+        if missing or not cols:
+            msg = f"columns {missing or cols} not in the table (has {table.colnames[:20]})"
+            raise ValueError(msg)
+        parts = [np.asarray(table[c], dtype=np.float32) for c in cols]
+        x = np.column_stack([p.reshape(len(p), -1) for p in parts])
+        y = np.asarray(table[self.label_column]) if self.label_column in table.colnames else None
+        wl = table.meta.get("wavelength_nm")
+        return x, y, None if wl is None else np.asarray(wl)
+
+    def _map(self) -> SOM:
+        return SOM((self.rows, self.cols), topology=self.topology, periodic=self.periodic,
+                   neighbourhood=self.neighbourhood, radius0=self.radius0,
+                   radius_decay=self.radius_decay, n_epochs=self.n_epochs, init=self.init,
+                   seed=self.seed)  # fmt: skip
+
+    def _on_epoch(self, entry: dict[str, Any]) -> None:
+        def update() -> None:
+            self.history = [*self.history, entry]
+            self._progress.value = int(100 * entry["epoch"] / self.n_epochs)
+            self.status = f"epoch {entry['epoch']}/{self.n_epochs}: QE {entry['qe']:.4g}"
+
+        pn.state.execute(update)
+
+    def _work(self) -> None:
+        try:
+            x, y, wl = self.load_data()
+            som = self._map().fit(x, progress=self._on_epoch)
+            if y is not None:
+                som.label(x, y)
+            bmu = som.bmu(x)
+        except Exception as exc:  # shown in the UI, never raised into the event loop
+            message = f"Failed: {exc}"
+
+            def failed() -> None:
+                self.status = message
+                self.running = False
+                self._progress.visible = False
+
+            pn.state.execute(failed)
+            return
+
+        def done() -> None:
+            self.som, self._x, self._y, self._wavelength, self._bmu = som, x, y, wl, bmu
+            self.unit = int(np.argmax(som.train_hits))
+            self.running = False
+            self._progress.visible = False
+            self.status = (f"Trained: QE {som.history['qe'][-1]:.4g}, "
+                           f"TE {som.history['te'][-1]:.3f}"
+                           + (f", label purity {som.labels.purity_overall:.3f}"
+                              if som.labels is not None else ""))  # fmt: skip
+            self.version += 1
+
+        pn.state.execute(done)
+
+    def train_map(self, *, blocking: bool = False) -> None:
+        """Train a new map with the current parameters (in a background thread)."""
+        if self.running:
+            return
+        self.running = True
+        self.history = []
+        self._progress.value, self._progress.visible = 0, True
+        self.status = "Training..."
+        if blocking:
+            self._work()
+        else:
+            self._thread = threading.Thread(target=self._work, daemon=True)
+            self._thread.start()
+
+    def export_json(self) -> io.BytesIO:
+        """The current map (with labels and per-sample BMUs) as GUASOM JSON bytes."""
+        if self.som is None:
+            msg = "train a map before exporting it"
+            raise RuntimeError(msg)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "som.json"
+            self.som.to_guasom(path, self._x)
+            return io.BytesIO(path.read_bytes())
+
+    # ------------------------------------------------------------------ views
+    def _curves(self):
+        from bokeh.plotting import figure
+
+        epochs = [h["epoch"] for h in self.history]
+        fig = figure(title="Convergence", width=420, height=260, x_axis_label="epoch",
+                     y_axis_label="QE", tools="pan,wheel_zoom,reset,save")
+        fig.line(epochs, [h["qe"] for h in self.history], color="navy", legend_label="QE")
+        fig.line(epochs, [h["te"] for h in self.history], color="orange", legend_label="TE")
+        return fig
+
+    @param.depends("history")
+    def curves(self):
+        """QE and TE per epoch, updated while training."""
+        return pn.pane.Bokeh(self._curves())
+
+    def _tap(self, fig):
+        source = fig.renderers[0].data_source
+
+        def picked(attr, old, new) -> None:
+            if new:
+                self.unit = int(source.data["unit"][new[0]])
+
+        source.selected.on_change("indices", picked)
+        return fig
+
+    def figures(self) -> dict[str, Any]:
+        """The current Bokeh figures by name (empty before training)."""
+        if self.som is None:
+            return {}
+        som = self.som
+        figs = {"U-matrix": umatrix_figure(som, clip=tuple(self.clip), scale=self.scale),
+                "Hits": hits_figure(som, scale=self.scale)}
+        if som.labels is not None:
+            figs["Labels"] = label_figure(som)
+            figs["Labels + hits"] = isometric_figure(som)
+        if self.unit is not None:
+            figs["Neuron"] = neuron_figure(som, self.unit, self._x, bmu=self._bmu,
+                                           wavelength=self._wavelength)
+        return figs
+
+    @param.depends("version", "scale", "clip")
+    def maps(self):
+        """Tabs with the map views; tap a unit to see its spectra."""
+        figs = self.figures()
+        if not figs:
+            return pn.pane.Markdown("No map yet.")
+        figs.pop("Neuron", None)
+        return pn.Tabs(*[(name, pn.pane.Bokeh(self._tap(f))) for name, f in figs.items()])
+
+    @param.depends("version", "unit")
+    def neuron(self):
+        """The selected unit's prototype and member spectra."""
+        if self.som is None or self.unit is None:
+            return pn.pane.Markdown("Tap a unit to see its spectra.")
+        return pn.pane.Bokeh(self.figures()["Neuron"])
+
+    def __panel__(self):
+        data = pn.Param(self, parameters=["source", "n_spectra", "table_path", "columns",
+                                          "label_column"], show_name=False)
+        grid = pn.Param(self, parameters=["rows", "cols", "topology", "periodic",
+                                          "neighbourhood", "radius0", "radius_decay",
+                                          "n_epochs", "init", "seed", "train"],
+                        show_name=False)  # fmt: skip
+        view = pn.Param(self, parameters=["scale", "clip"], show_name=False)
+        download = pn.widgets.FileDownload(callback=self.export_json, filename="som.json",
+                                           label="Export GUASOM JSON")
+        side = pn.Column("### Data", data, "### Map", grid, self._progress,
+                         pn.pane.Str(self.param.status), "### View", view, download, width=320)
+        return pn.Row(side, pn.Column(self.curves, self.maps), self.neuron)
