@@ -268,3 +268,23 @@ def test_write_products(sky, tmp_path):
     # the residual has the compact sources removed: its rms is near the noise
     noise = sky.observe("radio").tiles[0][0].header["NOISE"]
     assert np.nanstd(res.residual) < 3 * noise
+
+
+def test_pixel_regions_follow_the_source_elongation():
+    """Without a WCS, a region's major axis points along the source (PA from +y toward -x)."""
+    import math
+
+    from vanotebook.detect import detect as run
+
+    yy, xx = np.mgrid[0:96, 0:96].astype(float)
+    t = math.radians(30.0)  # major axis 30 deg from +x
+    u_ = (xx - 48) * math.cos(t) + (yy - 48) * math.sin(t)
+    v_ = -(xx - 48) * math.sin(t) + (yy - 48) * math.cos(t)
+    data = 50 * np.exp(-0.5 * ((u_ / 4.0) ** 2 + (v_ / 1.6) ** 2))
+    data += np.random.default_rng(3).normal(0, 1, data.shape)
+    result = run(data, extended=False, classify=False, psf_fwhm=3.0)
+    (region,) = [r for r in result.regions if type(r).__name__ == "EllipsePixelRegion"]
+    a = math.radians(float(region.angle.to_value("deg")))
+    # the region's height (major axis) lies along (-sin a, cos a)
+    direction = math.degrees(math.atan2(math.cos(a), -math.sin(a))) % 180.0
+    assert direction == pytest.approx(30.0, abs=3.0)

@@ -226,7 +226,7 @@ def regions_for(catalogue: QTable, extended: QTable, wcs):
             out.append(EllipsePixelRegion(PixCoord(row["x"].value, row["y"].value),
                                           width=float(row["minor"].value),
                                           height=float(row["major"].value),
-                                          angle=-row["pa"], meta=meta))
+                                          angle=row["pa"], meta=meta))
     for row in extended:
         poly = PolygonPixelRegion(PixCoord(np.asarray(row["contour_x"], float),
                                            np.asarray(row["contour_y"], float)),
