@@ -314,3 +314,27 @@ def test_make_sky_bad_input(kwargs, argument):
 def test_observe_bad_survey():
     with pytest.raises(VanotebookInputError, match="survey: expected one of"):
         observe(make_sky(size=0.2), "xray")
+
+
+@pytest.mark.parametrize("key", SURVEY_KEYS)
+def test_survey_catalogue_scatter_matches_its_errors(sky, key):
+    from vanotebook.sky import survey_catalogue
+
+    obs = sky.observe(key)
+    cat = survey_catalogue(obs, snr_limit=5.0, seed=4)
+    assert len(cat) >= 20
+    truth = obs.truth
+    index = {int(s): i for i, s in enumerate(truth["source_id"])}
+    rows = truth[[index[int(s)] for s in cat["source_id"]]]
+    assert np.all(np.asarray(rows["in_survey"]))
+    c = SkyCoord(cat["ra"], cat["dec"], unit="deg")
+    t = SkyCoord(rows["ra"], rows["dec"], unit="deg")
+    dra, ddec = t.spherical_offsets_to(c)
+    pulls = np.concatenate([dra.arcsec / cat["ra_error"], ddec.arcsec / cat["dec_error"]])
+    assert np.std(pulls) == pytest.approx(1.0, abs=0.2)
+    assert abs(np.mean(pulls)) < 0.3
+    fpull = (np.asarray(cat["flux"]) - np.asarray(rows["flux"])) / np.asarray(cat["flux_error"])
+    assert np.std(fpull) == pytest.approx(1.0, abs=0.25)
+    assert cat["snr"].min() >= 5.0
+    # a higher limit keeps a subset
+    assert set(survey_catalogue(obs, snr_limit=20.0)["source_id"]) < set(cat["source_id"])

@@ -3,6 +3,8 @@
 * `make_sky` draws a sky model (point sources, Gaussians, rings, filaments,
   diffuse emission); `observe` renders it as one of the `SURVEYS` would,
   as overlapping FITS tiles with their truth.
+* `survey_catalogue` lists what a survey would publish (positions and fluxes
+  scattered by their errors).
 * `catalogue_pair` makes cross-match catalogues of any size, chunk by chunk.
 * `make_spectra` makes a labelled Gaia-XP-like spectra set.
 * `demo_sky` holds all of it in memory; `write_demo_data` writes it to disk.
@@ -11,6 +13,7 @@
 from ._catalogues import CataloguePair, catalogue_pair
 from ._demo import DemoSky, demo_sky, read_spectra, write_demo_data, write_spectra
 from ._model import SkyModel, make_sky
+from ._sourcecat import survey_catalogue
 from ._spectra import GAIA_XP_CLASS_COUNTS, SpectraSet, make_spectra, spectra_wavelength
 from ._surveys import SURVEYS, Observation, Survey, observe
 
@@ -30,6 +33,7 @@ __all__ = [
     "observe",
     "read_spectra",
     "spectra_wavelength",
+    "survey_catalogue",
     "write_demo_data",
     "write_spectra",
 ]
