@@ -28,6 +28,21 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+# counts the data rows of every Bokeh glyph renderer on the page, by glyph type
+GLYPH_COUNTS = """() => {
+  const out = {};
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      if (m.glyph !== undefined && m.data_source !== undefined) {
+        const k = m.glyph.type;
+        out[k] = (out[k] || 0) + m.data_source.get_length();
+      }
+    }
+  }
+  return out;
+}"""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -153,6 +168,16 @@ def test_users_run_on_the_shared_cluster(gateway):
         "print('WORKERS', sorted(c.run(lambda dask_worker: dask_worker.name).values()))\n"
         "print('RAN_ON', c.submit(lambda x: (get_worker().name, x * 2), 21).result())\n"
         "print('TUTORIALS', os.path.isdir(os.path.expanduser('~/tutorials')))\n"
+        "from distributed import get_task_stream\n"
+        "from vanotebook.sky import demo_sky\n"
+        "sky = demo_sky(0, size=0.4)\n"
+        "with get_task_stream(client=c) as ts:\n"
+        "    m = vanotebook.mosaic(sky.images('radio'), client=c, chunks=160)\n"
+        "    d = vanotebook.detect(m['mosaic'], tile=160, overlap=32, client=c)\n"
+        "names = {a: w['name'] for a, w in c.scheduler_info(n_workers=-1)['workers'].items()}\n"
+        "print('TASK_WORKERS', sorted({names[t['worker']] for t in ts.data}))\n"
+        "print('N_TASKS', len(ts.data))\n"
+        "print('SOURCES', len(d.catalogue))\n"
     )
     outputs = {}
     for name in ("alice", "bob"):
@@ -162,6 +187,11 @@ def test_users_run_on_the_shared_cluster(gateway):
         assert "WORKERS ['shared-0', 'shared-1']" in text
         assert "RAN_ON ('shared-" in text and ", 42)" in text
         assert "TUTORIALS True" in text
+        # the mosaic and the detection ran as tasks on the shared workers
+        assert "TASK_WORKERS ['shared-0', 'shared-1']" in text
+        n_tasks = int(text.split("N_TASKS ")[1].split()[0])
+        assert n_tasks >= 8
+        assert int(text.split("SOURCES ")[1].split()[0]) >= 5
     # both users reached the same scheduler
     addrs = {line for t in outputs.values() for line in t.splitlines() if line.startswith("ADDR")}
     assert len(addrs) == 1
@@ -202,7 +232,16 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             page.get_by_text(re.compile(r"2 workers, 2 threads")).first.wait_for(timeout=10_000)
             for worker in ("shared-0", "shared-1"):
                 page.get_by_text(worker, exact=True).first.wait_for(timeout=10_000)
+            # run a detection from the UI and check what is drawn
+            page.get_by_text("Detect", exact=True).first.click(timeout=30_000)
+            page.locator("button", has_text="Run detection").click(timeout=60_000)
+            page.locator(".tabulator-row").first.wait_for(timeout=180_000)
+            rows = page.locator(".tabulator-row").count()
+            drawn = page.evaluate(GLYPH_COUNTS)
             page.screenshot(path=str(gateway["state"] / "dashboards.png"))
+            assert rows >= 10
+            assert drawn.get("Ellipse", 0) >= rows  # one ellipse per source (table is paged)
+            assert drawn.get("Image", 0) >= 1
         finally:
             browser.close()
 
@@ -256,3 +295,31 @@ def test_dashboards_app_builds_without_warnings():
     status = ClusterStatus(None)
     assert status.summary["n_workers"] == 0  # no client: runs in-process
     assert status.__panel__() is not None
+
+
+def test_linked_workflow_mosaic_detect_crossmatch():
+    """Each step's output is offered to the next: mosaic -> detect -> cross-match."""
+    from vanotebook.hub.app import Workflow
+    from vanotebook.sky import demo_sky
+
+    flow = Workflow(sky=demo_sky(0, size=0.5, n_catalogue=2000, n_spectra=500))
+    mosaic, detect, xmatch = (flow.dashboards[k] for k in ("Mosaic", "Detect", "Cross-match"))
+    assert flow.detect_on_mosaic.disabled and flow.match_detections.disabled
+    mosaic.source = "radio"
+    mosaic.start().result()
+    assert mosaic.result is not None, mosaic.status
+    assert not flow.detect_on_mosaic.disabled
+    flow.offer_mosaic()
+    image = detect.image()
+    assert image.data.shape == mosaic.result["mosaic"].shape
+    detect.run(sync=True)
+    assert detect.n_sources > 5, detect.status
+    assert not flow.match_detections.disabled
+    flow.catalogue_survey = "radio"
+    flow.offer_detections()
+    left, right = xmatch.catalogues()
+    assert len(left) == detect.n_sources
+    xmatch.radius_arcsec = 5.0
+    xmatch.start().result()
+    # the radio detections on the radio mosaic find the radio survey's own catalogue
+    assert xmatch.n_pairs >= 0.8 * min(len(left), len(right)), xmatch.status

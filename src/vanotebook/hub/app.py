@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import panel as pn
 import param
@@ -17,7 +18,7 @@ import param
 from .. import dashboards
 from ..cluster import SCHEDULER_ENV, cluster_summary, connect
 
-__all__ = ["ClusterStatus", "build_app", "main"]
+__all__ = ["ClusterStatus", "Workflow", "build_app", "main"]
 
 TABS = (
     ("Mosaic", "MosaicDashboard"),
@@ -63,17 +64,97 @@ class ClusterStatus(pn.viewable.Viewer):
         return pn.Column("## Cluster", button, self._view)
 
 
-def build_app(client=None, *, dask_dashboard: str = "") -> pn.Tabs:
-    """The tabbed app: one tab per installed service dashboard, then the cluster."""
-    tabs = []
-    for title, name in TABS:
-        try:
-            cls = getattr(dashboards, name)
-        except (ImportError, AttributeError):
-            continue
-        tabs.append((title, cls()))
-    tabs.append(("Cluster", ClusterStatus(client, dashboard_url=dask_dashboard)))
-    return pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width")
+class Workflow(pn.viewable.Viewer):
+    """The linked workflow: mosaic -> detect on the mosaic -> cross-match -> SOM.
+
+    Each dashboard stays usable on its own; when one finishes, the next one is
+    offered its output with a button. Only wiring lives here.
+    """
+
+    catalogue_survey = param.Selector(default="ir24", objects=["radio", "ir24", "fir250"],
+                                      doc="Survey whose published catalogue the detections "
+                                          "are matched with")
+    dask_dashboard = param.String(default="", doc="Link to the Dask dashboard")
+
+    def __init__(self, client=None, *, sky=None, **params):
+        super().__init__(**params)
+        from ..sky import demo_sky
+
+        self.sky = sky if sky is not None else demo_sky(0)
+        self.client = client
+        self.dashboards: dict[str, Any] = {}
+        for title, name in TABS:
+            try:
+                cls = getattr(dashboards, name)
+            except (ImportError, AttributeError):
+                continue
+            if name == "SOMDashboard":
+                self.dashboards[title] = cls()
+            elif name == "XmatchDashboard":
+                self.dashboards[title] = cls(client=client)
+            else:
+                self.dashboards[title] = cls(sky=self.sky, client=client)
+        self.detect_on_mosaic = pn.widgets.Button(label="Detect sources on the mosaic",
+                                                  disabled=True, color="primary")
+        self.match_detections = pn.widgets.Button(label="Cross-match the detections",
+                                                  disabled=True, color="primary")
+        self.detect_on_mosaic.on_click(self.offer_mosaic)
+        self.match_detections.on_click(self.offer_detections)
+        if "Mosaic" in self.dashboards:
+            self.dashboards["Mosaic"].param.watch(self._mosaic_done, "result")
+        if "Detect" in self.dashboards:
+            self.dashboards["Detect"].param.watch(self._detect_done, "result")
+
+    def _mosaic_done(self, event) -> None:
+        self.detect_on_mosaic.disabled = event.new is None or "Detect" not in self.dashboards
+
+    def _detect_done(self, event) -> None:
+        self.match_detections.disabled = event.new is None or "Cross-match" not in \
+            self.dashboards
+
+    def offer_mosaic(self, *_events) -> None:
+        """Give the last mosaic to the detection dashboard."""
+        result = self.dashboards["Mosaic"].result
+        if result is not None:
+            self.dashboards["Detect"].set_image(result["mosaic"], name="mosaic")
+
+    def offer_detections(self, *_events) -> None:
+        """Give the last detections, and a survey's published catalogue, to the cross-match."""
+        from astropy.table import Table
+
+        from ..sky import survey_catalogue
+
+        result = self.dashboards["Detect"].result
+        if result is None:
+            return
+        cat = result.catalogue
+        left = Table({"id": cat["id"], "ra": cat["ra"].to_value("deg"),
+                      "dec": cat["dec"].to_value("deg"),
+                      "ra_error": cat["ra_err"].to_value("arcsec"),
+                      "dec_error": cat["dec_err"].to_value("arcsec"),
+                      "flux": cat["flux"].value, "snr": cat["snr"]})
+        right = survey_catalogue(self.sky.observe(self.catalogue_survey))
+        self.dashboards["Cross-match"].upload(left=left, right=right)
+
+    def __panel__(self):
+        tabs = []
+        for title, dash in self.dashboards.items():
+            extra = []
+            if title == "Detect":
+                extra = [self.detect_on_mosaic]
+            elif title == "Cross-match":
+                extra = [pn.Row(self.match_detections,
+                                pn.widgets.Select.from_param(self.param.catalogue_survey))]
+            tabs.append((title, pn.Column(*extra, dash)))
+        tabs.append(("Cluster", ClusterStatus(self.client, dashboard_url=self.dask_dashboard)))
+        # dynamic=False: with lazily rendered tabs, Panel 1.9 left a tab blank when it was
+        # opened after another one had been shown
+        return pn.Tabs(*tabs, sizing_mode="stretch_width")
+
+
+def build_app(client=None, *, dask_dashboard: str = "", sky=None) -> pn.viewable.Viewable:
+    """The tabbed app: one tab per installed service dashboard, linked, then the cluster."""
+    return Workflow(client, sky=sky, dask_dashboard=dask_dashboard).__panel__()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
