@@ -3,7 +3,6 @@ Dask cluster, and the dashboards app in headless Chromium (Playwright)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -11,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from vanotebook.hub import HubSettings, configure, proxy_command
+from vanotebook.hub import HubClient, HubSettings, configure, proxy_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -49,19 +47,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.5):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            value = predicate()
-        except (requests.ConnectionError, requests.Timeout):
-            value = None
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     """`vanotebook gateway` on free ports, with an API token for the test."""
@@ -83,14 +68,10 @@ def gateway(tmp_path_factory):
          "--state-dir", str(state), "--workers", "2", "--password", "s3cret"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    api = f"{url}/hub/api"
-    headers = {"Authorization": f"token {token}"}
+    hub = HubClient(url, token)
     try:
-        # the proxy answers 404 on /hub/api/ until the hub adds its route
-        _wait(lambda: requests.get(f"{api}/", timeout=5).status_code == 200, 120, "the hub")
-        _wait(lambda: requests.get(f"{api}/users", headers=headers, timeout=5).ok, 60,
-              "the API token")
-        yield {"url": url, "api": api, "headers": headers, "proc": proc, "state": state}
+        hub.wait_ready()
+        yield {"url": url, "hub": hub, "proc": proc, "state": state}
     finally:
         if proc.poll() is None:
             children = psutil.Process(proc.pid).children(recursive=True)
@@ -102,61 +83,6 @@ def gateway(tmp_path_factory):
             for p in psutil.wait_procs(children, timeout=30)[1]:
                 p.kill()
         log.close()
-
-
-def _spawn(gw, name: str) -> str:
-    api, headers = gw["api"], gw["headers"]
-    r = requests.post(f"{api}/users/{name}", headers=headers, timeout=10)
-    assert r.status_code in (201, 409), r.text
-    r = requests.post(f"{api}/users/{name}/server", headers=headers, timeout=30)
-    assert r.status_code in (201, 202), r.text
-
-    def ready():
-        user = requests.get(f"{api}/users/{name}", headers=headers, timeout=10).json()
-        server = user.get("servers", {}).get("", {})
-        return server.get("ready") and server.get("url")
-
-    return gw["url"] + _wait(ready, 150, f"{name}'s server")
-
-
-def _run_in_kernel(server_url: str, headers: dict, code: str, timeout: float = 120) -> str:
-    """Execute code in a new kernel of a user server; return its stdout."""
-    import websocket
-
-    r = requests.post(f"{server_url}api/kernels", headers=headers, json={"name": "python3"},
-                      timeout=30)
-    assert r.status_code == 201, r.text
-    kid = r.json()["id"]
-    ws_url = server_url.replace("http://", "ws://") + f"api/kernels/{kid}/channels"
-    ws = websocket.create_connection(ws_url, header=[f"{k}: {v}" for k, v in headers.items()],
-                                     timeout=timeout)
-    msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                   "session": uuid.uuid4().hex, "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": False,
-                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-    }))
-    out, status = [], None
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        msg = json.loads(ws.recv())
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind = msg["msg_type"]
-        if kind == "stream":
-            out.append(msg["content"]["text"])
-        elif kind == "error":
-            out.append("\n".join(msg["content"]["traceback"]))
-        elif kind == "execute_reply":
-            status = msg["content"]["status"]
-            break
-    ws.close()
-    requests.delete(f"{server_url}api/kernels/{kid}", headers=headers, timeout=30)
-    text = "".join(out)
-    assert status == "ok", text
-    return text
 
 
 def test_users_run_on_the_shared_cluster(gateway):
@@ -180,9 +106,9 @@ def test_users_run_on_the_shared_cluster(gateway):
         "print('SOURCES', len(d.catalogue))\n"
     )
     outputs = {}
+    hub = gateway["hub"]
     for name in ("alice", "bob"):
-        server = _spawn(gateway, name)
-        outputs[name] = _run_in_kernel(server, gateway["headers"], code)
+        outputs[name] = hub.execute(hub.spawn(name), code)
     for text in outputs.values():
         assert "WORKERS ['shared-0', 'shared-1']" in text
         assert "RAN_ON ('shared-" in text and ", 42)" in text

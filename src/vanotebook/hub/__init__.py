@@ -4,6 +4,7 @@
 reads production choices from environment variables (see `HubSettings`).
 """
 
+from ._client import HubClient, wait_for
 from ._config import HubSettings, configure, proxy_command
 
-__all__ = ["HubSettings", "configure", "proxy_command"]
+__all__ = ["HubClient", "HubSettings", "configure", "proxy_command", "wait_for"]
