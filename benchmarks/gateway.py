@@ -39,11 +39,12 @@ print('RESULT', float(np.nanmean(m['mosaic'].values)))
 FAULT = """
 import time, numpy as np, vanotebook
 from vanotebook.sky import demo_sky
-tiles = demo_sky(1, size=0.8).images('radio')
+tiles = demo_sky(1, size=1.5).images('ir24')
 local = vanotebook.mosaic(tiles, match_background=False)
 c = vanotebook.connect()
+print('START', flush=True)
 t0 = time.perf_counter()
-m = vanotebook.mosaic(tiles, client=c, chunks=96, match_background=False)
+m = vanotebook.mosaic(tiles, client=c, chunks=64, match_background=False)
 dt = time.perf_counter() - t0
 same = bool(np.allclose(m['mosaic'].values, local['mosaic'].values, equal_nan=True))
 print('SECONDS', dt, 'SAME', same, 'WORKERS', len(c.scheduler_info()['workers']))
@@ -97,19 +98,33 @@ def main() -> None:
 
         server = hub.spawn("fault")
         clean = hub.execute(server, FAULT)
-        print("no fault:   ", clean.strip().splitlines()[-1])
+        print("no fault:", clean.strip().splitlines()[-1])
         victim = next(p for p in psutil.process_iter(["cmdline"])
                       if "shared-0" in " ".join(p.info["cmdline"] or [])
                       and "dask_worker" in " ".join(p.info["cmdline"] or []))
+        from distributed import Client
 
-        def kill_later() -> None:
-            time.sleep(4.0)
-            victim.send_signal(signal.SIGKILL)
+        watcher = Client(f"tcp://127.0.0.1:{env['VANOTEBOOK_SCHEDULER_PORT']}")
+
+        def kill_when_busy() -> float:
+            # kill shared-0 once it is in the middle of the user's mosaic
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 300:
+                busy = {w: len(t) for w, t in watcher.processing().items() if t}
+                names = {a: w["name"] for a, w in
+                         watcher.scheduler_info(n_workers=-1)["workers"].items()}
+                if any(names.get(w) == "shared-0" for w in busy) and sum(busy.values()) > 2:
+                    victim.send_signal(signal.SIGKILL)
+                    return time.perf_counter() - t0
+                time.sleep(0.05)
+            return float("nan")
 
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(kill_later)
+            killed = pool.submit(kill_when_busy)
             faulty = hub.execute(server, FAULT)
-        print("worker killed at ~4 s:", faulty.strip().splitlines()[-1])
+        watcher.close()
+        print(f"worker shared-0 killed mid-mosaic ({killed.result():.1f} s after the watch "
+              f"began):", faulty.strip().splitlines()[-1])
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
