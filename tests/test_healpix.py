@@ -90,3 +90,24 @@ def test_bad_inputs():
         healpix.margin_pixels([0.0], [0.0], 10, 1 * u.deg)
     with pytest.raises(VanotebookInputError, match="path"):
         healpix.read_partition_info("/nonexistent")
+
+
+@pytest.mark.parametrize(("order", "radius"), [(0, 1 * u.deg), (3, 10 * u.arcsec),
+                                               (5, 1 * u.arcmin), (2, 1 * u.arcsec)])
+def test_margin_pixels_equal_brute_force_neighbours(order, radius):
+    """The border prefilter gives exactly the pixels of all 8 neighbours of every row."""
+    from astropy_healpix import core as hp
+
+    rng = np.random.default_rng(order)
+    ra, dec = rng.uniform(0, 360, 100_000), np.degrees(np.arcsin(rng.uniform(-1, 1, 100_000)))
+    fine = healpix.max_order_for_radius(radius)
+    sub = healpix.pixel_index(ra, dec, fine)
+    with np.errstate(invalid="ignore"):
+        nb = np.asarray(hp.neighbours(sub, 2**fine, order="nested"), np.int64)
+    parents = np.where(nb >= 0, nb >> (2 * (fine - order)), -1)
+    own = sub >> (2 * (fine - order))
+    expected = {(i, int(p)) for j, i in zip(*np.nonzero((parents >= 0) & (parents != own)),
+                                             strict=True) for p in [parents[j, i]]}
+    rows, pix = healpix.margin_pixels(ra, dec, order, radius)
+    assert set(zip(rows.tolist(), pix.tolist(), strict=True)) == expected
+    assert len(expected) > 10

@@ -166,13 +166,24 @@ def margin_pixels(ra: Any, dec: Any, order: int, radius: u.Quantity
         expected = f"a radius below {pixel_resolution(order) / MARGIN_FACTOR:.4g} at order {order}"
         raise VanotebookInputError("radius", expected, radius)
     sub = pixel_index(ra, dec, fine)
-    own = sub >> (2 * (fine - order))
-    uniq, inv = np.unique(sub, return_inverse=True)
+    levels = fine - order
+    own = sub >> (2 * levels)
+    # Only a fine pixel on the border of its parent has neighbours in other pixels:
+    # NESTED indices interleave the x and y bits of the position inside the parent.
+    local = sub & ((1 << (2 * levels)) - 1)
+    x, y = np.zeros_like(local), np.zeros_like(local)
+    for bit in range(levels):
+        x |= ((local >> (2 * bit)) & 1) << bit
+        y |= ((local >> (2 * bit + 1)) & 1) << bit
+    edge = (1 << levels) - 1
+    border = np.flatnonzero((x == 0) | (y == 0) | (x == edge) | (y == edge))
+    del local, x, y
+    uniq, inv = np.unique(sub[border], return_inverse=True)
     with np.errstate(invalid="ignore"):  # pixels with 7 neighbours give -1 (and a warning)
         nb = np.asarray(_hp.neighbours(uniq, 2**fine, order="nested"), np.int64)  # (8, U)
-    parents = np.where(nb >= 0, nb >> (2 * (fine - order)), -1)[:, inv]  # (8, n)
-    rows = np.broadcast_to(np.arange(own.size), parents.shape)
-    keep = (parents >= 0) & (parents != own)
+    parents = np.where(nb >= 0, nb >> (2 * levels), -1)[:, inv]  # (8, n_border)
+    rows = np.broadcast_to(border, parents.shape)
+    keep = (parents >= 0) & (parents != own[border])
     rows, pix = rows[keep], parents[keep]
     if rows.size == 0:
         return rows.astype(np.int64), pix

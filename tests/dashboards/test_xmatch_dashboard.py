@@ -7,6 +7,7 @@ import contextlib
 import astropy.units as u
 import numpy as np
 import panel as pn
+import pytest
 from astropy.table import Table
 
 from vanotebook.dashboards import XmatchDashboard
@@ -47,3 +48,85 @@ def test_errors_are_shown_not_raised():
     with contextlib.suppress(Exception):
         dash.future.result(timeout=60)
     assert dash.status.startswith("error") and dash.result is None and not dash.running
+
+
+def _bytes(table: Table, fmt: str, suffix: str, tmp_path) -> bytes:
+    path = tmp_path / f"cat{suffix}"
+    table.write(path, format=fmt)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("fits", ".fits"), ("votable", ".xml"),
+                                             ("ascii.ecsv", ".ecsv"), ("parquet", ".parquet")])
+def test_file_input_upload_in_every_format(tmp_path, fmt, suffix):
+    from vanotebook.sky import catalogue_pair
+
+    left, right = catalogue_pair(1500, radius=0.3, seed=4).to_tables()
+    keep = ["source_id", "ra", "dec", "ra_error", "dec_error"]
+    left, right = left[keep], right[[*keep, "truth_left_id"]]
+    dash = XmatchDashboard()
+    # what a browser upload does: the FileInput widget receives the bytes and the name
+    dash.left_file.param.update(value=_bytes(left, fmt, f"_l{suffix}", tmp_path),
+                                filename=f"left{suffix}")
+    dash.right_file.param.update(value=_bytes(right, fmt, f"_r{suffix}", tmp_path),
+                                 filename=f"right{suffix}")
+    assert "uploaded" in dash.sources and not dash.status.startswith("error")
+    got_left, got_right = dash.catalogues()
+    np.testing.assert_array_equal(got_left["source_id"], left["source_id"])
+    np.testing.assert_allclose(got_right["ra"], right["ra"])
+    dash.start().result(timeout=120)
+    ref = crossmatch(left, right, radius=1 * u.arcsec)
+    assert dash.n_pairs == len(ref) > 300
+    np.testing.assert_array_equal(dash.result["source_id_right"], ref["source_id_right"])
+
+
+def test_bad_upload_is_reported_not_raised():
+    dash = XmatchDashboard()
+    dash.left_file.param.update(value=b"not a catalogue", filename="junk.ecsv")
+    assert dash.status.startswith("error reading left upload")
+    assert dash.sources == "demo pair"
+
+
+def test_progress_follows_partitions_on_a_cluster():
+    import dask.dataframe as dd
+    from distributed import Client
+
+    from vanotebook.sky import catalogue_pair
+
+    left, right = catalogue_pair(6000, radius=0.3, seed=8).to_tables()
+    seen = []
+    with Client(processes=False, n_workers=1, threads_per_worker=2,
+                dashboard_address=":0") as client:
+        dash = XmatchDashboard(dd.from_pandas(left.to_pandas(), npartitions=2),
+                               dd.from_pandas(right.to_pandas(), npartitions=2), client=client)
+        dash.param.watch(lambda e: seen.append((e.new, dash.progress_total)), "progress_done")
+        import dask
+
+        with dask.config.set({"vanotebook.partition-rows": 800}):
+            dash.start().result(timeout=180)
+    assert dash.result is not None, dash.status
+    total = dash.result.meta["partitions"]
+    assert total > 3 and dash.progress_total == total and dash.progress_done == total
+    done = [d for d, _ in seen]
+    assert done == list(range(1, total + 1))  # one step per partition, in order
+    ref = crossmatch(left, right, radius=1 * u.arcsec)
+    assert dash.n_pairs == len(ref)
+
+
+def test_selecting_table_rows_highlights_them_on_the_sky():
+    dash = XmatchDashboard(demo_rows=2000, radius_arcsec=1.5)
+    dash.__panel__()  # builds the sky figure and the table
+    dash.start().result(timeout=120)
+    assert len(dash.table.value) == dash.n_pairs
+    dash.table.selection = [0, 5, 7]  # what clicking rows in the Tabulator does
+    assert dash.selection == [0, 5, 7]
+    hl = dash._sources["highlight"].data
+    rows = dash.result[[0, 5, 7]]
+    np.testing.assert_allclose(np.sort(hl["ra"]), np.sort(np.concatenate(
+        [rows["ra_left"], rows["ra_right"]])))
+    np.testing.assert_allclose(np.sort(hl["dec"]), np.sort(np.concatenate(
+        [rows["dec_left"], rows["dec_right"]])))
+    m = dash._sources["matched"].data
+    assert len(m["ra"]) == dash.n_pairs
+    dash.table.selection = []
+    assert len(dash._sources["highlight"].data["ra"]) == 0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
+from vanotebook._optional import HAS_NUMBA
 from vanotebook.xmatch import _kernels as K
 from vanotebook.xmatch import _probability as P
 
@@ -68,3 +69,53 @@ def test_nway_factor_reduces_to_two_way():
     b = P.nway_bayes_factor(psi2, [w1, w2])
     var = 1 / w1 + 1 / w2
     np.testing.assert_allclose(b, 2 / var * np.exp(-psi2[0] / (2 * var)))
+
+
+def _clustered_sky(rng, n):
+    """Uniform sky plus dense clumps at both poles and across RA 0/360."""
+    ra = rng.uniform(0, 360, n)
+    dec = np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+    m = n // 4
+    ra = np.concatenate([ra, rng.uniform(0, 360, 2 * m), np.mod(rng.normal(0, 2e-3, m), 360)])
+    dec = np.concatenate([dec, 90 - rng.uniform(0, 5e-3, m), -90 + rng.uniform(0, 5e-3, m),
+                          rng.normal(-30, 2e-3, m)])
+    return ra, dec
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="the grid engine needs numba")
+@pytest.mark.parametrize("radius_arcsec", [0.01, 2.0, 30.0, 36_000.0])
+def test_grid_and_tree_engines_give_search_around_sky_pairs(radius_arcsec):
+    import astropy.units as u
+    from astropy.coordinates import search_around_sky
+
+    rng = np.random.default_rng(int(radius_arcsec * 100))
+    n = 400 if radius_arcsec > 1000 else 3000
+    lra, ldec = _clustered_sky(rng, n)
+    rra, rdec = _clustered_sky(rng, n)
+    if radius_arcsec < 1:  # companions closer than the tiny radius
+        rra = np.concatenate([rra, np.mod(lra + 1e-6, 360)])
+        rdec = np.concatenate([rdec, ldec])
+    chord = K.angle_to_chord(np.radians(radius_arcsec / 3600))
+    grid = K.pairs_within(lra, ldec, rra, rdec, chord, engine="grid")
+    tree = K.pairs_within(lra, ldec, rra, rdec, chord, engine="tree")
+    np.testing.assert_array_equal(grid[0], tree[0])  # same pairs, same order
+    np.testing.assert_array_equal(grid[1], tree[1])
+    np.testing.assert_allclose(grid[2], tree[2], rtol=0, atol=1e-15)
+    i1, i2, _, _ = search_around_sky(SkyCoord(lra, ldec, unit="deg"),
+                                     SkyCoord(rra, rdec, unit="deg"), radius_arcsec * u.arcsec)
+    assert set(zip(grid[0], grid[1], strict=True)) == set(zip(i1, i2, strict=True))
+    assert len(i1) > 50
+    # within a left row the pairs come nearest first
+    d = np.sum((grid[2][grid[0]] - grid[3][grid[1]]) ** 2, axis=1)
+    same = grid[0][1:] == grid[0][:-1]
+    assert (d[1:][same] >= d[:-1][same]).all()
+
+
+@pytest.mark.parametrize("engine", ["grid", "tree"])
+def test_pairs_within_empty_sides(engine):
+    if engine == "grid" and not HAS_NUMBA:
+        pytest.skip("the grid engine needs numba")
+    one = np.array([10.0])
+    for args in ((one[:0], one[:0], one, one), (one, one, one[:0], one[:0])):
+        li, ri, lxyz, rxyz = K.pairs_within(*args, 1e-5, engine=engine)
+        assert li.size == ri.size == 0 and lxyz.shape[1] == rxyz.shape[1] == 3

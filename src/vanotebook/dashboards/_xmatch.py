@@ -1,16 +1,22 @@
 """`XmatchDashboard`: choose two catalogues, set the radius, match on the cluster, inspect.
 
-No science here: the dashboard calls `vanotebook.xmatch.crossmatch` and
-`vanotebook.sky.catalogue_pair` only. The match runs in a worker thread (which
-submits to the Dask cluster when inputs are lazy), so the Panel event loop is
-never blocked; a progress indicator shows while it runs. The sky plot uses
-Bokeh's WebGL backend, which stays responsive with millions of points.
+No science here: the dashboard calls `vanotebook.xmatch.crossmatch`,
+`vanotebook.io.parse_catalogue` and `vanotebook.sky.catalogue_pair` only. The
+match runs in a worker thread (which submits to the Dask cluster when inputs
+are lazy), so the Panel event loop is never blocked; a progress bar advances
+as partitions finish. Catalogues come from the demo pair or from uploads
+(FITS, VOTable, ECSV or parquet). The sky plot uses Bokeh's WebGL backend,
+which stays responsive with millions of points; rows selected in the result
+table are highlighted on it.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import astropy.units as u
@@ -23,6 +29,8 @@ from ..xmatch import HOWS, crossmatch
 __all__ = ["XmatchDashboard"]
 
 _MAX_PLOT = 2_000_000
+_MAX_TABLE = 10_000
+_UPLOAD_FORMATS = ".fits,.fit,.fits.gz,.xml,.vot,.votable,.ecsv,.parquet"
 
 
 class XmatchDashboard(pn.viewable.Viewer):
@@ -32,6 +40,8 @@ class XmatchDashboard(pn.viewable.Viewer):
     ----------
     left, right : catalogue, optional
         Anything `crossmatch` accepts; None uses the demo pair (``demo_rows`` left rows).
+    client : distributed.Client, optional
+        The cluster to match on (default: the current client, else in-process).
     """
 
     demo_rows = param.Integer(default=20_000, bounds=(100, 5_000_000),
@@ -42,17 +52,33 @@ class XmatchDashboard(pn.viewable.Viewer):
     status = param.String(default="ready")
     running = param.Boolean(default=False)
     n_pairs = param.Integer(default=0)
+    progress_done = param.Integer(default=0, doc="Partitions matched so far")
+    progress_total = param.Integer(default=1, doc="Partitions to match")
+    sources = param.String(default="demo pair", doc="Where the catalogues come from")
+    selection = param.List(default=[], item_type=int, doc="Selected rows of the result table")
     run = param.Action(lambda self: self.start(), label="Match")
 
     def __init__(self, left: Any = None, right: Any = None, *, client=None, **params):
         super().__init__(**params)
         self._left, self._right, self._client = left, right, client
+        if left is not None or right is not None:
+            self.sources = "given catalogues"
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.result = None
         self.future: Future | None = None
         self._tables: tuple[Any, Any] | None = None
+        self.left_file = pn.widgets.FileInput(accept=_UPLOAD_FORMATS, label="left catalogue")
+        self.right_file = pn.widgets.FileInput(accept=_UPLOAD_FORMATS, label="right catalogue")
+        self.left_file.param.watch(lambda e: self._uploaded("left", e.obj), "value")
+        self.right_file.param.watch(lambda e: self._uploaded("right", e.obj), "value")
+        self.table = pn.widgets.Tabulator(None, pagination="remote", page_size=20, height=400,
+                                          disabled=True, selectable="checkbox",
+                                          sizing_mode="stretch_width")
+        self.table.param.watch(self._selected, "selection")
+        self._sources = None
+        self._figure = None
 
-    # ---------------------------------------------------------------- actions
+    # ---------------------------------------------------------------- inputs
     def catalogues(self):
         """The two input catalogues (the demo pair when none were given)."""
         if self._left is not None and self._right is not None:
@@ -61,37 +87,76 @@ class XmatchDashboard(pn.viewable.Viewer):
             from ..sky import catalogue_pair
 
             self._tables = catalogue_pair(self.demo_rows, radius=0.5).to_tables()
-        return self._tables
+        left, right = self._tables
+        return (self._left if self._left is not None else left,
+                self._right if self._right is not None else right)
 
-    def upload(self, left: Any = None, right: Any = None) -> None:
-        """Use these catalogues (Tables, DataFrames, paths, or bytes of a parquet/FITS upload)."""
-        def parse(obj):
-            if isinstance(obj, bytes):
-                from astropy.table import Table
+    def upload(self, left: Any = None, right: Any = None, *, left_filename: str | None = None,
+               right_filename: str | None = None) -> None:
+        """Use these catalogues: anything `crossmatch` accepts, or the bytes of an upload.
 
-                fmt = "parquet" if obj[:4] == b"PAR1" else "fits"
-                return Table.read(io.BytesIO(obj), format=fmt)
-            return obj
+        Bytes are read by `vanotebook.io.parse_catalogue` from a temporary file
+        named like ``*_filename`` (its extension gives the format: FITS,
+        VOTable, ECSV or parquet); without a name, parquet and FITS are told
+        apart by their first bytes.
+        """
         if left is not None:
-            self._left = parse(left)
+            self._left = self._parse(left, left_filename, "left")
         if right is not None:
-            self._right = parse(right)
+            self._right = self._parse(right, right_filename, "right")
+        self.sources = ", ".join(
+            f"{side}: {'uploaded' if cat is not None else 'demo'}"
+            for side, cat in (("left", self._left), ("right", self._right)))
+
+    @staticmethod
+    def _parse(obj: Any, filename: str | None, side: str):
+        if not isinstance(obj, bytes | bytearray):
+            return obj
+        from ..io import parse_catalogue
+
+        if filename:
+            name = Path(filename).name
+        else:
+            name = "upload.parquet" if bytes(obj[:4]) == b"PAR1" else "upload.fits"
+        with tempfile.TemporaryDirectory(prefix="vanotebook-upload-") as tmp:
+            path = os.path.join(tmp, name)
+            with open(path, "wb") as fh:
+                fh.write(obj)
+            return parse_catalogue(path, argument=side)
+
+    def _uploaded(self, side: str, widget) -> None:
+        if not widget.value:
+            return
+        try:
+            self.upload(**{side: widget.value, f"{side}_filename": widget.filename})
+        except Exception as exc:  # shown to the user, not raised in the UI
+            self.status = f"error reading {side} upload {widget.filename}: {exc}"
+        else:
+            self.status = f"{side} catalogue: {widget.filename}"
+
+    # ---------------------------------------------------------------- actions
+    def _progress(self, done: int, total: int) -> None:
+        self.progress_total = max(int(total), 1)
+        self.progress_done = int(done)
+        if self.running:
+            self.status = f"matching... {done}/{total} partitions"
 
     def _work(self):
         left, right = self.catalogues()
         return crossmatch(left, right, radius=self.radius_arcsec * u.arcsec, how=self.how,
-                          k=self.k, client=self._client)
+                          k=self.k, client=self._client, progress=self._progress)
 
     def start(self) -> Future:
         """Start the match in a worker thread; returns its future."""
         self.running, self.status = True, "matching..."
-        self.future = self._pool.submit(self._work)
-        self.future.add_done_callback(self._done)
+        self.progress_done, self.selection = 0, []
+        self.future = self._pool.submit(self._run)
         return self.future
 
-    def _done(self, future: Future) -> None:
+    def _run(self):
+        """The job: match, then update the state (before the future resolves)."""
         try:
-            self.result = future.result()
+            self.result = self._work()
         except Exception as exc:  # shown to the user, not raised in the UI thread
             self.result, self.n_pairs = None, 0
             self.status = f"error: {exc}"
@@ -102,6 +167,8 @@ class XmatchDashboard(pn.viewable.Viewer):
                 f"{self.n_pairs} pairs")
         finally:
             self.running = False
+            self._refresh()
+        return self.result
 
     def download(self) -> io.BytesIO:
         """The result as ECSV bytes (for a `pn.widgets.FileDownload`)."""
@@ -121,26 +188,73 @@ class XmatchDashboard(pn.viewable.Viewer):
             return {"ra": np.zeros(0), "dec": np.zeros(0), "matched": np.zeros(0, bool)}
         ids = left["source_id"] if "source_id" in left.colnames else None
         ra, dec = np.asarray(left["ra"])[:_MAX_PLOT], np.asarray(left["dec"])[:_MAX_PLOT]
-        key = f"source_id{'_left'}"
+        key = "source_id_left"
         if ids is not None and key in self.result.colnames:
             matched = np.isin(np.asarray(ids)[:_MAX_PLOT], np.asarray(self.result[key]))
         else:
             matched = np.zeros(ra.size, bool)
         return {"ra": ra, "dec": dec, "matched": matched}
 
-    @param.depends("n_pairs", "status")
-    def _sky(self):
-        from bokeh.plotting import figure
+    def highlight_data(self) -> dict[str, np.ndarray]:
+        """Left and right positions of the selected result rows (highlighted on the sky)."""
+        empty = {"ra": np.zeros(0), "dec": np.zeros(0)}
+        if self.result is None or not self.selection:
+            return empty
+        rows = np.asarray([i for i in self.selection if 0 <= i < min(len(self.result),
+                                                                     _MAX_TABLE)], int)
+        ra, dec = [], []
+        for suffix in ("_left", "_right"):
+            if f"ra{suffix}" in self.result.colnames and f"dec{suffix}" in self.result.colnames:
+                ra.append(np.asarray(self.result[f"ra{suffix}"], float)[rows])
+                dec.append(np.asarray(self.result[f"dec{suffix}"], float)[rows])
+        if not ra:
+            return empty
+        return {"ra": np.concatenate(ra), "dec": np.concatenate(dec)}
 
-        d = self.sky_data()
-        fig = figure(height=400, width=450, output_backend="webgl", title="sky",
-                     x_axis_label="ra [deg]", y_axis_label="dec [deg]")
-        fig.x_range.flipped = True
-        m = d["matched"]
-        fig.scatter(d["ra"][~m], d["dec"][~m], size=2, color="grey", alpha=0.4,
-                    legend_label="unmatched")
-        fig.scatter(d["ra"][m], d["dec"][m], size=2, color="crimson", legend_label="matched")
-        return pn.pane.Bokeh(fig)
+    def _selected(self, event) -> None:
+        self.selection = [int(i) for i in event.new]
+
+    @param.depends("selection", watch=True)
+    def _refresh_highlight(self) -> None:
+        if self._sources is not None:
+            self._sources["highlight"].data = self.highlight_data()
+
+    def _refresh(self) -> None:
+        """Push the new result to the table and the sky plot's data sources."""
+        self.table.value = None if self.result is None else self._table_frame()
+        if self._sources is not None:
+            d = self.sky_data()
+            m = d["matched"]
+            self._sources["unmatched"].data = {"ra": d["ra"][~m], "dec": d["dec"][~m]}
+            self._sources["matched"].data = {"ra": d["ra"][m], "dec": d["dec"][m]}
+            self._sources["highlight"].data = self.highlight_data()
+
+    def _table_frame(self):
+        table = self.result[:_MAX_TABLE].copy(copy_data=False)
+        table.meta.clear()
+        return table.to_pandas()
+
+    def sky_figure(self):
+        """The Bokeh sky plot (made once; its data sources follow the result and selection)."""
+        if self._figure is None:
+            from bokeh.models import ColumnDataSource
+            from bokeh.plotting import figure
+
+            self._sources = {k: ColumnDataSource({"ra": [], "dec": []})
+                             for k in ("unmatched", "matched", "highlight")}
+            fig = figure(height=400, width=450, output_backend="webgl", title="sky",
+                         x_axis_label="ra [deg]", y_axis_label="dec [deg]")
+            fig.x_range.flipped = True
+            fig.scatter("ra", "dec", source=self._sources["unmatched"], size=2, color="grey",
+                        alpha=0.4, legend_label="unmatched")
+            fig.scatter("ra", "dec", source=self._sources["matched"], size=2, color="crimson",
+                        legend_label="matched")
+            fig.scatter("ra", "dec", source=self._sources["highlight"], size=10,
+                        marker="circle", fill_alpha=0, line_color="gold", line_width=2,
+                        legend_label="selected")
+            self._figure = fig
+            self._refresh()
+        return self._figure
 
     @param.depends("n_pairs", "status")
     def _histograms(self):
@@ -158,23 +272,21 @@ class XmatchDashboard(pn.viewable.Viewer):
             figs.append(pn.pane.Bokeh(fig))
         return pn.Column(*figs)
 
-    @param.depends("n_pairs", "status")
-    def _table(self):
-        if self.result is None:
-            return pn.pane.Markdown("No result yet.")
-        df = self.result[:10_000].to_pandas()
-        return pn.widgets.Tabulator(df, pagination="remote", page_size=20, height=400,
-                                    disabled=True)
-
     def __panel__(self):
         controls = pn.Column(
+            pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS/VOTable/ECSV/parquet)"),
+            self.left_file, self.right_file,
+            pn.pane.Str(self.param.sources),
             pn.widgets.IntInput.from_param(self.param.demo_rows),
             pn.widgets.FloatInput.from_param(self.param.radius_arcsec),
             pn.widgets.Select.from_param(self.param.how),
             pn.widgets.IntInput.from_param(self.param.k),
             pn.widgets.Button.from_param(self.param.run),
+            pn.indicators.Progress(value=self.param.progress_done,
+                                   max=self.param.progress_total, width=200),
             pn.indicators.LoadingSpinner(value=self.param.running, size=30),
             pn.pane.Str(self.param.status),
             pn.widgets.FileDownload(callback=self.download, filename="crossmatch.ecsv"),
         )
-        return pn.Row(controls, pn.Column(self._sky, self._histograms), self._table)
+        return pn.Row(controls, pn.Column(pn.pane.Bokeh(self.sky_figure()), self._histograms),
+                      self.table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,28 +177,6 @@ def target_epoch(left, right, spec: MatchSpec) -> float | None:
 
 
 # ----------------------------------------------------------------------------- matching
-def candidates(tree, lxyz: np.ndarray, spec: MatchSpec) -> tuple[np.ndarray, np.ndarray]:
-    """All (up to what ``how`` needs) right candidates within the radius of each left vector.
-
-    Rows whose candidate list is full are asked again with twice as many, so
-    the lists are complete (needed for ``how="all"`` and for probabilities).
-    """
-    k = spec.n_query
-    dist, idx = K.nearest_candidates(tree, lxyz, spec.chord, k)
-    full = np.isfinite(dist[:, -1])
-    while full.any():
-        k *= 2
-        rows = np.flatnonzero(full)
-        d2, i2 = K.nearest_candidates(tree, lxyz[rows], spec.chord, k)
-        pad = k - dist.shape[1]
-        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
-        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=tree.n)
-        dist[rows], idx[rows] = d2, i2
-        full = np.zeros(len(dist), bool)
-        full[rows] = np.isfinite(d2[:, -1])
-    return dist, idx
-
-
 @dataclass
 class Pairs:
     """Matched pairs of one partition (indices into its left and right rows)."""
@@ -211,48 +190,56 @@ class Pairs:
     f_in: np.ndarray  # fraction of counterparts expected inside the radius, per pair
 
 
-def match_arrays(lra, ldec, rra, rdec, lerr, rerr, spec: MatchSpec, rerr_typical=None) -> Pairs:
-    """Match left positions against right positions (degrees; NaN-free) on one partition."""
-    from scipy.spatial import cKDTree
+def match_arrays(lra, ldec, rra, rdec, lerr, rerr, spec: MatchSpec, rerr_typical=None, *,
+                 engine: str = "auto") -> Pairs:
+    """Match left positions against right positions (degrees; NaN-free) on one partition.
 
-    _, to = _namespace(spec.device)
-    lxyz = np.asarray(K.unit_vectors(lra, ldec))
-    rxyz = np.asarray(K.unit_vectors(rra, rdec))
-    tree = cKDTree(rxyz, balanced_tree=False, compact_nodes=False)
-    dist, idx = candidates(tree, lxyz, spec)
-    valid = np.isfinite(dist)
-    n_cand = valid.sum(axis=1)
-    if spec.how == "nearest":
-        keep = valid & (np.arange(valid.shape[1]) < 1)
-    elif spec.how == "k":
-        keep = valid & (np.arange(valid.shape[1]) < spec.k)
+    All candidates within the radius are found (`_kernels.pairs_within`, on the
+    CPU); separations and Gaussian densities of every candidate are computed on
+    ``spec.device``; then the nearest (or ``k`` nearest, or all) are kept.
+    """
+    xp, to = _namespace(spec.device)
+    li_all, ri_all, lxyz, rxyz = K.pairs_within(lra, ldec, rra, rdec, spec.chord, engine=engine)
+    n_left = len(lra)
+    if spec.how == "all":
+        keep = None
     else:
-        keep = valid
-    li_all, col_all = np.nonzero(valid)
-    ri_all = idx[li_all, col_all]
+        first_all = np.ones(li_all.size, bool)
+        first_all[1:] = li_all[1:] != li_all[:-1]
+        if spec.how == "nearest" or spec.k == 1:
+            keep = first_all
+        else:  # rank of each candidate within its left row (rows are sorted by distance)
+            starts = np.flatnonzero(first_all)
+            rank = np.arange(li_all.size) - np.repeat(starts, np.diff(np.append(starts,
+                                                                             li_all.size)))
+            keep = rank < spec.k
     a, b = to(lxyz[li_all]), to(rxyz[ri_all])
-    sep_all = K.separation(a, b)
-    if lerr is not None and rerr is not None:
+    with_errors = lerr is not None and rerr is not None
+    if keep is not None and not with_errors:  # separations of the kept pairs only
+        a, b = a[to(keep)], b[to(keep)]
+    sep_all = np.asarray(_from(K.separation(a, b)))
+    if with_errors:
         dx, dy = K.tangent_offsets(a, b)
         vx = to(lerr[0][li_all] ** 2 + rerr[0][ri_all] ** 2)
         vy = to(lerr[1][li_all] ** 2 + rerr[1][ri_all] ** 2)
         f_all = np.asarray(_from(P.gaussian_density(dx, dy, vx, vy)))
-        f_sum_rows = np.bincount(li_all, weights=f_all, minlength=len(lra))
+        f_sum_rows = np.bincount(li_all, weights=f_all, minlength=n_left)
         typical = rerr_typical if rerr_typical is not None else (
             float(np.mean((rerr[0] ** 2 + rerr[1] ** 2) / 2)) if len(rerr[0]) else 0.0)
         var_in = to((lerr[0] ** 2 + lerr[1] ** 2) / 2 + typical)
         f_in_rows = np.asarray(_from(P.inside_fraction(var_in, spec.radius_rad)))
+        if keep is not None:
+            sep_all, f_all = sep_all[keep], f_all[keep]
     else:
-        f_all = np.full(li_all.size, np.nan)
-        f_sum_rows = np.full(len(lra), np.nan)
-        f_in_rows = np.full(len(lra), np.nan)
-    sel = keep[li_all, col_all]
-    li = li_all[sel]
+        f_all = np.full(sep_all.size, np.nan)
+        f_sum_rows = np.full(n_left, np.nan)
+        f_in_rows = np.full(n_left, np.nan)
+    li = li_all if keep is None else li_all[keep]
+    ri = ri_all if keep is None else ri_all[keep]
     first = np.ones(li.size, bool)
     first[1:] = li[1:] != li[:-1]
-    del n_cand
-    return Pairs(li, ri_all[sel], np.asarray(_from(sep_all))[sel], f_all[sel], f_sum_rows[li],
-                 first, f_in_rows[li])
+    del xp
+    return Pairs(li, ri, sep_all, f_all, f_sum_rows[li], first, f_in_rows[li])
 
 
 def _namespace(device: str):
@@ -267,11 +254,21 @@ def _from(x):
     return x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else x
 
 
+_DENSITY_SAMPLE = 200_000
+
+
 def density_sr(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
-    """(sources per steradian, covered area in deg^2) of finite positions."""
+    """(sources per steradian, covered area in deg^2) of finite positions.
+
+    The area comes from a HEALPix histogram (`vanotebook.healpix.coverage_area`)
+    of at most `_DENSITY_SAMPLE` rows (an evenly strided subset, so the same
+    input gives the same answer); the density is all rows over that area.
+    """
     if ra.size == 0:
         return 0.0, 0.0
-    pix, counts = np.unique(healpix.pixel_index(ra, dec, _FINE_ORDER), return_counts=True)
+    step = max(1, -(-ra.size // _DENSITY_SAMPLE))
+    sra, sdec = ra[::step], dec[::step]
+    pix, counts = np.unique(healpix.pixel_index(sra, sdec, _FINE_ORDER), return_counts=True)
     area = healpix.coverage_area(pix, counts, order=_FINE_ORDER)
     return ra.size / (area * (math.pi / 180) ** 2), area
 
@@ -295,13 +292,22 @@ def _suffixed(table: Table, suffix: str) -> Table:
 
 
 def result_table(left: Table, right: Table, li, ri, sep_rad, prob, spec: MatchSpec) -> Table:
-    """Both sides' columns (suffixed), ``separation`` [arcsec] and ``probability``."""
-    from astropy.table import hstack
+    """Both sides' columns (suffixed), ``separation`` [arcsec] and ``probability``.
 
-    lt = _suffixed(left[li], spec.suffixes[0])
-    rt = _suffixed(right[ri], spec.suffixes[1])
-    out = hstack([lt, rt], join_type="exact", metadata_conflicts="silent")
-    out.meta.clear()
+    Built column by column (each column taken at the pair rows; units,
+    formats and descriptions kept), without copying whole tables.
+    """
+    cols = []
+    for table, rows, suffix in ((left, li, spec.suffixes[0]), (right, ri, spec.suffixes[1])):
+        rows = np.asarray(rows, dtype=np.intp)
+        for name in table.colnames:
+            col = table[name][rows]
+            if hasattr(col, "info") and hasattr(col.info, "name"):
+                col.info.name = f"{name}{suffix}"
+            cols.append(col)
+    names = [f"{c}{spec.suffixes[0]}" for c in left.colnames] + [
+        f"{c}{spec.suffixes[1]}" for c in right.colnames]
+    out = Table(cols, names=names, copy=False)
     out["separation"] = (np.asarray(sep_rad) / ARCSEC) * u.arcsec
     out["probability"] = np.asarray(prob, dtype=np.float64)
     return out
@@ -321,14 +327,19 @@ def crossmatch_tables(left: Table, right: Table, spec: MatchSpec) -> Table:
     lra, ldec = positions(left, spec, epoch)
     rra, rdec = positions(right, spec, epoch)
     lok, rok = _finite(lra, ldec, "left", spec), _finite(rra, rdec, "right", spec)
+    lall, rall = bool(lok.all()), bool(rok.all())
     lrows, rrows = np.flatnonzero(lok), np.flatnonzero(rok)
     errors = spec.errors or {"left": None, "right": None}
     lerr = error_arrays(left, errors["left"], "left")
     rerr = error_arrays(right, errors["right"], "right")
-    lerr = None if lerr is None else (lerr[0][lok], lerr[1][lok])
-    rerr = None if rerr is None else (rerr[0][rok], rerr[1][rok])
-    pairs = match_arrays(lra[lok], ldec[lok], rra[rok], rdec[rok], lerr, rerr, spec)
-    rho, area = density_sr(rra[rok], rdec[rok])
+    if not lall:
+        lra, ldec = lra[lok], ldec[lok]
+        lerr = None if lerr is None else (lerr[0][lok], lerr[1][lok])
+    if not rall:
+        rra, rdec = rra[rok], rdec[rok]
+        rerr = None if rerr is None else (rerr[0][rok], rerr[1][rok])
+    pairs = match_arrays(lra, ldec, rra, rdec, lerr, rerr, spec)
+    rho, area = density_sr(rra, rdec)
     prob, q = probabilities(pairs.f, pairs.f_sum, pairs.f_in, pairs.first, lrows.size, rho, spec)
     out = result_table(left, right, lrows[pairs.left], rrows[pairs.right], pairs.separation,
                        prob, spec)
@@ -369,6 +380,7 @@ def crossmatch(
     prior: float | None = None,
     client=None,
     device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
 ):
     """Cross-match two catalogues.
 
@@ -412,7 +424,13 @@ def crossmatch(
     client : distributed.Client, optional
         The cluster for dask inputs (default: the current client, else in-process).
     device : {"auto", "cpu", "gpu"}
-        Where separations and probabilities are computed; the kd-tree search is on the CPU.
+        Where separations and probabilities are computed (the neighbour search
+        is on the CPU); on a cluster, "gpu" partition tasks ask for a worker with
+        the ``GPU`` resource.
+    progress : callable, optional
+        Called as ``progress(done, total)`` when the match starts and as each
+        partition (one, in memory) finishes; dashboards use it for their
+        progress bar.
 
     Returns
     -------
@@ -443,11 +461,15 @@ def crossmatch(
         if _is_lazy(lt) or _is_lazy(rt):
             from ._dask import crossmatch_dask
 
-            out = crossmatch_dask(lt, rt, spec, client=client)
+            out = crossmatch_dask(lt, rt, spec, client=client, progress=progress)
             meta = out.meta
         else:
+            if progress is not None:
+                progress(0, 1)
             out = crossmatch_tables(lt, rt, spec)
             meta = out.meta
+            if progress is not None:
+                progress(1, 1)
     meta["provenance"] = prov.to_dict()
     return out
 

@@ -56,11 +56,19 @@ def _tag_left(df: pd.DataFrame, spec, epoch, order: int) -> pd.DataFrame:
     return out
 
 
-def _tag_right(df: pd.DataFrame, spec, epoch, order: int, keep: np.ndarray) -> pd.DataFrame:
+_RID = "_rid"
+_ROWS_PER_INPUT_PARTITION = 2**40
+
+
+def _tag_right(df: pd.DataFrame, spec, epoch, order: int, keep: np.ndarray,
+               partition_info=None) -> pd.DataFrame:
     ra, dec = C.positions(df, spec, epoch)
     ok = np.isfinite(ra) & np.isfinite(dec)
     base = df.loc[ok].copy()
     base["_ra"], base["_dec"] = ra[ok], dec[ok]
+    number = partition_info["number"] if partition_info else 0
+    # one id per right row, shared by its margin copies, so a partition can drop the copies
+    base[_RID] = number * _ROWS_PER_INPUT_PARTITION + np.flatnonzero(ok).astype(np.int64)
     base[_PIX] = healpix.pixel_index(ra[ok], dec[ok], order)
     rows, pix = healpix.margin_pixels(ra[ok], dec[ok], order, spec.radius)
     margin = base.iloc[rows].copy()
@@ -71,33 +79,32 @@ def _tag_right(df: pd.DataFrame, spec, epoch, order: int, keep: np.ndarray) -> p
 
 def _match_partition(left: pd.DataFrame, right: pd.DataFrame, spec, rerr_typical,
                      lcols, rcols) -> pd.DataFrame:
-    errors = spec.errors or {"left": None, "right": None}
-    frames = []
-    lpix = left.index.to_numpy()
-    rpix = right.index.to_numpy()
-    lord, rord = np.argsort(lpix, kind="stable"), np.argsort(rpix, kind="stable")
-    lpix_s, rpix_s = lpix[lord], rpix[rord]
-    for pix in np.unique(lpix_s):
-        la, lb = np.searchsorted(lpix_s, [pix, pix + 1])
-        ra_, rb = np.searchsorted(rpix_s, [pix, pix + 1])
-        lp = left.iloc[lord[la:lb]]
-        rp = right.iloc[rord[ra_:rb]]
-        lerr = C.error_arrays(lp, errors["left"], "left")
-        rerr = C.error_arrays(rp, errors["right"], "right")
-        pairs = C.match_arrays(lp["_ra"].to_numpy(), lp["_dec"].to_numpy(),
-                               rp["_ra"].to_numpy(), rp["_dec"].to_numpy(), lerr, rerr, spec,
-                               rerr_typical=rerr_typical)
-        lsel = lp.iloc[pairs.left][lcols].reset_index(drop=True)
-        rsel = rp.iloc[pairs.right][rcols].reset_index(drop=True)
-        lsel.columns = [f"{c}{spec.suffixes[0]}" for c in lcols]
-        rsel.columns = [f"{c}{spec.suffixes[1]}" for c in rcols]
-        stats = pd.DataFrame({"separation": pairs.separation / C.ARCSEC, "_f": pairs.f,
-                              "_f_sum": pairs.f_sum, "_f_in": pairs.f_in,
-                              "_first": pairs.first})
-        frames.append(pd.concat([lsel, rsel, stats], axis=1))
-    if not frames:
+    """Match one partition of whole pixels in one call.
+
+    Every right row within the radius of a left row of pixel P is in P (its own
+    rows or margin copies), so matching the partition's left rows against its
+    distinct right rows (margin copies dropped by row id) finds exactly the
+    pairs a pixel-by-pixel match would, each once.
+    """
+    if len(left) == 0:
         return _empty(left, right, spec, lcols, rcols)
-    return pd.concat(frames, ignore_index=True)
+    right = right.drop_duplicates(_RID) if len(right) else right
+    errors = spec.errors or {"left": None, "right": None}
+    lerr = C.error_arrays(left, errors["left"], "left")
+    rerr = C.error_arrays(right, errors["right"], "right")
+    pairs = C.match_arrays(left["_ra"].to_numpy(), left["_dec"].to_numpy(),
+                           right["_ra"].to_numpy(), right["_dec"].to_numpy(), lerr, rerr, spec,
+                           rerr_typical=rerr_typical)
+    data = {}
+    for cols, frame, rows, suffix in ((lcols, left, pairs.left, spec.suffixes[0]),
+                                      (rcols, right, pairs.right, spec.suffixes[1])):
+        for c in cols:
+            data[f"{c}{suffix}"] = frame[c].to_numpy().take(rows)
+    data.update({"separation": pairs.separation / C.ARCSEC, "_f": pairs.f,
+                 "_f_sum": pairs.f_sum, "_f_in": pairs.f_in, "_first": pairs.first})
+    out = pd.DataFrame(data)
+    meta = _empty(left, right, spec, lcols, rcols)
+    return out.astype(meta.dtypes.to_dict())
 
 
 def _empty(left, right, spec, lcols, rcols) -> pd.DataFrame:
@@ -121,14 +128,19 @@ def _divisions(pixels: np.ndarray, counts: np.ndarray, max_rows: int) -> tuple[i
     return (*starts, int(pixels[-1]))
 
 
-def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: int | None = None):
-    """Match two catalogues (dask DataFrames or Tables) partition by partition."""
+def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: int | None = None,
+                    progress=None):
+    """Match two catalogues (dask DataFrames or Tables) partition by partition.
+
+    ``progress(done, total)`` is called as match partitions finish. Partition
+    tasks ask for ``resources={"GPU": 1}`` when ``spec.device`` is "gpu".
+    """
     import dask
     from astropy.table import Table
 
     client = get_client(client)
-    max_rows = max_rows or int(_config.get("partition-rows", 1_000_000))
     left, right = _to_dask(left), _to_dask(right)
+    max_rows = max_rows or _max_rows(client, left._meta, right._meta)
     lcols, rcols = list(left.columns), list(right.columns)
     meta_l, meta_r = left._meta, right._meta
     epoch = _epoch(left, right, spec, client)
@@ -169,7 +181,8 @@ def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: in
     counts = np.bincount(inv, weights=hl.to_numpy()).astype(np.int64)
     divisions = _divisions(pixels, counts, max_rows)
     lmeta = meta_l.assign(_ra=np.float64(0), _dec=np.float64(0), **{_PIX: np.int64(0)})
-    rmeta = meta_r.assign(_ra=np.float64(0), _dec=np.float64(0), **{_PIX: np.int64(0)})
+    rmeta = meta_r.assign(_ra=np.float64(0), _dec=np.float64(0),
+                          **{_RID: np.int64(0), _PIX: np.int64(0)})
     lt = left.map_partitions(_tag_left, spec, epoch, order, meta=lmeta)
     rt = right.map_partitions(_tag_right, spec, epoch, order, pixels, meta=rmeta)
     with dask.config.set({"dataframe.shuffle.method": "p2p" if client else "disk"}):
@@ -178,11 +191,76 @@ def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: in
     out_meta = _empty(meta_l, meta_r, spec, lcols, rcols)
     import dask.dataframe as dd
 
-    pairs = dd.map_partitions(_match_partition, lt, rt, spec, rerr_typical, lcols, rcols,
-                              meta=out_meta, align_dataframes=False)
-    (result,) = _compute(client, pairs)
+    with _gpu_annotation(spec):
+        pairs = dd.map_partitions(_match_partition, lt, rt, spec, rerr_typical, lcols, rcols,
+                                  meta=out_meta, align_dataframes=False)
+        result = _gather_partitions(client, pairs, progress, out_meta)
     return _finish(result, n_left, rho, spec, nan_rows, epoch, order=order,
                    n_parts=len(divisions) - 1, Table=Table)
+
+
+def _gpu_annotation(spec: C.MatchSpec):
+    """``dask.annotate(resources={"GPU": 1})`` for GPU matches (a worker with ``GPU=1`` runs
+    them), else a no-op context."""
+    import contextlib
+
+    import dask
+
+    if spec.device == "gpu":
+        return dask.annotate(resources={"GPU": 1})
+    return contextlib.nullcontext()
+
+
+def _gather_partitions(client, ddf, progress, meta: pd.DataFrame) -> pd.DataFrame:
+    """Compute the partitions of ``ddf``, reporting ``progress(done, total)`` as each ends."""
+    import dask
+
+    parts = ddf.to_delayed()
+    total = len(parts)
+    if progress is not None:
+        progress(0, total)
+    if client is None:
+        frames = list(dask.compute(*parts))
+        if progress is not None:
+            progress(total, total)
+    else:
+        from distributed import as_completed
+
+        futures = client.compute(parts)
+        where = {f.key: i for i, f in enumerate(futures)}
+        frames = [None] * total
+        for done, future in enumerate(as_completed(futures), start=1):
+            frames[where[future.key]] = future.result()
+            future.release()
+            if progress is not None:
+                progress(done, total)
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else meta
+
+
+_WORK_BYTES_PER_ROW = 200  # vectors, keys, sort orders, pair arrays of the match kernel
+
+
+def _max_rows(client, lmeta: pd.DataFrame, rmeta: pd.DataFrame) -> int:
+    """Left rows per partition: the configured ``partition-rows``, fewer on small workers.
+
+    A partition's left and right rows, their shuffle copies and the kernel's
+    work arrays should take at most a tenth of the smallest worker memory limit.
+    """
+    rows = int(_config.get("partition-rows", 1_000_000))
+    if client is None:
+        return rows
+    try:
+        limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    except Exception:  # pragma: no cover - a client without scheduler info
+        return rows
+    limits = [m for m in limits if m > 0]
+    if not limits:
+        return rows
+    def row_bytes(meta):
+        return sum(8 if dt.kind in "fiub" else 64 for dt in meta.dtypes) + 3 * 8
+    per_row = 2 * (row_bytes(lmeta) + row_bytes(rmeta)) + _WORK_BYTES_PER_ROW
+    return int(min(rows, max(10_000, min(limits) / 10 / per_row)))
 
 
 def _compute(client, *objs):

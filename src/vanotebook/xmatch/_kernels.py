@@ -1,15 +1,19 @@
 """Pure numerical kernels of the cross-match, written once against the array API.
 
-Positions become unit vectors; neighbours are found by chord distance on a
-kd-tree (`scipy.spatial.cKDTree`, CPU only: the tree search is the one step
-with no array-API form). Everything after the search -- separations,
-tangent-plane offsets, proper-motion propagation -- runs on whatever array
-library the inputs come from (numpy, CuPy, array-api-strict). No Dask here.
+Positions become unit vectors; neighbours are found by chord distance, on the
+CPU (the search is the one step with no array-API form): `pairs_within` uses a
+numba-compiled sort-merge join on a 3-D grid of cells one chord wide (where
+numba is installed), else a `scipy.spatial.cKDTree`. Both give every pair
+within the chord, ordered by left row then distance. Everything after the
+search -- separations, tangent-plane offsets, proper-motion propagation --
+runs on whatever array library the inputs come from (numpy, CuPy,
+array-api-strict). No Dask here.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from array_api_compat import array_namespace
@@ -18,6 +22,7 @@ __all__ = [
     "angle_to_chord",
     "chord_to_angle",
     "nearest_candidates",
+    "pairs_within",
     "propagate",
     "separation",
     "tangent_offsets",
@@ -108,9 +113,16 @@ def separation(a, b):
 def tangent_offsets(a, b):
     """Offsets (east, north) in radians of ``b`` in the gnomonic plane at ``a``."""
     xp = array_namespace(a, b)
-    east, north = _frame(a)
-    dot = xp.sum(a * b, axis=-1)
-    return xp.sum(b * east, axis=-1) / dot, xp.sum(b * north, axis=-1) / dot
+    x, y, z = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    h = xp.sqrt(x * x + y * y)
+    pole = h == 0
+    hs = xp.where(pole, 1.0, h)
+    dot = x * bx + y * by + z * bz
+    # east = (-y, x, 0) / h, north = (-z x, -z y, h^2) / h; at a pole east = +y, north = -z x^
+    east = xp.where(pole, by, (x * by - y * bx) / hs)
+    north = xp.where(pole, -z * bx, (h * h * bz - z * (x * bx + y * by)) / hs)
+    return east / dot, north / dot
 
 
 def angle_to_chord(angle_rad: float) -> float:
@@ -155,3 +167,204 @@ def _spatial_order(v: np.ndarray) -> np.ndarray:
         for axis in range(3):
             key |= ((cells[:, axis] >> bit) & 1) << (3 * bit + axis)
     return np.argsort(key, kind="stable")
+
+
+# ----------------------------------------------------------------------------- pair search
+SEARCH_ENGINES = ("auto", "grid", "tree")
+_GRID_MAX_CELLS = 2_000_000  # cells per axis; (n_cells + 2) ** 3 must fit in int64
+_NUMBA_LOCK = threading.Lock()  # numba's default (workqueue) layer refuses concurrent calls
+_JIT: dict | None = None
+
+
+def pairs_within(lra, ldec, rra, rdec, chord: float, *, engine: str = "auto"):
+    """Every (left, right) pair of positions closer than ``chord`` on the unit sphere (CPU).
+
+    Parameters
+    ----------
+    lra, ldec, rra, rdec : ndarray
+        Positions in degrees (finite).
+    chord : float
+        Largest chord length (`angle_to_chord` of the radius), inclusive.
+    engine : {"auto", "grid", "tree"}
+        "grid": numba sort-merge join on a 3-D grid (needs numba); "tree":
+        `scipy.spatial.cKDTree`; "auto": grid where numba is installed.
+
+    Returns
+    -------
+    li, ri : ndarray of int64
+        Pair indices, sorted by ``li`` and, within a left row, by distance
+        (ties by right index).
+    lxyz, rxyz : ndarray, shape ``(n, 3)``
+        The unit vectors of all left and right positions (float64).
+    """
+    from .._optional import HAS_NUMBA
+
+    if engine == "auto":
+        engine = "grid" if HAS_NUMBA else "tree"
+    if engine == "grid":
+        return _pairs_grid(lra, ldec, rra, rdec, chord)
+    lxyz = np.asarray(unit_vectors(np.asarray(lra, np.float64), np.asarray(ldec, np.float64)))
+    rxyz = np.asarray(unit_vectors(np.asarray(rra, np.float64), np.asarray(rdec, np.float64)))
+    li, ri = _pairs_tree(lxyz, rxyz, chord)
+    return li, ri, lxyz, rxyz
+
+
+def _pairs_tree(lxyz, rxyz, chord):
+    from scipy.spatial import cKDTree
+
+    if len(lxyz) == 0 or len(rxyz) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    tree = cKDTree(rxyz, balanced_tree=False, compact_nodes=False)
+    k = 4
+    dist, idx = nearest_candidates(tree, lxyz, chord, k)
+    full = np.isfinite(dist[:, -1])
+    while full.any():  # rows with k candidates may have more: ask again with twice as many
+        k *= 2
+        rows = np.flatnonzero(full)
+        d2, i2 = nearest_candidates(tree, lxyz[rows], chord, k)
+        pad = k - dist.shape[1]
+        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=tree.n)
+        dist[rows], idx[rows] = d2, i2
+        full = np.zeros(len(dist), bool)
+        full[rows] = np.isfinite(d2[:, -1])
+    li, col = np.nonzero(np.isfinite(dist))
+    return li.astype(np.int64), idx[li, col].astype(np.int64)
+
+
+def _jit():
+    """Compile (once, cached on disk) the numba kernels of the grid search."""
+    global _JIT
+    with _NUMBA_LOCK:
+        if _JIT is None:
+            _JIT = _compile()
+    return _JIT
+
+
+def _compile() -> dict:
+    import numba
+    from numba import prange
+
+    opts = {"parallel": True, "cache": True, "nogil": True, "fastmath": False}
+
+    @numba.njit(**opts)
+    def vectors_keys(ra, dec, cell, n, xyz, key):  # pragma: no cover - compiled
+        for i in prange(ra.size):
+            a = ra[i] * _DEG
+            d = dec[i] * _DEG
+            cd = math.cos(d)
+            x = cd * math.cos(a)
+            y = cd * math.sin(a)
+            z = math.sin(d)
+            xyz[i, 0] = x
+            xyz[i, 1] = y
+            xyz[i, 2] = z
+            ix = np.int64((x + 1.0) / cell) + 1
+            iy = np.int64((y + 1.0) / cell) + 1
+            iz = np.int64((z + 1.0) / cell) + 1
+            key[i] = (ix * n + iy) * n + iz
+
+    @numba.njit(**opts)
+    def take3(xyz, order):  # pragma: no cover - compiled
+        out = np.empty((order.size, 3), np.float64)
+        for i in prange(order.size):
+            j = order[i]
+            out[i, 0] = xyz[j, 0]
+            out[i, 1] = xyz[j, 1]
+            out[i, 2] = xyz[j, 2]
+        return out
+
+    @numba.njit(**opts)
+    def join(lkey, lxyz, rkey, rxyz, n, chord2, starts, offsets, rorder, out_r, out_d):
+        # pragma: no cover - compiled
+        # lkey/rkey sorted; for each of the 9 neighbouring (x, y) columns, the 3
+        # z-cells around a left row are one contiguous key range of rkey, and
+        # its start only moves forward as lkey grows: a merge, no search.
+        # offsets is None-like (size 0) on the counting pass.
+        m = rkey.size
+        counting = offsets.size == 0
+        counts = np.zeros(lkey.size, np.int64)
+        for c in prange(starts.size - 1):
+            s0, s1 = starts[c], starts[c + 1]
+            if s0 == s1:
+                continue
+            for dx in range(-1, 2):
+                for dy in range(-1, 2):
+                    shift = (dx * n + dy) * n
+                    p = np.searchsorted(rkey, lkey[s0] + shift - 1)
+                    for i in range(s0, s1):
+                        lo = lkey[i] + shift - 1
+                        hi = lo + 2
+                        while p < m and rkey[p] < lo:
+                            p += 1
+                        q = p
+                        x, y, z = lxyz[i, 0], lxyz[i, 1], lxyz[i, 2]
+                        while q < m and rkey[q] <= hi:
+                            ex = x - rxyz[q, 0]
+                            ey = y - rxyz[q, 1]
+                            ez = z - rxyz[q, 2]
+                            d2 = ex * ex + ey * ey + ez * ez
+                            if d2 <= chord2:
+                                if not counting:
+                                    at = offsets[i] + counts[i]
+                                    out_r[at] = rorder[q]
+                                    out_d[at] = d2
+                                counts[i] += 1
+                            q += 1
+        return counts
+
+    @numba.njit(**opts)
+    def sort_segments(offsets_orig, out_r, out_d):  # pragma: no cover - compiled
+        # insertion sort of each left row's (short) candidate list by (distance, right index)
+        for i in prange(offsets_orig.size - 1):
+            a, b = offsets_orig[i], offsets_orig[i + 1]
+            for j in range(a + 1, b):
+                d, r = out_d[j], out_r[j]
+                k = j - 1
+                while k >= a and (out_d[k] > d or (out_d[k] == d and out_r[k] > r)):
+                    out_d[k + 1] = out_d[k]
+                    out_r[k + 1] = out_r[k]
+                    k -= 1
+                out_d[k + 1] = d
+                out_r[k + 1] = r
+
+    return {"vectors_keys": vectors_keys, "take3": take3, "join": join,
+            "sort_segments": sort_segments}
+
+
+def _pairs_grid(lra, ldec, rra, rdec, chord):
+    f = _jit()
+    lra, ldec = np.ascontiguousarray(lra, np.float64), np.ascontiguousarray(ldec, np.float64)
+    rra, rdec = np.ascontiguousarray(rra, np.float64), np.ascontiguousarray(rdec, np.float64)
+    nl, nr = lra.size, rra.size
+    # cells at least one chord wide (so a pair is in neighbouring cells), indices 1..n-2
+    cell = max(chord * (1.0 + 1e-9), 2.0 / _GRID_MAX_CELLS)
+    n = int(2.0 / cell) + 3
+    chord2 = chord * chord
+    lxyz, rxyz = np.empty((nl, 3)), np.empty((nr, 3))
+    lkey, rkey = np.empty(nl, np.int64), np.empty(nr, np.int64)
+    with _NUMBA_LOCK:
+        f["vectors_keys"](lra, ldec, cell, n, lxyz, lkey)
+        f["vectors_keys"](rra, rdec, cell, n, rxyz, rkey)
+    if nl == 0 or nr == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), lxyz, rxyz
+    lorder = np.argsort(lkey)
+    rorder = np.argsort(rkey)
+    lks, rks = lkey[lorder], rkey[rorder]
+    starts = np.linspace(0, nl, min(nl, 256) + 1).astype(np.int64)
+    none_i, none_f = np.zeros(0, np.int64), np.zeros(0, np.float64)
+    with _NUMBA_LOCK:
+        lxs, rxs = f["take3"](lxyz, lorder), f["take3"](rxyz, rorder)
+        counts = f["join"](lks, lxs, rks, rxs, n, chord2, starts, none_i, rorder, none_i, none_f)
+    counts_orig = np.empty(nl, np.int64)
+    counts_orig[lorder] = counts
+    offsets_orig = np.zeros(nl + 1, np.int64)
+    np.cumsum(counts_orig, out=offsets_orig[1:])
+    total = int(offsets_orig[-1])
+    out_r, out_d = np.empty(total, np.int64), np.empty(total, np.float64)
+    with _NUMBA_LOCK:
+        f["join"](lks, lxs, rks, rxs, n, chord2, starts, offsets_orig[:-1][lorder], rorder,
+                  out_r, out_d)
+        f["sort_segments"](offsets_orig, out_r, out_d)
+    li = np.repeat(np.arange(nl, dtype=np.int64), counts_orig)
+    return li, out_r, lxyz, rxyz
