@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import dask
 import numpy as np
 import panel as pn
 import pytest
@@ -129,3 +130,16 @@ def test_run_errors_are_shown_not_raised(sky):
     assert dash.start().result(timeout=60) is None
     assert dash.status.startswith("error") and "upload" in dash.status
     assert dash.result is None and not dash.running
+
+
+def test_progress_bar_follows_the_blocks(sky):
+    """The progress bar is fed by mosaic's per-block hook: it climbs to 100 during a run."""
+    dash = MosaicDashboard(sky, source="radio", background="none")
+    seen: list[int] = []
+    dash.param.watch(lambda e: seen.append(e.new), "percent")
+    with dask.config.set({"vanotebook.image-chunk": 128}):  # several blocks
+        dash.start().result(timeout=300)
+    assert dash.result is not None, dash.status
+    assert len(seen) > 2 and 0 < seen[0] < 100 and seen[-1] == 100 and seen == sorted(seen)
+    bar = list(dash.__panel__().select(pn.indicators.Progress))
+    assert bar and bar[0].value == 100 and bar[0].max == 100

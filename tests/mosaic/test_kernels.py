@@ -62,3 +62,24 @@ def test_combine_window_strict_equals_numpy(sky, method, combine):
     for r, g in zip(ref, got, strict=True):
         np.testing.assert_allclose(np.asarray(g), r, rtol=2e-5, atol=1e-7, equal_nan=True)
     assert np.asarray(ref[2]).max() == 4
+
+
+@pytest.mark.parametrize("method", ["bilinear", "nearest"])
+@pytest.mark.parametrize("combine", ["mean", "sum", "last", "count"])
+def test_fused_numpy_path_equals_strict_with_planes_and_weight_maps(sky, method, combine):
+    """The numba-fused numpy path (scale, background plane, weight map) vs the array API."""
+    images = prepare_images(sky.images("radio"))
+    grid = resolve_grid(images, "optimal")
+    rng = np.random.default_rng(3)
+    weights = [rng.uniform(0.5, 2.0, im.shape).astype(np.float32) if k % 2 else 1.5
+               for k, im in enumerate(images)]
+    tiles = plan_tiles(images, grid, tolerance=1e-4, method=method, weights=weights,
+                       scales=[1.0, 2.0, 0.5, 1.0][:len(images)])
+    for k, t in enumerate(tiles):
+        t.plane = (0.1 * k, 1e-4 * k, -2e-4 * k)
+    window = (300, 560, 350, 600)
+    centre = (400.0, 410.0)
+    ref = combine_window(tiles, window, combine=combine, method=method, xp=xps, centre=centre)
+    got = combine_window(tiles, window, combine=combine, method=method, xp=np, centre=centre)
+    for r, g in zip(ref, got, strict=True):
+        np.testing.assert_allclose(g, np.asarray(r), rtol=2e-5, atol=1e-6, equal_nan=True)

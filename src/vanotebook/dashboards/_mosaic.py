@@ -63,6 +63,8 @@ class MosaicDashboard(pn.viewable.Viewer):
     show_footprints = param.Boolean(default=True)
     status = param.String(default="ready")
     running = param.Boolean(default=False)
+    percent = param.Integer(default=0, bounds=(0, 100),
+                            doc="Output blocks done in the current run, in percent")
     elapsed = param.Number(default=0.0, doc="Seconds the last run took")
     result = param.Parameter(default=None, doc="The mosaic Dataset of the last run")
     run = param.Action(lambda self: self.start(), label="Run mosaic")
@@ -132,7 +134,11 @@ class MosaicDashboard(pn.viewable.Viewer):
         """The keyword arguments the run passes to `vanotebook.mosaic.mosaic` (bar ``wcs``)."""
         return {"combine": self.combine, "method": self.method,
                 "match_background": False if self.background == "none" else self.background,
-                "client": self._client}
+                "client": self._client, "progress": self._on_progress}
+
+    def _on_progress(self, fraction: float) -> None:
+        """`mosaic`'s progress hook: the fraction of output blocks done (worker thread)."""
+        self.percent = round(100 * fraction)
 
     def _work(self):
         from ..io import parse_image
@@ -155,7 +161,7 @@ class MosaicDashboard(pn.viewable.Viewer):
         The state (``result``, ``status``, ``running``) is updated before the
         future completes, so ``start().result()`` is a synchronous run.
         """
-        self.running, self.status = True, "preparing..."
+        self.running, self.status, self.percent = True, "preparing...", 0
         self.future = self._pool.submit(self._run)
         return self.future
 
@@ -307,7 +313,8 @@ class MosaicDashboard(pn.viewable.Viewer):
             pn.widgets.Select.from_param(self.param.background),
             pn.widgets.Select.from_param(self.param.method),
             pn.widgets.Button.from_param(self.param.run, color="primary"),
-            pn.indicators.Progress(active=self.param.running, value=-1, width=200),
+            pn.indicators.Progress(active=self.param.running, value=self.param.percent,
+                                   max=100, width=200),
             pn.pane.Str(self.param.status),
             pn.widgets.RadioButtonGroup.from_param(self.param.stretch),
             pn.widgets.RangeSlider.from_param(self.param.percentiles, step=0.5),

@@ -3,13 +3,15 @@
 * `mosaic` merges overlapping images on one grid (optimal or given), with
   Montage-style background matching, bilinear / nearest / flux-conserving
   resampling, weighted combination, on Dask blocks of the output grid.
+* `mosaic_cube` merges spectral cubes spatially within a velocity range,
+  channel by channel, leaving the spectral axis as it is.
 * `homogenise` brings several surveys to one grid, one beam and one unit.
 * `cutout` and `cutouts` make homogenised multi-survey stamps of one source
   or of a whole catalogue (on Dask).
 * `to_fits` / `from_fits` round-trip a mosaic Dataset through FITS.
 """
 
-from ._core import METHODS, from_fits, mosaic, to_fits
+from ._core import METHODS, from_fits, mosaic, mosaic_cube, to_fits
 from ._cutout import cutout, cutouts
 from ._homogenise import homogenise
 from ._plan import Grid, optimal_grid
@@ -22,6 +24,7 @@ __all__ = [
     "from_fits",
     "homogenise",
     "mosaic",
+    "mosaic_cube",
     "optimal_grid",
     "to_fits",
 ]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,20 @@ from ..provenance import Provenance, record
 from ..units import convert_brightness
 from ._background import MODELS, fit_overlaps, solve_corrections
 from ._coadd import COMBINES, namespace_for
-from ._dask import compute, lazy_blocks, write_fits, write_zarr
-from ._plan import FRAMES, Grid, plan_tiles, resolve_grid
+from ._dask import (
+    Tracker,
+    assemble,
+    block_tasks,
+    compute_blocks,
+    fill_in_process,
+    write_fits,
+    write_zarr,
+)
+from ._kernels import LazySource
+from ._plan import FRAMES, FitsSource, Grid, plan_tiles, resolve_grid
 
-__all__ = ["ACTIVITY", "METHODS", "from_fits", "mosaic", "prepare_images", "to_fits"]
+__all__ = ["ACTIVITY", "CUBE_ACTIVITY", "METHODS", "from_fits", "mosaic", "mosaic_cube",
+           "prepare_images", "to_fits"]
 
 ACTIVITY = "vanotebook.mosaic.mosaic"
 METHODS = ("bilinear", "nearest", "flux-conserving")
@@ -34,10 +46,13 @@ _JY_SR = u.Jy / u.sr
 
 def _as_2d(im: Image, argument: str) -> Image:
     data = im.data
+    if isinstance(data, LazySource):
+        _check_finite(data, argument)
+        return im
     if data.ndim > 2:
         extra = data.shape[:-2]
         if any(n != 1 for n in extra):
-            raise VanotebookInputError(argument, "a 2-D image (use cube_mosaic for cubes)",
+            raise VanotebookInputError(argument, "a 2-D image (use mosaic_cube for cubes)",
                                        f"an image of shape {tuple(data.shape)}")
         data = data.reshape(data.shape[-2:])
     if hasattr(data, "compute"):
@@ -50,8 +65,49 @@ def _as_2d(im: Image, argument: str) -> Image:
     return Image(data, im.wcs, im.header, im.unit, im.beam)
 
 
-def prepare_images(images: Any, *, argument: str = "images") -> list[Image]:
-    """Parse images and check them: 2-D, celestial, not all NaN."""
+def _check_finite(source: LazySource, argument: str, rows: int = 512) -> None:
+    """The all-NaN check of a lazy input, stripe by stripe (stops at the first finite pixel)."""
+    ny = source.shape[0]
+    for y in range(0, ny, rows):
+        if np.isfinite(source[y:y + rows, :]).any():
+            return
+    raise VanotebookInputError(argument, "an image with finite pixels", "all pixels NaN")
+
+
+def _lazy_item(item, argument: str):
+    """A FITS path as ``(FitsSource, header)`` (pixels stay on disk); anything else as is."""
+    if isinstance(item, str | os.PathLike) and Path(item).is_file() and \
+            str(item).lower().endswith((".fits", ".fit", ".fts")):
+        source, header = FitsSource.open(item, argument)
+        if source.lead and any(
+                header[f"NAXIS{i}"] != 1 for i in range(3, header["NAXIS"] + 1)):
+            raise VanotebookInputError(argument, "a 2-D image (use mosaic_cube for cubes)",
+                                       f"an image with NAXIS={header['NAXIS']}")
+        return source, header
+    return item
+
+
+def prepare_images(images: Any, *, argument: str = "images", lazy: bool = False) -> list[Image]:
+    """Parse images and check them: 2-D, celestial, not all NaN.
+
+    With ``lazy``, FITS paths are not read: their pixels stay on disk and are read
+    region by region by the block tasks (`FitsSource`), so inputs larger than
+    memory can be mosaicked.
+    """
+    if lazy:
+        if isinstance(images, str | os.PathLike):
+            text = str(images)
+            if Path(text).is_dir():
+                images = sorted(p for p in Path(text).iterdir()
+                                if p.name.lower().endswith((".fits", ".fit", ".fts")))
+            else:
+                import glob
+
+                images = sorted(glob.glob(text)) or [text]
+        if isinstance(images, list | tuple) and not (
+                isinstance(images, tuple) and len(images) == 2
+                and not isinstance(images[0], str | os.PathLike)):
+            images = [_lazy_item(im, f"{argument}[{i}]") for i, im in enumerate(images)]
     parsed = parse_images(images, argument=argument)
     return [_as_2d(im, f"{argument}[{i}]") for i, im in enumerate(parsed)]
 
@@ -83,6 +139,10 @@ def unit_scales(images: list[Image], unit=None, *, argument: str = "images"):
 
 
 def _digest(im: Image) -> str:
+    if isinstance(im.data, FitsSource):
+        from ..provenance import sha256_file
+
+        return sha256_file(im.data.path)
     h = hashlib.sha256(np.ascontiguousarray(im.data).tobytes())
     h.update(im.celestial.to_header_string().encode())
     return h.hexdigest()
@@ -133,7 +193,7 @@ def mosaic(
     chunks: int | None = None,
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: bool | Callable[[float], None] = False,
 ):
     """Merge overlapping images into one map on a common grid.
 
@@ -170,12 +230,17 @@ def mosaic(
     chunks : int, optional
         Side of the output blocks (default: the ``image-chunk`` setting).
     output : path, optional
-        Write the mosaic there chunk by chunk: ``.fits`` or ``.zarr``. The Dataset
-        returned then reads from it.
+        Write the mosaic there block by block: ``.fits`` (streamed in stripes) or
+        ``.zarr`` (each Dask task writes its own chunk). Inputs given as FITS paths are
+        then not loaded: every block task reads only the part of each input it needs,
+        so neither inputs nor output need fit in memory. The Dataset returned reads
+        from the file.
     overwrite : bool
         Replace an existing ``output``.
-    progress : bool
-        Show a progress bar (Dask's) while computing.
+    progress : bool or callable
+        True shows Dask's progress bar (``distributed.progress`` with a client,
+        ``dask.diagnostics.ProgressBar`` in-process); a callable is called with the
+        fraction of output blocks done (0..1), from a worker thread, as they finish.
 
     Returns
     -------
@@ -207,7 +272,7 @@ def mosaic(
     chunk = image_chunk(chunks)
     device = resolve_device(device)
     client = get_client(client)
-    images = prepare_images(images)
+    images = prepare_images(images, lazy=output is not None)
     weights = _check_weights(weights, images)
     target_unit, scales = unit_scales(images, unit)
     grid = resolve_grid(images, wcs, frame=frame, shape=shape)
@@ -217,8 +282,12 @@ def mosaic(
               "tolerance": tolerance, "unit": None if unit is None else str(unit),
               "chunks": chunk}
     with record(ACTIVITY, params) as prov:
-        for i, im in enumerate(images):
-            prov.inputs.append({"path": f"images[{i}]", "sha256": _digest(im)})
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:  # hashlib frees the GIL
+            digests = list(pool.map(_digest, images))
+        for i, digest in enumerate(digests):
+            prov.inputs.append({"path": f"images[{i}]", "sha256": digest})
         tiles = plan_tiles(images, grid, tolerance=tolerance, method=method, weights=weights,
                            scales=scales)
         centre = ((grid.shape[0] - 1) / 2.0, (grid.shape[1] - 1) / 2.0)
@@ -231,8 +300,13 @@ def mosaic(
                 t.plane = planes[t.index]
                 background[str(t.index)] = list(planes[t.index])
         token = prov.digest[:12] + hashlib.sha256(repr(background).encode()).hexdigest()[:8]
-        stack = lazy_blocks(tiles, grid.shape, chunk=chunk, combine=combine, method=method,
-                            device=device, centre=centre, token=token)
+
+        def make_rows(sink=None):
+            return block_tasks(tiles, grid.shape, chunk=chunk, combine=combine, method=method,
+                               device=device, centre=centre, token=token, sink=sink)
+
+        rows = make_rows()
+        tracker = Tracker(sum(len(r) for r in rows), progress)
         header = grid.header
         if target_unit is not None:
             header["BUNIT"] = target_unit.to_string("fits")
@@ -246,19 +320,23 @@ def mosaic(
                  "background": background,
                  "tiles": [t.index for t in tiles],
                  "footprints": [list(map(int, t.bbox)) for t in tiles]}
-        ctx = _progress(progress, client)
-        with ctx:
-            if output is None:
-                (values,) = compute([stack], client)
-                ds = _dataset(values, header, attrs)
-            elif str(output).endswith(".fits"):
-                write_fits(stack, header, output, chunk=chunk, client=client, prov=prov,
-                           overwrite=overwrite)
-            else:
-                lazy = _dataset(stack, header, attrs)
-                lazy.attrs["provenance"] = prov.to_dict()
-                write_zarr(lazy.chunk({"y": chunk, "x": chunk}), output, client=client,
-                           overwrite=overwrite)
+        if output is None and client is None:
+            values = fill_in_process(tiles, grid.shape, chunk=chunk, combine=combine,
+                                     method=method, device=device, centre=centre,
+                                     tracker=tracker)
+            ds = _dataset(values, header, attrs)
+        elif output is None:
+            values = assemble(rows, compute_blocks([d for row in rows for _, d in row], client,
+                                                   tracker))
+            ds = _dataset(values, header, attrs)
+        elif str(output).endswith(".fits"):
+            write_fits(rows, grid.shape, header, output, client=client, prov=prov,
+                       overwrite=overwrite, tracker=tracker)
+        else:
+            write_zarr(grid.shape, output, chunk=chunk, client=client, overwrite=overwrite,
+                       tracker=tracker, make_rows=make_rows,
+                       attrs={"header": header.tostring(), **attrs,
+                              "provenance": prov.to_dict()})
     if output is not None:
         prov.outputs.append({"path": str(output), "sha256": "" if str(output).endswith(".zarr")
                              else _sha(output)})
@@ -272,18 +350,6 @@ def _sha(path) -> str:
     from ..provenance import sha256_file
 
     return sha256_file(path)
-
-
-def _progress(progress: bool, client):
-    import contextlib
-
-    if not progress:
-        return contextlib.nullcontext()
-    if client is None:
-        from dask.diagnostics import ProgressBar
-
-        return ProgressBar()
-    return contextlib.nullcontext()
 
 
 def _dataset(values, header: fits.Header, attrs: dict):
@@ -359,3 +425,166 @@ def from_fits(path: str | os.PathLike | fits.HDUList):
         ds.attrs["provenance"] = {"vanotebook": json.loads(hdul["PROVENANCE"].data["record"][0])}
     return ds
 
+
+
+# ----------------------------------------------------------------------------- cubes
+CUBE_ACTIVITY = "vanotebook.mosaic.mosaic_cube"
+
+
+def _velocities(im: Image, argument: str) -> u.Quantity:
+    """Velocity of every channel of a cube: a velocity axis as given, a frequency or
+    wavelength axis as radio velocity about its rest frequency."""
+    wcs = im.wcs
+    if im.data.ndim != 3 or not wcs.has_spectral:
+        raise VanotebookInputError(argument, "a 3-D cube with a spectral WCS axis",
+                                   f"an image of shape {tuple(im.data.shape)}")
+    spec = wcs.spectral
+    n = im.data.shape[0]
+    coord = spec.pixel_to_world(np.arange(n))
+    try:
+        if u.Quantity(coord).unit.physical_type == "speed":  # a velocity axis: as given
+            return u.Quantity(coord).to(u.km / u.s)
+        return coord.to(u.km / u.s, doppler_convention="radio")
+    except (u.UnitsError, ValueError) as exc:
+        raise VanotebookInputError(argument, "a spectral axis convertible to velocity "
+                                   "(a velocity axis, or frequency with RESTFRQ)",
+                                   str(spec.wcs.ctype[0])) from exc
+
+
+def mosaic_cube(
+    cubes: Any,
+    *,
+    velocity: tuple[u.Quantity, u.Quantity],
+    wcs: str | WCS | fits.Header | Grid = "optimal",
+    shape: tuple[int, int] | None = None,
+    frame: str | None = None,
+    combine: str = "mean",
+    method: str = "bilinear",
+    tolerance: float = 1e-5,
+    client=None,
+    device: str = "auto",
+    chunks: int | None = None,
+    progress: bool | Callable[[float], None] = False,
+):
+    """Merge spectral cubes spatially, channel by channel, within a velocity range.
+
+    The spectral axis is not resampled: every cube must have the same channels
+    (radio velocities equal to 1/1000 of a channel) inside ``velocity``, and each
+    channel is mosaicked on the common celestial grid with the same plan (the
+    coordinate transform is paid once for all channels).
+
+    Parameters
+    ----------
+    cubes : list
+        3-D images (path, HDU, ``(array, WCS)``...) with two celestial axes and a
+        spectral axis in velocity, or in frequency/wavelength with a rest frequency.
+    velocity : (vmin, vmax) Quantity
+        Radio-velocity range of the channels kept (inclusive).
+    wcs, shape, frame, combine, method, tolerance, client, device, chunks, progress
+        As in `mosaic` (``progress`` counts blocks over all channels).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``mosaic``, ``weight``, ``coverage`` with dims ``(v, y, x)`` and coordinate
+        ``velocity`` (km/s); attrs ``header`` (3-D FITS header), ``unit``, ``provenance``.
+
+    Raises
+    ------
+    VanotebookInputError
+        A cube that is not 3-D or has no velocity axis, cubes whose channels differ in
+        the range (``cubes[i]``), an empty range (``velocity``), or a bad option.
+    """
+    check_choice("combine", combine, COMBINES)
+    check_choice("method", method, METHODS)
+    check_positive("tolerance", tolerance)
+    try:
+        vmin, vmax = (u.Quantity(v).to(u.km / u.s) for v in velocity)
+    except (TypeError, ValueError, u.UnitsError) as exc:
+        raise VanotebookInputError("velocity", "(vmin, vmax) velocity Quantities",
+                                   velocity) from exc
+    if vmin > vmax:
+        vmin, vmax = vmax, vmin
+    chunk = image_chunk(chunks)
+    device = resolve_device(device)
+    client = get_client(client)
+    parsed = parse_images(cubes, argument="cubes")
+    selected, ref_v = [], None
+    for i, im in enumerate(parsed):
+        v = _velocities(im, f"cubes[{i}]")
+        keep = np.flatnonzero((v >= vmin) & (v <= vmax))
+        if keep.size == 0:
+            raise VanotebookInputError("velocity", f"a range holding channels of cubes[{i}] "
+                                       f"({v.min():.3g} .. {v.max():.3g})",
+                                       f"{vmin:.3g} .. {vmax:.3g}")
+        vk = v[keep].value
+        if ref_v is None:
+            ref_v, ref_keep = vk, keep
+            width = float(np.min(np.abs(np.diff(v.value)))) if v.size > 1 else 1.0
+        elif vk.size != ref_v.size or np.max(np.abs(vk - ref_v)) > 1e-3 * width:
+            raise VanotebookInputError(
+                f"cubes[{i}]", f"the spectral axis of cubes[0] in the range ({ref_v.size} "
+                f"channels at {ref_v[0]:.4g}..{ref_v[-1]:.4g} km/s)",
+                f"{vk.size} channels at {vk[0]:.4g}..{vk[-1]:.4g} km/s")
+        data = np.asarray(im.data.compute() if hasattr(im.data, "compute") else im.data)
+        selected.append((im, data[keep], keep))
+    # plan once on the celestial part (channel 0 stands in for all)
+    planes0 = [Image(d[0], im.wcs.celestial, im.header, im.unit, im.beam)
+               for im, d, _ in selected]
+    images = [_as_2d(p, f"cubes[{i}]") for i, p in enumerate(planes0)]
+    target_unit, scales = unit_scales(images, None, argument="cubes")
+    grid = resolve_grid(images, wcs, frame=frame, shape=shape)
+    params = {"velocity": [float(vmin.value), float(vmax.value)], "wcs": _wcs_param(wcs),
+              "shape": list(shape) if shape else None, "frame": frame, "combine": combine,
+              "method": method, "tolerance": tolerance, "chunks": chunk}
+    with record(CUBE_ACTIVITY, params) as prov:
+        for i, (im, d, _) in enumerate(selected):
+            h = hashlib.sha256(np.ascontiguousarray(d).tobytes())
+            h.update(im.wcs.to_header_string().encode())
+            prov.inputs.append({"path": f"cubes[{i}]", "sha256": h.hexdigest()})
+        base = plan_tiles(images, grid, tolerance=tolerance, method=method, scales=scales)
+        centre = ((grid.shape[0] - 1) / 2.0, (grid.shape[1] - 1) / 2.0)
+        rows_all, tasks = [], []
+        for c in range(ref_v.size):
+            tiles = [replace(t, data=np.ascontiguousarray(selected[t.index][1][c]))
+                     for t in base]
+            rows = block_tasks(tiles, grid.shape, chunk=chunk, combine=combine, method=method,
+                               device=device, centre=centre,
+                               token=f"{prov.digest[:12]}-c{c}")
+            rows_all.append(rows)
+            tasks.extend(d for row in rows for _, d in row)
+        results = compute_blocks(tasks, client, Tracker(len(tasks), progress))
+        k = 0
+        planes = []
+        for rows in rows_all:
+            n = sum(len(r) for r in rows)
+            planes.append(assemble(rows, results[k:k + n]))
+            k += n
+    values = np.stack(planes, axis=1)  # (3, nv, ny, nx)
+    header = grid.header
+    spec = selected[0][0].wcs.spectral
+    spec = spec.slice((slice(int(ref_keep[0]), int(ref_keep[-1]) + 1),))
+    header["NAXIS"] = 3
+    header["NAXIS3"] = ref_v.size
+    for key, value in spec.to_header().items():
+        if key[-1] == "1" and key[:-1] in ("CTYPE", "CRVAL", "CRPIX", "CDELT", "CUNIT"):
+            header[key[:-1] + "3"] = value
+        elif key in ("RESTFRQ", "RESTWAV", "SPECSYS", "SSYSOBS", "VELREF", "MJD-OBS",
+                     "DATE-OBS"):
+            header[key] = value
+    if target_unit is not None:
+        header["BUNIT"] = target_unit.to_string("fits")
+    import xarray as xr
+
+    text = header.tostring()
+    ds = xr.Dataset(
+        {"mosaic": (("v", "y", "x"), values[0], {"header": text}),
+         "weight": (("v", "y", "x"), values[1]),
+         "coverage": (("v", "y", "x"), values[2].astype(np.int16))},
+        coords={"velocity": ("v", ref_v, {"unit": "km/s", "convention": "radio"})},
+        attrs={"header": text, "unit": "" if target_unit is None else target_unit.to_string(),
+               "transform_error": max(t.error for t in base),
+               "footprints": [list(map(int, t.bbox)) for t in base]},
+    )
+    ds.attrs["provenance"] = prov.to_dict()
+    return ds

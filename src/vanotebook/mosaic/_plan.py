@@ -21,12 +21,49 @@ from astropy.wcs.utils import proj_plane_pixel_scales, wcs_to_celestial_frame
 
 from .._errors import VanotebookInputError, check_choice
 from ..io import Image
-from ._kernels import pixel_to_pixel
+from ._kernels import LazySource, pixel_to_pixel
 
-__all__ = ["FRAMES", "Grid", "footprint_bbox", "optimal_grid", "resolve_grid"]
+__all__ = ["FRAMES", "FitsSource", "Grid", "footprint_bbox", "optimal_grid", "resolve_grid"]
 
 FRAMES = ("icrs", "fk5", "galactic")
 _CTYPES = {"icrs": ("RA--", "DEC-"), "fk5": ("RA--", "DEC-"), "galactic": ("GLON", "GLAT")}
+
+
+class FitsSource(LazySource):
+    """The pixels of one FITS image HDU, read region by region, never whole.
+
+    It pickles as its path and HDU number, so a Dask task graph carries no pixels:
+    each block task reads (through ``HDU.section``) only the part of the input it
+    resamples. Leading degenerate axes (``NAXIS3 = 1``...) are dropped.
+    """
+
+    def __init__(self, path, hdu: int, shape: tuple[int, ...], dtype):
+        self.path = str(path)
+        self.hdu = int(hdu)
+        self.lead = (0,) * (len(shape) - 2)
+        self.shape = tuple(int(n) for n in shape[-2:])
+        self.dtype = np.dtype(np.float32) if np.dtype(dtype).kind != "f" else \
+            np.dtype(dtype).newbyteorder("=")
+
+    def __getitem__(self, key) -> np.ndarray:
+        with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
+            part = hdul[self.hdu].section[(*self.lead, *key)]
+        return np.asarray(part, dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return f"FitsSource({self.path!r}, hdu={self.hdu}, shape={self.shape})"
+
+    @classmethod
+    def open(cls, path, argument: str):
+        """``(source, header)`` of the first image HDU of a FITS file."""
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            for k, h in enumerate(hdul):
+                if h.is_image and h.header.get("NAXIS", 0) >= 2:
+                    shape = tuple(h.header[f"NAXIS{i}"] for i in range(h.header["NAXIS"], 0, -1))
+                    bitpix = h.header["BITPIX"]
+                    dtype = np.float64 if bitpix == -64 else np.float32
+                    return cls(path, k, shape, dtype), h.header.copy()
+        raise VanotebookInputError(argument, "a FITS file with an image HDU", str(path))
 
 
 @dataclass(frozen=True)
@@ -231,7 +268,8 @@ def node_map(wcs_from: WCS, wcs_to: WCS, bbox: tuple[int, int, int, int], *,
     kx = np.arange(x0 // step - 1, -(-(x1 - 1) // step) + 2)
     ky = np.arange(y0 // step - 1, -(-(y1 - 1) // step) + 2)
     nx, ny = coarse_nodes(wcs_from, wcs_to, kx, ky, step)
-    return NodeMap(step, int(ky[0]), int(kx[0]), nx, ny, error)
+    return NodeMap(step, int(ky[0]), int(kx[0]), np.ascontiguousarray(nx),
+                   np.ascontiguousarray(ny), error)
 
 
 def plan_tiles(images: Sequence[Image], grid: Grid, *, tolerance: float, method: str,
@@ -249,8 +287,8 @@ def plan_tiles(images: Sequence[Image], grid: Grid, *, tolerance: float, method:
         if not (np.isfinite(inv.nodes_x).all() and np.isfinite(inv.nodes_y).all()):
             # nodes off the input's projection (e.g. beyond a SIN horizon): exact transform
             # everywhere they are undefined would be NaN anyway; keep them NaN-safe
-            inv.nodes_x = np.nan_to_num(inv.nodes_x, nan=-1e9)
-            inv.nodes_y = np.nan_to_num(inv.nodes_y, nan=-1e9)
+            inv.nodes_x = np.ascontiguousarray(np.nan_to_num(inv.nodes_x, nan=-1e9))
+            inv.nodes_y = np.ascontiguousarray(np.nan_to_num(inv.nodes_y, nan=-1e9))
         w = 1.0 if weights is None else weights[i]
         wmap = None
         if getattr(w, "ndim", 0) == 2:
