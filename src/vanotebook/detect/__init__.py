@@ -32,6 +32,7 @@ from astropy.io import fits
 from astropy.table import QTable
 
 from .._errors import VanotebookInputError, check_positive
+from .._lazy import make_callable
 from ..units import FWHM_TO_SIGMA, Beam
 
 __all__ = ["DetectionResult", "SourceFinder", "detect"]
@@ -350,3 +351,6 @@ class SourceFinder:
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
         return f"SourceFinder({inner})"
+
+
+make_callable(__name__, detect)  # ``vanotebook.detect(image, ...)`` calls `detect`

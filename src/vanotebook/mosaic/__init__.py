@@ -11,6 +11,7 @@
 * `to_fits` / `from_fits` round-trip a mosaic Dataset through FITS.
 """
 
+from .._lazy import make_callable
 from ._core import METHODS, from_fits, mosaic, mosaic_cube, to_fits
 from ._cutout import cutout, cutouts
 from ._homogenise import homogenise
@@ -28,3 +29,5 @@ __all__ = [
     "optimal_grid",
     "to_fits",
 ]
+
+make_callable(__name__, mosaic)  # ``vanotebook.mosaic(images, ...)`` calls `mosaic`
