@@ -26,7 +26,8 @@ def test_layout_manifest_and_hashes(demo_dir):
     out, prov, messages = demo_dir
     manifest = json.loads((out / "manifest.json").read_text())
     listed = {f["path"] for f in manifest["files"]}
-    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*")
+               if p.is_file() and p.relative_to(out).parts[0] != "archive"}
     assert on_disk == listed | {"manifest.json", "provenance.json"}
     for item in manifest["files"]:
         assert sha256_file(out / item["path"]) == item["sha256"]
@@ -105,3 +106,33 @@ def test_spectra_parquet_round_trip(tmp_path):
     with pytest.raises(VanotebookInputError, match="path: expected a parquet file written"):
         Table({"a": [1]}).write(tmp_path / "t.parquet")
         read_spectra(tmp_path / "t.parquet")
+
+
+def test_demo_archive_indexes_the_written_files(demo_dir):
+    import astropy.units as u
+
+    from vanotebook.archive import Archive
+
+    out, _, _ = demo_dir
+    arc = Archive(out / "archive")
+    images = arc.images()
+    assert len(images) == 4 * len(SURVEYS)
+    on_disk = {str(p.resolve()) for p in (out / "images").rglob("*.fits")}
+    assert set(images["path"]) == on_disk
+    for path, sha in zip(images["path"], images["sha256"], strict=True):
+        assert sha256_file(path) == sha
+    left = parse_catalogue(out / "catalogues" / "left.parquet")
+    cat = arc.catalogue("left")
+    assert cat.n_rows == len(left)
+    c = (float(np.median(left["ra"])), float(np.median(left["dec"])))
+    got = cat.cone(c[0], c[1], 3 * u.arcmin)
+    from astropy.coordinates import SkyCoord
+
+    sep = SkyCoord(left["ra"], left["dec"], unit="deg").separation(
+        SkyCoord(c[0], c[1], unit="deg"))
+    assert set(got["source_id"]) == set(left["source_id"][sep <= 3 * u.arcmin])
+
+
+def test_demo_without_archive(tmp_path):
+    write_demo_data(tmp_path / "d", surveys=["radio"], archive=False, **SMALL)
+    assert not (tmp_path / "d" / "archive").exists()

@@ -161,6 +161,7 @@ def write_demo_data(
     n_spectra: int | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    archive: bool = True,
 ) -> Provenance:
     """Write the demo data set to a folder.
 
@@ -192,6 +193,11 @@ def write_demo_data(
         Replace an existing folder.
     progress : callable, optional
         Called with a message before each step.
+    archive : bool
+        Also build ``archive/``, a `vanotebook.archive.Archive` indexing the
+        images and holding the ``left``/``right`` catalogues, so a first query
+        works offline. It is derived from the files above and is not listed in
+        the manifest.
 
     Returns
     -------
@@ -252,6 +258,9 @@ def write_demo_data(
             prov.add_output(tmp / "manifest.json")
             prov.outputs[-1]["path"] = "manifest.json"
         (tmp / "provenance.json").write_text(prov.to_json())
+        if archive:
+            say("archive")
+            _build_archive(tmp)
         if output.exists():
             shutil.rmtree(output)
         os.replace(tmp, output)
@@ -259,6 +268,18 @@ def write_demo_data(
         if tmp.exists():
             shutil.rmtree(tmp)
     return prov
+
+
+def _build_archive(folder: Path) -> None:
+    """Index the written images and catalogues in ``folder/archive``."""
+    from ..archive import Archive
+
+    arc = Archive(folder / "archive")
+    arc.add_images(sorted((folder / "images").rglob("*.fits")))
+    for side in ("left", "right"):
+        path = folder / "catalogues" / f"{side}.parquet"
+        if path.is_file():
+            arc.add_catalogue(side, path, epoch="epoch")
 
 
 def _model_table(model: SkyModel):

@@ -1,0 +1,33 @@
+"""The archive: an embedded store of images and catalogues with region queries.
+
+`Archive(path)` opens or creates an archive folder whose index is an
+embedded DuckDB file. Images are indexed with their metadata and a HEALPix
+(MOC) footprint; catalogues are written as HEALPix-partitioned parquet in the
+HATS layout (LSDB opens them). Queries take one region argument -- a cone
+``(ra, dec, radius)``, an astropy-regions sky region, polygon vertices or a
+`mocpy.MOC` -- read only the partitions their HEALPix cells touch, and
+return the exact answer of a great-circle test.
+
+The Virtual Observatory: `tap_search` and `cone_search` query remote
+services through pyvo and return the same astropy Tables; `DaCHS` publishes
+a catalogue to a DaCHS server, after which it answers TAP and SCS. Image
+search (SIA), image publishing and HiPS come later.
+"""
+
+from ._archive import Archive
+from ._catalogue import Catalogue
+from ._index import ArchiveLockedError
+from ._regions import Region, parse_region
+from ._vo import DaCHS, Published, cone_search, tap_search
+
+__all__ = [
+    "Archive",
+    "ArchiveLockedError",
+    "Catalogue",
+    "DaCHS",
+    "Published",
+    "Region",
+    "cone_search",
+    "parse_region",
+    "tap_search",
+]
