@@ -200,3 +200,23 @@ def test_write_refuses_to_clobber(tmp_path, table):
     assert len(read_catalogue(path)) == 3
     with pytest.raises(VanotebookInputError, match=r"path: expected a \.fits"):
         write_table(table, tmp_path / "t.txt")
+
+
+def test_atomic_dir_all_or_nothing(tmp_path):
+    from vanotebook.io import atomic_dir
+
+    target = tmp_path / "layout"
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    assert target.stat().st_mode & 0o777 != 0o700  # readable by a server running as another user
+    with pytest.raises(FileExistsError), atomic_dir(target):
+        pass
+    with atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["layout"]

@@ -18,13 +18,9 @@ The pixel arithmetic uses ``astropy_healpix`` (a dependency of reproject).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +30,7 @@ import pandas as pd
 from astropy_healpix import core as _hp
 
 from ._errors import VanotebookInputError, check_positive
+from .io import atomic_dir
 
 __all__ = [
     "MAX_ORDER",
@@ -256,7 +253,7 @@ def write_partitioned(catalogue: Any, path: str | os.PathLike, *, order: int | N
     order = _check_order(order)
     pixels = pixel_index(df[ra].to_numpy(), df[dec].to_numpy(), order)
     meta = {_UNITS_KEY: json.dumps(units).encode()}
-    with _atomic_dir(path, overwrite=overwrite) as tmp:
+    with atomic_dir(path, overwrite=overwrite) as tmp:
         sort = np.argsort(pixels, kind="stable")
         uniq, starts, counts = np.unique(pixels[sort], return_index=True, return_counts=True)
         for pix, start, n in zip(uniq, starts, counts, strict=True):
@@ -345,28 +342,6 @@ def _read_one(file: str) -> pd.DataFrame:
     df = pq.read_table(file).to_pandas()
     drop = [c for c in ("Norder", "Dir", "Npix", "_hipscat_index", "_healpix_29") if c in df]
     return df.drop(columns=drop).reset_index(drop=True)
-
-
-@contextlib.contextmanager
-def _atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; rename it to ``path`` on success."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def coverage_area(pixels: np.ndarray, counts: np.ndarray, *, order: int,

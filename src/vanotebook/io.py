@@ -14,7 +14,9 @@ import contextlib
 import glob as _glob
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from .units import Beam, parse_unit
 __all__ = [
     "IMAGE_FORMS",
     "Image",
+    "atomic_dir",
     "atomic_path",
     "parquet_units",
     "parse_catalogue",
@@ -79,6 +82,36 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; put it in place of ``path`` on success.
+
+    An existing non-empty ``path`` is refused unless ``overwrite``; it is replaced
+    only once the new folder is complete. On any exception the temporary folder
+    is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700 folders
+        if path.exists():
+            old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_fits(hdul: fits.HDUList | fits.PrimaryHDU, path: str | os.PathLike, *,

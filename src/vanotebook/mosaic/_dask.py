@@ -13,13 +13,13 @@ fraction of blocks done to a callback, or shows Dask's progress bar.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_dir
 from ._coadd import combine_block
 
 __all__ = ["Tracker", "assemble", "block_tasks", "block_windows", "compute_blocks",
@@ -298,18 +298,8 @@ def write_zarr(shape, path: str | os.PathLike, *, chunk: int, attrs: dict, clien
     tasks (``make_rows(sink)`` builds them), and renamed only when every block is written.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    try:
+    with atomic_dir(path, overwrite=overwrite) as tmp:
         init_zarr(tmp, shape, chunk=chunk, attrs=attrs)
         rows = make_rows(str(tmp))
         compute_blocks([d for row in rows for _, d in row], client, tracker)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return path

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import VanotebookInputError
-from ..io import atomic_path, write_fits, write_table
+from ..io import atomic_dir, atomic_path, write_fits, write_table
 from ..provenance import Provenance, record, reproducible, sha256_file
 from ._catalogues import CataloguePair, catalogue_pair
 from ._model import DEFAULT_CENTER, SkyModel, make_sky
@@ -209,15 +207,11 @@ def write_demo_data(
     for key in surveys:
         if key not in SURVEYS:
             raise VanotebookInputError("surveys", f"keys among {tuple(SURVEYS)}", key)
-    if output.exists() and not overwrite and any(output.iterdir()):
-        raise FileExistsError(f"{output} exists and is not empty; pass overwrite=True")
     say = progress or (lambda _msg: None)
     params = {"size": float(size), "center": [float(c) for c in center], "surveys": surveys,
               "n_catalogue": int(n_catalogue), "n_spectra": n_spectra}
     sky = demo_sky(seed, size=size, center=tuple(center), n_catalogue=n_catalogue,
                    n_spectra=n_spectra)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent))
     files: list[dict] = []
 
     def add(path: Path, kind: str, description: str, **extra) -> None:
@@ -225,7 +219,7 @@ def write_demo_data(
                       "description": description, "bytes": path.stat().st_size,
                       "sha256": sha256_file(path), **extra})
 
-    try:
+    with atomic_dir(output, overwrite=overwrite) as tmp:
         with record(ACTIVITY, params, seed=seed) as prov:
             say("sky model")
             model_path = write_table(_model_table(sky.model), tmp / "truth" / "sky_model.ecsv")
@@ -261,12 +255,6 @@ def write_demo_data(
         if archive:
             say("archive")
             _build_archive(tmp)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return prov
 
 
