@@ -218,14 +218,27 @@ class Image:
         """Pixel solid angle at the reference pixel."""
         return (self.pixel_scale**2).to(u.sr)
 
-    def to_hdu(self) -> fits.PrimaryHDU:
-        """A FITS primary HDU (computing dask data)."""
+    def to_numpy(self, *, plane: bool = False) -> np.ndarray:
+        """The pixels as a numpy array in memory (computing dask, copying CuPy to the host).
+
+        With ``plane``, a cube with a single plane is squeezed to 2-D (and a
+        cube with several planes raises).
+        """
         data = self.data
         if hasattr(data, "compute"):
             data = data.compute()
         if hasattr(data, "get"):  # CuPy
             data = data.get()
-        return fits.PrimaryHDU(np.asarray(data), self.header)
+        data = np.asarray(data)
+        if plane and data.ndim > 2:
+            if int(np.prod(data.shape[:-2])) != 1:
+                raise VanotebookInputError("image", "a 2-D image (or one plane)", self.data)
+            data = data.reshape(data.shape[-2:])
+        return data
+
+    def to_hdu(self) -> fits.PrimaryHDU:
+        """A FITS primary HDU (computing dask data)."""
+        return fits.PrimaryHDU(self.to_numpy(), self.header)
 
 
 def _header_from(wcs: WCS, unit=None, beam: Beam | None = None) -> fits.Header:

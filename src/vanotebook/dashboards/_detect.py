@@ -202,14 +202,7 @@ class DetectDashboard(pn.viewable.Viewer):
         from ..io import parse_image
 
         img = parse_image(image)
-        data = img.data
-        if hasattr(data, "compute"):
-            data = data.compute()
-        if hasattr(data, "get"):
-            data = data.get()
-        data = np.asarray(data)
-        data = data.reshape(data.shape[-2:]) if data.ndim > 2 else data
-        return data, img.wcs.celestial
+        return img.to_numpy(plane=True), img.wcs.celestial
 
     # ---------------------------------------------------------------- work
     def _work(self, image: Any, settings: dict[str, Any]) -> DetectionResult:

@@ -20,7 +20,6 @@ a beam raises; other units give fluxes in Jy when convertible.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,17 +117,7 @@ def _as_image(image):
     from ..io import parse_image
 
     img = parse_image(image)
-    data = img.data
-    if hasattr(data, "compute"):
-        data = data.compute()
-    if hasattr(data, "get"):
-        data = data.get()
-    data = np.asarray(data)
-    if data.ndim > 2:
-        data = data.reshape(data.shape[-2:]) if math.prod(data.shape[:-2]) == 1 else None
-        if data is None:
-            raise VanotebookInputError("image", "a 2-D image (or one plane)", img.data)
-    return data, img.wcs.celestial, img.header, img.unit, img.beam
+    return img.to_numpy(plane=True), img.wcs.celestial, img.header, img.unit, img.beam
 
 
 def _psf_cov(beam, wcs, psf_fwhm) -> tuple[np.ndarray, Beam | None]:
