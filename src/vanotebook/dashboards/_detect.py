@@ -314,7 +314,7 @@ class DetectDashboard(pn.viewable.Viewer):
 
         try:
             data, _ = self._pixels_and_wcs(self.image())
-        except Exception:
+        except (ValueError, OSError, IndexError):  # no usable image yet: draw an empty frame
             data = None
         fig = figure(name="detect-image", width=560, height=520, match_aspect=True,
                      tools="pan,wheel_zoom,box_zoom,reset,save,tap", title=self._title(),
