@@ -62,7 +62,8 @@ def _valid(xp, p, box, smin2, smax2):
     return xp.all(ok, axis=1)
 
 
-def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int = 40):
+def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int = 40,
+                  free_shape=None):
     """Fit sums of K elliptical Gaussians to n islands at once.
 
     Parameters
@@ -79,6 +80,9 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
         Largest allowed variance per island.
     iterations : int
         Levenberg-Marquardt iterations.
+    free_shape : bool array (n,), optional
+        False: keep the starting shape ``(a, b, c)`` of that island's components
+        (fit peak and centre only; their shape covariance is 0). Default all True.
 
     Returns
     -------
@@ -98,8 +102,14 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
     chi2 = xp.sum(r * r, axis=1)
     lam = xp.full((n,), 1e-3, dtype=X.dtype)
     converged = xp.zeros((n,), dtype=xp.bool)
+    done = xp.zeros((n,), dtype=xp.bool)
+    if free_shape is None:
+        free_shape = xp.ones((n,), dtype=xp.bool)
+    shape_col = xp.asarray([j % NPAR >= 3 for j in range(m)])
+    # Jacobian column mask (n, 1, 6K): fixed shape parameters get no step
+    colmask = xp.astype(~(shape_col[None, :] & ~free_shape[:, None]), X.dtype)[:, None, :]
     for _ in range(iterations):
-        jw = jac * W[:, :, None]
+        jw = jac * W[:, :, None] * colmask
         h = xp.matmul(xp.permute_dims(jw, (0, 2, 1)), jw)
         g = xp.matmul(xp.permute_dims(jw, (0, 2, 1)), r[:, :, None])
         diag = h * eye
@@ -110,7 +120,8 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
         t_model, t_jac = _model_and_jac(xp, X, Y, trial)
         t_r = W * (D - t_model)
         t_chi2 = xp.sum(t_r * t_r, axis=1)
-        ok = _valid(xp, trial, box, smin2, smax2) & (t_chi2 <= chi2) & ~bad_step
+        # islands already done are frozen, so each island's result is independent of its batch
+        ok = _valid(xp, trial, box, smin2, smax2) & (t_chi2 <= chi2) & ~bad_step & ~done
         small = (chi2 - t_chi2) <= 1e-6 * chi2 + 1e-9
         converged = converged | (ok & small)
         p = xp.where(ok[:, None, None], trial, p)
@@ -118,11 +129,16 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
         jac = xp.where(ok[:, None, None], t_jac, jac)
         r = xp.where(ok[:, None], t_r, r)
         chi2 = xp.where(ok, t_chi2, chi2)
-        lam = xp.where(ok, lam * 0.3, lam * 10.0)
-        lam = xp.clip(lam, 1e-7, 1e7)
-    jw = jac * W[:, :, None]
+        new_lam = xp.clip(xp.where(ok, lam * 0.3, lam * 10.0), 1e-7, 1e7)
+        lam = xp.where(done, lam, new_lam)
+        done = done | converged | (lam >= 1e7)
+        if bool(xp.all(done)):  # every island converged or stuck: stop early
+            break
+    jw = jac * W[:, :, None] * colmask
     h = xp.matmul(xp.permute_dims(jw, (0, 2, 1)), jw)
-    cov = xp.linalg.inv(h + 1e-12 * eye)
+    fixed = 1.0 - colmask[:, 0, :]  # unit diagonal for fixed parameters, then zeroed
+    cov = xp.linalg.inv(h + 1e-12 * eye + fixed[:, :, None] * eye)
+    cov = cov * colmask * xp.permute_dims(colmask, (0, 2, 1))
     npix = xp.sum(xp.astype(W > 0, X.dtype), axis=1)
     dof = xp.maximum(npix - m, xp.ones_like(npix))
     cov = cov * xp.maximum(chi2 / dof, xp.ones_like(chi2))[:, None, None]
@@ -160,7 +176,8 @@ def _inverse_cov(cov_pix: np.ndarray) -> tuple[float, float, float]:
 
 def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, peaks,
                 *, psf_cov: np.ndarray, max_components: int = 5, iterations: int = 40,
-                xp=np, batch_pixels: int = 2_000_000, max_pixels: int = 600):
+                xp=np, batch_pixels: int = 2_000_000, max_pixels: int = 600,
+                shape_min_beams: float = 1.5):
     """Fit every island of ``labels`` with Gaussians started at its peaks.
 
     Parameters
@@ -178,6 +195,10 @@ def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, pe
         Array namespace the kernel runs in (numpy or CuPy).
     max_pixels : int
         Larger islands are fitted on their brightest ``max_pixels`` pixels.
+    shape_min_beams : float
+        Islands smaller than this many PSF areas (``2 pi sigma^2``) are too
+        small to constrain a shape: their components keep the PSF shape and
+        only peak and centre are fitted.
 
     Returns
     -------
@@ -238,6 +259,7 @@ def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, pe
     extent2 = ((xmax - xmin + 1) ** 2 + (ymax - ymin + 1) ** 2).astype(float)
     smax2 = np.maximum(extent2, 4 * float(np.linalg.eigvalsh(psf_cov).max()))
 
+    free = counts >= shape_min_beams * 2.0 * np.pi * float(np.sqrt(np.linalg.det(psf_cov)))
     rows: list[dict] = []
     for k in range(1, max_components + 1):
         members = np.flatnonzero(ncomp == k)
@@ -255,7 +277,7 @@ def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, pe
             batch = members[pos:end]
             rows.append(_fit_batch(batch, k, starts, counts, px, py, vals, wts, pk_x, pk_y,
                                    pk_start, sub, (a0, b0, c0), smin2, smax2,
-                                   (xmin, xmax, ymin, ymax), iterations, xp))
+                                   (xmin, xmax, ymin, ymax), iterations, xp, free))
             pos = end
     out = {key: np.concatenate([r[key] for r in rows]) for key in rows[0]}
     isl = out["island"]
@@ -273,7 +295,7 @@ def _empty_components() -> dict:
 
 
 def _fit_batch(batch, k, starts, counts, px, py, vals, wts, pk_x, pk_y, pk_start, sub, inv0,
-               smin2, smax2, bbox, iterations, xp):
+               smin2, smax2, bbox, iterations, xp, free):
     nb = batch.size
     P = int(counts[batch].max())
     ii = np.arange(P)[None, :]
@@ -298,7 +320,8 @@ def _fit_batch(batch, k, starts, counts, px, py, vals, wts, pk_x, pk_y, pk_start
     p, cov, chi2, conv = fit_gaussians(xp.asarray(X), xp.asarray(Y), xp.asarray(D),
                                        xp.asarray(W), xp.asarray(p0), xp.asarray(box),
                                        smin2=smin2, smax2=xp.asarray(smax2[batch]),
-                                       iterations=iterations)
+                                       iterations=iterations,
+                                       free_shape=xp.asarray(free[batch]))
     p, cov, chi2, conv = (_np(v) for v in (p, cov, chi2, conv))
     p = np.array(p)
     p[:, :, 1] += ref_x[:, None]
@@ -311,6 +334,7 @@ def _fit_batch(batch, k, starts, counts, px, py, vals, wts, pk_x, pk_y, pk_start
     half = 0.5 * (a + c)
     rad = np.sqrt(0.25 * (a - c) ** 2 + b * b)
     at_bound = ((half + rad) > 0.98 / smin2) | ((half - rad) < 1.02 / smax2[batch][:, None])
+    at_bound &= free[batch][:, None]
     comp_flags = flags[:, None] | np.where(at_bound, FLAGS["size_bound"], 0)
     fail = ~np.isfinite(cov).all(axis=(1, 2)) | (np.diagonal(cov, axis1=1, axis2=2) < 0).any(1)
     comp_flags |= np.where(fail, FLAGS["fit_failed"], 0)[:, None]

@@ -56,18 +56,20 @@ def find_islands(snr, *, seed: float = 5.0, merge: float = 2.6, min_pixels: int 
     if n == 0:
         return np.zeros(host_above.shape, np.int32), 0
     host_snr = snr if isinstance(snr, np.ndarray) else _host(snr)
-    flat = labels.ravel()
-    inside = flat > 0
-    vals = np.nan_to_num(host_snr.ravel()[inside], nan=-np.inf)
-    lab = flat[inside]
-    peak = np.full(n + 1, -np.inf)
-    np.maximum.at(peak, lab, vals)
+    # work on the island pixels only (a small fraction of the image)
+    idx = np.flatnonzero(labels)
+    lab = labels.ravel()[idx]
+    with np.errstate(invalid="ignore"):
+        seeded = lab[host_snr.ravel()[idx] >= seed]  # kept if any pixel reaches the seed
+    has_seed = np.bincount(seeded, minlength=n + 1) > 0
     count = np.bincount(lab, minlength=n + 1)
-    keep = (peak >= seed) & (count >= min_pixels)
+    keep = has_seed & (count >= min_pixels)
     keep[0] = False
     new = np.zeros(n + 1, np.int32)
     new[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return new[labels], int(keep.sum())
+    out = np.zeros(labels.shape, np.int32)
+    out.ravel()[idx] = new[lab]
+    return out, int(keep.sum())
 
 
 def local_peaks(snr, labels, *, size: int = 3, threshold: float = 5.0):
@@ -78,10 +80,27 @@ def local_peaks(snr, labels, *, size: int = 3, threshold: float = 5.0):
     (y, x, label) : numpy int arrays, sorted by island then by decreasing S/N.
     """
     snr = snr if isinstance(snr, np.ndarray) else _host(snr)
-    ndi = ndimage_for(snr)
     filled = np.nan_to_num(snr, nan=-np.inf)
-    mx = ndi.maximum_filter(filled, size=size, mode="constant", cval=-np.inf)
-    y, x = np.nonzero((filled == mx) & (filled >= threshold) & (labels > 0))
+    with np.errstate(invalid="ignore"):
+        y, x = np.nonzero((filled >= threshold) & (labels > 0))
+    # a candidate is a peak if no pixel of its size x size neighbourhood is larger
+    # (same as maximum_filter with -inf outside the image, on candidates only)
+    h = size // 2
+    ny, nx = filled.shape
+    v = filled[y, x]
+    is_max = np.ones(y.size, bool)
+    for dy in range(-h, size - h):
+        yy = y + dy
+        oky = (yy >= 0) & (yy < ny)
+        yy = np.clip(yy, 0, ny - 1)
+        for dx in range(-h, size - h):
+            if dy == 0 and dx == 0:
+                continue
+            xx = x + dx
+            ok = oky & (xx >= 0) & (xx < nx)
+            xx = np.clip(xx, 0, nx - 1)
+            is_max &= ~ok | (filled[yy, xx] <= v)
+    y, x = y[is_max], x[is_max]
     lab = labels[y, x]
     order = np.lexsort((-filled[y, x], lab))
     return y[order], x[order], lab[order]
