@@ -44,17 +44,11 @@ def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, 
     peaks = local_peaks(snr, labels, size=peak_size, threshold=seed)
     if core is not None and n:
         # owner test on each island's brightest pixel
-        flat = labels.ravel()
-        inside = np.flatnonzero(flat)
-        lab = flat[inside]
-        vals = np.nan_to_num(snr.ravel()[inside], nan=-np.inf)
-        order = np.lexsort((-vals, lab))
-        first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
-        py, px = np.divmod(inside[first], snr.shape[1])
+        lab, py, px = _brightest_pixels(labels, snr)
         y0, y1, x0, x1 = core
         own = (py >= y0) & (py < y1) & (px >= x0) & (px < x1)
         keep = np.zeros(n + 1, bool)
-        keep[lab[first][own]] = True
+        keep[lab[own]] = True
         new = np.zeros(n + 1, np.int32)
         new[keep] = np.arange(1, int(keep.sum()) + 1)
         labels = new[labels]
@@ -65,13 +59,7 @@ def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, 
                         max_components=max_components, iterations=iterations, xp=xp)
     # island key = its brightest pixel in global raster order (same tiled or not)
     if len(comps["island"]):
-        flat = labels.ravel()
-        inside = np.flatnonzero(flat)
-        lab = flat[inside]
-        vals = np.nan_to_num(snr.ravel()[inside], nan=-np.inf)
-        order = np.lexsort((-vals, lab))
-        first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
-        py, px = np.divmod(inside[first], snr.shape[1])
+        _, py, px = _brightest_pixels(labels, snr)
         gy, gx = py + offset[0], px + offset[1]
         width = full_shape[1] if full_shape is not None else snr.shape[1]
         key = gy.astype(np.int64) * width + gx
@@ -124,3 +112,15 @@ def run_tiled(sub, rms, *, tile: int, overlap: int, client, params: dict):
     out = {k: np.concatenate([r[k] for r in results]) for k in keys}
     order = np.lexsort((out["component"], out["island"]))
     return {k: v[order] for k, v in out.items()}
+
+
+def _brightest_pixels(labels: np.ndarray, snr: np.ndarray):
+    """Per island (in label order): its label and the row, column of its brightest pixel."""
+    flat = labels.ravel()
+    inside = np.flatnonzero(flat)
+    lab = flat[inside]
+    vals = np.nan_to_num(snr.ravel()[inside], nan=-np.inf)
+    order = np.lexsort((-vals, lab))
+    first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
+    py, px = np.divmod(inside[first], snr.shape[1])
+    return lab[first], py, px
