@@ -39,7 +39,8 @@ def test_run_matches_the_public_api(radio_run, sky):
         assert 0 <= y0 < y1 <= ny and 0 <= x0 < x1 <= nx
     assert f"{len(tiles)} tiles" in dash.status
     assert dash.result.attrs["background"]  # matched by default
-    assert isinstance(dash.__panel__(), pn.Row)
+    layout = dash.__panel__()
+    assert isinstance(layout, pn.Column) and list(layout.select(pn.widgets.Tabulator))
 
 
 def test_figure_has_sky_axes_and_footprints(radio_run):

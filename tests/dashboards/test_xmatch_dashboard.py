@@ -29,7 +29,8 @@ def test_run_matches_the_public_api_and_updates_state():
     data = dash.download().getvalue()
     back = Table.read(data.decode(), format="ascii.ecsv")
     np.testing.assert_array_equal(back["source_id_right"], ref["source_id_right"])
-    assert isinstance(dash.__panel__(), pn.Row)
+    layout = dash.__panel__()
+    assert isinstance(layout, pn.Column) and list(layout.select(pn.widgets.Tabulator))
 
 
 def test_changing_how_and_radius():

@@ -104,6 +104,13 @@ def test_users_run_on_the_shared_cluster(gateway):
         "print('TASK_WORKERS', sorted({names[t['worker']] for t in ts.data}))\n"
         "print('N_TASKS', len(ts.data))\n"
         "print('SOURCES', len(d.catalogue))\n"
+        "from vanotebook.archive import personal_archive, shared_archive\n"
+        "import astropy.units as u\n"
+        "shared, mine = shared_archive(), personal_archive()\n"
+        "print('SHARED', shared.path)\n"
+        "print('SHARED_RADIO', len(shared.images((281.6, -2.6, 0.3 * u.deg), survey='radio')))\n"
+        "mine.add_catalogue('found', d.catalogue)\n"
+        "print('MINE', mine.path, len(mine.catalogue('found').cone(281.6, -2.6, 1 * u.deg)))\n"
     )
     outputs = {}
     hub = gateway["hub"]
@@ -118,6 +125,14 @@ def test_users_run_on_the_shared_cluster(gateway):
         n_tasks = int(text.split("N_TASKS ")[1].split()[0])
         assert n_tasks >= 8
         assert int(text.split("SOURCES ")[1].split()[0]) >= 5
+    # one shared archive (the demo sky), a personal archive in each home
+    shared = {t.split("SHARED ")[1].split()[0] for t in outputs.values()}
+    assert shared == {str(gateway["state"] / "shared" / "archive")}
+    for name, text in outputs.items():
+        assert int(text.split("SHARED_RADIO ")[1].split()[0]) >= 1
+        mine = text.split("MINE ")[1].split()
+        assert mine[0] == str(gateway["state"] / "home" / name / "archive")
+        assert int(mine[1]) == int(text.split("SOURCES ")[1].split()[0])
     # both users reached the same scheduler
     addrs = {line for t in outputs.values() for line in t.splitlines() if line.startswith("ADDR")}
     assert len(addrs) == 1
@@ -202,11 +217,16 @@ def test_config_external_cluster_starts_no_workers(tmp_path, recwarn):
     from traitlets.config import Config
 
     c = Config()
-    settings = HubSettings(state_dir=tmp_path, scheduler_address="tcp://cluster:8786")
+    settings = HubSettings(state_dir=tmp_path, scheduler_address="tcp://cluster:8786",
+                           shared_archive=tmp_path / "shared")
     configure(c, settings)
     names = [s["name"] for s in c.JupyterHub.services]
     assert not any(n.startswith("dask") for n in names)
     assert c.Spawner.environment["DASK_SCHEDULER_ADDRESS"] == "tcp://cluster:8786"
+    # users read the shared archive (created empty where configured) and own ~/archive
+    assert c.Spawner.environment["VANOTEBOOK_SHARED_ARCHIVE"] == str(tmp_path / "shared")
+    assert (tmp_path / "shared" / "index.duckdb").exists()
+    assert c.Spawner.environment["VANOTEBOOK_ARCHIVE"] == "~/archive"
     assert "dashboards" in names and "idle-culler" in names
     user_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
     assert "access:services" in user_role["scopes"]

@@ -12,10 +12,15 @@ The Virtual Observatory: `tap_search` and `cone_search` query remote
 services through pyvo and return the same astropy Tables; `DaCHS` publishes
 a catalogue to a DaCHS server, after which it answers TAP and SCS. Image
 search (SIA), image publishing and HiPS come later.
+
+`personal_archive()` and `shared_archive()` open the user's own archive and
+the one everyone reads (on the gateway: ``~/archive`` and the hub's shared
+archive of the demo sky and published products).
 """
 
 from ._archive import Archive
 from ._catalogue import Catalogue
+from ._defaults import personal_archive, shared_archive
 from ._index import ArchiveLockedError
 from ._regions import Region, parse_region
 from ._vo import DaCHS, Published, cone_search, tap_search
@@ -29,5 +34,7 @@ __all__ = [
     "Region",
     "cone_search",
     "parse_region",
+    "personal_archive",
+    "shared_archive",
     "tap_search",
 ]

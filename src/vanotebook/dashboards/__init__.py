@@ -11,6 +11,7 @@ from importlib import import_module
 from typing import Any
 
 _LAZY = {
+    "ArchivePicker": "._archive",
     "DetectDashboard": "._detect",
     "MosaicDashboard": "._mosaic",
     "SOMDashboard": "._som",

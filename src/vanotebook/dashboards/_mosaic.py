@@ -28,6 +28,7 @@ __all__ = ["MosaicDashboard"]
 
 SURVEYS = ("radio", "ir24", "fir250")
 _UPLOAD = "upload"
+_ARCHIVE = "archive"
 COMBINES = ("mean", "median", "sum", "first", "last", "count")
 BACKGROUNDS = ("offset", "plane", "none")
 GRIDS = ("optimal", "pixel scale")
@@ -45,10 +46,14 @@ class MosaicDashboard(pn.viewable.Viewer):
         made on first use).
     client : distributed.Client, optional
         Run the mosaic on this cluster (default: the current client, else threads).
+    archive : Archive or path, optional
+        The archive of the "archive" source (default: the shared archive);
+        ``picker`` (an `ArchivePicker`) chooses its images by region and band.
     """
 
-    source = param.Selector(default="radio", objects=[*SURVEYS, _UPLOAD],
-                            doc="A demo survey, or the uploaded FITS files")
+    source = param.Selector(default="radio", objects=[*SURVEYS, _ARCHIVE, _UPLOAD],
+                            doc="A demo survey, the images picked from the archive, "
+                            "or the uploaded FITS files")
     grid = param.Selector(default="optimal", objects=list(GRIDS),
                           doc="The optimal grid at the finest input scale, or at a given scale")
     pixel_scale_arcsec = param.Number(default=6.0, bounds=(0.01, 3600),
@@ -69,9 +74,12 @@ class MosaicDashboard(pn.viewable.Viewer):
     result = param.Parameter(default=None, doc="The mosaic Dataset of the last run")
     run = param.Action(lambda self: self.start(), label="Run mosaic")
 
-    def __init__(self, sky: Any = None, *, client=None, **params):
+    def __init__(self, sky: Any = None, *, client=None, archive: Any = None, **params):
+        from ._archive import ArchivePicker
+
         super().__init__(**params)
         self._sky, self._client = sky, client
+        self.picker = ArchivePicker(archive)
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._uploads: list[Any] = []
         self._upload_names: list[str] = []
@@ -92,6 +100,8 @@ class MosaicDashboard(pn.viewable.Viewer):
         """The input tiles of the current ``source`` (HDULists)."""
         if self.source == _UPLOAD:
             return list(self._uploads)
+        if self.source == _ARCHIVE:
+            return [str(path) for path in self.picker.selected_paths()]
         return list(self._demo_sky().images(self.source))
 
     def upload(self, files: bytes | list[bytes], names: str | list[str] | None = None) -> bool:
@@ -147,6 +157,9 @@ class MosaicDashboard(pn.viewable.Viewer):
         if not tiles:
             from .._errors import VanotebookInputError
 
+            if self.source == _ARCHIVE:
+                raise VanotebookInputError("archive", "images in the chosen region and band",
+                                           "none found")
             raise VanotebookInputError("upload", "one or more FITS files", "none uploaded")
         wcs: Any = "optimal"
         if self.grid == "pixel scale":
@@ -322,4 +335,6 @@ class MosaicDashboard(pn.viewable.Viewer):
             pn.widgets.FileDownload(callback=self.download, filename="mosaic.fits"),
             width=320,
         )
-        return pn.Row(controls, self._image, self._details)
+        picker = pn.Card(self.picker, title="Archive: pick images by region and band",
+                         collapsed=True, width=560)
+        return pn.Column(picker, pn.Row(controls, self._image, self._details))

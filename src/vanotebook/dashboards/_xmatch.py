@@ -42,6 +42,9 @@ class XmatchDashboard(pn.viewable.Viewer):
         Anything `crossmatch` accepts; None uses the demo pair (``demo_rows`` left rows).
     client : distributed.Client, optional
         The cluster to match on (default: the current client, else in-process).
+    archive : Archive or path, optional
+        Where ``picker`` (an `ArchivePicker`) finds catalogues by region
+        (default: the shared archive); `use_archive` takes its rows as one side.
     """
 
     demo_rows = param.Integer(default=20_000, bounds=(100, 5_000_000),
@@ -58,8 +61,13 @@ class XmatchDashboard(pn.viewable.Viewer):
     selection = param.List(default=[], item_type=int, doc="Selected rows of the result table")
     run = param.Action(lambda self: self.start(), label="Match")
 
-    def __init__(self, left: Any = None, right: Any = None, *, client=None, **params):
+    def __init__(self, left: Any = None, right: Any = None, *, client=None,
+                 archive: Any = None, **params):
+        from ._archive import ArchivePicker
+
         super().__init__(**params)
+        self.picker = ArchivePicker(archive)
+        self._origin = {"left": "demo", "right": "demo"}
         self._left, self._right, self._client = left, right, client
         if left is not None or right is not None:
             self.sources = "given catalogues"
@@ -102,11 +110,14 @@ class XmatchDashboard(pn.viewable.Viewer):
         """
         if left is not None:
             self._left = self._parse(left, left_filename, "left")
+            self._origin["left"] = "uploaded"
         if right is not None:
             self._right = self._parse(right, right_filename, "right")
-        self.sources = ", ".join(
-            f"{side}: {'uploaded' if cat is not None else 'demo'}"
-            for side, cat in (("left", self._left), ("right", self._right)))
+            self._origin["right"] = "uploaded"
+        self._describe()
+
+    def _describe(self) -> None:
+        self.sources = ", ".join(f"{side}: {self._origin[side]}" for side in ("left", "right"))
 
     @staticmethod
     def _parse(obj: Any, filename: str | None, side: str):
@@ -123,6 +134,22 @@ class XmatchDashboard(pn.viewable.Viewer):
             with open(path, "wb") as fh:
                 fh.write(obj)
             return parse_catalogue(path, argument=side)
+
+    def use_archive(self, side: str) -> None:
+        """Take the rows of the picker's catalogue inside its cone as the ``side`` catalogue."""
+        from .._errors import check_choice
+
+        check_choice("side", side, ("left", "right"))
+        try:
+            rows = self.picker.catalogue_rows()
+        except Exception as exc:  # shown to the user, not raised in the UI
+            self.status = f"error: {exc}"
+            return
+        self.upload(**{side: rows})
+        self._origin[side] = f"archive {self.picker.catalogue}"
+        self._describe()
+        self.status = (f"{side} catalogue: {len(rows):,} rows of {self.picker.catalogue!r} "
+                       f"within {self.picker.radius_arcmin:g}'")
 
     def _uploaded(self, side: str, widget) -> None:
         if not widget.value:
@@ -288,5 +315,11 @@ class XmatchDashboard(pn.viewable.Viewer):
             pn.pane.Str(self.param.status),
             pn.widgets.FileDownload(callback=self.download, filename="crossmatch.ecsv"),
         )
-        return pn.Row(controls, pn.Column(pn.pane.Bokeh(self.sky_figure()), self._histograms),
-                      self.table)
+        left = pn.widgets.Button(label="left <- archive")
+        right = pn.widgets.Button(label="right <- archive")
+        left.on_click(lambda _event: self.use_archive("left"))
+        right.on_click(lambda _event: self.use_archive("right"))
+        picker = pn.Card(pn.Column(self.picker, pn.Row(left, right)),
+                         title="Archive: catalogues by region", collapsed=True, width=560)
+        return pn.Column(picker, pn.Row(
+            controls, pn.Column(pn.pane.Bokeh(self.sky_figure()), self._histograms), self.table))

@@ -25,6 +25,10 @@ Production switches are environment variables, read by `HubSettings`:
     a dask-gateway address to hand to users instead.
 ``VANOTEBOOK_WORKERS`` / ``VANOTEBOOK_WORKER_THREADS`` / ``VANOTEBOOK_WORKER_MEMORY``
     size of the managed cluster (default 2 workers, 1 thread, 4GiB each).
+``VANOTEBOOK_SHARED_ARCHIVE``
+    the archive every user reads (the demo sky and the gateway's published
+    products); default ``<state dir>/shared/archive``, built from the demo sky
+    when the hub first starts. Each user's own archive is ``~/archive``.
 ``VANOTEBOOK_CULL_TIMEOUT``
     seconds of inactivity before a user server is culled (default 3600).
 ``VANOTEBOOK_API_TOKEN``
@@ -37,6 +41,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -96,6 +101,14 @@ class HubSettings:
     app_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_APP_PORT", 8790))
     cull_timeout: int = field(default_factory=lambda: _env_int("VANOTEBOOK_CULL_TIMEOUT", 3600))
     notebooks: Path | None = field(default_factory=lambda: _default_notebooks())
+    shared_archive: Path | None = field(default_factory=lambda: (
+        Path(os.environ["VANOTEBOOK_SHARED_ARCHIVE"]).expanduser()
+        if os.environ.get("VANOTEBOOK_SHARED_ARCHIVE") else None))
+
+    @property
+    def shared_archive_path(self) -> Path:
+        """The shared archive's folder (default ``<state dir>/shared/archive``)."""
+        return self.shared_archive or self.state_dir / "shared" / "archive"
 
     @property
     def managed_cluster(self) -> bool:
@@ -160,6 +173,24 @@ def _copy_notebooks(spawner: Any) -> None:
         return
     home.mkdir(parents=True, exist_ok=True)
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+
+
+def _ensure_shared_archive(s: HubSettings) -> Path:
+    """The shared archive's folder; the demo sky's archive is written there when missing."""
+    path = s.shared_archive_path
+    if (path / "index.duckdb").exists():
+        return path
+    if s.shared_archive is None:  # the default: the demo sky, with its archive
+        print(f"vanotebook gateway: writing the demo sky's shared archive to {path}", flush=True)
+        cmd = [_python(), "-m", "vanotebook.cli", "demo-data", str(path.parent)]
+        if path.parent.exists():
+            cmd.append("--overwrite")
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    else:
+        from ..archive import Archive
+
+        Archive(path)
+    return path
 
 
 def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
@@ -235,7 +266,9 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
                                       **({"extra_resource_limits": {"nvidia.com/gpu": "1"}}
                                          if p["gpu"] else {})}}
             for key, p in PROFILES.items()]
-    env = {"VANOTEBOOK_GATEWAY": "1"}
+    shared = _ensure_shared_archive(s)
+    env = {"VANOTEBOOK_GATEWAY": "1", "VANOTEBOOK_SHARED_ARCHIVE": str(shared),
+           "VANOTEBOOK_ARCHIVE": "~/archive"}
     if s.user_scheduler_address:
         env[SCHEDULER_ENV] = s.user_scheduler_address
     if s.dask_gateway:
@@ -289,6 +322,7 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
                 service["environment"] = {"CUDA_VISIBLE_DEVICES": str(i % gpus)}
             services.append(service)
     dash_env = {SCHEDULER_ENV: s.user_scheduler_address} if s.user_scheduler_address else {}
+    dash_env["VANOTEBOOK_SHARED_ARCHIVE"] = str(shared)
     services.append({
         "name": "dashboards",
         "url": f"http://127.0.0.1:{s.app_port}",

@@ -1,0 +1,69 @@
+"""The personal and shared archives a user gets without configuring anything."""
+
+from __future__ import annotations
+
+import astropy.units as u
+import pytest
+from astropy.table import Table
+
+from vanotebook._errors import VanotebookInputError
+from vanotebook.archive import Archive, personal_archive, shared_archive
+from vanotebook.archive._defaults import PERSONAL_ENV, SHARED_ENV
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(PERSONAL_ENV, raising=False)
+    monkeypatch.delenv(SHARED_ENV, raising=False)
+    return tmp_path / "home"
+
+
+def test_personal_archive_defaults_to_the_home(home):
+    arc = personal_archive()
+    assert arc.path == (home / ".vanotebook" / "archive").resolve()
+    assert len(arc.images()) == 0
+
+
+def test_personal_archive_follows_the_environment(home, monkeypatch):
+    monkeypatch.setenv(PERSONAL_ENV, "~/archive")
+    arc = personal_archive()
+    assert arc.path == (home / "archive").resolve()
+    arc.add_catalogue("mine", Table({"ra": [10.0, 10.01], "dec": [-5.0, 60.0]}))
+    # a second opening sees what the first wrote
+    found = personal_archive().catalogue("mine").cone(10.0, -5.0, 1 * u.arcmin)
+    assert len(found) == 1
+
+
+def test_shared_archive_from_the_environment(home, tmp_path, monkeypatch):
+    folder = tmp_path / "shared"
+    Archive(folder).add_catalogue("published", Table({"ra": [1.0], "dec": [2.0]}))
+    monkeypatch.setenv(SHARED_ENV, str(folder))
+    assert "published" in list(shared_archive().catalogues()["name"])
+
+
+def test_shared_archive_is_never_created_where_configured(home, tmp_path, monkeypatch):
+    monkeypatch.setenv(SHARED_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(VanotebookInputError, match="path: expected an existing archive"):
+        shared_archive()
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_shared_archive_without_build_names_the_missing_folder(home):
+    with pytest.raises(VanotebookInputError, match="demo"):
+        shared_archive(build=False)
+
+
+@pytest.mark.slow
+def test_shared_archive_is_the_demo_sky_built_once(home):
+    messages: list[str] = []
+    arc = shared_archive(progress=messages.append)
+    assert arc.path == (home / ".cache" / "vanotebook" / "demo" / "archive").resolve()
+    assert "archive" in messages
+    surveys = {str(s) for s in arc.images()["survey"]}
+    assert len(surveys) == 3
+    assert set(arc.catalogues()["name"]) == {"left", "right"}
+    # the second call opens the same archive without writing the sky again
+    messages.clear()
+    assert shared_archive(progress=messages.append).path == arc.path
+    assert messages == []
