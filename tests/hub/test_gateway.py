@@ -245,12 +245,18 @@ def test_dashboards_app_builds_without_warnings():
     assert status.__panel__() is not None
 
 
-def test_linked_workflow_mosaic_detect_crossmatch():
-    """Each step's output is offered to the next: mosaic -> detect -> cross-match."""
+def test_linked_workflow_mosaic_detect_crossmatch(tmp_path):
+    """Each step's output is offered to the next: mosaic -> detect -> cross-match, and the
+    detections are published to the shared archive."""
+    import astropy.units as u
+
+    from vanotebook.archive import Archive
     from vanotebook.hub.app import Workflow
     from vanotebook.sky import demo_sky
 
-    flow = Workflow(sky=demo_sky(0, size=0.5, n_catalogue=2000, n_spectra=500))
+    flow = Workflow(sky=demo_sky(0, size=0.5, n_catalogue=2000, n_spectra=500),
+                    archive=tmp_path / "shared")
+    assert flow.publish_detections() is None and flow.published.startswith("error: nothing")
     mosaic, detect, xmatch = (flow.dashboards[k] for k in ("Mosaic", "Detect", "Cross-match"))
     assert flow.detect_on_mosaic.disabled and flow.match_detections.disabled
     mosaic.source = "radio"
@@ -262,7 +268,12 @@ def test_linked_workflow_mosaic_detect_crossmatch():
     assert image.data.shape == mosaic.result["mosaic"].shape
     detect.run(sync=True)
     assert detect.n_sources > 5, detect.status
-    assert not flow.match_detections.disabled
+    assert not flow.match_detections.disabled and not flow.publish_detections_button.disabled
+    flow.publish_name = "radio_detections"
+    assert flow.publish_detections() is not None, flow.published
+    found = Archive(tmp_path / "shared").catalogue("radio_detections").cone(
+        281.6, -2.6, 1 * u.deg)
+    assert sorted(found["id"]) == sorted(detect.result.catalogue["id"])
     flow.catalogue_survey = "radio"
     flow.offer_detections()
     left, right = xmatch.catalogues()

@@ -75,13 +75,17 @@ class Workflow(pn.viewable.Viewer):
                                       doc="Survey whose published catalogue the detections "
                                           "are matched with")
     dask_dashboard = param.String(default="", doc="Link to the Dask dashboard")
+    publish_name = param.String(default="detections",
+                                doc="Name of the detections in the shared archive")
+    published = param.String(default="", doc="What the last publish did")
 
-    def __init__(self, client=None, *, sky=None, **params):
+    def __init__(self, client=None, *, sky=None, archive=None, **params):
         super().__init__(**params)
         from ..sky import demo_sky
 
         self.sky = sky if sky is not None else demo_sky(0)
         self.client = client
+        self._archive = archive
         self.dashboards: dict[str, Any] = {}
         for title, name in TABS:
             try:
@@ -98,6 +102,9 @@ class Workflow(pn.viewable.Viewer):
                                                   disabled=True, color="primary")
         self.match_detections = pn.widgets.Button(label="Cross-match the detections",
                                                   disabled=True, color="primary")
+        self.publish_detections_button = pn.widgets.Button(
+            label="Publish the detections to the shared archive", disabled=True)
+        self.publish_detections_button.on_click(lambda _event: self.publish_detections())
         self.detect_on_mosaic.on_click(self.offer_mosaic)
         self.match_detections.on_click(self.offer_detections)
         if "Mosaic" in self.dashboards:
@@ -111,6 +118,32 @@ class Workflow(pn.viewable.Viewer):
     def _detect_done(self, event) -> None:
         self.match_detections.disabled = event.new is None or "Cross-match" not in \
             self.dashboards
+        self.publish_detections_button.disabled = event.new is None
+
+    def publish_detections(self):
+        """Add the last detection catalogue to the shared archive, for every user to query.
+
+        Returns
+        -------
+        vanotebook.archive.Catalogue or None
+            The published catalogue (None, with the reason in ``published``,
+            when there is nothing to publish or the archive refuses it).
+        """
+        from ..archive import Archive, shared_archive
+
+        result = self.dashboards["Detect"].result if "Detect" in self.dashboards else None
+        if result is None:
+            self.published = "error: nothing to publish yet: run a detection first"
+            return None
+        try:
+            arc = shared_archive() if self._archive is None else Archive(self._archive)
+            cat = arc.add_catalogue(self.publish_name, result.catalogue, overwrite=True,
+                                    description="detections published from the gateway")
+        except Exception as exc:  # shown to the user, not raised in the UI
+            self.published = f"error: {exc}"
+            return None
+        self.published = f"published {cat.n_rows} sources as {self.publish_name!r} in {arc.path}"
+        return cat
 
     def offer_mosaic(self, *_events) -> None:
         """Give the last mosaic to the detection dashboard."""
@@ -141,7 +174,9 @@ class Workflow(pn.viewable.Viewer):
         for title, dash in self.dashboards.items():
             extra = []
             if title == "Detect":
-                extra = [self.detect_on_mosaic]
+                extra = [pn.Row(self.detect_on_mosaic, self.publish_detections_button,
+                                pn.widgets.TextInput.from_param(self.param.publish_name),
+                                pn.pane.Str(self.param.published))]
             elif title == "Cross-match":
                 extra = [pn.Row(self.match_detections,
                                 pn.widgets.Select.from_param(self.param.catalogue_survey))]
