@@ -21,8 +21,10 @@ archive of the demo sky and published products).
 from ._archive import Archive
 from ._catalogue import Catalogue
 from ._defaults import personal_archive, shared_archive
+from ._hips import write_catalogue_hips
 from ._index import ArchiveLockedError
 from ._regions import Region, parse_region
+from ._viewer import HiPSView, view_hips
 from ._vo import DaCHS, Published, cone_search, tap_search
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "ArchiveLockedError",
     "Catalogue",
     "DaCHS",
+    "HiPSView",
     "Published",
     "Region",
     "cone_search",
@@ -37,4 +40,6 @@ __all__ = [
     "personal_archive",
     "shared_archive",
     "tap_search",
+    "view_hips",
+    "write_catalogue_hips",
 ]

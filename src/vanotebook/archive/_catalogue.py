@@ -560,6 +560,17 @@ class Catalogue:
         return dd.from_map(_read_task, tasks, region=reg, ra=self.ra, dec=self.dec,
                            columns=columns, meta=meta)
 
+    def to_hips(self, out, *, order_by: str | None = None, descending: bool = False,
+                max_rows_per_tile: int = 500, max_order: int | None = None,
+                columns: list[str] | None = None, client: Any = None, overwrite: bool = False):
+        """Write this catalogue as a progressive catalogue HiPS (see `write_catalogue_hips`)."""
+        from ._hips import write_catalogue_hips
+
+        return write_catalogue_hips(self, out, order_by=order_by, descending=descending,
+                                    max_rows_per_tile=max_rows_per_tile, max_order=max_order,
+                                    columns=columns, name=self.name, client=client,
+                                    overwrite=overwrite)
+
     def to_dask(self, *, columns: list[str] | None = None):
         """The whole catalogue as a dask DataFrame, one partition per HEALPix pixel."""
         import dask.dataframe as dd

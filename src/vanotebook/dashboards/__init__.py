@@ -13,6 +13,7 @@ from typing import Any
 _LAZY = {
     "ArchivePicker": "._archive",
     "DetectDashboard": "._detect",
+    "HiPSViewer": "._hips",
     "MosaicDashboard": "._mosaic",
     "SOMDashboard": "._som",
     "XmatchDashboard": "._xmatch",
