@@ -14,7 +14,12 @@ Methods, all in this process on the same rows:
 * astropy brute force: ``SkyCoord.separation`` over every row;
 * plain DuckDB over HEALPix-partitioned parquet: ``COPY ... PARTITION_BY``
   the order-5 pixel, then a haversine ``WHERE`` over the files of the pixels
-  the cone touches.
+  the cone touches;
+* DaCHS 2.7 (a real local server, ``--dachs-url``): the first ``--dachs-rows``
+  (1e6) of the same rows published with ``DaCHS.publish_catalogue`` (its
+  import is timed), then the same cones through pyvo's TAP (ADQL
+  ``CONTAINS(POINT, CIRCLE)``) and SCS; ids checked against astropy's on that
+  subset. ``--no-dachs`` skips it, ``--dachs-only`` runs only it.
 
 Every method's ids are checked against astropy's. Then the image query: 1,000
 indexed images and a cone that overlaps a few. Timings on a shared 2-core
@@ -69,6 +74,10 @@ def main() -> None:
     parser.add_argument("--centres", type=int, default=20)
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--no-lsdb", action="store_true")
+    parser.add_argument("--no-dachs", action="store_true")
+    parser.add_argument("--dachs-only", action="store_true")
+    parser.add_argument("--dachs-rows", type=int, default=1_000_000)
+    parser.add_argument("--dachs-url", default="http://localhost:8080")
     parser.add_argument("--lsdb-partition-rows", type=int, default=1_000_000,
                         help="LSDB's partition target (ours uses the same, partition-rows); "
                              "0 for LSDB's default")
@@ -79,6 +88,9 @@ def main() -> None:
                                rng.uniform(PATCH[2] + 1.5, PATCH[3] - 1.5, args.centres)])
     df = make_rows(n)
     print(f"catalogue: {n:,} rows over 20 x 20 deg, {args.centres} centres")
+    if args.dachs_only:
+        dachs_benchmark(df, centres, args.dachs_rows, args.dachs_url, None)
+        return
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     ids: dict[str, dict[tuple[int, str], set]] = {}
     ingest: dict[str, float] = {}
@@ -123,7 +135,7 @@ def main() -> None:
         def duck_cone(ra, dec, radius):
             cells = parse_region((ra, dec, radius)).cells(DUCK_ORDER)
             files = [str(f) for c in cells for f in (duck_dir / f"npix={c}").glob("*.parquet")]
-            r = radius.to_value(u.deg)
+            r = float(radius.to_value(u.deg))
             box = r / max(np.cos(np.radians(abs(dec) + r)), 1e-6)
             sql = (f"SELECT id FROM read_parquet({files}) WHERE dec BETWEEN {dec - r} AND "
                    f"{dec + r} AND ra BETWEEN {ra - box} AND {ra + box} AND "
@@ -214,7 +226,72 @@ def main() -> None:
         if bad:
             print("  mismatches:", bad[:10])
         del coords
+        if not args.no_dachs:
+            dachs_benchmark(df, centres, args.dachs_rows, args.dachs_url, results["ours"])
         images_benchmark(tmp, args.images)
+
+
+def dachs_benchmark(df: pd.DataFrame, centres: np.ndarray, n_rows: int, url: str,
+                    ours: dict | None) -> None:
+    """Publish the first ``n_rows`` rows to DaCHS; time TAP and SCS cones through pyvo."""
+    import uuid
+
+    import pyvo
+
+    from vanotebook.archive import DaCHS
+
+    sub = df.iloc[:min(n_rows, len(df))]
+    name = f"bench_{uuid.uuid4().hex[:6]}"
+    server = DaCHS(url)
+    print(f"\nDaCHS: publishing {len(sub):,} rows (the first of the same catalogue) as {name}")
+    _, dt = timed(server.publish_catalogue, sub, name, id="id", title="benchmark rows")
+    print(f"DaCHS: publish_catalogue (write FITS + dachs imp + reload) {dt:.1f} s")
+    try:
+        coords = SkyCoord(sub["ra"].to_numpy() * u.deg, sub["dec"].to_numpy() * u.deg)
+        sub_ids = sub["id"].to_numpy()
+        tap = pyvo.dal.TAPService(f"{server.url}/tap")
+        scs = pyvo.dal.SCSService(f"{server.url}/{name}/q/cone/scs.xml")
+        times: dict[str, dict[str, dict[str, list[float]]]] = {"TAP": {}, "SCS": {}}
+        bad, counts = [], []
+        for label, radius in RADII.items():
+            r = float(radius.to_value(u.deg))
+            for method in times:
+                times[method][label] = {"cold": [], "warm": []}
+            for i, (ra, dec) in enumerate(centres.tolist()):
+                truth = set(sub_ids[coords.separation(SkyCoord(ra * u.deg, dec * u.deg))
+                                    <= radius].tolist())
+                counts.append(len(truth))
+                adql = (f"SELECT id FROM {name}.main WHERE 1=CONTAINS(POINT('ICRS', ra, dec), "
+                        f"CIRCLE('ICRS', {ra!r}, {dec!r}, {r!r}))")
+                runs = {"TAP": lambda q=adql: tap.search(q, maxrec=1_000_000).to_table(),
+                        "SCS": lambda ra=ra, dec=dec, r=r: scs.search(
+                            (ra, dec), r, verbosity=1, maxrec=1_000_000).to_table()}
+                for method, run in runs.items():
+                    for mode in ("cold", "warm"):
+                        got, dt = timed(run)
+                        times[method][label][mode].append(dt)
+                    # (DaCHS's SCS writes bigint ids as text)
+                    if set(np.asarray(got["id"]).astype(np.int64).tolist()) != truth:
+                        bad.append((method, i, label, len(got), len(truth)))
+        print(f"DaCHS cone queries on {len(sub):,} rows (median and max over centres):")
+        for label in RADII:
+            for mode in ("cold", "warm"):
+                for method in times:
+                    print(f"  {label:6s} {mode:5s} DaCHS {method} "
+                          f"{fmt(times[method][label][mode])}")
+        if ours is not None:
+            print(f"ratios of warm medians (DaCHS on {len(sub):,} rows / ours on {len(df):,}):")
+            for label in RADII:
+                mine = statistics.median(ours[label]["warm"])
+                parts = [f"DaCHS {m} {statistics.median(times[m][label]['warm']) / mine:6.1f}x"
+                         for m in times]
+                print(f"  {label:6s} " + "  ".join(parts))
+        print(f"DaCHS TAP and SCS ids identical to astropy's on the subset: {not bad} "
+              f"({len(counts)} cones, {min(counts)}..{max(counts)} rows each)")
+        if bad:
+            print("  mismatches (method, centre, radius, got, expected):", bad[:10])
+    finally:
+        server.unpublish(name)
 
 
 def images_benchmark(tmp: Path, n_images: int) -> None:

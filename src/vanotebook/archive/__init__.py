@@ -8,10 +8,17 @@ HATS layout (LSDB opens them). Queries take one region argument -- a cone
 `mocpy.MOC` -- read only the partitions their HEALPix cells touch, and
 return the exact answer of a great-circle test.
 
-The Virtual Observatory: `tap_search` and `cone_search` query remote
-services through pyvo and return the same astropy Tables; `DaCHS` publishes
-a catalogue to a DaCHS server, after which it answers TAP and SCS. Image
-search (SIA), image publishing and HiPS come later.
+The Virtual Observatory: `tap_search`, `cone_search` and `sia_search` (SIA
+v2 and SIAP v1) query remote services through pyvo and return the same
+astropy Tables as the local queries; `download_images` brings images found
+that way into an archive with their provenance. `DaCHS(url).publish(product,
+name)` puts a catalogue or images on a DaCHS server, after which they answer
+TAP, SCS and SIA like any archive's data.
+
+Levels of detail: `write_catalogue_hips` (or `Catalogue.to_hips`) writes a
+progressive catalogue HiPS; image HiPS come from `vanotebook.mosaic.to_hips`;
+`view_hips` shows both with detection regions in Aladin Lite, served from
+this machine.
 
 `personal_archive()` and `shared_archive()` open the user's own archive and
 the one everyone reads (on the gateway: ``~/archive`` and the hub's shared
@@ -25,7 +32,15 @@ from ._hips import write_catalogue_hips
 from ._index import ArchiveLockedError
 from ._regions import Region, parse_region
 from ._viewer import HiPSView, view_hips
-from ._vo import DaCHS, Published, cone_search, tap_search
+from ._vo import (
+    DaCHS,
+    Published,
+    PublishedImages,
+    cone_search,
+    download_images,
+    sia_search,
+    tap_search,
+)
 
 __all__ = [
     "Archive",
@@ -34,11 +49,14 @@ __all__ = [
     "DaCHS",
     "HiPSView",
     "Published",
+    "PublishedImages",
     "Region",
     "cone_search",
+    "download_images",
     "parse_region",
     "personal_archive",
     "shared_archive",
+    "sia_search",
     "tap_search",
     "view_hips",
     "write_catalogue_hips",

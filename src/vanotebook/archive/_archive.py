@@ -123,6 +123,8 @@ class Archive:
             for entry in cat_dir.iterdir():
                 if f"catalogues/{entry.name}" not in folders:
                     shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        for part in (self.path / "vo").glob(".*.part"):  # downloads killed mid-way
+            part.unlink(missing_ok=True)
         img_dir = self.path / "images"
         if img_dir.is_dir():
             for entry in img_dir.iterdir():
@@ -166,7 +168,7 @@ class Archive:
 
     # ------------------------------------------------------------------ images
     def add_images(self, images: Any, *, survey: str | None = None, band: str | None = None,
-                   progress: Callable[[str], None] | None = None):
+                   source: dict | None = None, progress: Callable[[str], None] | None = None):
         """Index images: FITS paths, globs, folders, or anything `vanotebook.io` parses.
 
         Files on disk are referenced where they are (by path and sha256); images
@@ -182,6 +184,9 @@ class Archive:
             of any of these.
         survey, band : str, optional
             Override the header's ``SURVEY``/``TELESCOP`` and ``FILTER``/``BAND``.
+        source : dict, optional
+            Where the images came from (e.g. a VO service and its query), kept
+            in the ingestion's provenance.
         progress : callable, optional
             Called with a message per image.
 
@@ -245,8 +250,8 @@ class Archive:
                 ingest_id = uuid.uuid4().hex[:16]
                 inputs = [{"path": r.values["path"], "sha256": r.values["sha256"]}
                           for r in records]
-                prov = self._provenance("vanotebook.archive.add_images",
-                                        {"survey": survey, "band": band}, inputs, [])
+                params = {"survey": survey, "band": band, **({"source": source} if source else {})}
+                prov = self._provenance("vanotebook.archive.add_images", params, inputs, [])
                 moved = []
                 try:
                     for tmp, final in finals:

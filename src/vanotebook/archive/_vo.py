@@ -6,7 +6,11 @@
 * `DaCHS` publishes a catalogue to a local DaCHS server (it writes the
   resource descriptor and the data under the server's inputs folder, imports
   it with ``dachs imp`` and reloads the server), after which the catalogue
-  answers TAP (``<name>.main``) and SCS (``<url>/<name>/q/cone/scs.xml``).
+  answers TAP (``<name>.main``) and SCS (``<url>/<name>/q/cone/scs.xml``);
+  `DaCHS.publish_images` serves FITS images through SIAP v1 and SIA v2 /
+  ObsTAP, and `DaCHS.publish` picks one of the two from the product.
+* `sia_search` (image discovery, SIA v2 and SIAP v1) and `download_images`
+  (into an `Archive`, with provenance) live in `_vo_images`.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from astropy.table import Table
 from .._errors import VanotebookInputError
 from ..io import atomic_path, parse_catalogue
 from ..provenance import Provenance, record
+from ._vo_images import download_images, sia_search
 
-__all__ = ["DaCHS", "Published", "cone_search", "tap_search"]
+__all__ = ["DaCHS", "Published", "PublishedImages", "cone_search", "download_images",
+           "sia_search", "tap_search"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 _SQL_TYPES = {"i": "bigint", "u": "bigint", "b": "boolean", "U": "text", "S": "text"}
@@ -83,6 +89,23 @@ class Published:
     scs_url: str
     rows: int
     provenance: Provenance
+
+
+@dataclass(frozen=True)
+class PublishedImages:
+    """Images published on a DaCHS server (SIAP v1, SIA v2 and ObsTAP)."""
+
+    name: str
+    table: str
+    sia_url: str
+    siap_url: str
+    tap_url: str
+    files: tuple[str, ...]
+    provenance: Provenance
+
+    @property
+    def images(self) -> int:
+        return len(self.files)
 
 
 class DaCHS:
@@ -191,6 +214,136 @@ class DaCHS:
         return Published(name, f"{name}.main", self.tap_url,
                          f"{self.url}/{name}/q/cone/scs.xml", len(table), prov)
 
+    def sia_url(self, name: str, version: int = 2) -> str:
+        """The SIA query URL of resource ``name``: v2 (``siap2.xml``) or SIAP v1 (``siap.xml``)."""
+        from .._errors import check_choice
+
+        check_choice("version", version, (1, 2))
+        if version == 2:
+            return f"{self.url}/{name}/q/siap2/siap2.xml"
+        return f"{self.url}/{name}/q/siap/siap.xml?"
+
+    def publish_images(self, images: Any, name: str, *, title: str | None = None,
+                       survey: str | None = None, band: str | None = None,
+                       collection: str | None = None,
+                       description: str = "") -> PublishedImages:
+        """Publish FITS images: afterwards they answer SIAP v1, SIA v2 and ObsTAP queries.
+
+        The images are copied under the server's inputs folder
+        (``<inputs>/<name>/data/``): FITS files byte for byte (so a download
+        has the sha256 of the original), anything else written as FITS. The
+        resource descriptor gives DaCHS the ICRS centre and edge polygon of
+        each image (DaCHS alone would use the image's own frame), its survey,
+        band, wavelength and date; it is imported with ``dachs imp`` and the
+        server reloaded. ``ivoa.obscore`` is created first when missing.
+
+        Parameters
+        ----------
+        images
+            FITS paths, globs or folders; HDUs/HDULists, ``(array, WCS)``, a
+            mosaic `xarray.Dataset` (written with `vanotebook.mosaic.to_fits`),
+            or anything `vanotebook.io.parse_image` reads; or a list of these.
+        name : str
+            The resource's name: lower-case letters, digits and underscores
+            (also its TAP schema, table ``<name>.main``); an existing one of
+            that name is replaced.
+        title, description : str
+            Resource metadata.
+        survey, band : str, optional
+            Override the headers' ``SURVEY``/``TELESCOP`` and ``FILTER``/``BAND``.
+        collection : str, optional
+            The ObsCore ``obs_collection`` for every image (default: each image's survey).
+
+        Returns
+        -------
+        PublishedImages
+        """
+        from ..io import write_fits
+        from ._images import load_images
+        from ._vo_images import image_metadata, images_rd
+
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise VanotebookInputError("name", "lower-case letters, digits and _ "
+                                       "(starting with a letter)", name)
+        for arg, value in (("survey", survey), ("band", band), ("collection", collection),
+                           ("title", title)):
+            if value is not None and not isinstance(value, str):
+                raise VanotebookInputError(arg, "a string", value)
+        if type(images).__name__ == "Dataset" and "mosaic" in getattr(images, "data_vars", {}):
+            from ..mosaic import to_fits
+
+            images = to_fits(images)
+        loaded = load_images(images)  # parses (and refuses bad input) before writing anything
+        folder = self.inputs / name
+        data_dir = folder / "data"
+        params = {"name": name, "server": self.url, "survey": survey, "band": band,
+                  "collection": collection}
+        metadata: dict[str, dict[str, Any]] = {}
+        with record("vanotebook.archive.publish_images", params) as prov:
+            if data_dir.exists():  # a republication replaces the old files
+                shutil.rmtree(data_dir)
+            data_dir.mkdir(parents=True, exist_ok=True)
+            for d in (folder, data_dir):  # the server runs as its own user
+                d.chmod(0o755)
+            copied: set[Path] = set()
+            for k, (path, hdu, image, _argument) in enumerate(loaded):
+                stem = f"{name}_{k:04d}"
+                target = data_dir / f"{stem}.fits"
+                if path is not None and hdu == 0 and path.suffix.lower() in (".fits", ".fit",
+                                                                             ".fts"):
+                    if path in copied:
+                        continue
+                    copied.add(path)
+                    with atomic_path(target) as tmp:
+                        shutil.copyfile(path, tmp)
+                else:
+                    write_fits(image.to_hdu(), target)
+                target.chmod(0o644)
+                prov.add_input(target)
+                entry = image_metadata(image, survey=survey, band=band)
+                entry["sha256"] = prov.inputs[-1]["sha256"]
+                entry["source"] = None if path is None else str(path)
+                metadata[stem] = entry
+            rd = images_rd(name, metadata, title=title or name, description=description,
+                           collection=collection, prov=prov)
+            with atomic_path(folder / "q.rd", overwrite=True) as tmp:
+                tmp.write_text(rd)
+            self._ensure_obscore()
+            self._run("imp", f"{name}/q")
+            self._run("serve", "reload")
+        with atomic_path(folder / "provenance.json", overwrite=True) as tmp:
+            tmp.write_text(prov.to_json())
+        files = tuple(str(data_dir / f"{stem}.fits") for stem in metadata)
+        return PublishedImages(name, f"{name}.main", self.sia_url(name, 2),
+                               self.sia_url(name, 1), self.tap_url, files, prov)
+
+    def _ensure_obscore(self) -> None:
+        """Create ``ivoa.obscore`` (``dachs imp //obscore``) when the server has none."""
+        try:
+            found = tap_search(self.tap_url, "SELECT table_name FROM tap_schema.tables "
+                                             "WHERE table_name = 'ivoa.obscore'")
+        except Exception:  # let dachs imp say what is wrong
+            found = []
+        if len(found) == 0:
+            self._run("imp", "//obscore")
+
+    def publish(self, product: Any, name: str, **kwargs: Any) -> Published | PublishedImages:
+        """Publish a product: catalogues go to `publish_catalogue`, images to `publish_images`.
+
+        Catalogue-like: an astropy Table/QTable, a pandas or dask DataFrame, a
+        `~vanotebook.detect.DetectionResult` (its ``catalogue``), a match
+        table, or a FITS-table/VOTable/ECSV/parquet file. Image-like: FITS
+        image files, globs and folders, HDUs, ``(array, WCS)``, a mosaic
+        Dataset or DataArray, or a list of these. Keyword arguments go to the
+        chosen method.
+        """
+        kind = _product_kind(product)
+        if kind == "catalogue":
+            if hasattr(product, "catalogue") and not isinstance(product, Table):
+                product = product.catalogue
+            return self.publish_catalogue(product, name, **kwargs)
+        return self.publish_images(product, name, **kwargs)
+
     def unpublish(self, name: str) -> None:
         """Drop a published resource and its files."""
         if not _NAME.match(name or ""):
@@ -234,3 +387,38 @@ class DaCHS:
   </service>
 </resource>
 """
+
+
+_TABLE_SUFFIXES = (".parquet", ".pq", ".ecsv", ".csv", ".vot", ".votable", ".xml")
+
+
+def _product_kind(product: Any) -> str:
+    """``"catalogue"`` or ``"images"``; a named error for anything else."""
+    kind = type(product).__name__
+    module = type(product).__module__
+    if isinstance(product, Table) or kind in ("DataFrame", "QTable") or (
+            module.startswith("pyarrow") and kind == "Table"):
+        return "catalogue"
+    if kind == "DetectionResult" or (hasattr(product, "catalogue") and isinstance(
+            getattr(product, "catalogue", None), Table)):
+        return "catalogue"
+    if isinstance(product, dict):
+        return "catalogue"
+    if isinstance(product, str | Path):
+        text = str(product)
+        low = text.lower()
+        if low.endswith(_TABLE_SUFFIXES) or (Path(text).is_dir() and any(
+                Path(text).glob("*.parquet"))):
+            return "catalogue"
+        if low.endswith((".fits", ".fit", ".fts", ".fits.gz")) and Path(text).is_file():
+            from astropy.io import fits
+
+            try:
+                with fits.open(text, memmap=False) as hdul:
+                    first = next((h for h in hdul if h.data is not None), None)
+            except OSError as exc:
+                raise VanotebookInputError("product", "a FITS file", text) from exc
+            if first is not None and not first.is_image:
+                return "catalogue"
+        return "images"
+    return "images"
