@@ -309,3 +309,129 @@ def test_faint_sources_in_small_islands_keep_the_psf_shape():
         d = np.hypot(tx - row["x"].value, ty - row["y"].value)
         assert d.min() < 0.6  # every detection is a real source, well placed
         assert row["major"].value < 4.5  # FWHM near the 3 px PSF, not a run-away fit
+
+
+# ----------------------------------------------------------------------------- fused kernels
+def test_fused_snr_pass_matches_array_api_background():
+    """The numba one-pass maps equal the array-API spline maps (array_api_strict input)."""
+    from vanotebook.detect._background import background_grids
+    from vanotebook.detect._fused import HAVE_FUSED, snr_pass
+
+    if not HAVE_FUSED:
+        pytest.skip("numba not installed")
+    for shape, box in (((200, 150), 32), ((300, 70), 32), ((128, 200), 64), ((100, 40), 32)):
+        img, _ = injected_image(shape, 10, seed=2, gradient=4.0)
+        img[5:9, 7:20] = np.nan
+        ref_b, ref_r, _ = background_maps(xps.asarray(img), box=box)
+        ref_b, ref_r = np.asarray(ref_b), np.asarray(ref_r)
+        bkg, rms, sub, snr, above = snr_pass(img, merge=2.6,
+                                             grids=background_grids(img, box=box), box=box)
+        np.testing.assert_allclose(bkg, ref_b, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(rms, ref_r, rtol=1e-5, atol=1e-5)
+        ref_snr = (img - ref_b) / ref_r
+        np.testing.assert_allclose(snr, ref_snr, rtol=1e-4, atol=1e-4)
+        assert np.all(np.isnan(sub[5:9, 7:20])) and not above[5:9, 7:20].any()
+        assert np.array_equal(above[np.isfinite(ref_snr)],
+                              (ref_snr >= 2.6)[np.isfinite(ref_snr)])
+
+
+def test_fused_model_matches_host_loop():
+    from vanotebook.detect._fit import gaussian_image
+
+    rng = np.random.default_rng(4)
+    params = np.c_[rng.uniform(1, 10, 30), rng.uniform(-3, 70, 30), rng.uniform(-3, 50, 30),
+                   np.full(30, 0.5), rng.uniform(-0.1, 0.1, 30), np.full(30, 0.3)]
+    fast = gaussian_image((48, 64), params)
+    slow = np.asarray(gaussian_image((48, 64), params, xp=xps))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+    assert fast.max() > 5
+
+
+# ----------------------------------------------------------------------------- nested sources
+def _compact_on_extended(seed, offset=4.0, peak=8.0, fwhm=3.0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:96, 0:96]
+    s = fwhm * FWHM_TO_SIGMA
+    img = rng.normal(0, 1, (96, 96))
+    img += 25 * np.exp(-0.5 * ((xx - 48) ** 2 + (yy - 48) ** 2) / 6.0**2)
+    cx, cy = 48 + offset, 48.0
+    img += peak * np.exp(-0.5 * ((xx - cx) ** 2 + (yy - cy) ** 2) / s**2)
+    return img.astype(np.float32), (cx, cy)
+
+
+def test_nested_blobs_find_compact_sources_on_extended_ones():
+    """A faint compact source on the slope of an extended one: no local maximum of its
+    own in the image, so only the LoG blob finder seeds a component there."""
+    found = {False: [], True: []}
+    for seed in range(8):
+        img, (cx, cy) = _compact_on_extended(seed)
+        for nested in (False, True):
+            cat = detect(img, psf_fwhm=3.0, background=0.0, rms=1.0, extended=False,
+                         classify=False, nested=nested, max_components=4).catalogue
+            d = np.hypot(cat["x"].value - cx, cat["y"].value - cy)
+            found[nested].append(d.min() < 1.0)
+            assert np.all(cat["n_components"] <= 4)  # still bounded
+    assert np.mean(found[True]) >= 0.75
+    assert np.mean(found[True]) >= np.mean(found[False]) + 0.3
+
+
+# ----------------------------------------------------------------------------- PA on the sky
+def test_pa_is_east_of_icrs_north_on_galactic_images(sky):
+    """ir24 is a Galactic CAR map: PAs must be measured from ICRS north, as the truth's."""
+    from vanotebook.detect._catalogue import north_rotation
+
+    obs = sky.observe("ir24")
+    truth = obs.truth
+    checked = 0
+    for tile in obs.tiles:
+        cat = detect(tile, extended=False, classify=False).catalogue
+        idx, sep, _ = SkyCoord(truth["ra"], truth["dec"]).match_to_catalog_sky(
+            SkyCoord(cat["ra"], cat["dec"]))
+        elongated = (sep.arcsec < 2) & (truth["major_obs"].value > 1.3 * truth["minor_obs"].value)
+        for j in np.flatnonzero(elongated):
+            row = cat[idx[j]]
+            diff = (row["pa"].value - truth["pa_obs"][j] + 90.0) % 180.0 - 90.0
+            assert abs(diff) < max(3 * row["pa_err"].value, 3.0)
+            rot = north_rotation(WCS(tile[0].header).celestial, row["x"].value, row["y"].value)
+            assert abs(rot[0]) > 20  # Galactic and ICRS north differ a lot here
+            checked += 1
+    assert checked >= 1
+
+
+# ----------------------------------------------------------------------------- extended sources
+def test_extended_sources_of_the_demo_sky_whole_with_their_flux(sky):
+    """Rings and filaments have several maxima: region merging keeps each one source, so
+    the matched extended source carries the true total flux (ir24 tile 1 holds a ring, a
+    filament and a Gaussian blob)."""
+    obs = sky.observe("ir24")
+    truth = obs.truth
+    tile = obs.tiles[1]
+    res = detect(tile)
+    ext = res.extended
+    pos = SkyCoord(truth["ra"], truth["dec"])
+    w = WCS(tile[0].header).celestial
+    x, y = w.world_to_pixel(pos)
+    ny, nx = tile[0].data.shape
+    on = ((x > 0) & (x < nx - 1) & (y > 0) & (y < ny - 1) & np.asarray(truth["extended"])
+          & (truth["flux"].quantity.to_value(u.Jy) > 0.2))
+    assert on.sum() >= 3
+    extent = np.nanmax([np.nan_to_num(truth[c].quantity.to_value(u.arcsec))
+                        for c in ("major_obs", "radius")], axis=0)
+    extent = np.maximum(extent, np.nan_to_num(truth["length"].quantity.to_value(u.arcsec)) / 2)
+    for j in np.flatnonzero(on):
+        d = pos[j].separation(SkyCoord(ext["ra"], ext["dec"])).arcsec
+        k = int(np.argmin(d))
+        assert d[k] < max(extent[j], 30.0), truth["kind"][j]
+        ratio = ext["flux_total"][k].to_value(u.Jy) / truth["flux"].quantity[j].to_value(u.Jy)
+        assert abs(ratio - 1) < 0.25, (truth["kind"][j], ratio)
+    assert set(ext.colnames) >= {"flux", "flux_compact", "flux_total", "n_compact"}
+    assert "extended_id" in res.catalogue.colnames
+
+
+def test_pure_noise_gives_no_extended_sources():
+    """Ripples of smoothed noise pass the smoothed threshold; their flux is a few times its
+    error at most, so the flux S/N cut removes them."""
+    noise = np.random.default_rng(7).normal(0, 1, (1024, 1024)).astype(np.float32)
+    res = detect(noise, psf_fwhm=3.0, classify=False)
+    assert len(res.extended) == 0
+    assert len(res.catalogue) <= 3  # 5 sigma peaks in 1e6 pure-noise pixels: about none

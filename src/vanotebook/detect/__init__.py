@@ -6,10 +6,17 @@
 * `SourceFinder(...)` holds the settings; calling it on an image runs `detect`.
 
 Pipeline: background and rms from clipped box statistics (or given maps) ->
-islands (seed / merge thresholds, flood fill) -> peaks (and multi-scale LoG
-blobs for nested sources) -> batched multi-component Gaussian fits ->
-residual map -> extended segmentation (smoothing + watershed) -> reliability
-score (random forest trained on injected sources with artefacts) and class.
+S/N map (on numpy with numba: one fused pass, see `_fused`) -> islands (seed /
+merge thresholds, flood fill), then handled as sparse pixel lists -> peaks ->
+batched multi-component Gaussian fits -> nested sources (LoG blobs left in the
+fit residual of large islands become extra components, refitted) -> residual
+map (made on first use) -> extended segmentation (smoothing, watershed grown
+to a lower threshold, region merging) -> reliability score (random forest
+trained on injected sources with artefacts) and class.
+
+Position angles are east of ICRS north whatever the image's frame (a
+Galactic map's PAs are turned by the local angle between Galactic and
+equatorial north).
 
 Images come through `vanotebook.io.parse_image`. A plain 2-D numpy array is
 also accepted: it has no WCS, so ``ra``/``dec`` are NaN and sizes are in
@@ -50,7 +57,7 @@ class DetectionResult:
     extended : QTable
         Extended sources from the residual map (flux, area, contour polygon).
     residual, background, rms : numpy arrays
-        Maps in the image's unit.
+        Maps in the image's unit (the residual is made on first use).
     header : astropy.io.fits.Header or None
         The image's header (WCS, unit, beam), None for a bare array.
     provenance : dict
@@ -59,12 +66,24 @@ class DetectionResult:
 
     catalogue: QTable
     extended: QTable
-    residual: np.ndarray
     background: np.ndarray
     rms: np.ndarray
     header: fits.Header | None
     provenance: dict = field(default_factory=dict)
     _wcs: Any = None
+    _sub: Any = None  # background-subtracted image (NaN where the data are not finite)
+    _model_params: Any = None  # components (A, x0, y0, a, b, c) removed from the residual
+    _residual: Any = None
+
+    @property
+    def residual(self) -> np.ndarray:
+        """The image with background and compact sources removed (made on first use)."""
+        if self._residual is None:
+            from ._fit import gaussian_image
+
+            model = gaussian_image(self._sub.shape, self._model_params)
+            self._residual = self._sub - model.astype(np.float32)
+        return self._residual
 
     @property
     def regions(self):
@@ -179,7 +198,9 @@ def detect(
         Fit Gaussians (False: one component per island with the PSF shape
         and its peak value, no fit iterations).
     nested : bool
-        Add multi-scale LoG blobs as extra components of large islands.
+        Look for nested sources: compact LoG blobs in the fit residual of
+        islands larger than one point source become extra components (up to
+        ``max_components``), kept when the fit improves enough.
     extended, classify : bool
         Run the extended-source segmentation / the reliability classifier.
     extended_threshold, extended_min_area : float
@@ -200,12 +221,10 @@ def detect(
     """
     from ..cluster import get_client, resolve_device
     from ..provenance import record
-    from ._background import background_maps
     from ._catalogue import compact_table, flux_factor
     from ._classify import classify_sources, features
     from ._dask import compact_pass, run_tiled
     from ._extended import extended_table, segment_extended
-    from ._fit import gaussian_image
 
     for name, val in (("seed_threshold", seed_threshold), ("merge_threshold", merge_threshold),
                       ("extended_threshold", extended_threshold),
@@ -228,7 +247,7 @@ def detect(
     data, wcs, header, unit, beam = _as_image(image)
     if not np.issubdtype(data.dtype, np.number):
         raise VanotebookInputError("image", "numeric pixels", data.dtype)
-    data = data.astype(np.float32)
+    data = np.asarray(data, dtype=np.float32)
     if not np.isfinite(data).any():
         raise VanotebookInputError("image", "an image with finite pixels", "all NaN/inf")
     if unit is not None and unit.is_equivalent(u.Jy / u.beam) and beam is None:
@@ -244,30 +263,25 @@ def detect(
               "extended_min_area": extended_min_area, "tile": tile, "overlap": overlap,
               "given_background": background is not None, "given_rms": rms is not None}
     with record(_ACTIVITY, params, seed=seed) as prov:
-        if background is None or rms is None:
-            bkg_map, rms_map, _ = background_maps(data, box=box)
-        if background is not None:
-            bkg_map = _as_map(background, data.shape, "background")
-        if rms is not None:
-            rms_map = _as_map(rms, data.shape, "rms")
-        bkg_map = np.asarray(bkg_map, np.float32)
-        rms_map = np.asarray(rms_map, np.float32)
-        sub = data - bkg_map
-        sub[~np.isfinite(data)] = np.nan
         pass_params = {"seed": seed_threshold, "merge": merge_threshold,
                        "min_pixels": min_pixels, "psf_cov": psf_cov,
                        "max_components": max_components,
                        "peak_size": max(3, 2 * round(0.75 * psf_sigma / FWHM_TO_SIGMA) + 1),
-                       "iterations": 40 if fit else 0, "xp": xp}
-        if not np.any(rms_map > 0):  # constant image: nothing can stand above the noise
+                       "iterations": 40 if fit else 0, "xp": xp, "nested": nested}
+        bkg_map, rms_map, sub, snr, above = _snr_maps(data, background, rms, box,
+                                                      merge_threshold)
+        if not has_noise(rms_map):  # constant image: nothing can stand above the noise
             from ._fit import _empty_components
 
             comps = _empty_components()
         elif tile is None:
-            comps = compact_pass(sub, rms_map, full_shape=sub.shape, **pass_params)
+            comps = compact_pass(sub, rms_map, full_shape=sub.shape, snr=snr, above=above,
+                                 **pass_params)
         else:
             comps = run_tiled(sub, rms_map, tile=tile, overlap=overlap,
-                              client=get_client(client), params=pass_params)
+                              client=get_client(client), params=pass_params, snr=snr,
+                              above=above)
+        del snr, above
         pixel_area = None
         if wcs is not None:
             from astropy.wcs.utils import proj_plane_pixel_area
@@ -286,26 +300,64 @@ def detect(
             resolved = (size - 1) > np.maximum(3 * size_err, 0.2)
             big = size > 4.0
             cat["cls"] = np.where(big, "extended", np.where(resolved, "compact", "point"))
-        model = gaussian_image(data.shape, comps["params"][np.asarray(cat["cls"]) != "extended"]
-                               if len(cat) else np.zeros((0, 6)))
-        residual = np.where(np.isfinite(data), sub - model, np.nan)
+        model_params = (comps["params"][np.asarray(cat["cls"]) != "extended"]
+                        if len(cat) else np.zeros((0, 6)))
         if classify and len(cat):
             feat = features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value)
             cat["score"] = classify_sources(feat, seed=seed)
         factor, funit = flux_factor(unit, beam, pixel_area)
+        result = DetectionResult(cat, None, bkg_map, rms_map, header, {}, wcs, sub, model_params)
         ext_regions = []
-        if extended and np.any(rms_map > 0):
-            _, ext_regions = segment_extended(residual, rms_map, psf_sigma=psf_sigma,
-                                              threshold=extended_threshold,
-                                              min_area=extended_min_area)
+        if extended and has_noise(rms_map):
+            seg, ext_regions = segment_extended(result.residual, rms_map, psf_sigma=psf_sigma,
+                                                threshold=extended_threshold,
+                                                min_area=extended_min_area)
+            if len(cat) and ext_regions:  # compact components (knots) inside each region
+                iy = np.clip(np.round(cat["y"].value).astype(int), 0, seg.shape[0] - 1)
+                ix = np.clip(np.round(cat["x"].value).astype(int), 0, seg.shape[1] - 1)
+                cat["extended_id"] = seg[iy, ix].astype(np.int64) - 1
         parea = pixel_area.to_value(u.arcsec**2) if pixel_area is not None else None
         ext = extended_table(ext_regions, wcs=wcs, factor=factor, funit=funit,
-                             pixel_area_arcsec2=parea)
+                             pixel_area_arcsec2=parea, catalogue=cat)
         cat.meta["unit"] = str(unit) if unit is not None else None
     record_dict = prov.to_dict()
     cat.meta["provenance"] = record_dict
     ext.meta["provenance"] = record_dict
-    return DetectionResult(cat, ext, residual, bkg_map, rms_map, header, record_dict, wcs)
+    result.extended = ext
+    result.provenance = record_dict
+    return result
+
+
+def has_noise(rms_map) -> bool:
+    """Whether any pixel has a positive noise (a constant image has none)."""
+    return bool(np.any(rms_map > 0))
+
+
+def _snr_maps(data, background, rms, box, merge):
+    """(background, rms, data - background, S/N, S/N >= merge) maps, float32."""
+    from ._background import background_grids, background_maps
+    from ._fused import HAVE_FUSED, snr_pass
+
+    if background is None and rms is None and HAVE_FUSED:  # one fused pass
+        bkg_g, rms_g = background_grids(data, box=box)
+        return snr_pass(data, merge=merge, grids=(bkg_g, rms_g), box=box)
+    if background is None or rms is None:
+        bkg_map, rms_map, _ = background_maps(data, box=box)
+    if background is not None:
+        bkg_map = _as_map(background, data.shape, "background")
+    if rms is not None:
+        rms_map = _as_map(rms, data.shape, "rms")
+    bkg_map = np.asarray(bkg_map, np.float32)
+    rms_map = np.asarray(rms_map, np.float32)
+    if HAVE_FUSED:
+        return snr_pass(data, merge=merge, maps=(bkg_map, rms_map))
+    sub = data - bkg_map
+    sub[~np.isfinite(data)] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.where(rms_map > 0, sub / np.where(rms_map > 0, rms_map, 1.0), np.nan).astype(
+            np.float32)
+        above = snr >= merge
+    return bkg_map, rms_map, sub, snr, above
 
 
 def _as_map(value, shape, name):

@@ -37,6 +37,30 @@ def shape_from_cov(p, q, r):
     return np.sqrt(l1) / FWHM_TO_SIGMA, np.sqrt(l2) / FWHM_TO_SIGMA, pa
 
 
+def north_rotation(cel, x, y) -> np.ndarray:
+    """Position angle (deg, east of ICRS north) of the image frame's north at pixels ``x, y``.
+
+    Zero for an ICRS (or FK5) image; for a Galactic image, the angle between
+    Galactic and equatorial north there. Added to a PA measured against the
+    image's north, it gives the PA east of ICRS north.
+    """
+    x = np.atleast_1d(np.asarray(x, float))
+    if x.size == 0:
+        return np.zeros(0)
+    here = cel.pixel_to_world(x, np.asarray(y, float))
+    frame = here.frame
+    lon, lat = here.spherical.lon, here.spherical.lat
+    step = 1.0 * u.arcsec
+    up = np.where(lat.deg > 89.0, -1.0, 1.0)  # near the pole: step south and turn round
+    from astropy.coordinates import SkyCoord
+
+    there = SkyCoord(lon, lat + up * step, frame=frame)
+    here_icrs, there_icrs = here.icrs, there.icrs
+    angle = here_icrs.position_angle(there_icrs).deg + np.where(up < 0, 180.0, 0.0)
+    out = ((angle + 90.0) % 180.0) - 90.0
+    return np.where(np.abs(out) < 1e-9, 0.0, out)
+
+
 def _sky_cov(a, b, c, M):
     det = a * c - b * b
     cxx, cxy, cyy = c / det, -b / det, a / det
@@ -89,6 +113,8 @@ def compact_table(comps: dict, *, rms: np.ndarray, wcs, unit, beam: Beam | None,
         return maj * scale, mnr * scale, pa
 
     maj, mnr, pa = shape(a, b, c)
+    rot = north_rotation(cel, x, y) if cel is not None else np.zeros(n)
+    pa = (pa + rot) % 180.0
     grads = []
     for i, (da, db, dc) in enumerate(((1, 0, 0), (0, 1, 0), (0, 0, 1))):
         h = 1e-5 * np.maximum(np.abs(a) + np.abs(c), 1e-12)
@@ -111,7 +137,7 @@ def compact_table(comps: dict, *, rms: np.ndarray, wcs, unit, beam: Beam | None,
         ok = (dp + dr > 0) & (dp * dr - dq * dq > 0)
         dmaj = np.where(ok, dmaj * 3600, 0.0)
         dmin = np.where(ok, dmin * 3600, 0.0)
-        dpa = np.where(ok, dpa, np.nan)
+        dpa = np.where(ok, (dpa + rot) % 180.0, np.nan)
         beam_major = beam.major.to_value(u.arcsec)
     else:
         dmaj = dmin = dpa = np.full(n, np.nan)
@@ -163,6 +189,7 @@ def compact_table(comps: dict, *, rms: np.ndarray, wcs, unit, beam: Beam | None,
     t["flags"] = comps["flags"].astype(np.int32)
     t["score"] = np.full(n, np.nan)
     t["cls"] = np.full(n, "point", dtype="U8")
+    t["extended_id"] = np.full(n, -1, dtype=np.int64)  # extended source it lies in, or -1
     t.meta["beam_major_arcsec"] = beam_major
     return t
 
@@ -203,6 +230,10 @@ def empty_extended(unit=None, has_wcs=True) -> QTable:
     t["area"] = np.zeros(0) * (u.arcsec**2 if has_wcs else u.pix**2)
     t["npix"] = np.zeros(0, np.int64)
     t["snr"] = np.zeros(0)
+    t["n_compact"] = np.zeros(0, np.int64)
+    t["flux_compact"] = np.zeros(0) * funit
+    t["flux_total"] = np.zeros(0) * funit
+    t["flux_total_err"] = np.zeros(0) * funit
     t["contour_x"] = np.zeros((0,), dtype=object)
     t["contour_y"] = np.zeros((0,), dtype=object)
     return t

@@ -28,59 +28,72 @@ def tile_slices(shape, tile: int, overlap: int):
 
 
 def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, peak_size,
-                 iterations=40, xp=np, core=None, offset=(0, 0), full_shape=None):
+                 iterations=40, xp=np, core=None, offset=(0, 0), full_shape=None, snr=None,
+                 above=None, nested=False):
     """Islands, peaks and fits of one image (or one tile); positions in global pixels.
 
     ``core`` = (y0, y1, x0, x1) in the tile's pixels: keep only islands whose
-    peak lies there.
+    peak lies there. ``snr`` and ``above`` (``snr >= merge``) are computed
+    when not given. Islands are handled as a sparse list of their pixels
+    after the labelling: no further pass over the whole image.
     """
     from ._fit import FLAGS, fit_islands
-    from ._islands import find_islands, local_peaks
+    from ._islands import island_pixels, peaks_in_islands
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.where(rms > 0, sub / np.where(rms > 0, rms, 1.0), np.nan).astype(np.float32)
-    labels, n = find_islands(xp.asarray(snr) if xp is not np else snr, seed=seed, merge=merge,
-                             min_pixels=min_pixels)
-    peaks = local_peaks(snr, labels, size=peak_size, threshold=seed)
+    if snr is None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            snr = np.where(rms > 0, sub / np.where(rms > 0, rms, 1.0), np.nan).astype(
+                np.float32)
+    idx, lab, n = island_pixels(xp.asarray(snr) if xp is not np else snr, seed=seed,
+                                merge=merge, min_pixels=min_pixels, above=above)
+    peaks = peaks_in_islands(snr, idx, lab, size=peak_size, threshold=seed)
+    width = snr.shape[1]
     if core is not None and n:
         # owner test on each island's brightest pixel
-        lab, py, px = _brightest_pixels(labels, snr)
+        bl, py, px = _brightest_pixels(idx, lab, snr)
         y0, y1, x0, x1 = core
         own = (py >= y0) & (py < y1) & (px >= x0) & (px < x1)
         keep = np.zeros(n + 1, bool)
-        keep[lab[own]] = True
+        keep[bl[own]] = True
         new = np.zeros(n + 1, np.int32)
         new[keep] = np.arange(1, int(keep.sum()) + 1)
-        labels = new[labels]
+        sel = keep[lab]
+        idx, lab = idx[sel], new[lab[sel]]
         n = int(keep.sum())
         sel = keep[peaks[2]]
         peaks = (peaks[0][sel], peaks[1][sel], new[peaks[2][sel]])
-    comps = fit_islands(sub, rms, labels, n, peaks, psf_cov=psf_cov,
-                        max_components=max_components, iterations=iterations, xp=xp)
+    comps = fit_islands(sub, rms, None, n, peaks, psf_cov=psf_cov,
+                        max_components=max_components, iterations=iterations, xp=xp,
+                        pixels=(idx, lab))
+    if nested and n and iterations > 0:
+        from ._blobs import nested_refit
+
+        comps = nested_refit(sub, rms, snr, idx, lab, comps, psf_cov=psf_cov,
+                             threshold=seed, max_components=max_components, merge=merge,
+                             iterations=iterations, xp=xp)
     # island key = its brightest pixel in global raster order (same tiled or not)
     if len(comps["island"]):
-        _, py, px = _brightest_pixels(labels, snr)
+        _, py, px = _brightest_pixels(idx, lab, snr)
         gy, gx = py + offset[0], px + offset[1]
-        width = full_shape[1] if full_shape is not None else snr.shape[1]
-        key = gy.astype(np.int64) * width + gx
+        gwidth = full_shape[1] if full_shape is not None else width
+        key = gy.astype(np.int64) * gwidth + gx
+        isl_lab = comps["island"] + 1
         comps["island"] = key[comps["island"]]
         comps["params"][:, 1] += offset[1]
         comps["params"][:, 2] += offset[0]
         if full_shape is not None:
             # edge flag only for the real image border
-            ys, xs = np.nonzero(labels)
-            touch = np.zeros(n + 1, bool)
+            ys, xs = np.divmod(idx, width)
             ny_t, nx_t = snr.shape
             at_tile_edge = (ys == 0) | (xs == 0) | (ys == ny_t - 1) | (xs == nx_t - 1)
             at_image_edge = ((ys + offset[0] == 0) | (xs + offset[1] == 0)
                              | (ys + offset[0] == full_shape[0] - 1)
                              | (xs + offset[1] == full_shape[1] - 1))
+            touch = np.zeros(n + 1, bool)
             touch_img = np.zeros(n + 1, bool)
-            touch[labels[ys[at_tile_edge], xs[at_tile_edge]]] = True
-            touch_img[labels[ys[at_image_edge], xs[at_image_edge]]] = True
+            touch[lab[at_tile_edge]] = True
+            touch_img[lab[at_image_edge]] = True
             comps["flags"] &= ~FLAGS["edge"]
-            lookup = {int(k): i + 1 for i, k in enumerate(key)}
-            isl_lab = np.array([lookup[int(k)] for k in comps["island"]])
             comps["flags"] |= np.where(touch_img[isl_lab], FLAGS["edge"], 0)
             comps["tile_cut"] = touch[isl_lab] & ~touch_img[isl_lab]
         order = np.lexsort((comps["component"], comps["island"]))
@@ -88,7 +101,8 @@ def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, 
     return comps
 
 
-def run_tiled(sub, rms, *, tile: int, overlap: int, client, params: dict):
+def run_tiled(sub, rms, *, tile: int, overlap: int, client, params: dict, snr=None,
+              above=None):
     """Run `compact_pass` over overlapping tiles (on ``client``, or threads) and merge."""
     import dask
 
@@ -96,9 +110,12 @@ def run_tiled(sub, rms, *, tile: int, overlap: int, client, params: dict):
     for core, ext in tile_slices(sub.shape, tile, overlap):
         c = (core[0].start - ext[0].start, core[0].stop - ext[0].start,
              core[1].start - ext[1].start, core[1].stop - ext[1].start)
+        extra = {}
+        if snr is not None:
+            extra = {"snr": snr[ext], "above": above[ext] if above is not None else None}
         tasks.append(dask.delayed(compact_pass)(
             sub[ext], rms[ext], core=c, offset=(ext[0].start, ext[1].start),
-            full_shape=sub.shape, **params))
+            full_shape=sub.shape, **extra, **params))
     if client is not None:
         results = client.gather(client.compute(tasks))
     else:
@@ -114,13 +131,10 @@ def run_tiled(sub, rms, *, tile: int, overlap: int, client, params: dict):
     return {k: v[order] for k, v in out.items()}
 
 
-def _brightest_pixels(labels: np.ndarray, snr: np.ndarray):
-    """Per island (in label order): its label and the row, column of its brightest pixel."""
-    flat = labels.ravel()
-    inside = np.flatnonzero(flat)
-    lab = flat[inside]
-    vals = np.nan_to_num(snr.ravel()[inside], nan=-np.inf)
+def _brightest_pixels(idx, lab, snr: np.ndarray):
+    """Per island (label order): its label and the row, column of its brightest pixel."""
+    vals = np.nan_to_num(snr.ravel()[idx], nan=-np.inf)
     order = np.lexsort((-vals, lab))
     first = order[np.r_[True, lab[order][1:] != lab[order][:-1]]]
-    py, px = np.divmod(inside[first], snr.shape[1])
+    py, px = np.divmod(idx[first], snr.shape[1])
     return lab[first], py, px

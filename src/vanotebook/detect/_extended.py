@@ -6,9 +6,12 @@ Steps (CAESAR-like):
 2. enhancement of diffuse emission: the S/N residual is smoothed by a
    Gaussian a few beams wide (a matched filter for broad emission) and its
    own noise is measured robustly, so thresholds are in smoothed sigmas;
-3. segmentation: pixels above ``threshold`` smoothed sigmas are split into
-   regions by a marker watershed (markers = local maxima a few beams apart),
-   and regions smaller than ``min_area`` beams are dropped;
+3. segmentation: pixels above ``threshold`` smoothed sigmas, grown down to
+   ``grow_threshold``, are split into regions by a marker watershed
+   (markers = local maxima a few beams apart), neighbouring regions separated
+   by a shallow saddle are merged again (region merging), and regions whose
+   core (above ``threshold``) is smaller than ``min_area`` beams, or whose
+   flux is below ``min_flux_snr`` times its error, are dropped;
 4. per region: total flux (residual summed over the region), its error,
    area, S/N and the outer contour as a polygon.
 """
@@ -27,7 +30,8 @@ __all__ = ["segment_extended"]
 
 def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
                      smooth: float = 2.0, threshold: float = 3.0, min_area: float = 5.0,
-                     marker_distance: float = 4.0):
+                     marker_distance: float = 4.0, merge_saddle: float | None = 0.5,
+                     grow_threshold: float | None = 1.5, min_flux_snr: float = 5.0):
     """Segment diffuse emission in a residual map.
 
     Parameters
@@ -41,9 +45,22 @@ def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
     threshold : float
         Segmentation threshold in sigmas of the smoothed S/N map.
     min_area : float
-        Smallest region, in PSF areas (2 pi sigma^2).
+        Smallest region, in PSF areas (2 pi sigma^2), counting its pixels above
+        ``threshold``.
+    grow_threshold : float or None
+        Regions grow from the pixels above ``threshold`` down to this level
+        (smoothed sigmas), so the faint outskirts count in the flux. None: no growth.
+    min_flux_snr : float
+        Regions whose flux is below this many times its error are dropped
+        (ripples of the noise or of the background, a few times the error at
+        most; real diffuse sources on the demo sky have ten or more).
     marker_distance : float
         Watershed markers at least this many PSF sigmas apart.
+    merge_saddle : float or None
+        Region merging: neighbouring watershed regions are joined when the
+        saddle between them (the highest level at which they touch) reaches
+        this fraction of the lower of their two peaks, so a ring or a
+        filament with several maxima stays one source. None: no merging.
 
     Returns
     -------
@@ -56,8 +73,9 @@ def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
     ndi = ndimage_for(residual)
     snr = np.where(np.isfinite(residual) & (rms > 0), residual / np.where(rms > 0, rms, 1), 0.0)
     s = ndi.gaussian_filter(snr.astype(np.float64), smooth * psf_sigma, mode="nearest")
-    med = np.median(s)
-    noise = 1.4826 * np.median(np.abs(s - med))
+    sample = s[::2, ::2] if s.size > 1_000_000 else s  # smooth map: a quarter is plenty
+    med = np.median(sample)
+    noise = 1.4826 * np.median(np.abs(sample - med))
     if not np.isfinite(noise) or noise <= 0:
         return np.zeros(residual.shape, np.int32), []
     z = (s - med) / noise
@@ -67,13 +85,21 @@ def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
     size = max(3, int(2 * marker_distance * psf_sigma) | 1)
     mx = ndi.maximum_filter(z, size=size, mode="nearest")
     peaks = (z == mx) & mask
+    if grow_threshold is not None and grow_threshold < threshold:
+        # grow down to the lower threshold, keeping the parts that hold a seed region
+        low, _ = ndi.label(z >= grow_threshold)
+        seeded = np.unique(low[mask])
+        mask = np.isin(low, seeded[seeded > 0])
     markers, _ = ndi.label(peaks)
     seg = watershed(-z, markers, mask=mask)
+    if merge_saddle is not None and seg.max() > 1:
+        seg = merge_regions(seg, z, saddle=merge_saddle, peaks=peaks)
     psf_area = 2 * math.pi * psf_sigma**2
-    npix = np.bincount(seg.ravel(), minlength=int(seg.max()) + 1)
-    keep = npix >= min_area * psf_area
+    # the size test is on each region's core (above ``threshold``), not its grown outskirts
+    core = np.bincount(seg[z >= threshold], minlength=int(seg.max()) + 1)
+    keep = core >= min_area * psf_area
     keep[0] = False
-    relabel = np.zeros(npix.size, np.int32)
+    relabel = np.zeros(core.size, np.int32)
     relabel[keep] = np.arange(1, int(keep.sum()) + 1)
     seg = relabel[seg]
     regions = []
@@ -91,18 +117,94 @@ def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
         cy = float((yy * w).sum() / wsum + sl[0].start)
         # noise of a sum over correlated pixels: rms * sqrt(npix * psf area)
         flux_err = float(np.sqrt(np.sum(rms[sl][m] ** 2) * psf_area))
+        if not vals.sum() >= min_flux_snr * flux_err:  # a noise or background ripple
+            seg[sl][m] = 0
+            continue
         cont = find_contours(np.pad(m, 1).astype(float), 0.5)
         c = max(cont, key=len)
         regions.append({
             "npix": int(m.sum()), "flux": float(vals.sum()), "flux_err": flux_err,
             "x": cx, "y": cy, "peak_snr": float(z[sl][m].max()),
             "contour": (c[:, 1] - 1 + sl[1].start, c[:, 0] - 1 + sl[0].start),
+            "label": i,
         })
-    return seg, regions
+    relabel = np.zeros(int(seg.max()) + 1, np.int32)  # labels 1..k in region order
+    for k, r in enumerate(regions, start=1):
+        relabel[r.pop("label")] = k
+    return relabel[seg], regions
 
 
-def extended_table(regions, *, wcs, factor: float, funit, pixel_area_arcsec2: float | None):
-    """QTable of extended regions (see `segment_extended`)."""
+def merge_regions(seg: np.ndarray, z: np.ndarray, *, saddle: float = 0.5,
+                  peaks: np.ndarray | None = None) -> np.ndarray:
+    """Join touching regions of ``seg`` whose saddle in ``z`` is >= ``saddle`` x the lower peak.
+
+    The saddle of two regions is the highest ``min(z[p], z[q])`` over pairs of
+    8-connected neighbouring pixels ``p``, ``q`` on either side of their border.
+    Regions are merged in order of decreasing saddle (union-find), comparing
+    with the peaks of the merged groups. Labels stay 1..k (raster order of the
+    first label of each group). ``peaks``: the watershed's marker mask, where
+    each region has its highest pixel (saves a pass over the regions).
+    """
+    n = int(seg.max())
+    peak = np.full(n + 1, -np.inf)
+    if peaks is None:
+        inside = seg > 0
+        np.maximum.at(peak, seg[inside], z[inside])
+    else:  # each watershed region's highest pixel is its marker
+        ys, xs = np.nonzero(peaks)
+        np.maximum.at(peak, seg[ys, xs], z[ys, xs])
+    pairs, levels = [], []
+    ny, nx = seg.shape
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = seg[0:ny - dy, max(0, -dx):nx - max(0, dx)]
+        b = seg[dy:ny, max(0, dx):nx - max(0, -dx) if dx < 0 else nx]
+        za = z[0:ny - dy, max(0, -dx):nx - max(0, dx)]
+        zb = z[dy:ny, max(0, dx):nx - max(0, -dx) if dx < 0 else nx]
+        touch = (a != b) & (a > 0) & (b > 0)
+        if touch.any():
+            la, lb = a[touch], b[touch]
+            pairs.append(np.c_[np.minimum(la, lb), np.maximum(la, lb)])
+            levels.append(np.minimum(za[touch], zb[touch]))
+    if not pairs:
+        return seg
+    pairs = np.concatenate(pairs)
+    levels = np.concatenate(levels)
+    key = pairs[:, 0].astype(np.int64) * (n + 1) + pairs[:, 1]
+    order = np.lexsort((-levels, key))
+    first = order[np.r_[True, key[order][1:] != key[order][:-1]]]  # highest level per pair
+    pairs, levels = pairs[first], levels[first]
+    parent = np.arange(n + 1)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for j in np.argsort(-levels):
+        ra, rb = root(pairs[j, 0]), root(pairs[j, 1])
+        if ra != rb and levels[j] >= saddle * min(peak[ra], peak[rb]):
+            lo, hi = min(ra, rb), max(ra, rb)
+            parent[hi] = lo
+            peak[lo] = max(peak[lo], peak[hi])
+    roots = np.array([root(i) for i in range(n + 1)])
+    _, new = np.unique(roots, return_inverse=True)  # root 0 (background) -> 0
+    return new[seg].astype(np.int32)
+
+
+def extended_table(regions, *, wcs, factor: float, funit, pixel_area_arcsec2: float | None,
+                   catalogue=None):
+    """QTable of extended regions (see `segment_extended`).
+
+    ``flux`` is the residual emission of the region; the compact components
+    of ``catalogue`` lying in it (its ``extended_id`` column: bright knots of a
+    filament or ring are fitted as compact components, and their flux leaves
+    the residual with them; components of class "extended" are not removed
+    from the residual and are not counted again) give ``n_compact`` and
+    ``flux_compact``, and
+    ``flux_total`` = ``flux + flux_compact``. An unrelated point source seen
+    through the region counts in ``flux_compact`` too.
+    """
     import astropy.units as u
 
     from ._catalogue import empty_extended
@@ -132,6 +234,21 @@ def extended_table(regions, *, wcs, factor: float, funit, pixel_area_arcsec2: fl
     out["area"] = area
     out["npix"] = npix.astype(np.int64)
     out["snr"] = np.array([r["peak_snr"] for r in regions])
+    n_comp = np.zeros(n, np.int64)
+    f_comp = np.zeros(n)
+    v_comp = np.zeros(n)
+    if catalogue is not None and len(catalogue) and "extended_id" in catalogue.colnames:
+        eid = np.asarray(catalogue["extended_id"])
+        # components of class "extended" stay in the residual: already in ``flux``
+        inside = (eid >= 0) & (np.asarray(catalogue["cls"]) != "extended")
+        n_comp = np.bincount(eid[inside], minlength=n)[:n].astype(np.int64)
+        f_comp = np.bincount(eid[inside], catalogue["flux"].value[inside], minlength=n)[:n]
+        v_comp = np.bincount(eid[inside], catalogue["flux_err"].value[inside] ** 2,
+                             minlength=n)[:n]
+    out["n_compact"] = n_comp
+    out["flux_compact"] = f_comp * out["flux"].unit
+    out["flux_total"] = out["flux"] + out["flux_compact"]
+    out["flux_total_err"] = np.sqrt(out["flux_err"].value ** 2 + v_comp) * out["flux"].unit
     cx = np.empty(n, dtype=object)
     cy = np.empty(n, dtype=object)
     for i, r in enumerate(regions):

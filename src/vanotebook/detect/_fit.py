@@ -148,8 +148,13 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
 def gaussian_image(shape, params, xp=np):
     """Render components ``(A, x0, y0, a, b, c)`` (rows of ``params``) into an image.
 
-    Each is drawn within ``5 sigma`` of its centre (host loop over components).
+    Each is drawn within ``5 sigma`` of its centre (host loop over components;
+    on numpy with numba, the compiled `render_gaussians`, in float32).
     """
+    from ._fused import HAVE_FUSED, render_gaussians
+
+    if HAVE_FUSED and xp is np:
+        return render_gaussians(shape, params)
     out = np.zeros(shape, dtype=np.float64)
     ny, nx = shape
     for amp, x0, y0, a, b, c in np.asarray(params, dtype=float):
@@ -177,14 +182,14 @@ def _inverse_cov(cov_pix: np.ndarray) -> tuple[float, float, float]:
 def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, peaks,
                 *, psf_cov: np.ndarray, max_components: int = 5, iterations: int = 40,
                 xp=np, batch_pixels: int = 2_000_000, max_pixels: int = 600,
-                shape_min_beams: float = 1.5):
+                shape_min_beams: float = 1.5, pixels=None):
     """Fit every island of ``labels`` with Gaussians started at its peaks.
 
     Parameters
     ----------
     sub, rms : numpy arrays
         Background-subtracted image and noise map.
-    labels, n : from `find_islands`.
+    labels, n : from `find_islands` (``labels`` may be None when ``pixels`` is given).
     peaks : (y, x, label)
         Component seeds, sorted by island then brightness (`local_peaks`).
     psf_cov : (2, 2) array
@@ -199,6 +204,9 @@ def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, pe
         Islands smaller than this many PSF areas (``2 pi sigma^2``) are too
         small to constrain a shape: their components keep the PSF shape and
         only peak and centre are fitted.
+    pixels : (idx, lab), optional
+        The island pixels from `island_pixels` (flat indices grouped by island),
+        which saves a pass over ``labels``.
 
     Returns
     -------
@@ -209,11 +217,14 @@ def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, pe
     if n == 0:
         return _empty_components()
     ny, nx = sub.shape
-    flat = labels.ravel()
-    idx = np.flatnonzero(flat)
-    lab = flat[idx]
-    order = np.argsort(lab, kind="stable")
-    idx, lab = idx[order], lab[order]
+    if pixels is None:
+        flat = labels.ravel()
+        idx = np.flatnonzero(flat)
+        lab = flat[idx]
+        order = np.argsort(lab, kind="stable")
+        idx, lab = idx[order], lab[order]
+    else:
+        idx, lab = pixels
     counts = np.bincount(lab, minlength=n + 1)[1:]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     py, px = np.divmod(idx, nx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["find_islands", "local_peaks", "ndimage_for"]
+__all__ = ["find_islands", "island_pixels", "local_peaks", "ndimage_for", "peaks_in_islands"]
 
 
 def ndimage_for(x):
@@ -29,8 +29,9 @@ def _host(x):
     return np.asarray(x) if isinstance(x, np.ndarray) else np.from_dlpack(x)
 
 
-def find_islands(snr, *, seed: float = 5.0, merge: float = 2.6, min_pixels: int = 5):
-    """Label the islands of a signal-to-noise map.
+def island_pixels(snr, *, seed: float = 5.0, merge: float = 2.6, min_pixels: int = 5,
+                  above=None):
+    """The pixels of the islands of a signal-to-noise map, as a sparse list.
 
     Parameters
     ----------
@@ -41,6 +42,48 @@ def find_islands(snr, *, seed: float = 5.0, merge: float = 2.6, min_pixels: int 
         one pixel above ``seed``.
     min_pixels : int
         Smaller islands are dropped.
+    above : bool array, optional
+        ``snr >= merge`` when already computed (numpy).
+
+    Returns
+    -------
+    idx : numpy int64 array
+        Flat (raster) indices of the island pixels, grouped by island (raster
+        order inside each).
+    lab : numpy int32 array
+        Island of each pixel, 1..n, numbered in raster order of the island's first pixel.
+    n : int
+    """
+    if above is None:
+        xp = array_namespace(snr)
+        above = xp.where(xp.isnan(snr), xp.asarray(False), snr >= merge)
+        above = _host(above) if not isinstance(above, np.ndarray) else above
+    ndi = ndimage_for(above)
+    labels, n0 = ndi.label(above, structure=np.ones((3, 3), bool))
+    empty = np.zeros(0, np.int64), np.zeros(0, np.int32), 0
+    if n0 == 0:
+        return empty
+    host_snr = snr if isinstance(snr, np.ndarray) else _host(snr)
+    idx = np.flatnonzero(above)
+    lab = labels.ravel()[idx]
+    with np.errstate(invalid="ignore"):
+        seeded = lab[host_snr.ravel()[idx] >= seed]  # kept if any pixel reaches the seed
+    keep = np.bincount(seeded, minlength=n0 + 1) > 0
+    keep &= np.bincount(lab, minlength=n0 + 1) >= min_pixels
+    keep[0] = False
+    n = int(keep.sum())
+    if n == 0:
+        return empty
+    new = np.zeros(n0 + 1, np.int32)
+    new[keep] = np.arange(1, n + 1, dtype=np.int32)
+    sel = keep[lab]
+    idx, lab = idx[sel], new[lab[sel]]
+    order = np.argsort(lab, kind="stable")
+    return idx[order], lab[order], n
+
+
+def find_islands(snr, *, seed: float = 5.0, merge: float = 2.6, min_pixels: int = 5):
+    """Label the islands of a signal-to-noise map (see `island_pixels`).
 
     Returns
     -------
@@ -48,28 +91,37 @@ def find_islands(snr, *, seed: float = 5.0, merge: float = 2.6, min_pixels: int 
         0 outside islands, 1..n inside, numbered in raster order of their first pixel.
     n : int
     """
-    xp = array_namespace(snr)
-    above = xp.where(xp.isnan(snr), xp.asarray(False), snr >= merge)
-    host_above = _host(above) if not isinstance(above, np.ndarray) else above
-    ndi = ndimage_for(host_above)
-    labels, n = ndi.label(host_above, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return np.zeros(host_above.shape, np.int32), 0
-    host_snr = snr if isinstance(snr, np.ndarray) else _host(snr)
-    # work on the island pixels only (a small fraction of the image)
-    idx = np.flatnonzero(labels)
-    lab = labels.ravel()[idx]
+    idx, lab, n = island_pixels(snr, seed=seed, merge=merge, min_pixels=min_pixels)
+    out = np.zeros(tuple(snr.shape), np.int32)
+    out.ravel()[idx] = lab
+    return out, n
+
+
+def peaks_in_islands(snr: np.ndarray, idx, lab, *, size: int = 3, threshold: float = 5.0):
+    """`local_peaks` from the sparse island pixels of `island_pixels`."""
+    ny, nx = snr.shape
+    flat = snr.ravel()
     with np.errstate(invalid="ignore"):
-        seeded = lab[host_snr.ravel()[idx] >= seed]  # kept if any pixel reaches the seed
-    has_seed = np.bincount(seeded, minlength=n + 1) > 0
-    count = np.bincount(lab, minlength=n + 1)
-    keep = has_seed & (count >= min_pixels)
-    keep[0] = False
-    new = np.zeros(n + 1, np.int32)
-    new[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    out = np.zeros(labels.shape, np.int32)
-    out.ravel()[idx] = new[lab]
-    return out, int(keep.sum())
+        cand = flat[idx] >= threshold
+    y, x = np.divmod(idx[cand], nx)
+    lab = lab[cand]
+    v = flat[idx[cand]]
+    h = size // 2
+    is_max = np.ones(y.size, bool)
+    for dy in range(-h, size - h):
+        yy = y + dy
+        oky = (yy >= 0) & (yy < ny)
+        yy = np.clip(yy, 0, ny - 1)
+        for dx in range(-h, size - h):
+            if dy == 0 and dx == 0:
+                continue
+            xx = x + dx
+            ok = oky & (xx >= 0) & (xx < nx)
+            xx = np.clip(xx, 0, nx - 1)
+            is_max &= ~ok | ~(snr[yy, xx] > v)  # NaN neighbours do not block a peak
+    y, x, lab, v = y[is_max], x[is_max], lab[is_max], v[is_max]
+    order = np.lexsort((-v, lab))
+    return y[order], x[order], lab[order]
 
 
 def local_peaks(snr, labels, *, size: int = 3, threshold: float = 5.0):
