@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import astropy.units as u
 import numpy as np
 import pytest
@@ -32,7 +34,7 @@ def test_search_lists_what_the_archive_answers(demo):
     assert {str(s) for s in picker.search()["band"]} == {"24um"}
     # far from the field, nothing
     picker.ra, picker.band = 100.0, "any"
-    assert len(picker.search()) == 0 and picker.table.value is None
+    assert len(picker.search()) == 0 and len(picker.table.value) == 0
     assert "0 image(s)" in picker.status
 
 
@@ -91,3 +93,23 @@ def test_catalogue_rows_feed_the_crossmatch_dashboard(demo):
     assert dash.n_pairs == len(expected) > 0
     with pytest.raises(ValueError, match="side: expected one of"):
         dash.use_archive("middle")
+
+
+def test_picked_image_feeds_the_detection_dashboard(demo, sky):
+    from vanotebook.dashboards import DetectDashboard
+
+    dash = DetectDashboard(archive=demo / "archive", sky=sky)
+    dash.picker.band = "any"
+    dash.picker.search()
+    dash.picker.band = "24um"
+    found = dash.picker.search()
+    dash.picker.table.selection = [1]
+    assert dash.use_archive_image()
+    assert dash.image_name == Path(str(found["path"][1])).name
+    result = dash.run(sync=True)
+    assert result is not None and dash.n_sources > 0, dash.status
+    # far from the field there is nothing to take, and the status says so
+    dash.picker.ra = 10.0
+    dash.picker.search()
+    assert not dash.use_archive_image()
+    assert "no archive image" in dash.status

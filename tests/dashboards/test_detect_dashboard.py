@@ -175,10 +175,11 @@ def test_errors_are_shown_not_raised(sky):
 def test_background_run_and_panel(sky):
     dash = DetectDashboard(sky=sky, survey="fir250", tile_index=1, seed_threshold=6.0)
     button = dash.__panel__()
-    assert isinstance(button, pn.Row)
+    assert isinstance(button, pn.Column)
     run_buttons = [w for w in button.select(pn.widgets.Button) if w.name == "Run detection"]
     assert len(run_buttons) == 1
-    assert button.select(pn.widgets.Tabulator)[0].css_classes == ["detect-table"]
+    tables = button.select(pn.widgets.Tabulator)
+    assert [t.css_classes for t in tables if t is not dash.picker.table] == [["detect-table"]]
     assert "detect-image" in dash._image_pane.css_classes and dash.figure.name == "detect-image"
     future = dash.run()  # what the button does: a worker thread
     future.result(timeout=120)

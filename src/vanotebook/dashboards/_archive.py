@@ -91,9 +91,8 @@ class ArchivePicker(pn.viewable.Viewer):
                            survey=None if self.survey == _ANY else self.survey)
         self.found, self.n_images = found, len(found)
         cols = [c for c in _COLUMNS if c in found.colnames]
-        frame = found[cols].to_pandas() if len(found) else None
-        self.table.value = frame
         self.table.selection = []
+        self.table.value = found[cols].to_pandas()
         self.status = (f"{len(found)} image(s) and {len(names)} catalogue(s) within "
                        f"{self.radius_arcmin:g}' of ({self.ra:.4f}, {self.dec:+.4f})")
         return found

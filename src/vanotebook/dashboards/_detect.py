@@ -73,6 +73,9 @@ class DetectDashboard(pn.viewable.Viewer):
         The demo sky to take tiles from (default ``demo_sky(0)``).
     client : distributed.Client, optional
         Where tiled runs go (see `vanotebook.detect.detect`).
+    archive : Archive or path, optional
+        Where ``picker`` (an `ArchivePicker`) finds images by region and band
+        (default: the shared archive); `use_archive_image` takes the picked one.
     """
 
     source = param.Selector(default=_DEMO, objects=[_DEMO, _GIVEN],
@@ -98,8 +101,12 @@ class DetectDashboard(pn.viewable.Viewer):
     selected = param.Integer(default=None, allow_None=True, doc="Selected catalogue row")
     run_detection = param.Action(lambda self: self.run(), label="Run detection")
 
-    def __init__(self, image: Any = None, *, sky: Any = None, client=None, **params: Any):
+    def __init__(self, image: Any = None, *, sky: Any = None, client=None, archive: Any = None,
+                 **params: Any):
+        from ._archive import ArchivePicker
+
         super().__init__(**params)
+        self.picker = ArchivePicker(archive)
         self._sky, self._client = sky, client
         self._image: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1)
@@ -180,6 +187,22 @@ class DetectDashboard(pn.viewable.Viewer):
             self.set_image(fits.HDUList([fits.PrimaryHDU(hdu.data, hdu.header)]), name)
         except Exception as exc:  # shown to the user, never raised into the event loop
             self.status = f"Upload of {name!r} failed: {exc}"
+            return False
+        return True
+
+    def use_archive_image(self) -> bool:
+        """Use the image picked in ``picker`` (its first selected row, else the first found).
+
+        Returns True when an image was taken; otherwise ``status`` says why.
+        """
+        try:
+            paths = self.picker.selected_paths()
+            if not paths:
+                msg = "no archive image in the chosen region and band"
+                raise ValueError(msg)
+            self.set_image(str(paths[0]), name=paths[0].name)
+        except Exception as exc:  # shown to the user, never raised into the event loop
+            self.status = f"Archive image not used: {exc}"
             return False
         return True
 
@@ -437,4 +460,9 @@ class DetectDashboard(pn.viewable.Viewer):
                          pn.pane.Str(self.param.status),
                          pn.widgets.RangeSlider.from_param(self.param.stretch),
                          "### Download", downloads, width=320)
-        return pn.Row(side, pn.Column(self._image_pane, self._hist_pane), self.table)
+        use = pn.widgets.Button(label="Use the picked archive image")
+        use.on_click(lambda _event: self.use_archive_image())
+        picker = pn.Card(pn.Column(self.picker, use), title="Archive: pick an image by region "
+                         "and band", collapsed=True, width=560)
+        return pn.Column(picker, pn.Row(side, pn.Column(self._image_pane, self._hist_pane),
+                                        self.table))
