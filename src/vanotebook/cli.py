@@ -14,6 +14,30 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _install_aladin_lite() -> None:
+    """Install Aladin Lite (npm) for the HiPS viewer once; the gateway runs without it."""
+    import subprocess
+
+    from .archive._viewer import ALADIN_CACHE, aladin_lite_path
+
+    try:
+        aladin_lite_path()
+        return
+    except RuntimeError:
+        pass
+    npm = shutil.which("npm")
+    if npm is None:
+        print("warning: npm not found; the HiPS viewer needs Aladin Lite", file=sys.stderr)
+        return
+    print(f"installing Aladin Lite (npm) into {ALADIN_CACHE} ...", flush=True)
+    ALADIN_CACHE.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([npm, "install", "--silent", "--prefix", str(ALADIN_CACHE),
+                           "aladin-lite@3.8"], check=False)
+    if done.returncode:
+        print("warning: Aladin Lite could not be installed; the HiPS viewer will say how",
+              file=sys.stderr)
+
+
 def _demo_data(args: argparse.Namespace) -> int:
     from .sky import write_demo_data
 
@@ -88,6 +112,7 @@ def _gateway(args: argparse.Namespace) -> int:
         prefix.mkdir(parents=True, exist_ok=True)
         subprocess.run([npm, "install", "--silent", "--prefix", str(prefix),
                         "configurable-http-proxy"], check=True)
+    _install_aladin_lite()
     env = dict(os.environ)
     for key, value in (("VANOTEBOOK_HUB_PORT", args.port), ("VANOTEBOOK_WORKERS", args.workers),
                        ("VANOTEBOOK_STATE_DIR", args.state_dir),
