@@ -6,6 +6,7 @@ import array_api_strict as xps
 import numpy as np
 import pytest
 
+from vanotebook._optional import HAS_NUMBA
 from vanotebook.som import _kernels as k
 
 
@@ -131,3 +132,68 @@ def test_rectangular_periodic_wraps():
 def test_radius_schedule():
     assert k.radius_at(0, 9, 16) == 9
     assert k.radius_at(16, 9, 16) == pytest.approx(9 / np.e)
+
+
+# ----------------------------------------------------------------------------- CPU fast path
+@pytest.mark.skipif(not HAS_NUMBA, reason="the fused CPU path needs numba")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fast_epoch_matches_reference_and_direct(data, threads):
+    from vanotebook.som import _fast
+
+    x, w = data
+    w = w.copy()
+    w[5] = w[2]  # a tie: both argmin and the fused scan must take the first unit
+    centre = x.mean(0).astype(np.float64)
+    adj = k.adjacency(k.grid_distances(3, 4, "hexagonal", False), "hexagonal")
+    xa, norms = k.prepare(x, centre)
+    wa = k.prepare_prototypes(w - centre)
+    ref = k.epoch_stats(xa, norms, wa, adj, chunk=100)
+    got = _fast.epoch_stats(xa, norms, wa, adj, chunk=64, slice_rows=128, threads=threads)
+    np.testing.assert_allclose(got["sums"], ref["sums"], rtol=1e-5, atol=1e-4)
+    assert got["topo"] == ref["topo"] and got["n"] == ref["n"] == 700
+    assert got["error"] == pytest.approx(ref["error"], rel=1e-5)
+    assert got["sq_error"] == pytest.approx(ref["sq_error"], rel=1e-5)
+    # against a direct float64 computation
+    d = np.sqrt(((x[:, None, :].astype(np.float64) - w[None]) ** 2).sum(-1))
+    order = np.argsort(d, axis=1, kind="stable")
+    assert (order[:, 0] != 5).all()
+    np.testing.assert_array_equal(got["sums"][:, -1], np.bincount(order[:, 0], minlength=12))
+    assert got["error"] / 700 == pytest.approx(d.min(1).mean(), rel=1e-4)
+    # slices are fixed, so the thread count does not change a single bit
+    one = _fast.epoch_stats(xa, norms, wa, adj, chunk=64, slice_rows=128, threads=1)
+    np.testing.assert_array_equal(got["sums"], one["sums"])
+    assert got["error"] == one["error"]
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="the fused CPU path needs numba")
+def test_fast_epoch_options_and_edges(data):
+    from vanotebook.som import _fast
+
+    x, w = data
+    xa, norms = k.prepare(x, np.zeros(9))
+    wa = k.prepare_prototypes(w)
+    ref = k.epoch_stats(xa, norms, wa, None, sums=False)
+    got = _fast.epoch_stats(xa, norms, wa, None, sums=False, threads=2)
+    assert got["sums"] is None and got["topo"] is None and ref["topo"] is None
+    assert got["sq_error"] == pytest.approx(ref["sq_error"], rel=1e-5)
+    # one unit: every row is its member, no topographic error (a unit is its own neighbour)
+    one = k.prepare_prototypes(w[:1])
+    adj1 = np.ones((1, 1), bool)
+    st = _fast.epoch_stats(xa, norms, one, adj1)
+    ref1 = k.epoch_stats(xa, norms, one, adj1)
+    assert st["topo"] == ref1["topo"] == 0
+    np.testing.assert_allclose(st["sums"], ref1["sums"], rtol=1e-5, atol=1e-4)
+    empty = _fast.epoch_stats(xa[:0], norms[:0], wa, None)
+    assert empty["n"] == 0 and empty["error"] == 0.0 and not empty["sums"].any()
+
+
+def test_fast_prepare_matches_reference(data):
+    from vanotebook.som import _fast
+
+    x, _ = data
+    centre = x.mean(0).astype(np.float64) + 0.25
+    xa, norms = _fast.prepare(x, centre)
+    ref_xa, ref_norms = k.prepare(x, centre)
+    np.testing.assert_array_equal(xa, ref_xa)
+    np.testing.assert_allclose(norms, ref_norms, rtol=1e-5)
+    assert xa.dtype == norms.dtype == np.float32

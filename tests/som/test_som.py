@@ -91,7 +91,7 @@ def test_many_partitions_equal_one(spectra):
     x = spectra.flux
     params = {"n_epochs": 8, "radius0": 3.0, "radius_decay": 6.0, "topology": "hexagonal"}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         one = SOM((6, 6), **params).fit(da.from_array(x, chunks=(-1, -1)), client=client)
         many = SOM((6, 6), **params).fit(da.from_array(x, chunks=(431, -1)), client=client)
     threaded = SOM((6, 6), **params).fit(da.from_array(x, chunks=(700, -1)))

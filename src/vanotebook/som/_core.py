@@ -445,26 +445,28 @@ class SOM:
 
             bar = tqdm(total=self.n_epochs, desc="SOM epochs")
         try:
-            for t in range(self.n_epochs + 1):
-                st = source.stats(k.prepare_prototypes(w), adj, sums=True)
-                entry = {"epoch": t, "radius": self.radius(t - 1) if t else float("nan"),
-                         "qe": st["error"] / n, "te": st["topo"] / n}  # fmt: skip
-                self._history.append(entry)
-                if t:
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(qe=f"{entry['qe']:.4g}", te=f"{entry['te']:.3f}")
-                    if callable(progress):
-                        progress(dict(entry))
-                prev = self._history[-2]["qe"] if t >= 2 else None
-                if tol is not None and prev is not None and abs(prev - entry["qe"]) <= tol * prev:
-                    self.converged = True
-                if t == self.n_epochs or self.converged:
-                    self.train_hits = np.rint(st["sums"][:, -1]).astype(np.int64).reshape(
-                        self.shape)  # fmt: skip
-                    break
-                h = k.neighbourhood(dist, self.radius(t), self.neighbourhood)
-                w = k.update_prototypes(w, st["sums"], h)
+            with source.session():
+                for t in range(self.n_epochs + 1):
+                    st = source.stats(k.prepare_prototypes(w), adj, sums=True)
+                    entry = {"epoch": t, "radius": self.radius(t - 1) if t else float("nan"),
+                             "qe": st["error"] / n, "te": st["topo"] / n}  # fmt: skip
+                    self._history.append(entry)
+                    if t:
+                        if bar is not None:
+                            bar.update(1)
+                            bar.set_postfix(qe=f"{entry['qe']:.4g}", te=f"{entry['te']:.3f}")
+                        if callable(progress):
+                            progress(dict(entry))
+                    prev = self._history[-2]["qe"] if t >= 2 else None
+                    if (tol is not None and prev is not None
+                            and abs(prev - entry["qe"]) <= tol * prev):  # fmt: skip
+                        self.converged = True
+                    if t == self.n_epochs or self.converged:
+                        self.train_hits = np.rint(st["sums"][:, -1]).astype(np.int64).reshape(
+                            self.shape)  # fmt: skip
+                        break
+                    h = k.neighbourhood(dist, self.radius(t), self.neighbourhood)
+                    w = k.update_prototypes(w, st["sums"], h)
         finally:
             if bar is not None:
                 bar.close()

@@ -7,7 +7,10 @@ loop in `._core` is written once:
   cross-product matrix, in float64 (for the mean, the "data" and "pca" inits);
 * ``take(index)`` — some rows by position (for the "random" init);
 * ``stats(wa, adjacent, sums)`` — one epoch's per-unit numerator/denominator
-  sums and error totals (`._kernels.epoch_stats`), summed over partitions.
+  sums and error totals, summed over partitions: `._kernels.epoch_stats` (the
+  array-API reference, numpy / CuPy), or for numpy rows with numba its fused
+  CPU equal `._fast.epoch_stats`; rows held in this process run its fixed row
+  slices on every core.
 
 The Dask source is the exact batch algorithm: every partition returns its
 ``K × (D + 1)`` sums (numerator columns and the hit count) and error totals,
@@ -18,11 +21,13 @@ ones column appended) once and persisted on the workers.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
 
+from . import _fast
 from . import _kernels as k
 
 __all__ = ["DaskRows", "MemoryRows", "to_numpy"]
@@ -84,6 +89,25 @@ def _stats_numpy(st: dict[str, Any]) -> dict[str, Any]:
     return {**st, "sums": to_numpy(st["sums"])}
 
 
+def prepare(x, centre: np.ndarray):
+    """Centred rows with a ones column, and their squared norms (`._kernels.prepare`;
+    numpy rows skip the temporaries through `._fast.prepare`)."""
+    if type(x) is np.ndarray:
+        return _fast.prepare(x, centre)
+    xp = array_namespace(x)
+    return k.prepare(x, xp.asarray(centre))
+
+
+def epoch_stats(xa, norms, wa, adjacent, sums: bool, threads: int = 1) -> dict[str, Any]:
+    """One pass's sums and error totals: the fused CPU path for numpy rows with numba
+    (`._fast`), else the array-API reference kernel (`._kernels.epoch_stats`)."""
+    if _fast.available(xa):
+        return _fast.epoch_stats(xa, norms, wa, adjacent, sums=sums, threads=threads)
+    xp = array_namespace(xa)
+    adj = None if adjacent is None else xp.asarray(adjacent)
+    return _stats_numpy(k.epoch_stats(xa, norms, xp.asarray(wa), adj, sums=sums))
+
+
 class MemoryRows:
     """Rows held in this process as one numpy or CuPy array (already finite)."""
 
@@ -100,12 +124,19 @@ class MemoryRows:
         return to_numpy(self.x[self.xp.asarray(index), :]).astype(np.float64)
 
     def prepare(self, centre: np.ndarray) -> None:
-        self.xa, self.norms = k.prepare(self.x, self.xp.asarray(centre))
+        self.xa, self.norms = prepare(self.x, centre)
+
+    def session(self):
+        """Context for the training loop: with the fused path on several threads, BLAS
+        stays single-threaded throughout, since idle OpenBLAS workers woken by the small
+        per-epoch update spin on the cores the row slices need."""
+        if _fast.available(self.xa) and _fast.cpu_threads() > 1:
+            return _fast.single_threaded_blas()
+        return nullcontext()
 
     def stats(self, wa: np.ndarray, adjacent: np.ndarray | None, sums: bool) -> dict[str, Any]:
-        xp = self.xp
-        adj = None if adjacent is None else xp.asarray(adjacent)
-        return _stats_numpy(k.epoch_stats(self.xa, self.norms, xp.asarray(wa), adj, sums=sums))
+        # in this process the slices may use every core (Dask tasks run one thread each)
+        return epoch_stats(self.xa, self.norms, wa, adjacent, sums, threads=_fast.cpu_threads())
 
     def close(self) -> None:
         self.xa = self.norms = None
@@ -138,15 +169,12 @@ def _on_device(block, device: str):
 def _block_prepare(block, centre, nan: str, device: str):
     block = _on_device(block, device)
     block, _ = _block_finite(block, nan)
-    xp = array_namespace(block)
-    return k.prepare(block, xp.asarray(centre))
+    return prepare(block, centre)
 
 
 def _block_stats(prepared, wa, adjacent, sums: bool):
     xa, norms = prepared
-    xp = array_namespace(xa)
-    adj = None if adjacent is None else xp.asarray(adjacent)
-    return _stats_numpy(k.epoch_stats(xa, norms, xp.asarray(wa), adj, sums=sums))
+    return epoch_stats(xa, norms, wa, adjacent, sums)
 
 
 def _block_take(prepared, rows, centre):
@@ -236,6 +264,10 @@ class DaskRows:
             rows = index[which == b] - bounds[b]
             parts.append(delayed(_block_take)(self.prepared[b], rows, self._centre))
         return np.concatenate(self._compute(*parts), axis=0)
+
+    def session(self):
+        """Context for the training loop (nothing to set: the work runs in Dask tasks)."""
+        return nullcontext()
 
     def stats(self, wa: np.ndarray, adjacent: np.ndarray | None, sums: bool) -> dict[str, Any]:
         from dask import delayed

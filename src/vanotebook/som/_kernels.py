@@ -1,9 +1,11 @@
 """Pure numerical kernels of the batch SOM, written once against the array API.
 
-Nothing here knows about Dask. The same functions run on numpy, CuPy and
-``array_api_strict`` arrays (``array_api_compat.array_namespace`` picks the
-namespace). Two things the standard lacks come through small shims that pick
-the fast native route for numpy / CuPy and a portable one otherwise:
+Nothing here knows about Dask. This is the reference path; numpy rows with
+numba installed take the fused CPU equal in `._fast` (tested against this one).
+The same functions run on numpy, CuPy and ``array_api_strict`` arrays
+(``array_api_compat.array_namespace`` picks the namespace). Two things the
+standard lacks come through small shims that pick the fast native route for
+numpy / CuPy and a portable one otherwise:
 
 * `segment_sum` — per-neuron sums of the rows that chose it (scipy /
   cupyx sparse one-hot product; a dense one-hot GEMM elsewhere);

@@ -1,0 +1,219 @@
+"""The CPU fast path of one batch-SOM epoch: float32 GEMM blocks plus one fused numba scan.
+
+`._kernels.epoch_stats` is the reference (array API: numpy, CuPy,
+``array_api_strict``). For numpy rows with numba installed, `epoch_stats`
+here returns the same dict to float32 tolerance, faster:
+
+* rows go in blocks of ``chunk`` (2048) rows; one GEMM per block writes the
+  scores transposed, ``waᵀ @ xaᵀ`` (``K × chunk``), into a per-thread buffer,
+  so the scan that follows reads them while they are still in cache;
+* one numba pass over the block finds every row's best and second-best unit
+  together, unit by unit across contiguous rows as branch-free (vectorised)
+  selects — first occurrence on ties, exactly as ``argmin``; a per-row
+  scan with branches costs several times more once the map is trained and
+  the branches stop being predictable — then adds the squared and plain
+  distance to the BMU, the topographic-error count, and the row to its BMU's
+  float64 numerator/count sums: no ``argmin`` twice, no masked copy, no
+  one-hot matrix;
+* the rows are cut into fixed slices of ``slice_rows`` rows; each slice keeps
+  its own sums (the exact batch algorithm: a partition's per-unit sums) and
+  the slices are added in order, so the answer does not depend on how many
+  threads ran them. With ``threads > 1`` the slices run on a thread pool,
+  each thread calling a single-threaded BLAS (GEMM and scan both release the
+  GIL); one BLAS call per block on all cores syncs its threads every block and
+  suffers badly when other processes share the cores.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+
+from .._optional import HAS_NUMBA
+
+__all__ = ["available", "cpu_threads", "epoch_stats", "prepare", "single_threaded_blas"]
+
+CHUNK = 2048
+SLICE_ROWS = 8192
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+_CONTROLLER: Any = None
+_BUFFERS = threading.local()
+
+
+def available(xa: Any) -> bool:
+    """Whether the fast path can run on these prepared rows (numpy + numba)."""
+    return HAS_NUMBA and type(xa) is np.ndarray
+
+
+def cpu_threads() -> int:
+    """Cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    global _POOL, _POOL_SIZE
+    with _POOL_LOCK:
+        if _POOL is None or threads != _POOL_SIZE:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(threads, thread_name_prefix="vanotebook-som")
+            _POOL_SIZE = threads
+        return _POOL
+
+
+def single_threaded_blas():
+    """Context limiting BLAS to one thread (a no-op without threadpoolctl)."""
+    global _CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return nullcontext()
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
+
+
+def _buffer(size: int) -> np.ndarray:
+    """This thread's flat float32 score buffer of at least ``size`` values."""
+    buf = getattr(_BUFFERS, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _BUFFERS.buf = np.empty(size, dtype=np.float32)
+    return buf
+
+
+def prepare(x: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`._kernels.prepare` for numpy rows without temporaries: ``[x - centre, 1]`` and
+    ``||x - centre||²`` (float32), written straight into the output."""
+    n, d = x.shape
+    xa = np.empty((n, d + 1), dtype=np.float32)
+    np.subtract(x, np.asarray(centre, dtype=np.float32), out=xa[:, :d], dtype=np.float32)
+    xa[:, d] = 1.0
+    norms = np.einsum("ij,ij->i", xa[:, :d], xa[:, :d])
+    return xa, norms
+
+
+def _run_slice(xa, norms, wat, adj, lo, hi, chunk, sums, acc, flags):
+    sums[...] = 0.0
+    acc[...] = 0.0
+    k = wat.shape[0]
+    buf = _buffer(chunk * k)
+    for start in range(lo, hi, chunk):
+        stop = min(start + chunk, hi)
+        block = buf[: k * (stop - start)].reshape(k, stop - start)  # contiguous, for BLAS
+        np.matmul(wat, xa[start:stop].T, out=block)
+        _scan(block, xa[start:stop], norms[start:stop], adj, sums, acc, flags[0], flags[1])
+
+
+def epoch_stats(xa, norms, wa, adjacent=None, *, sums: bool = True, chunk: int | None = None,
+                slice_rows: int | None = None, threads: int = 1) -> dict[str, Any]:
+    """`._kernels.epoch_stats` for numpy rows, fused (see the module notes).
+
+    Parameters
+    ----------
+    xa, norms, wa, adjacent, sums
+        As for `._kernels.epoch_stats` (numpy arrays; ``xa`` float32).
+    chunk : int, optional
+        Rows per GEMM block (default 2048).
+    slice_rows : int, optional
+        Rows per slice with its own sums (default 8192); fixed, so the result
+        does not depend on ``threads``.
+    threads : int
+        Slices run on this many threads (1: in the calling thread, BLAS as set).
+
+    Returns
+    -------
+    dict
+        ``sums`` (K, D + 1) float64 or None, ``sq_error``, ``error``, ``topo``
+        (None without ``adjacent``), ``n``.
+    """
+    xa = np.ascontiguousarray(xa, dtype=np.float32)
+    norms = np.ascontiguousarray(norms, dtype=np.float32)
+    wat = np.ascontiguousarray(np.asarray(wa, dtype=np.float32).T)
+    n, k = xa.shape[0], wat.shape[0]
+    chunk = int(chunk or CHUNK)
+    slice_rows = max(int(slice_rows or SLICE_ROWS), chunk)
+    want_topo = adjacent is not None
+    adj = (np.ascontiguousarray(adjacent, dtype=np.bool_) if want_topo
+           else np.ones((1, 1), dtype=np.bool_))  # fmt: skip
+    flags = (bool(sums), want_topo)
+    bounds = [*range(0, n, slice_rows), n]
+    m = max(len(bounds) - 1, 0)
+    part_sums = np.empty((m, k, xa.shape[1]) if sums else (m, 1, 1), dtype=np.float64)
+    part_acc = np.empty((m, 3), dtype=np.float64)
+
+    def job(i: int) -> None:
+        _run_slice(xa, norms, wat, adj, bounds[i], bounds[i + 1], chunk, part_sums[i],
+                   part_acc[i], flags)  # fmt: skip
+
+    threads = max(1, min(int(threads), m))
+    if threads == 1:
+        for i in range(m):
+            job(i)
+    else:
+        with single_threaded_blas():
+            list(_pool(threads).map(job, range(m)))
+    acc = part_acc.sum(axis=0) if m else np.zeros(3)
+    total = None
+    if sums:
+        total = part_sums.sum(axis=0) if m else np.zeros((k, xa.shape[1]))
+    return {"sums": total, "sq_error": float(acc[0]), "error": float(acc[1]),
+            "topo": int(acc[2]) if want_topo else None, "n": n}  # fmt: skip
+
+
+if HAS_NUMBA:  # module level, so numba's on-disk cache keeps the compiled kernel
+    import numba
+
+    @numba.njit(nogil=True, cache=True, error_model="numpy")
+    def _scan(st, xa, norms, adj, sums, acc, add_sums, want_topo):  # pragma: no cover - jit
+        # st is the (K, rows) transposed score block: the search for the best and
+        # second-best unit runs unit by unit over contiguous rows as branch-free
+        # selects (vectorised); strict < keeps the first occurrence on ties, exactly
+        # argmin(s) and argmin(s with the best masked)
+        kk, n = st.shape
+        m1 = np.full(n, np.inf, dtype=np.float32)
+        m2 = np.full(n, np.inf, dtype=np.float32)
+        b1 = np.zeros(n, dtype=np.int32)
+        b2 = np.zeros(n, dtype=np.int32)
+        for j in range(kk):
+            jj = np.int32(j)
+            for i in range(n):
+                v = st[j, i]
+                a1 = m1[i]
+                a2 = m2[i]
+                c1 = b1[i]
+                lt1 = v < a1
+                lt2 = v < a2
+                m2[i] = a1 if lt1 else (v if lt2 else a2)
+                b2[i] = c1 if lt1 else (jj if lt2 else b2[i])
+                m1[i] = v if lt1 else a1
+                b1[i] = jj if lt1 else c1
+        d1 = xa.shape[1]
+        sq = 0.0
+        err = 0.0
+        topo = 0
+        for i in range(n):
+            d2 = norms[i] + m1[i]
+            if d2 < 0:
+                d2 = np.float32(0.0)
+            sq += d2
+            err += np.sqrt(d2)
+            if want_topo and not adj[b1[i], b2[i]]:
+                topo += 1
+            if add_sums:
+                b = b1[i]
+                for c in range(d1):
+                    sums[b, c] += xa[i, c]
+        acc[0] += sq
+        acc[1] += err
+        acc[2] += topo
