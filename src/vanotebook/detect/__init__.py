@@ -335,8 +335,10 @@ def has_noise(rms_map) -> bool:
 
 def _snr_maps(data, background, rms, box, merge):
     """(background, rms, data - background, S/N, S/N >= merge) maps, float32."""
-    from ._background import background_grids, background_maps
+    from ._background import background_grids, background_maps, effective_box
     from ._fused import HAVE_FUSED, snr_pass
+
+    box = effective_box(box, data.shape)  # an image smaller than a box: cells clipped to it
 
     if background is None and rms is None and HAVE_FUSED:  # one fused pass
         bkg_g, rms_g = background_grids(data, box=box)

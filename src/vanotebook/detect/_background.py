@@ -18,7 +18,8 @@ import math
 import numpy as np
 from array_api_compat import array_namespace
 
-__all__ = ["background_grids", "background_maps", "box_statistics", "spline_weights"]
+__all__ = ["background_grids", "background_maps", "box_statistics", "effective_box",
+           "spline_weights"]
 
 _IQR_TO_SIGMA = 1.0 / (2.0 * 0.6744897501960817)
 
@@ -159,12 +160,25 @@ def spline_weights(n_cells: int, box: int, n: int) -> np.ndarray:
     return CubicSpline(centres, np.eye(n_cells), bc_type="natural", axis=0)(pix)
 
 
+def effective_box(box: int, shape) -> int:
+    """The background cell side used on an image of ``shape``: ``box`` clipped to the image.
+
+    A cell larger than the image holds less than half of valid pixels (the rest
+    is padding) and would be rejected, leaving no noise estimate at all; an
+    image smaller than ``box`` in either direction is measured in cells as wide
+    as its short side instead (one global robust estimate for a square cutout).
+    """
+    return max(1, min(int(box), *(int(n) for n in shape)))
+
+
 def background_grids(data, *, box: int = 64, nsigma: float = 3.0, iterations: int = 5,
                      filter_size: int = 3, step: int | None = None):
     """Cell grids of the background and noise (numpy, NaN-filled, median-filtered).
 
     See `background_maps`, which interpolates them to full resolution.
+    ``box`` is clipped to the image first (`effective_box`).
     """
+    box = effective_box(box, data.shape)
     if step is None:  # statistics from every other pixel: 4x faster, ample for box >= 32
         step = 2 if box >= 32 and box % 2 == 0 else 1
     sample = data[::step, ::step] if step > 1 else data
@@ -190,6 +204,7 @@ def background_maps(data, *, box: int = 64, nsigma: float = 3.0, iterations: int
         The grids are numpy arrays (small), NaN-free unless the whole image is.
     """
     xp = array_namespace(data)
+    box = effective_box(box, data.shape)
     bkg_g, rms_g = background_grids(data, box=box, nsigma=nsigma, iterations=iterations,
                                     filter_size=filter_size, step=step)
     ny, nx = data.shape

@@ -7,7 +7,8 @@ Steps (CAESAR-like):
    Gaussian a few beams wide (a matched filter for broad emission) and its
    own noise is measured robustly, so thresholds are in smoothed sigmas;
 3. segmentation: pixels above ``threshold`` smoothed sigmas, grown down to
-   ``grow_threshold``, are split into regions by a marker watershed
+   ``grow_threshold`` (within a few smoothing widths of the part above
+   ``threshold``), are split into regions by a marker watershed
    (markers = local maxima a few beams apart), neighbouring regions separated
    by a shallow saddle are merged again (region merging), and regions whose
    core (above ``threshold``) is smaller than ``min_area`` beams, or whose
@@ -31,7 +32,8 @@ __all__ = ["segment_extended"]
 def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
                      smooth: float = 2.0, threshold: float = 3.0, min_area: float = 5.0,
                      marker_distance: float = 4.0, merge_saddle: float | None = 0.5,
-                     grow_threshold: float | None = 1.5, min_flux_snr: float = 5.0):
+                     grow_threshold: float | None = 1.5, min_flux_snr: float = 5.0,
+                     grow_radius: float | None = 2.5):
     """Segment diffuse emission in a residual map.
 
     Parameters
@@ -50,6 +52,11 @@ def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
     grow_threshold : float or None
         Regions grow from the pixels above ``threshold`` down to this level
         (smoothed sigmas), so the faint outskirts count in the flux. None: no growth.
+    grow_radius : float or None
+        The growth reaches at most this many smoothing sigmas (``smooth *
+        psf_sigma``, Chebyshev distance) beyond the pixels above ``threshold``:
+        faint emission joined to a source only through its low outskirts (a
+        background ripple, another source's wing) stays out of it. None: no limit.
     min_flux_snr : float
         Regions whose flux is below this many times its error are dropped
         (ripples of the noise or of the background, a few times the error at
@@ -67,49 +74,30 @@ def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
     segments : int array (0 = none), regions : list of dict
         One dict per region: ``npix, flux (pixel sum), flux_err, x, y, peak_snr, contour (xs, ys)``.
     """
-    from skimage.measure import find_contours
-    from skimage.segmentation import watershed
-
     ndi = ndimage_for(residual)
-    snr = np.where(np.isfinite(residual) & (rms > 0), residual / np.where(rms > 0, rms, 1), 0.0)
-    s = ndi.gaussian_filter(snr.astype(np.float64), smooth * psf_sigma, mode="nearest")
-    sample = s[::2, ::2] if s.size > 1_000_000 else s  # smooth map: a quarter is plenty
-    med = np.median(sample)
-    noise = 1.4826 * np.median(np.abs(sample - med))
-    if not np.isfinite(noise) or noise <= 0:
+    seg = segment_map(residual, rms, psf_sigma=psf_sigma, smooth=smooth, threshold=threshold,
+                      min_area=min_area, marker_distance=marker_distance,
+                      merge_saddle=merge_saddle, grow_threshold=grow_threshold,
+                      grow_radius=grow_radius)
+    if seg is None:
         return np.zeros(residual.shape, np.int32), []
-    z = (s - med) / noise
-    mask = z >= threshold
-    if not mask.any():
-        return np.zeros(residual.shape, np.int32), []
-    size = max(3, int(2 * marker_distance * psf_sigma) | 1)
-    mx = ndi.maximum_filter(z, size=size, mode="nearest")
-    peaks = (z == mx) & mask
-    if grow_threshold is not None and grow_threshold < threshold:
-        # grow down to the lower threshold, keeping the parts that hold a seed region
-        low, _ = ndi.label(z >= grow_threshold)
-        seeded = np.unique(low[mask])
-        mask = np.isin(low, seeded[seeded > 0])
-    markers, _ = ndi.label(peaks)
-    seg = watershed(-z, markers, mask=mask)
-    if merge_saddle is not None and seg.max() > 1:
-        seg = merge_regions(seg, z, saddle=merge_saddle, peaks=peaks)
+    seg, z = seg
     psf_area = 2 * math.pi * psf_sigma**2
-    # the size test is on each region's core (above ``threshold``), not its grown outskirts
-    core = np.bincount(seg[z >= threshold], minlength=int(seg.max()) + 1)
-    keep = core >= min_area * psf_area
-    keep[0] = False
-    relabel = np.zeros(core.size, np.int32)
-    relabel[keep] = np.arange(1, int(keep.sum()) + 1)
-    seg = relabel[seg]
+    from ._fused import HAVE_FUSED, box_slices, label_boxes
+
     regions = []
-    res0 = np.nan_to_num(residual)
-    objects = ndi.find_objects(seg)
+    res0 = residual
+    n_seg = int(seg.max())
+    if HAVE_FUSED and isinstance(seg, np.ndarray):
+        boxes = label_boxes(seg, n_seg)
+        objects = [box_slices(boxes, k) for k in range(1, n_seg + 1)]
+    else:
+        objects = ndi.find_objects(seg)
     for i, sl in enumerate(objects, start=1):
         if sl is None:
             continue
         m = seg[sl] == i
-        vals = res0[sl][m]
+        vals = np.nan_to_num(res0[sl][m])
         yy, xx = np.nonzero(m)
         w = np.clip(vals, 0, None)
         wsum = w.sum() if w.sum() > 0 else 1.0
@@ -120,18 +108,156 @@ def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
         if not vals.sum() >= min_flux_snr * flux_err:  # a noise or background ripple
             seg[sl][m] = 0
             continue
+        from skimage.measure import find_contours
+
         cont = find_contours(np.pad(m, 1).astype(float), 0.5)
         c = max(cont, key=len)
         regions.append({
             "npix": int(m.sum()), "flux": float(vals.sum()), "flux_err": flux_err,
             "x": cx, "y": cy, "peak_snr": float(z[sl][m].max()),
             "contour": (c[:, 1] - 1 + sl[1].start, c[:, 0] - 1 + sl[0].start),
-            "label": i,
         })
-    relabel = np.zeros(int(seg.max()) + 1, np.int32)  # labels 1..k in region order
-    for k, r in enumerate(regions, start=1):
-        relabel[r.pop("label")] = k
-    return relabel[seg], regions
+        seg[sl][m] = len(regions)  # labels 1..k in region order (k <= i: no clash ahead)
+    return seg, regions
+
+
+def segment_map(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
+                smooth: float = 2.0, threshold: float = 3.0, min_area: float = 5.0,
+                marker_distance: float = 4.0, merge_saddle: float | None = 0.5,
+                grow_threshold: float | None = 1.5, grow_radius: float | None = 2.5):
+    """Label map of the regions kept by the size test, and the smoothed S/N map ``z``.
+
+    The steps of `segment_extended` up to the per-region measurements; None when
+    nothing passes ``threshold``. The work is kept to where the emission is:
+
+    * the S/N map is float32 and smoothed into a float32 buffer;
+    * watershed markers (local maxima ``marker_distance`` PSF sigmas apart) are
+      tested only at the pixels above ``threshold`` (numba; else a maximum filter);
+    * the grown mask is labelled into connected parts; a part with one marker
+      pixel is one region as it is (the watershed of a single marker floods
+      its whole part), and only parts with several markers are cut by the
+      watershed and merged again, each in its own bounding box.
+    """
+    from ._fused import (
+        HAVE_FUSED,
+        box_slices,
+        gaussian_smooth,
+        keep_near,
+        label_boxes,
+        local_peaks,
+        snr_ratio,
+        zscore_masks,
+    )
+
+    ndi = ndimage_for(residual)
+    fused = HAVE_FUSED and isinstance(residual, np.ndarray)  # compiled kernels: numpy only
+    sigma = smooth * psf_sigma
+    if fused:
+        z = gaussian_smooth(snr_ratio(residual, rms), sigma)
+    else:
+        finite = np.isfinite(residual) & (rms > 0)
+        snr = np.where(finite, residual / np.where(rms > 0, rms, 1), 0).astype(np.float32)
+        z = np.empty(snr.shape, np.float32)
+        ndi.gaussian_filter(snr, sigma, output=z, mode="nearest")
+        del snr
+    sample = z[::2, ::2] if z.size > 1_000_000 else z  # smooth map: a quarter is plenty
+    med = float(np.median(sample))
+    noise = 1.4826 * float(np.median(np.abs(sample - np.float32(med))))
+    del sample
+    if not np.isfinite(noise) or noise <= 0:
+        return None
+    grow = threshold if grow_threshold is None or grow_threshold >= threshold else grow_threshold
+    if fused:
+        seeds, grown = zscore_masks(z, med, noise, threshold, grow)
+    else:
+        z -= np.float32(med)
+        z /= np.float32(noise)
+        seeds, grown = z >= threshold, z >= grow
+    sy, sx = np.nonzero(seeds)
+    if not sy.size:
+        return None
+    size = max(3, int(2 * marker_distance * psf_sigma) | 1)
+    if fused:
+        is_peak = local_peaks(z, sy, sx, size)
+    else:
+        is_peak = (z == ndi.maximum_filter(z, size=size, mode="nearest"))[sy, sx]
+    py, px = sy[is_peak], sx[is_peak]
+    if grow_radius is not None and grow < threshold:
+        # growth reaches at most ``grow_radius`` smoothing sigmas from the pixels above
+        # ``threshold``: faint emission beyond (another source's wing, a background
+        # ripple) joined only through the low outskirts stays out
+        reach = max(1, round(grow_radius * sigma))
+        if fused:
+            keep_near(grown, seeds, reach)
+        else:
+            near = ndi.maximum_filter1d(seeds.view(np.uint8), 2 * reach + 1, axis=0)
+            near = ndi.maximum_filter1d(near, 2 * reach + 1, axis=1)
+            grown &= near.view(bool)
+            del near
+    del seeds
+    # connected parts of the grown mask that hold a seed (connectivity 1, as the watershed)
+    parts, n_parts = ndi.label(grown)
+    del grown
+    seed_part = parts[sy, sx]
+    core = np.bincount(seed_part, minlength=n_parts + 1)  # pixels above ``threshold``
+    core[0] = 0
+    n_peaks = np.bincount(parts[py, px], minlength=n_parts + 1)
+    psf_area = 2 * math.pi * psf_sigma**2
+    min_core = min_area * psf_area
+    # a part without a marker stays unlabelled (as in the watershed); a part with one
+    # marker pixel is one region, kept if its core is large enough. The size test is on
+    # each region's core (above ``threshold``), not its grown outskirts.
+    single = (n_peaks == 1) & (core >= min_core)
+    multi = np.flatnonzero((n_peaks > 1) & (core >= min_core))
+    lut = np.zeros(n_parts + 1, np.int32)
+    labels = int(single.sum())
+    lut[single] = np.arange(1, labels + 1, dtype=np.int32)
+    crops = []
+    if multi.size:  # several markers: watershed and region merging in the part's box
+        from skimage.segmentation import watershed
+
+        if fused:
+            boxes = label_boxes(parts, n_parts)
+            objects = {int(p): box_slices(boxes, int(p)) for p in multi}
+        else:
+            objects = dict(enumerate(ndi.find_objects(parts), start=1))
+        peak_of = _members(parts[py, px], multi)
+        seed_of = _members(seed_part, multi)
+        for p, pks, sds in zip(multi, peak_of, seed_of, strict=True):
+            sl = objects[int(p)]
+            y0, x0 = sl[0].start, sl[1].start
+            part = parts[sl] == p
+            pk = np.zeros(part.shape, bool)
+            pk[py[pks] - y0, px[pks] - x0] = True
+            markers, _ = ndi.label(pk)
+            local = watershed(-z[sl], markers, mask=part)
+            if merge_saddle is not None and local.max() > 1:
+                local = merge_regions(local, z[sl], saddle=merge_saddle, peaks=pk)
+            lcore = np.bincount(local[sy[sds] - y0, sx[sds] - x0],
+                                minlength=int(local.max()) + 1)
+            lkeep = lcore >= min_core
+            lkeep[0] = False
+            if not lkeep.any():
+                continue
+            relab = np.zeros(lcore.size, np.int32)
+            relab[lkeep] = np.arange(labels + 1, labels + 1 + int(lkeep.sum()), dtype=np.int32)
+            labels += int(lkeep.sum())
+            crops.append((sl, part, relab[local]))
+    if labels == 0:
+        return None
+    seg = lut[parts]
+    del parts
+    for sl, part, local in crops:
+        seg[sl][part] = local[part]
+    return seg, z
+
+
+def _members(owner: np.ndarray, wanted: np.ndarray) -> list:
+    """For each value in ``wanted``, the indices ``k`` with ``owner[k]`` equal to it."""
+    order = np.argsort(owner, kind="stable")
+    lo = np.searchsorted(owner[order], wanted, side="left")
+    hi = np.searchsorted(owner[order], wanted, side="right")
+    return [order[i:j] for i, j in zip(lo, hi, strict=True)]
 
 
 def merge_regions(seg: np.ndarray, z: np.ndarray, *, saddle: float = 0.5,
