@@ -238,3 +238,66 @@ def test_assign_orders_kernel():
         if cells.size:
             assert np.unique(cells, return_counts=True)[1].max() <= 10
     assert (assign_orders(h, first=1, last=3, limit=10) >= 1).all()
+
+
+
+_MEMORY_SCRIPT = r"""
+import sys
+from pathlib import Path
+
+import dask
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+dask.config.set({"vanotebook.partition-rows": 50_000})
+from vanotebook.archive._hips import write_catalogue_hips
+
+root = Path(sys.argv[1])
+
+
+def parquet(path, n):
+    rng = np.random.default_rng(2)
+    writer = None
+    for start in range(0, n, 50_000):
+        cols = {"id": np.arange(start, start + 50_000), "ra": rng.uniform(10, 30, 50_000),
+                "dec": rng.uniform(-10, 10, 50_000)}
+        cols.update({f"f{i}": rng.normal(size=50_000) for i in range(5)})
+        t = pa.table(cols)
+        writer = writer or pq.ParquetWriter(path, t.schema)
+        writer.write_table(t)
+    writer.close()
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+
+parquet(root / "small.parquet", 50_000)
+write_catalogue_hips(root / "small.parquet", root / "warm", order_by="f0")  # imports, jit
+for n in sys.argv[2:]:
+    parquet(root / f"{n}.parquet", int(n))
+    before = status("VmRSS")
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to now
+    write_catalogue_hips(root / f"{n}.parquet", root / f"hips{n}", order_by="f0")
+    print(status("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_parquet_input_is_never_held_whole(tmp_path):
+    """Peak memory of a parquet input does not grow with the input (chunked, per pixel)."""
+    import subprocess
+    import sys
+
+    small, large = 200_000, 1_000_000
+    proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(tmp_path), str(small),
+                           str(large)], capture_output=True, text=True, check=True)
+    extra_small, extra_large = (int(v) for v in proc.stdout.split()[-2:])
+    grown = (large - small) * 8 * 8  # eight 8-byte columns more in memory, if held whole
+    assert extra_large - extra_small < 0.25 * grown, (extra_small / 2**20,
+                                                     extra_large / 2**20)
+    tiles = _tiles(tmp_path / f"hips{large}")
+    assert len(tiles) == large and np.unique(tiles["id"]).size == large

@@ -14,12 +14,15 @@ Order ``k`` holds, in each HEALPix cell, the ``max_rows_per_tile`` first rows
 (by ``order_by``) that no shallower order already shows; the deepest order
 takes what is left. Every row therefore appears exactly once.
 
-Memory: the input is first laid out as HEALPix partitions (an archive
-`Catalogue` already is). A first pass reads only the ordering column of each
-partition and keeps its ``max_rows_per_tile * (S - 1)`` first rows, which
-provably contain every row that the shallow orders ``< S`` (whose cells span
-several partitions) show; a second pass tiles each partition alone. So memory
-holds one partition at a time plus the few shallow rows.
+Memory: an archive `Catalogue` is tiled partition by partition as it is.
+Any other input is read in chunks (parquet row group by row group) and
+scattered into per-pixel Arrow files (pixels of at most ``GROUP_ROWS`` rows);
+while scattering, each chunk keeps its ``max_rows_per_tile * (S - 1)`` first
+rows per order-``S-1`` cell, which provably contain every row that the
+shallow orders ``< S`` (whose cells span several pixels) show. Then each pixel
+is tiled alone (numba order assignment, TSV formatted by pyarrow a batch of
+whole tiles at a time). So memory holds a chunk or two pixels at a time plus
+the few shallow rows, whatever the input's size.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import VanotebookInputError, check_positive
+from .._optional import HAS_NUMBA
 from ..healpix import MAX_ORDER, partition_path
 
 __all__ = ["assign_orders", "write_catalogue_hips"]
@@ -45,9 +49,85 @@ AUTO_MAX_ORDER = 14
 """Deepest order chosen automatically; rows still left there share their tile."""
 MOC_ORDER = 10
 ALLSKY_ORDERS = (1, 2)  # Aladin Lite reads these two orders as Allsky.tsv files
+CHUNK_ROWS = 262_144
+"""Rows read at a time from a parquet or dask input (capped by ``partition-rows``)."""
+GROUP_ROWS = 200_000
+"""Most rows (about) tiled at once: the pixels of the scattered input hold no more."""
+MAX_OPEN_WRITERS = 256
+HIST_ORDER = 9
+"""Order of the row-count histogram that chooses the pixels (a pixel is >= 47 arcmin^2)."""
 
 
 # ----------------------------------------------------------------------------- kernel
+def _assign_orders_numpy(h29: np.ndarray, first: int, last: int, limit: int,
+                         dump: bool) -> np.ndarray:
+    """Reference implementation of `assign_orders` (one stable sort per order)."""
+    out = np.full(h29.size, -1, np.int16)
+    todo = np.arange(h29.size)
+    for k in range(first, last + 1):
+        if todo.size == 0:
+            break
+        if k == last and dump:
+            out[todo] = k
+            break
+        cell = h29[todo] >> (2 * (MAX_ORDER - k))
+        o = np.argsort(cell, kind="stable")
+        cs = cell[o]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(cs)) + 1])
+        rank = np.arange(cs.size) - np.repeat(starts, np.diff(np.append(starts, cs.size)))
+        out[todo[o[rank < limit]]] = k
+        todo = np.sort(todo[o[rank >= limit]])
+    return out
+
+
+def _assign_orders_loop(h29: np.ndarray, by_cell: np.ndarray, first: int, last: int,
+                        limit: int, dump: bool) -> np.ndarray:  # pragma: no cover - numba
+    """`assign_orders` as loops: dense cell ids from one sort, then one scan per order."""
+    n = h29.size
+    out = np.full(n, -1, np.int16)
+    dense = np.empty(n, np.int64)
+    todo = np.arange(n)
+    m = n
+    for k in range(first, last + 1):
+        if m == 0:
+            break
+        if k == last and dump:
+            for t in range(m):
+                out[todo[t]] = k
+            break
+        shift = 2 * (MAX_ORDER - k)
+        cid = -1
+        prev = -1
+        for j in range(n):
+            i = by_cell[j]
+            c = h29[i] >> shift
+            if c != prev:
+                cid += 1
+                prev = c
+            dense[i] = cid
+        count = np.zeros(cid + 1, np.int64)
+        w = 0
+        for t in range(m):
+            i = todo[t]
+            d = dense[i]
+            if count[d] < limit:
+                count[d] += 1
+                out[i] = k
+            else:
+                todo[w] = i
+                w += 1
+        m = w
+    return out
+
+
+if HAS_NUMBA:  # module-level, so numba's on-disk cache keeps the compiled kernel
+    import numba
+
+    _assign_orders_jit = numba.njit(nogil=True, cache=True)(_assign_orders_loop)
+else:  # pragma: no cover
+    _assign_orders_jit = None
+
+
 def assign_orders(h29: np.ndarray, *, first: int, last: int, limit: int,
                   dump: bool = True) -> np.ndarray:
     """The HiPS order of each row, rows given brightest (first) first.
@@ -68,23 +148,11 @@ def assign_orders(h29: np.ndarray, *, first: int, last: int, limit: int,
     -------
     numpy.ndarray of int16, -1 for rows not placed.
     """
-    h29 = np.asarray(h29, np.int64)
-    out = np.full(h29.size, -1, np.int16)
-    todo = np.arange(h29.size)
-    for k in range(first, last + 1):
-        if todo.size == 0:
-            break
-        if k == last and dump:
-            out[todo] = k
-            break
-        cell = h29[todo] >> (2 * (MAX_ORDER - k))
-        o = np.argsort(cell, kind="stable")
-        cs = cell[o]
-        starts = np.concatenate([[0], np.flatnonzero(np.diff(cs)) + 1])
-        rank = np.arange(cs.size) - np.repeat(starts, np.diff(np.append(starts, cs.size)))
-        out[todo[o[rank < limit]]] = k
-        todo = np.sort(todo[o[rank >= limit]])
-    return out
+    h29 = np.ascontiguousarray(h29, np.int64)
+    if _assign_orders_jit is None or h29.size < 2:
+        return _assign_orders_numpy(h29, int(first), int(last), int(limit), bool(dump))
+    return _assign_orders_jit(h29, np.argsort(h29, kind="stable"), int(first), int(last),
+                              int(limit), bool(dump))
 
 
 def _priority(key: np.ndarray | None, rid: np.ndarray, descending: bool) -> np.ndarray:
@@ -97,36 +165,68 @@ def _priority(key: np.ndarray | None, rid: np.ndarray, descending: bool) -> np.n
     return np.lexsort((rid, k))
 
 
+def _top_per_cell(h29: np.ndarray, key: np.ndarray | None, rid: np.ndarray, *,
+                  descending: bool, order: int, n: int) -> np.ndarray:
+    """Indices of the ``n`` first rows (display order) of each order-``order`` cell."""
+    prio = _priority(key, rid, descending)
+    group = h29[prio] >> (2 * (MAX_ORDER - order))
+    o = np.argsort(group, kind="stable")
+    gs = group[o]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(gs)) + 1])
+    rank = np.arange(gs.size) - np.repeat(starts, np.diff(np.append(starts, gs.size)))
+    return np.sort(prio[o[rank < n]])
+
+
 # ----------------------------------------------------------------------------- input
-class _Numbered:
-    """Re-iterable chunks of the input with a running row number (the input order)."""
+class _Candidates:
+    """What the shallow orders (< S, cells spanning partitions) need, gathered per chunk.
 
-    def __init__(self, source: Any) -> None:
-        self.source = source
+    The rows shown at orders ``< S`` in an order-``S-1`` cell are at most
+    ``limit * (S - 1)`` and are the first rows of that cell; so keeping the
+    ``limit * (S - 1)`` first rows of each cell of each chunk, and reducing the
+    union the same way, keeps every one of them. Also counts rows per
+    order-``S-1`` cell (the completeness totals) and the MOC cells.
+    """
 
-    def __iter__(self) -> Iterator[Any]:
-        import pyarrow as pa
+    def __init__(self, *, shallow: int, limit: int, descending: bool, keyed: bool) -> None:
+        self.order = shallow - 1
+        self.n = limit * (shallow - 1)
+        self.descending, self.keyed = descending, keyed
+        self.h29 = np.empty(0, np.int64)
+        self.rid = np.empty(0, np.int64)
+        self.key = np.empty(0, float)
+        self.cells: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.moc = np.empty(0, np.int64)
 
-        start = 0
-        for chunk in self.source.chunks():
-            n = chunk.num_rows
-            yield chunk.append_column(ROW_COLUMN, pa.array(np.arange(start, start + n)))
-            start += n
+    def add(self, h29: np.ndarray, rid: np.ndarray, key: np.ndarray | None) -> None:
+        if key is None:
+            key = np.zeros(h29.size)
+        if self.n > 0:
+            keep = _top_per_cell(h29, key if self.keyed else None, rid,
+                                 descending=self.descending, order=self.order, n=self.n)
+            h = np.concatenate([self.h29, h29[keep]])
+            r = np.concatenate([self.rid, rid[keep]])
+            k = np.concatenate([self.key, key[keep]])
+            keep = _top_per_cell(h, k if self.keyed else None, r,
+                                 descending=self.descending, order=self.order, n=self.n)
+            self.h29, self.rid, self.key = h[keep], r[keep], k[keep]
+        cell, count = np.unique(h29 >> (2 * (MAX_ORDER - max(self.order, 0))),
+                                return_counts=True)
+        self.cells.append(cell)
+        self.counts.append(count)
+        self.moc = np.union1d(self.moc, np.unique(h29 >> (2 * (MAX_ORDER - MOC_ORDER))))
 
-
-class _Layout:
-    """HEALPix-partitioned parquet: the dataset folder, its order and pixels."""
-
-    def __init__(self, dataset: Path, order: int, pixels: np.ndarray, counts: np.ndarray,
-                 ra: str, dec: str, units: dict[str, str], columns: list[str]) -> None:
-        self.dataset, self.order = dataset, int(order)
-        self.pixels = np.asarray(pixels, np.int64)
-        self.counts = np.asarray(counts, np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
-        self.ra, self.dec, self.units, self.columns = ra, dec, units, columns
-
-    def path(self, pix: int) -> Path:
-        return partition_path(self.dataset, self.order, pix)
+    def totals(self) -> dict[int, dict[int, int]]:
+        """``totals[k][cell]``: rows in each cell of the shallow orders."""
+        cells = np.concatenate(self.cells)
+        counts = np.concatenate(self.counts)
+        out: dict[int, dict[int, int]] = {}
+        for k in range(1, self.order + 1):
+            u, inv = np.unique(cells >> (2 * (self.order - k)), return_inverse=True)
+            out[k] = dict(zip(u.tolist(), np.bincount(inv, counts).astype(int).tolist(),
+                              strict=True))
+        return out
 
 
 def _input_units(data: Any) -> dict[str, str]:
@@ -139,77 +239,74 @@ def _input_units(data: Any) -> dict[str, str]:
     return {}
 
 
-def _layout(catalogue: Any, work: Path, *, ra: str, dec: str, max_order: int | None,
-            client: Any) -> _Layout:
-    """Lay the input out as HEALPix partitions (an archive Catalogue already is one)."""
-    import pyarrow.parquet as pq
+class _ParquetChunks:
+    """Parquet file(s) or folder read in small batches of the columns asked for."""
 
-    from .. import _config
-    from ..io import parquet_units, parse_catalogue
-    from ._catalogue import Catalogue, _Source, write_catalogue
+    def __init__(self, path: str | os.PathLike, chunk_rows: int) -> None:
+        import json
 
-    if isinstance(catalogue, Catalogue) and (max_order is None or catalogue.order <= max_order):
-        md = [pq.read_metadata(partition_path(catalogue.path / "dataset", catalogue.order, p))
-              for p in catalogue.pixels]
-        return _Layout(catalogue.path / "dataset", catalogue.order, catalogue.pixels,
-                       np.array([m.num_rows for m in md], np.int64), catalogue.ra,
-                       catalogue.dec, dict(catalogue.units), list(catalogue.columns))
-    if isinstance(catalogue, Catalogue):  # partitions finer than max_order: re-partition
-        units, columns = dict(catalogue.units), list(catalogue.columns)
-        ra, dec = catalogue.ra, catalogue.dec
-        data: Any = str(catalogue.path / "dataset")
-    else:
-        is_path = isinstance(catalogue, str | os.PathLike)
-        if is_path and (Path(catalogue).is_dir() or
-                        Path(catalogue).suffix.lower() in (".parquet", ".pq")):
-            parse_catalogue(catalogue, ra=ra, dec=dec, lazy=True)  # checks columns
-            data = str(catalogue)
-            units = parquet_units(catalogue)
-        else:
-            data = parse_catalogue(catalogue, ra=ra, dec=dec)
-            units = _input_units(data)
-        columns = []
-    rows = int(_config.get("partition-rows", 1_000_000))
-    src = _Source(data, ra=ra, dec=dec, chunk_rows=rows, client=client)
-    columns = columns or [c for c in src.columns if c not in (HEALPIX_COLUMN, ROW_COLUMN)]
-    for arg, col in (("ra", ra), ("dec", dec)):
-        if col not in src.columns:
-            raise VanotebookInputError(arg, "a column of the catalogue", col)
-    if src.single is not None:
+        import pyarrow.dataset as ds
+
+        from ._catalogue import UNITS_KEY
+
+        dataset = ds.dataset(str(path), format="parquet")
+        self.files = list(dataset.files)
+        self.schema = dataset.schema
+        self.columns = list(dataset.schema.names)
+        self.units = json.loads((dataset.schema.metadata or {}).get(UNITS_KEY, b"{}"))
+        self.chunk_rows = chunk_rows
+
+    def chunks(self, columns: list[str] | None = None) -> Iterator[Any]:
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        feed: Any = src.single.append_column(ROW_COLUMN,
-                                             pa.array(np.arange(src.single.num_rows)))
-    else:
-        feed = _Numbered(src)
-    info = write_catalogue(feed, work, name="hips", ra=ra, dec=dec, order=None,
-                           max_rows=rows, chunk_rows=rows, client=None)
-    order = info["order"]
-    if max_order is not None and order > max_order:
-        shutil.rmtree(work)
-        info = write_catalogue(feed, work, name="hips", ra=ra, dec=dec, order=max_order,
-                               max_rows=rows, chunk_rows=rows, client=None)
-    parts = info["partitions"]
-    return _Layout(work / "dataset", info["order"], parts["Npix"].to_numpy(),
-                   parts["num_rows"].to_numpy(), ra, dec, units, columns)
+        for path in self.files:
+            f = pq.ParquetFile(path)
+            for group in range(f.num_row_groups):  # one reader per row group: a reader
+                # over the whole file holds on to what it has read (pyarrow 2x)
+                for batch in f.iter_batches(batch_size=self.chunk_rows, columns=columns,
+                                            row_groups=[group], use_threads=True):
+                    if batch.num_rows:
+                        yield pa.Table.from_batches([batch])
 
 
-# ----------------------------------------------------------------------------- passes
-def _read(layout: _Layout, pix: int, columns: list[str] | None):
-    import pyarrow.parquet as pq
+class _CatalogueChunks:
+    """An archive catalogue's partitions read one after the other (pixel order)."""
 
-    f = pq.ParquetFile(layout.path(pix))
-    names = f.schema_arrow.names
-    if columns is not None:
-        columns = [c for c in dict.fromkeys(columns) if c in names]
-    return f.read(columns=columns)
+    def __init__(self, catalogue: Any) -> None:
+        self.paths = [partition_path(catalogue.path / "dataset", catalogue.order, p)
+                      for p in catalogue.pixels]
+        self.columns = list(catalogue.columns)
+
+    def chunks(self, columns: list[str] | None = None) -> Iterator[Any]:
+        import pyarrow.parquet as pq
+
+        for path in self.paths:
+            names = pq.read_schema(path).names
+            cols = None if columns is None else [c for c in columns if c in names]
+            if columns is not None and HEALPIX_COLUMN in names:
+                cols.append(HEALPIX_COLUMN)
+            yield pq.read_table(path, columns=cols)
 
 
-def _rid(table: Any, layout: _Layout, pix: int) -> np.ndarray:
-    if ROW_COLUMN in table.column_names:
-        return table.column(ROW_COLUMN).to_numpy().astype(np.int64)
-    i = int(np.searchsorted(layout.pixels, pix))
-    return layout.offsets[i] + np.arange(table.num_rows, dtype=np.int64)
+class _Layout:
+    """The HEALPix groups to tile: each a list of files (parquet partitions or fragments)."""
+
+    def __init__(self, order: int, groups: dict[int, list[str]], first_rid: dict[int, int],
+                 n_rows: int, ra: str, dec: str, units: dict[str, str], columns: list[str],
+                 schema: Any) -> None:
+        self.order, self.groups, self.first_rid = int(order), groups, first_rid
+        self.n_rows = int(n_rows)
+        self.ra, self.dec, self.units, self.columns = ra, dec, units, columns
+        self.schema = schema
+
+
+def _coords(table: Any, ra: str, dec: str) -> np.ndarray:
+    from ._catalogue import _check_coords, healpix29
+
+    if HEALPIX_COLUMN in table.column_names:
+        return table.column(HEALPIX_COLUMN).to_numpy().astype(np.int64, copy=False)
+    return healpix29(*_check_coords(table, ra, dec))
 
 
 def _key(table: Any, order_by: str | None) -> np.ndarray | None:
@@ -218,27 +315,120 @@ def _key(table: Any, order_by: str | None) -> np.ndarray | None:
     return table.column(order_by).to_numpy(zero_copy_only=False).astype(float)
 
 
-def _candidates(layout: _Layout, pix: int, *, order_by: str | None, descending: bool,
-                shallow: int, limit: int) -> dict[str, np.ndarray]:
-    """The rows of one partition that the orders below ``shallow`` may show."""
-    t = _read(layout, pix, [HEALPIX_COLUMN, ROW_COLUMN] + ([order_by] if order_by else []))
-    h29 = t.column(HEALPIX_COLUMN).to_numpy()
-    rid = _rid(t, layout, pix)
-    key = _key(t, order_by)
-    prio = _priority(key, rid, descending)
-    group = h29[prio] >> (2 * (MAX_ORDER - max(layout.order, shallow - 1)))
-    o = np.argsort(group, kind="stable")
-    gs = group[o]
-    starts = np.concatenate([[0], np.flatnonzero(np.diff(gs)) + 1])
-    rank = np.arange(gs.size) - np.repeat(starts, np.diff(np.append(starts, gs.size)))
-    keep = prio[o[rank < limit * (shallow - 1)]]
-    cell, counts = np.unique(h29 >> (2 * (MAX_ORDER - (shallow - 1))), return_counts=True)
-    moc = np.unique(h29 >> (2 * (MAX_ORDER - MOC_ORDER)))
-    return {"h29": h29[keep], "rid": rid[keep],
-            "key": np.zeros(keep.size) if key is None else key[keep],
-            "cell": cell, "count": counts, "moc": moc}
+def _stream(source: Any, work: Path, *, ra: str, dec: str, order_by: str | None,
+            descending: bool, limit: int, max_order: int | None, names: list[str],
+            units: dict[str, str], single: Any = None) -> tuple[_Layout, _Candidates]:
+    """Scatter the input, chunk by chunk, into per-pixel Arrow fragments under ``work``.
+
+    A first pass over the coordinates chooses the pixel order (at most
+    ``partition-rows`` rows a pixel); the second reads the columns written to
+    the tiles, numbers the rows, gathers the shallow candidates and writes
+    each chunk's rows of each pixel to ``work/<pixel>/<chunk>.arrow``.
+    """
+    import pyarrow as pa
+
+    from .. import _config
+    from ..healpix import order_from_counts
+    from ._catalogue import MAX_PARTITIONS
+
+    rows = min(GROUP_ROWS, int(_config.get("partition-rows", 1_000_000)))
+    cached: np.ndarray | None = None
+    if single is not None:
+        cached = _coords(single, ra, dec)
+        pix, counts = np.unique(cached >> (2 * (MAX_ORDER - HIST_ORDER)), return_counts=True)
+    else:
+        pix, counts = np.empty(0, np.int64), np.empty(0, np.int64)
+        for chunk in source.chunks([ra, dec]):
+            fine = _coords(chunk, ra, dec) >> (2 * (MAX_ORDER - HIST_ORDER))
+            p, c = np.unique(fine, return_counts=True)
+            pix, inv = np.unique(np.concatenate([pix, p]), return_inverse=True)
+            counts = np.bincount(inv, np.concatenate([counts, c])).astype(np.int64)
+    if pix.size == 0:
+        raise VanotebookInputError("catalogue", "a catalogue with at least one row", "no rows")
+    order = order_from_counts(pix, counts, order=HIST_ORDER, max_rows=rows)
+    while order > 0 and np.unique(pix >> (2 * (HIST_ORDER - order))).size > MAX_PARTITIONS:
+        order -= 1
+    if max_order is not None:
+        order = min(order, max_order)
+    shallow = _shallow(order, max_order)
+    cands = _Candidates(shallow=shallow, limit=limit, descending=descending,
+                        keyed=order_by is not None)
+    keep = list(dict.fromkeys([*names, *([order_by] if order_by else [])]))
+    need = list(dict.fromkeys([*keep, ra, dec]))
+    groups: dict[int, list[str]] = {}
+    writers: dict[int, Any] = {}  # open Arrow files, least recently used first
+    start = 0
+    schema = None
+    chunks = iter([single]) if single is not None else source.chunks(need)
+    for i, chunk in enumerate(chunks):
+        if i == 0:
+            _check_order_by(chunk.schema, order_by)
+        h29 = cached if cached is not None else _coords(chunk, ra, dec)
+        n = chunk.num_rows
+        rid = np.arange(start, start + n, dtype=np.int64)
+        start += n
+        cands.add(h29, rid, _key(chunk, order_by))
+        part = h29 >> (2 * (MAX_ORDER - order))
+        o = np.argsort(part, kind="stable")
+        ps = part[o]
+        edges = np.flatnonzero(np.diff(ps)) + 1
+        table = chunk.select(keep)
+        schema = schema or table.schema
+        table = table.append_column(HEALPIX_COLUMN, pa.array(h29)) \
+                     .append_column(ROW_COLUMN, pa.array(rid)).take(pa.array(o))
+        del chunk, h29, rid, part
+        for a, b in zip(np.concatenate([[0], edges]).tolist(),
+                        np.append(edges, ps.size).tolist(), strict=True):
+            p = int(ps[a])
+            piece = table.slice(a, b - a)
+            writer, wschema = writers.pop(p, (None, None))
+            if writer is not None and wschema != piece.schema:
+                writer.close()
+                writer = None
+            if writer is None:
+                if len(writers) >= MAX_OPEN_WRITERS:  # close the least recently used
+                    writers.pop(next(iter(writers)))[0].close()
+                path = work / f"{p}.{len(groups.get(p, [])):06d}.arrow"
+                work.mkdir(parents=True, exist_ok=True)
+                writer = pa.ipc.new_file(str(path), piece.schema)
+                groups.setdefault(p, []).append(str(path))
+            writer.write_table(piece)
+            writers[p] = (writer, piece.schema)
+        del table
+        pa.default_memory_pool().release_unused()
+    for writer, _ in writers.values():
+        writer.close()
+    layout = _Layout(order, dict(sorted(groups.items())), {}, start, ra, dec, units,
+                     list(keep), schema)
+    return layout, cands
 
 
+def _shallow(order: int, max_order: int | None) -> int:
+    """First order tiled partition by partition (its cells lie inside one partition)."""
+    shallow = max(order, 3)
+    return shallow if max_order is None else min(shallow, max_order)
+
+
+def _read_group(layout: _Layout, pix: int, columns: list[str]):
+    """One group's rows (``columns`` + healpix + row number), fragments concatenated."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = layout.groups[pix]
+    if files[0].endswith(".arrow"):
+        cols = list(dict.fromkeys([*columns, HEALPIX_COLUMN, ROW_COLUMN]))
+        parts = []
+        for f in files:
+            with pa.memory_map(f) as source:
+                parts.append(pa.ipc.open_file(source).read_all().select(cols))
+        return pa.concat_tables(parts, promote_options="permissive")
+    f = pq.ParquetFile(files[0])
+    t = f.read(columns=list(dict.fromkeys([*columns, HEALPIX_COLUMN])))
+    rid = layout.first_rid[pix] + np.arange(t.num_rows, dtype=np.int64)
+    return t.append_column(ROW_COLUMN, pa.array(rid))
+
+
+# ----------------------------------------------------------------------------- tiles
 def _tsv_header(names: list[str]) -> str:
     return "\t".join(names) + "\n"
 
@@ -256,75 +446,133 @@ def _tile_path(out: Path, order: int, pix: int) -> Path:
     return out / f"Norder{order}" / f"Dir{(pix // 10_000) * 10_000}" / f"Npix{pix}.tsv"
 
 
-def _write_tiles(out: Path, table: Any, orders: np.ndarray, h29: np.ndarray,
-                 totals: dict[int, dict[int, int]] | None, names: list[str]) -> dict[int, int]:
-    """Write one tile per (order, cell); ``table`` rows are in display order.
+def _write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data`` (plain os calls: tiles are many and small)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
-    ``totals[order][cell]`` is the number of rows in the cell and below (for
-    the completeness line); without it the rows given are counted.
+
+BATCH_ROWS = 65_536
+"""Rows formatted as TSV in one call (whole tiles; bounds the text held in memory)."""
+
+
+def _write_tiles(out: Path, table: Any, orders: np.ndarray, h29: np.ndarray,
+                 totals: Any, names: list[str], perm: np.ndarray | None = None
+                 ) -> dict[int, int]:
+    """Write one tile per (order, cell); ``table.take(perm)`` rows are in display order.
+
+    ``totals`` gives the number of rows in a cell and below (for the
+    completeness line): either a dict ``totals[order][cell]`` or a sorted array
+    of the order-29 indices of every row of the partition.
     """
     import pyarrow as pa
 
-    cells = h29 >> (2 * (MAX_ORDER - orders.astype(np.int64)))
+    orders = orders.astype(np.int64)
+    cells = h29 >> (2 * (MAX_ORDER - orders))
     o = np.lexsort((cells, orders))  # stable: display order kept inside each tile
     so, sc = orders[o], cells[o]
     edges = np.flatnonzero((np.diff(so) != 0) | (np.diff(sc) != 0)) + 1
-    starts = np.concatenate([[0], edges])
-    stops = np.append(edges, so.size)
-    table = table.select(names).take(pa.array(o))
-    head = _tsv_header(names)
-    per_order: dict[int, int] = {}
+    starts = np.concatenate([[0], edges]).astype(np.int64)
+    stops = np.append(edges, so.size).astype(np.int64)
+    t_order, t_cell = so[starts], sc[starts]
+    if isinstance(totals, np.ndarray):
+        shift = 2 * (MAX_ORDER - t_order)
+        total = (np.searchsorted(totals, (t_cell + 1) << shift)
+                 - np.searchsorted(totals, t_cell << shift))
+    else:
+        total = np.array([totals[k][c] for k, c in zip(t_order.tolist(), t_cell.tolist(),
+                                                        strict=True)], np.int64)
+    table = table.select(names).take(pa.array(o if perm is None else perm[o]))
+    head = _tsv_header(names).encode()
     made: set[Path] = set()
-    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-        k, c = int(so[a]), int(sc[a])
-        path = _tile_path(out, k, c)
-        if path.parent not in made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            made.add(path.parent)
-        total = (totals or {}).get(k, {}).get(c)
-        if total is None:
-            total = int(np.count_nonzero((h29 >> (2 * (MAX_ORDER - k))) == c))
-        with open(path, "wb") as f:
-            f.write(f"# Completeness = {b - a} / {total}\n{head}".encode())
-            f.write(_tsv_rows(table.slice(a, b - a)))
-        per_order[k] = per_order.get(k, 0) + (b - a)
-    return per_order
+    i = 0
+    n_tiles = starts.size
+    while i < n_tiles:  # whole tiles, about BATCH_ROWS rows at a time
+        j = int(np.searchsorted(starts, starts[i] + BATCH_ROWS, side="right"))
+        j = max(j, i + 1)
+        a0, b0 = int(starts[i]), int(stops[j - 1])
+        text = _tsv_rows(table.slice(a0, b0 - a0))
+        ends = np.flatnonzero(np.frombuffer(text, np.uint8) == 10) + 1
+        line_end = np.concatenate([[0], ends])
+        for t in range(i, j):
+            a, b = int(starts[t]) - a0, int(stops[t]) - a0
+            path = _tile_path(out, int(t_order[t]), int(t_cell[t]))
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+            _write_file(path, f"# Completeness = {b - a} / {int(total[t])}\n".encode()
+                        + head + text[line_end[a]:line_end[b]])
+        i = j
+    counts = np.bincount(so, minlength=int(so.max()) + 1 if so.size else 0)
+    return {int(k): int(counts[k]) for k in np.flatnonzero(counts)}
 
 
-def _tile_partition(layout: _Layout, pix: int, out: str, *, order_by: str | None,
-                    descending: bool, shallow: int, limit: int, max_order: int | None,
-                    shallow_rids: np.ndarray, names: list[str]) -> dict[str, Any]:
-    """Tile the deep orders (>= ``shallow``) of one partition; return its shallow rows."""
+def _tile_group(layout: _Layout, pix: int, out: str, *, order_by: str | None,
+                descending: bool, shallow: int, limit: int, max_order: int | None,
+                shallow_rids: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Tile the deep orders (>= ``shallow``) of one group; return its shallow rows."""
     import pyarrow as pa
 
-    need = list(dict.fromkeys([*names, HEALPIX_COLUMN, ROW_COLUMN] +
-                              ([order_by] if order_by else [])))
-    t = _read(layout, pix, need)
+    t = _read_group(layout, pix, list(dict.fromkeys([*names] + ([order_by] if order_by
+                                                                  else []))))
     h29 = t.column(HEALPIX_COLUMN).to_numpy()
-    rid = _rid(t, layout, pix)
-    is_shallow = np.isin(rid, shallow_rids)
-    shallow_table = t.filter(pa.array(is_shallow)).select(names)
-    deep = ~is_shallow
+    rid = t.column(ROW_COLUMN).to_numpy()
+    key = _key(t, order_by)
+    if shallow_rids.size:
+        at = np.minimum(np.searchsorted(shallow_rids, rid), shallow_rids.size - 1)
+        is_shallow = shallow_rids[at] == rid
+    else:
+        is_shallow = np.zeros(rid.size, bool)
+    sel = np.flatnonzero(is_shallow)
+    shallow_table = t.select(names).take(pa.array(sel))
     last = AUTO_MAX_ORDER if max_order is None else max_order
     per_order: dict[int, int] = {}
     deepest = 0
-    if deep.any():
-        td = t.filter(pa.array(deep))
-        hd, rd = h29[deep], rid[deep]
-        key = _key(td, order_by)
-        prio = _priority(key, rd, descending)
-        orders = assign_orders(hd[prio], first=shallow, last=last, limit=limit)
+    deep = np.flatnonzero(~is_shallow)
+    if deep.size:
+        prio = deep[_priority(None if key is None else key[deep], rid[deep], descending)]
+        hp = h29[prio]
+        orders = assign_orders(hp, first=shallow, last=last, limit=limit)
         deepest = int(orders.max())
-        totals: dict[int, dict[int, int]] = {}
-        for k in np.unique(orders).tolist():
-            cells, counts = np.unique(h29 >> (2 * (MAX_ORDER - k)), return_counts=True)
-            totals[k] = dict(zip(cells.tolist(), counts.tolist(), strict=True))
-        per_order = _write_tiles(Path(out), td.take(pa.array(prio)), orders, hd[prio],
-                                 totals, names)
-    return {"shallow": shallow_table, "shallow_rid": rid[is_shallow],
-            "shallow_key": (np.zeros(int(is_shallow.sum())) if order_by is None
-                            else _key(t, order_by)[is_shallow]),
-            "shallow_h29": h29[is_shallow], "per_order": per_order, "deepest": deepest}
+        per_order = _write_tiles(Path(out), t.select(names), orders, hp, np.sort(h29),
+                                 names, perm=prio)
+    del t
+    pa.default_memory_pool().release_unused()
+    return {"shallow": shallow_table, "shallow_rid": rid[sel],
+            "shallow_key": np.zeros(sel.size) if key is None else key[sel],
+            "shallow_h29": h29[sel], "per_order": per_order, "deepest": deepest}
+
+
+def _catalogue_layout(catalogue: Any, *, order_by: str | None, descending: bool, limit: int,
+                      max_order: int | None) -> tuple[_Layout, _Candidates]:
+    """An archive catalogue as it is: its partitions are the groups."""
+    import pyarrow.parquet as pq
+
+    dataset = catalogue.path / "dataset"
+    paths = [partition_path(dataset, catalogue.order, p) for p in catalogue.pixels]
+    shallow = _shallow(catalogue.order, max_order)
+    cands = _Candidates(shallow=shallow, limit=limit, descending=descending,
+                        keyed=order_by is not None)
+    first: dict[int, int] = {}
+    start = 0
+    schema = None
+    for p, path in zip(catalogue.pixels.tolist(), paths, strict=True):
+        f = pq.ParquetFile(path)
+        schema = schema or f.schema_arrow
+        t = f.read(columns=[HEALPIX_COLUMN] + ([order_by] if order_by else []))
+        first[int(p)] = start
+        rid = np.arange(start, start + t.num_rows, dtype=np.int64)
+        start += t.num_rows
+        cands.add(t.column(HEALPIX_COLUMN).to_numpy(), rid, _key(t, order_by))
+    groups = {int(p): [str(path)] for p, path in zip(catalogue.pixels.tolist(), paths,
+                                                      strict=True)}
+    return _Layout(catalogue.order, groups, first, start, catalogue.ra, catalogue.dec,
+                   dict(catalogue.units), list(catalogue.columns), schema), cands
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -369,6 +617,11 @@ def _kind(schema: Any, name: str) -> str:
         return "f"
     return "O"
 
+def _check_order_by(schema: Any, order_by: str | None) -> None:
+    if order_by is not None and _kind(schema, order_by) not in "if":
+        raise VanotebookInputError("order_by", "a numeric column",
+                                   f"{order_by} of type {schema.field(order_by).type}")
+
 
 # ----------------------------------------------------------------------------- public
 def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "ra",
@@ -384,7 +637,8 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
     catalogue
         Anything `vanotebook.io.parse_catalogue` takes (Table, pandas or dask
         DataFrame, FITS/VOTable/ECSV/parquet path or parquet folder), or an
-        archive `Catalogue` (read partition by partition).
+        archive `Catalogue` (read partition by partition). Parquet inputs and
+        dask DataFrames are read chunk by chunk, never whole.
     out : path
         The HiPS folder to create (written atomically).
     ra, dec : str
@@ -413,10 +667,11 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
     pathlib.Path
         ``out``.
     """
+    from .. import _config
     from ..cluster import get_client
     from ..io import atomic_dir
     from ..provenance import record
-    from ._catalogue import Catalogue
+    from ._catalogue import Catalogue, _Source
 
     check_positive("max_rows_per_tile", max_rows_per_tile, integer=True)
     limit = int(max_rows_per_tile)
@@ -435,63 +690,77 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
                             str(catalogue) if isinstance(catalogue, str | os.PathLike) else
                             type(catalogue).__name__)}
     runner = get_client(client)
+    chunk_rows = min(CHUNK_ROWS, int(_config.get("partition-rows", 1_000_000)))
+    # the input, as a source of chunks (nothing read yet but for small in-memory inputs)
+    single = None
+    source: Any = None
+    if isinstance(catalogue, Catalogue):
+        ra, dec = catalogue.ra, catalogue.dec
+        all_columns, units = list(catalogue.columns), dict(catalogue.units)
+        if max_order is not None and catalogue.order > max_order:
+            source = _CatalogueChunks(catalogue)  # partitions finer than max_order
+    elif isinstance(catalogue, str | os.PathLike) and (
+            Path(catalogue).is_dir() or Path(catalogue).suffix.lower() in (".parquet", ".pq")):
+        if not Path(catalogue).exists():
+            raise VanotebookInputError("catalogue", "an existing catalogue file",
+                                       str(catalogue))
+        source = _ParquetChunks(catalogue, chunk_rows)
+        all_columns, units = source.columns, dict(source.units)
+    else:
+        from ..io import parse_catalogue
+
+        data = parse_catalogue(catalogue, ra=ra, dec=dec)
+        source = _Source(data, ra=ra, dec=dec, chunk_rows=chunk_rows, client=runner)
+        single = source.single
+        all_columns, units = list(source.columns), _input_units(data) or dict(source.units)
+    all_columns = [c for c in all_columns if c not in (HEALPIX_COLUMN, ROW_COLUMN)]
+    for arg, col in (("ra", ra), ("dec", dec)):
+        if col not in all_columns:
+            raise VanotebookInputError(arg, "a column of the catalogue", col)
+    if columns is None:
+        names = list(all_columns)
+    else:
+        missing = [c for c in columns if c not in all_columns]
+        if missing:
+            raise VanotebookInputError("columns", f"columns of the catalogue "
+                                       f"({', '.join(all_columns[:20])})", missing)
+        names = list(dict.fromkeys([ra, dec, *columns]))
+    if order_by is not None and order_by not in all_columns:
+        raise VanotebookInputError("order_by", f"a column of the catalogue "
+                                   f"({', '.join(all_columns[:20])})", order_by)
     with record("vanotebook.archive.write_catalogue_hips", params) as prov, \
             atomic_dir(out, overwrite=overwrite) as tmp:
         work = tmp / "_partitions"
-        layout = _layout(catalogue, work, ra=ra, dec=dec, max_order=max_order, client=runner)
-        ra, dec = layout.ra, layout.dec
-        if columns is None:
-            names = list(layout.columns)
+        if isinstance(catalogue, Catalogue) and source is None:
+            layout, cands = _catalogue_layout(catalogue, order_by=order_by,
+                                              descending=descending, limit=limit,
+                                              max_order=max_order)
+            _check_order_by(layout.schema, order_by)
         else:
-            missing = [c for c in columns if c not in layout.columns]
-            if missing:
-                raise VanotebookInputError("columns", f"columns of the catalogue "
-                                           f"({', '.join(layout.columns[:20])})", missing)
-            names = list(dict.fromkeys([ra, dec, *columns]))
-        if order_by is not None and order_by not in layout.columns:
-            raise VanotebookInputError("order_by", f"a column of the catalogue "
-                                       f"({', '.join(layout.columns[:20])})", order_by)
-        if order_by is not None:
-            import pyarrow.parquet as pq
-
-            schema = pq.read_schema(layout.path(int(layout.pixels[0])))
-            if _kind(schema, order_by) not in "if":
-                raise VanotebookInputError("order_by", "a numeric column",
-                                           f"{order_by} of type {schema.field(order_by).type}")
-        shallow = max(layout.order, 3)
-        if max_order is not None:
-            shallow = min(shallow, max_order)
-        pixels = layout.pixels.tolist()
-        # pass 1: the candidates of the orders whose cells span several partitions
-        cands = [_candidates(layout, p, order_by=order_by, descending=descending,
-                             shallow=shallow, limit=limit) for p in pixels]
-        h29 = np.concatenate([c["h29"] for c in cands])
-        rid = np.concatenate([c["rid"] for c in cands])
-        key = np.concatenate([c["key"] for c in cands])
-        prio = _priority(None if order_by is None else key, rid, descending)
-        orders = assign_orders(h29[prio], first=1, last=shallow - 1, limit=limit, dump=False)
-        shallow_rids = np.sort(rid[prio][orders >= 0])
-        totals: dict[int, dict[int, int]] = {}
-        hist_cells = np.concatenate([c["cell"] for c in cands])
-        hist_counts = np.concatenate([c["count"] for c in cands])
-        for k in range(1, shallow):
-            cell = hist_cells >> (2 * (shallow - 1 - k))
-            u, inv = np.unique(cell, return_inverse=True)
-            totals[k] = dict(zip(u.tolist(), np.bincount(inv, hist_counts).astype(int).tolist(),
-                                 strict=True))
-        moc_cells = np.unique(np.concatenate([c["moc"] for c in cands]))
-        del cands, h29, rid, key, prio, orders
-        # pass 2: each partition tiles its own deep orders
+            layout, cands = _stream(source, work, ra=ra, dec=dec, order_by=order_by,
+                                    descending=descending, limit=limit, max_order=max_order,
+                                    names=names, units=units, single=single)
+        shallow = _shallow(layout.order, max_order)
+        # the orders whose cells span several partitions, from the candidates
+        prio = _priority(None if order_by is None else cands.key, cands.rid, descending)
+        orders = assign_orders(cands.h29[prio], first=1, last=shallow - 1, limit=limit,
+                               dump=False)
+        shallow_rids = np.sort(cands.rid[prio][orders >= 0])
+        totals = cands.totals()
+        moc_cells = cands.moc
+        del cands, prio, orders
+        # each group tiles its own deep orders
         kwargs = {"order_by": order_by, "descending": descending, "shallow": shallow,
                   "limit": limit, "max_order": max_order, "names": names}
+        pixels = list(layout.groups)
         if runner is not None:
-            futures = runner.map(_tile_partition, [layout] * len(pixels), pixels,
+            futures = runner.map(_tile_group, [layout] * len(pixels), pixels,
                                  [str(tmp)] * len(pixels), shallow_rids=shallow_rids,
                                  pure=False, **kwargs)
             results = runner.gather(futures)
         else:
             with ThreadPoolExecutor(max_workers=2) as pool:
-                results = list(pool.map(lambda p: _tile_partition(
+                results = list(pool.map(lambda p: _tile_group(
                     layout, p, str(tmp), shallow_rids=shallow_rids, **kwargs), pixels))
         import pyarrow as pa
 
@@ -507,6 +776,8 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
         s_h29 = np.concatenate([r["shallow_h29"] for r in results])
         del results
         schema = srows.schema
+        n_rows = layout.n_rows
+        head = _tsv_header(names)
         if srows.num_rows:
             prio = _priority(None if order_by is None else s_key, s_rid, descending)
             s_orders = assign_orders(s_h29[prio], first=1, last=shallow - 1, limit=limit,
@@ -516,22 +787,19 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
                                      names).items():
                 per_order[k] = per_order.get(k, 0) + n
                 deepest = max(deepest, k)
-            head = _tsv_header(names)
             for k in ALLSKY_ORDERS:  # Aladin Lite's first two orders, one file each
                 sel = np.flatnonzero(s_orders == k)
                 (tmp / f"Norder{k}").mkdir(exist_ok=True)
                 with open(tmp / f"Norder{k}" / "Allsky.tsv", "wb") as f:
-                    f.write(f"# Completeness = {sel.size} / {int(layout.counts.sum())}\n"
-                            f"{head}".encode())
+                    f.write(f"# Completeness = {sel.size} / {n_rows}\n{head}".encode())
                     f.write(_tsv_rows(srows.take(pa.array(sel))))
         else:
             for k in ALLSKY_ORDERS:
                 (tmp / f"Norder{k}").mkdir(exist_ok=True)
                 (tmp / f"Norder{k}" / "Allsky.tsv").write_text(
-                    f"# Completeness = 0 / {int(layout.counts.sum())}\n{_tsv_header(names)}")
+                    f"# Completeness = 0 / {n_rows}\n{head}")
         if work.exists():
             shutil.rmtree(work)
-        n_rows = int(layout.counts.sum())
         hips_order = max(deepest, 3)
         # coverage, metadata, properties
         from mocpy import MOC
