@@ -136,6 +136,17 @@ def test_users_run_on_the_shared_cluster(gateway):
     # both users reached the same scheduler
     addrs = {line for t in outputs.values() for line in t.splitlines() if line.startswith("ADDR")}
     assert len(addrs) == 1
+    # each user saw both workers at once (the line, not TASK_WORKERS)
+    for text in outputs.values():
+        assert "\nWORKERS ['shared-0', 'shared-1']" in text
+    # the shared workers warmed up (imported the services, loaded their kernels)
+    log = (gateway["state"] / "gateway.log").read_text()
+    for worker in ("shared-0", "shared-1"):
+        assert f"vanotebook warm-up of {worker} took" in log
+    # the users' servers started without the extensions turned off for them
+    assert "jupyterlab | extension was successfully loaded" in log
+    assert "jupyter_lsp | extension was successfully loaded" not in log
+    assert "panel.io.jupyter_server_extension | extension was successfully loaded" not in log
 
 
 def test_anonymous_requests_are_sent_to_login(gateway):
@@ -230,6 +241,64 @@ def test_config_external_cluster_starts_no_workers(tmp_path, recwarn):
     assert "dashboards" in names and "idle-culler" in names
     user_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
     assert "access:services" in user_role["scopes"]
+
+
+def test_config_user_servers_start_light(tmp_path, recwarn):
+    """Users' servers: the lighter launcher, slow extensions off, a queued spawner that
+    notices a started server at once; workers warm up before they join."""
+    from jupyterhub.spawner import SimpleLocalProcessSpawner
+    from traitlets.config import Config
+
+    c = Config()
+    settings = HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
+                           spawn_concurrency=3)
+    configure(c, settings)
+    assert c.Spawner.cmd[1:] == ["-m", "vanotebook.hub._singleuser"]
+    for name in ("jupyter_lsp", "panel.io.jupyter_server_extension"):
+        assert f"--ServerApp.jpserver_extensions={name}=False" in c.Spawner.args
+    assert issubclass(c.JupyterHub.spawner_class, SimpleLocalProcessSpawner)
+    workers = [s for s in c.JupyterHub.services if s["name"].startswith("dask-worker")]
+    assert len(workers) == 2
+    for w in workers:
+        assert w["environment"]["DASK_DISTRIBUTED__WORKER__PRELOAD"] == \
+            '["vanotebook.hub._warm"]'
+    # everything back on when asked
+    c2 = Config()
+    configure(c2, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
+                              disabled_server_extensions=()))
+    assert not any("jpserver_extensions" in a for a in c2.Spawner.args)
+
+
+def test_singleuser_launcher_skips_only_the_slow_format_checker():
+    """`python -m vanotebook.hub._singleuser` is jupyterhub-singleuser without
+    rfc3987_syntax; jsonschema still checks the other formats."""
+    code = (
+        "import sys\n"
+        "from vanotebook.hub._singleuser import main\n"
+        "sys.argv = ['x', '--version']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "import jsonschema\n"
+        "checker = jsonschema.Draft7Validator.FORMAT_CHECKER\n"
+        "print('LOADED', 'jupyter_server.serverapp' in sys.modules)\n"
+        "print('RFC3987', sys.modules.get('rfc3987_syntax', 'absent'))\n"
+        "print('DATE', checker.conforms('2026-11-23T10:00:00Z', 'date-time'),\n"
+        "      checker.conforms('not a date', 'date-time'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "6." in out.splitlines()[0]  # jupyterhub-singleuser --version
+    assert "LOADED True" in out
+    assert "RFC3987 None" in out
+    assert "DATE True False" in out
+
+
+def test_warm_up_runs_the_services_in_process():
+    from vanotebook.hub._warm import warm
+
+    assert warm() > 0
 
 
 def test_dashboards_app_builds_without_warnings():

@@ -71,16 +71,47 @@ class HubClient:
             server = user.get("servers", {}).get("", {})
             return server.get("ready") and server.get("url")
 
+        if r.status_code == 202:  # still starting: the hub tells us when it is ready
+            self._wait_progress(name, timeout)
         return self.url + wait_for(ready, timeout, f"{name}'s server")
+
+    def _wait_progress(self, name: str, timeout: float) -> None:
+        """Follow the hub's progress event stream of a starting server until it is ready.
+
+        Returns at the ``ready`` event (no polling delay), or when the stream ends
+        or ``timeout`` passes; raises `RuntimeError` at a ``failed`` event.
+        """
+        t0 = time.monotonic()
+        try:
+            with requests.get(f"{self.api}/users/{name}/server/progress", headers=self.headers,
+                              stream=True, timeout=(10, 30)) as r:
+                if r.status_code != 200:
+                    return
+                for line in r.iter_lines(decode_unicode=True):
+                    if time.monotonic() - t0 > timeout:
+                        return
+                    if not line or not line.startswith("data:"):
+                        continue  # keepalive
+                    event = json.loads(line[5:])
+                    if event.get("ready"):
+                        return
+                    if event.get("failed"):
+                        raise RuntimeError(f"starting {name}'s server: {event.get('message')}")
+        except (requests.ConnectionError, requests.Timeout):
+            return  # the polling that follows decides
 
     def stop(self, name: str) -> None:
         """Stop user ``name``'s server."""
         requests.delete(f"{self.api}/users/{name}/server", headers=self.headers, timeout=60)
 
-    def execute(self, server_url: str, code: str, *, timeout: float = 180) -> str:
+    def execute(self, server_url: str, code: str, *, timeout: float = 180,
+                timings: dict[str, float] | None = None) -> str:
         """Run ``code`` in a new kernel of a user server; return its stdout.
 
-        Raises `RuntimeError` with the traceback when the code fails.
+        Raises `RuntimeError` with the traceback when the code fails. When given,
+        ``timings`` receives wall-clock times (`time.time`): ``kernel`` (the server
+        started the kernel) and ``reply`` (the code's reply arrived, before the
+        kernel is shut down).
         """
         import websocket
 
@@ -89,6 +120,8 @@ class HubClient:
         if r.status_code != 201:
             raise RuntimeError(f"starting a kernel: {r.status_code} {r.text}")
         kid = r.json()["id"]
+        if timings is not None:
+            timings["kernel"] = time.time()
         ws = websocket.create_connection(
             server_url.replace("http://", "ws://") + f"api/kernels/{kid}/channels",
             header=[f"{k}: {v}" for k, v in self.headers.items()], timeout=timeout)
@@ -114,6 +147,8 @@ class HubClient:
                     out.append("\n".join(msg["content"]["traceback"]))
                 elif kind == "execute_reply":
                     status = msg["content"]["status"]
+                    if timings is not None:
+                        timings["reply"] = time.time()
                     break
         finally:
             ws.close()
