@@ -221,7 +221,13 @@ def test_aladin_draws_our_tiles_in_chromium(folders):
     image_tiles = [u for u in requests_seen if "/hips/" in u and u.endswith(".png")
                    and "/Npix" in u]
     cat_tiles = [u for u in requests_seen if "/hips/" in u and u.endswith(".tsv")]
-    assert image_tiles and all(responses.get(u) == 200 for u in image_tiles), image_tiles[:5]
+    served = [u for u in image_tiles if responses.get(u) == 200]
+    assert served, image_tiles[:5]
+    for u in image_tiles:  # a 404 only for tiles outside the HiPS; still in flight at close: None
+        status = responses.get(u)
+        tile = Path(folders["image"]) / ("Norder" + u.split("/Norder", 1)[1])
+        assert status in (200, 404, None), (u, status)
+        assert (status == 200) == tile.exists() or status is None, (u, status)
     assert any("Allsky.tsv" in u for u in cat_tiles)
     assert any("/Npix" in u for u in cat_tiles)  # deeper tiles, loaded progressively
     assert all(responses.get(u) in (200, 404) for u in cat_tiles)

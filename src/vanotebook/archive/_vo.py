@@ -79,6 +79,20 @@ def cone_search(url: str, ra: float, dec: float, radius: u.Quantity) -> Table:
         raise
 
 
+def rd_header(name: str, title: str, description: str, prov: Provenance, *, subject: str,
+              kind: str) -> str:
+    """The opening of a DaCHS resource descriptor: the resource and its metadata."""
+    prov_text = escape(json.dumps({"activity": prov.activity, "digest": prov.digest}))
+    return f"""<resource schema="{name}" resdir="{name}">
+  <meta name="creationDate">{prov.started[:19]}Z</meta>
+  <meta name="title">{escape(title)}</meta>
+  <meta name="description">{escape(description or title)} Published by vanotebook
+    (provenance {prov_text}).</meta>
+  <meta name="creator">vanotebook</meta>
+  <meta name="subject">{subject}</meta>
+  <meta name="type">{kind}</meta>"""
+
+
 @dataclass(frozen=True)
 class Published:
     """A catalogue published on a DaCHS server."""
@@ -362,15 +376,7 @@ class DaCHS:
                     f'ucd="{ucd}" description="{escape(col)}" verbLevel="1"{required}/>')
 
         cols = "\n".join(column(*c) for c in columns)
-        prov_text = escape(json.dumps({"activity": prov.activity, "digest": prov.digest}))
-        return f"""<resource schema="{name}" resdir="{name}">
-  <meta name="creationDate">{prov.started[:19]}Z</meta>
-  <meta name="title">{escape(title)}</meta>
-  <meta name="description">{escape(description or title)} Published by vanotebook
-    (provenance {prov_text}).</meta>
-  <meta name="creator">vanotebook</meta>
-  <meta name="subject">catalogs</meta>
-  <meta name="type">Catalog</meta>
+        return f"""{rd_header(name, title, description, prov, subject="catalogs", kind="Catalog")}
   <table id="main" onDisk="True" mixin="//scs#q3cindex" adql="True">
     <primary>id</primary>
     <stc>Position ICRS "ra" "dec"</stc>

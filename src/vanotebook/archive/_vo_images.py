@@ -747,19 +747,13 @@ def images_rd(name: str, metadata: dict[str, dict[str, Any]], *, title: str,
               description: str, collection: str | None, prov: Provenance) -> str:
     """The resource descriptor serving ``data/*.fits`` through SIAP v1 and SIA v2."""
     meta_py = escape(repr(json.loads(json.dumps(metadata))))  # a Python literal for DaCHS
-    prov_text = escape(json.dumps({"activity": prov.activity, "digest": prov.digest}))
+    from ._vo import rd_header
+
     first = next(iter(metadata.values()))
     ra, dec = first["center"]
     collection_sql = ("survey" if collection is None else
                       "'" + collection.replace("'", "''") + "'")
-    return f"""<resource schema="{name}" resdir="{name}">
-  <meta name="creationDate">{prov.started[:19]}Z</meta>
-  <meta name="title">{escape(title)}</meta>
-  <meta name="description">{escape(description or title)} Published by vanotebook
-    (provenance {prov_text}).</meta>
-  <meta name="creator">vanotebook</meta>
-  <meta name="subject">images</meta>
-  <meta name="type">Survey</meta>
+    return f"""{rd_header(name, title, description, prov, subject="images", kind="Survey")}
   <table id="main" onDisk="True" mixin="//siap#pgs" adql="True">
     <mixin collectionName={quoteattr(collection_sql)} calibLevel="3"
       >//obscore#publishSIAP</mixin>
