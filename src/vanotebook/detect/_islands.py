@@ -97,15 +97,13 @@ def find_islands(snr, *, seed: float = 5.0, merge: float = 2.6, min_pixels: int 
     return out, n
 
 
-def peaks_in_islands(snr: np.ndarray, idx, lab, *, size: int = 3, threshold: float = 5.0):
-    """`local_peaks` from the sparse island pixels of `island_pixels`."""
-    ny, nx = snr.shape
-    flat = snr.ravel()
-    with np.errstate(invalid="ignore"):
-        cand = flat[idx] >= threshold
-    y, x = np.divmod(idx[cand], nx)
-    lab = lab[cand]
-    v = flat[idx[cand]]
+def _no_larger_neighbour(image: np.ndarray, y: np.ndarray, x: np.ndarray, v: np.ndarray,
+                         size: int) -> np.ndarray:
+    """Whether no pixel of each candidate's ``size`` x ``size`` neighbourhood exceeds ``v``.
+
+    Pixels outside the image and NaN neighbours never block a peak.
+    """
+    ny, nx = image.shape
     h = size // 2
     is_max = np.ones(y.size, bool)
     for dy in range(-h, size - h):
@@ -118,7 +116,20 @@ def peaks_in_islands(snr: np.ndarray, idx, lab, *, size: int = 3, threshold: flo
             xx = x + dx
             ok = oky & (xx >= 0) & (xx < nx)
             xx = np.clip(xx, 0, nx - 1)
-            is_max &= ~ok | ~(snr[yy, xx] > v)  # NaN neighbours do not block a peak
+            is_max &= ~ok | ~(image[yy, xx] > v)
+    return is_max
+
+
+def peaks_in_islands(snr: np.ndarray, idx, lab, *, size: int = 3, threshold: float = 5.0):
+    """`local_peaks` from the sparse island pixels of `island_pixels`."""
+    nx = snr.shape[1]
+    flat = snr.ravel()
+    with np.errstate(invalid="ignore"):
+        cand = flat[idx] >= threshold
+    y, x = np.divmod(idx[cand], nx)
+    lab = lab[cand]
+    v = flat[idx[cand]]
+    is_max = _no_larger_neighbour(snr, y, x, v, size)
     y, x, lab, v = y[is_max], x[is_max], lab[is_max], v[is_max]
     order = np.lexsort((-v, lab))
     return y[order], x[order], lab[order]
@@ -137,21 +148,8 @@ def local_peaks(snr, labels, *, size: int = 3, threshold: float = 5.0):
         y, x = np.nonzero((filled >= threshold) & (labels > 0))
     # a candidate is a peak if no pixel of its size x size neighbourhood is larger
     # (same as maximum_filter with -inf outside the image, on candidates only)
-    h = size // 2
-    ny, nx = filled.shape
     v = filled[y, x]
-    is_max = np.ones(y.size, bool)
-    for dy in range(-h, size - h):
-        yy = y + dy
-        oky = (yy >= 0) & (yy < ny)
-        yy = np.clip(yy, 0, ny - 1)
-        for dx in range(-h, size - h):
-            if dy == 0 and dx == 0:
-                continue
-            xx = x + dx
-            ok = oky & (xx >= 0) & (xx < nx)
-            xx = np.clip(xx, 0, nx - 1)
-            is_max &= ~ok | (filled[yy, xx] <= v)
+    is_max = _no_larger_neighbour(filled, y, x, v, size)
     y, x = y[is_max], x[is_max]
     lab = labels[y, x]
     order = np.lexsort((-filled[y, x], lab))
