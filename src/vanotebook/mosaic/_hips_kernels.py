@@ -25,7 +25,6 @@ import math
 import numpy as np
 from array_api_compat import get_namespace
 
-from .._optional import HAS_NUMBA
 from ._kernels import map_coordinates
 
 __all__ = [
@@ -150,8 +149,10 @@ def numba_sample_tiles(data, nodes_x, nodes_y, *, width: int, origin: tuple[int,
     nodes_y = np.ascontiguousarray(nodes_y, dtype=np.float64)
     if out is None:
         out = np.empty((nodes_x.shape[0], width, width), np.float32)
-    _fused(data, origin[0], origin[1], ny, nx, nodes_x, nodes_y, width,
-           1 if interpolation == "bilinear" else 0, out)
+    from ._fused import hips_sample_tiles
+
+    hips_sample_tiles(data, origin[0], origin[1], ny, nx, nodes_x, nodes_y, width,
+                      1 if interpolation == "bilinear" else 0, out)
     return out
 
 
@@ -190,67 +191,3 @@ def to_uint8(tile, cut: tuple[float, float], stretch: str = "linear"):
         t = xp.asinh(10.0 * t) / math.asinh(10.0)
     v = xp.astype(xp.round(t * 254.0) + 1.0, xp.uint8)
     return xp.where(finite, v, xp.asarray(0, dtype=xp.uint8))
-
-
-# ----------------------------------------------------------------------------- numba
-if HAS_NUMBA:
-    import numba
-
-    @numba.njit(nogil=True, cache=True, error_model="numpy")
-    def _fused(data, y0, x0, ny, nx, nodes_x, nodes_y, width, order, out):  # pragma: no cover
-        ntile, n, _ = nodes_x.shape
-        h, w = data.shape
-        step = (width - 1) / (n - 1)
-        idx = np.empty(width, np.int64)
-        frac = np.empty(width, np.float64)
-        for p in range(width):
-            t = p / step
-            i = min(max(int(np.floor(t)), 0), n - 2)
-            idx[p] = i
-            frac[p] = t - i
-        for k in range(ntile):
-            for r in range(width):
-                i = idx[r]
-                fr = frac[r]
-                for c in range(width):
-                    j = idx[c]
-                    fc = frac[c]
-                    a = (1.0 - fr) * (1.0 - fc)
-                    b = (1.0 - fr) * fc
-                    cc = fr * (1.0 - fc)
-                    d = fr * fc
-                    x = (a * nodes_x[k, i, j] + b * nodes_x[k, i, j + 1]
-                         + cc * nodes_x[k, i + 1, j] + d * nodes_x[k, i + 1, j + 1])
-                    y = (a * nodes_y[k, i, j] + b * nodes_y[k, i, j + 1]
-                         + cc * nodes_y[k, i + 1, j] + d * nodes_y[k, i + 1, j + 1])
-                    if not (x >= -0.5 and x <= nx - 0.5 and y >= -0.5 and y <= ny - 0.5):
-                        out[k, r, c] = np.nan
-                        continue
-                    x = min(max(x, 0.0), nx - 1.0) - x0
-                    y = min(max(y, 0.0), ny - 1.0) - y0
-                    x = min(max(x, 0.0), w - 1.0)
-                    y = min(max(y, 0.0), h - 1.0)
-                    if order == 0:
-                        ix = min(int(np.floor(x + 0.5)), w - 1)
-                        iy = min(int(np.floor(y + 0.5)), h - 1)
-                        out[k, r, c] = data[iy, ix]
-                        continue
-                    ix = min(int(np.floor(x)), max(w - 2, 0))
-                    iy = min(int(np.floor(y)), max(h - 2, 0))
-                    fx = x - ix
-                    fy = y - iy
-                    jx = min(ix + 1, w - 1)
-                    jy = min(iy + 1, h - 1)
-                    acc = 0.0
-                    bad = False
-                    for yy, xx, wt in ((iy, ix, (1.0 - fx) * (1.0 - fy)), (iy, jx, fx * (1.0 - fy)),
-                                       (jy, ix, (1.0 - fx) * fy), (jy, jx, fx * fy)):
-                        if wt != 0.0:
-                            v = data[yy, xx]
-                            if np.isnan(v):
-                                bad = True
-                            else:
-                                acc += wt * v
-                    out[k, r, c] = np.nan if bad else acc
-else:  # pragma: no cover
-    _fused = None
