@@ -6,47 +6,30 @@ VANOTEBOOK_REQUIRE_DACHS=1, so these tests fail there rather than skip.
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import astropy.units as u
 import numpy as np
 import pytest
-import requests
 from astropy.coordinates import SkyCoord
 
 from vanotebook import VanotebookInputError
 from vanotebook.archive import DaCHS, cone_search, tap_search
 from vanotebook.sky import survey_catalogue
 
-URL = os.environ.get("VANOTEBOOK_DACHS_URL", "http://localhost:8080")
-
-
-def _dachs_up() -> bool:
-    try:
-        return requests.get(f"{URL}/tap/availability", timeout=5).ok
-    except requests.RequestException:
-        return False
-
-
-UP = _dachs_up()
-if not UP and os.environ.get("VANOTEBOOK_REQUIRE_DACHS") == "1":
-    pytest.fail(f"DaCHS is required but does not answer at {URL}", pytrace=False)
-needs_dachs = pytest.mark.skipif(not UP, reason=f"no DaCHS server at {URL}")
-
 
 @pytest.fixture(scope="module")
-def published(sky):
+def published(sky, dachs_url):
     cat = survey_catalogue(sky.observe("radio"), seed=1)
     cat = cat["source_id", "ra", "dec", "ra_error", "dec_error", "flux", "flux_error", "snr"]
     name = f"vn_{uuid.uuid4().hex[:8]}"
-    server = DaCHS(URL)
+    server = DaCHS(dachs_url)
     pub = server.publish_catalogue(cat, name, id="source_id", title="demo radio catalogue")
     yield cat, pub
     server.unpublish(name)
 
 
-@needs_dachs
+@pytest.mark.dachs
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_published_catalogue_answers_tap_row_for_row(published):
@@ -62,7 +45,7 @@ def test_published_catalogue_answers_tap_row_for_row(published):
     assert str(back["flux"].unit) == "Jy"
 
 
-@needs_dachs
+@pytest.mark.dachs
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize("radius", [3 * u.arcmin, 12 * u.arcmin])
@@ -86,8 +69,8 @@ def test_unreachable_server_is_named():
         cone_search("http://127.0.0.1:9/scs.xml", 10.0, 10.0, 1 * u.arcmin)
 
 
-def test_publish_bad_input(tmp_path):
-    server = DaCHS(URL, inputs=tmp_path)
+def test_publish_bad_input(tmp_path, dachs_url):
+    server = DaCHS(dachs_url, inputs=tmp_path)
     with pytest.raises(VanotebookInputError, match="name: expected lower-case"):
         server.publish_catalogue({"ra": [1.0]}, "Bad-Name")
     with pytest.raises(VanotebookInputError, match="radius: expected an angle"):

@@ -10,14 +10,12 @@ than skip.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 
 import astropy.units as u
 import numpy as np
 import pytest
-import requests
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
@@ -30,21 +28,6 @@ from vanotebook.archive._vo import DaCHS, _product_kind, download_images, sia_se
 from vanotebook.archive._vo_images import parse_s_region
 from vanotebook.provenance import sha256_file
 from vanotebook.sky import demo_sky
-
-URL = os.environ.get("VANOTEBOOK_DACHS_URL", "http://localhost:8080")
-
-
-def _dachs_up() -> bool:
-    try:
-        return requests.get(f"{URL}/tap/availability", timeout=5).ok
-    except requests.RequestException:
-        return False
-
-
-UP = _dachs_up()
-if not UP and os.environ.get("VANOTEBOOK_REQUIRE_DACHS") == "1":
-    pytest.fail(f"DaCHS is required but does not answer at {URL}", pytrace=False)
-needs_dachs = pytest.mark.skipif(not UP, reason=f"no DaCHS server at {URL}")
 
 CONE = (281.35, -2.85, 8 * u.arcmin)  # overlaps radio tile 0 and the Galactic fir250 tile
 
@@ -63,13 +46,13 @@ def tiles(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def published(tiles, tmp_path_factory):
+def published(tiles, tmp_path_factory, dachs_url):
     paths, fir = tiles
     inputs = [str(p) for p in paths] + [fir]
     local = Archive(tmp_path_factory.mktemp("local") / "archive")
     local.add_images(inputs)
     name = f"vn_{uuid.uuid4().hex[:8]}"
-    server = DaCHS(URL)
+    server = DaCHS(dachs_url)
     pub = server.publish(inputs, name, title="demo tiles")  # dispatches to publish_images
     yield pub, local, paths
     server.unpublish(name)
@@ -107,7 +90,7 @@ REGIONS = {
 }
 
 
-@needs_dachs
+@pytest.mark.dachs
 @pytest.mark.e2e
 @pytest.mark.parametrize("version", [2, 1])
 @pytest.mark.parametrize("kind", list(REGIONS))
@@ -152,7 +135,7 @@ def test_sia_answers_match_local_archive_image_by_image(published, version, kind
             assert corner.separation(verts).min() < 0.01 * u.arcsec
 
 
-@needs_dachs
+@pytest.mark.dachs
 @pytest.mark.e2e
 @pytest.mark.parametrize("version", [2, 1])
 def test_wavelength_and_epoch_filters_match_local(published, version):
@@ -171,7 +154,7 @@ def test_wavelength_and_epoch_filters_match_local(published, version):
     assert _key(pub, named) == list(local.images(wide, survey="HIGAL")["sha256"])
 
 
-@needs_dachs
+@pytest.mark.dachs
 @pytest.mark.e2e
 def test_download_into_archive_same_bytes_with_provenance(published, tmp_path):
     pub, local, paths = published
@@ -209,7 +192,7 @@ def test_unreachable_service_is_named(tmp_path):
     assert not list((arc.path / "vo").iterdir())  # no half-written download
 
 
-def test_bad_input_is_named(tmp_path, tiles):
+def test_bad_input_is_named(tmp_path, tiles, dachs_url):
     with pytest.raises(VanotebookInputError, match="version: expected"):
         sia_search("http://127.0.0.1:9/siap2.xml", CONE, version=3)
     with pytest.raises(VanotebookInputError, match="radius: expected an angle"):
@@ -221,7 +204,7 @@ def test_bad_input_is_named(tmp_path, tiles):
     with pytest.raises(VanotebookInputError, match="results: expected a table with an "
                                                    "access_url"):
         download_images(Table({"path": ["x"]}), tmp_path / "arc")
-    server = DaCHS(URL, inputs=tmp_path / "inputs")
+    server = DaCHS(dachs_url, inputs=tmp_path / "inputs")
     (tmp_path / "inputs").mkdir()
     with pytest.raises(VanotebookInputError, match="name: expected lower-case"):
         server.publish_images(tiles[0], "Bad-Name")
