@@ -80,8 +80,11 @@ def _worker(args: argparse.Namespace) -> int:
     from .cluster import gpu_count, worker_command
 
     gpus = gpu_count() if args.gpus is None else args.gpus
+    extra = ["--host", args.host, "--dashboard-address", f"{args.host}:0"]
+    if args.local_directory:
+        extra += ["--local-directory", args.local_directory]
     cmd = worker_command(args.scheduler, nthreads=args.nthreads, memory_limit=args.memory_limit,
-                         name=args.name, gpus=gpus)
+                         name=args.name, gpus=gpus, extra=extra)
     print(f"vanotebook worker: {gpus} GPU(s); exec {' '.join(cmd[1:])}", flush=True)
     os.execv(cmd[0], cmd)
     return 1  # pragma: no cover - exec does not return
@@ -116,21 +119,24 @@ def _gateway(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     for key, value in (("VANOTEBOOK_HUB_PORT", args.port), ("VANOTEBOOK_WORKERS", args.workers),
                        ("VANOTEBOOK_STATE_DIR", args.state_dir),
-                       ("VANOTEBOOK_HUB_PASSWORD", args.password)):
+                       ("VANOTEBOOK_ADMIN_PASSWORD", args.admin_password)):
         if value is not None:
             env[key] = str(value)
     state = Path(env.get("VANOTEBOOK_STATE_DIR", Path.home() / ".vanotebook" / "hub"))
     state.mkdir(parents=True, exist_ok=True)
     config = files("vanotebook.hub").joinpath("jupyterhub_config.py")
     hub = shutil.which("jupyterhub") or str(Path(sys.executable).with_name("jupyterhub"))
-    proc = subprocess.Popen([hub, "-f", str(config)], cwd=state, env=env)
     port = env.get("VANOTEBOOK_HUB_PORT", "8000")
-    password = env.get("VANOTEBOOK_HUB_PASSWORD", "vanotebook")
+    admins = env.get("VANOTEBOOK_ADMIN_USERS", "admin")
     print(f"\nvanotebook gateway: http://127.0.0.1:{port}/\n"
-          f"  log in with any user name and the password {password!r}\n"
+          "  log in with a user name of your choice and a password of at least 8 characters:\n"
+          "  the first login of a name sets its password (each user gets a unix account\n"
+          f"  vn-<name>); admins ({admins}) use the password printed below at the first start\n"
+          "  (or VANOTEBOOK_ADMIN_PASSWORD)\n"
           f"  dashboards: http://127.0.0.1:{port}/services/dashboards/\n"
           f"  Dask dashboard: http://127.0.0.1:{port}/services/dask/status\n"
           "  Ctrl-C stops everything.\n", flush=True)
+    proc = subprocess.Popen([hub, "-f", str(config)], cwd=state, env=env)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -185,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", default=None, help="e.g. 4GiB (default: Dask's)")
     p.add_argument("--name", default=None, help="worker name")
     p.add_argument("--gpus", type=int, default=None, help="override the detected GPU count")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface the worker, its nanny and its dashboard listen on "
+                        "(default 127.0.0.1)")
+    p.add_argument("--local-directory", default=None, help="folder for spilled data")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("rerun", help="remake a product from its provenance record",
@@ -203,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="shared Dask workers (default 2)")
     p.add_argument("--state-dir", default=None,
                    help="database, secrets and homes (default ~/.vanotebook/hub)")
-    p.add_argument("--password", default=None,
-                   help="shared password of the localhost authenticator (default vanotebook)")
+    p.add_argument("--admin-password", default=None,
+                   help="first password of the admins (default: generated and printed once)")
     p.set_defaults(func=_gateway)
 
     p = sub.add_parser("info", help="versions, GPUs and the cluster this session would use",

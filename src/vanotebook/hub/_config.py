@@ -1,24 +1,48 @@
 """JupyterHub configuration for the vanotebook gateway.
 
-One machine, out of the box: loopback only, a shared-password authenticator
-that refuses to run anywhere but on localhost, local process spawning
-(``--allow-root`` only when running as root), the shared Dask scheduler and
-its workers as hub-managed services, the dashboards app behind the hub's
-login, idle culling, and the tutorial notebooks copied into each new home.
+One machine, out of the box, as a deployment an operator can run for a class
+or a group: every hub user is a unix account (``vn-<name>``) with a private
+home; each user's own password (FirstUseAuthenticator, hashed, with lockout);
+admin rights only for the names the operator lists, whose password is set
+before the first start; memory and CPU limits per server through cgroups; a
+shared Dask cluster that speaks TLS with mutual authentication, its scheduler
+and workers running as a service account that cannot read users' homes; the
+dashboards served from each user's own server; every listener on loopback.
 
 Production switches are environment variables, read by `HubSettings`:
 
 ``VANOTEBOOK_HUB_IP`` / ``VANOTEBOOK_HUB_PORT``
     where the hub's proxy listens (default 127.0.0.1:8000).
+``VANOTEBOOK_CLUSTER_IP``
+    where the shared scheduler, workers and nannies listen (default 127.0.0.1).
 ``VANOTEBOOK_STATE_DIR``
-    database, cookie secret, pid file and user homes (default ``~/.vanotebook/hub``).
+    database, cookie secret, password hashes, the cluster's CA, pid files
+    (readable by root only) and, by default, the users' homes and the shared
+    archive (default ``~/.vanotebook/hub``).
+``VANOTEBOOK_HOMES``
+    the folder of the users' homes (default ``<state dir>/home``).
+``VANOTEBOOK_USER_PREFIX``
+    prefix of the users' unix accounts (default ``vn-``); the workers' service
+    account is ``<prefix>dask`` unless ``VANOTEBOOK_WORKER_ACCOUNT`` names one.
 ``VANOTEBOOK_AUTHENTICATOR``
-    ``shared-password`` (default; localhost only), or any JupyterHub
-    authenticator, e.g. ``github`` or ``oauthenticator.generic.GenericOAuthenticator``.
-``VANOTEBOOK_HUB_PASSWORD``
-    the shared password of the default authenticator (default ``vanotebook``).
+    ``firstuse`` (default: each user's own password, set at their first
+    login), or any JupyterHub authenticator, e.g. ``github``,
+    ``ldapauthenticator.LDAPAuthenticator`` or
+    ``oauthenticator.generic.GenericOAuthenticator``.
+``VANOTEBOOK_ADMIN_USERS``
+    comma-separated admin names (default ``admin``).
+``VANOTEBOOK_ADMIN_PASSWORD``
+    the admins' first password; when unset, one is generated at the first
+    start and printed once.
+``VANOTEBOOK_OPEN_SIGNUP``
+    ``1`` (default): a new name logs in by choosing its password; ``0``: only
+    names an admin has created.
+``VANOTEBOOK_PROFILES``
+    JSON that overrides or adds resource profiles, e.g.
+    ``{"small": {"mem": "2G", "cpu": 1}}``.
 ``VANOTEBOOK_SPAWNER``
-    ``simple`` (default), or e.g. ``kubespawner.KubeSpawner`` / ``dockerspawner.DockerSpawner``.
+    ``local`` (default: unix accounts), or e.g. ``kubespawner.KubeSpawner``
+    (the profiles become its ``profile_list``), ``dockerspawner.DockerSpawner``.
 ``DASK_SCHEDULER_ADDRESS``
     an external Dask scheduler: no scheduler or workers are started here, and
     every user's server connects to that one. ``VANOTEBOOK_DASK_GATEWAY`` names
@@ -32,7 +56,7 @@ Production switches are environment variables, read by `HubSettings`:
 ``VANOTEBOOK_CULL_TIMEOUT``
     seconds of inactivity before a user server is culled (default 3600).
 ``VANOTEBOOK_SPAWN_CONCURRENCY``
-    with the default local spawner, how many user servers start at the same
+    with the local spawner, how many user servers start at the same
     time (default: half the CPUs, at least 1; 0 for no limit). Later ones wait
     their turn (they are not refused), so in a burst the first users get their
     servers, and their results, sooner instead of everyone sharing the CPUs
@@ -51,12 +75,13 @@ Production switches are environment variables, read by `HubSettings`:
 
 from __future__ import annotations
 
+import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +91,6 @@ from ..cluster import SCHEDULER_ENV, gpu_count
 
 __all__ = ["HubSettings", "configure", "proxy_command"]
 
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # server extensions users' servers start without by default: ~0.7 s of CPU each
 _SLOW_EXTENSIONS = ("jupyter_lsp", "panel.io.jupyter_server_extension")
 PROFILES = {
@@ -86,6 +110,28 @@ def _env_int(name: str, default: int) -> int:
         raise VanotebookInputError(name, "an integer", value) from exc
 
 
+def _env_profiles() -> dict[str, dict[str, Any]]:
+    profiles = {k: dict(v) for k, v in PROFILES.items()}
+    text = os.environ.get("VANOTEBOOK_PROFILES")
+    if not text:
+        return profiles
+    try:
+        extra = json.loads(text)
+    except json.JSONDecodeError:
+        extra = None
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        raise VanotebookInputError("VANOTEBOOK_PROFILES",
+                                   'JSON such as {"small": {"mem": "2G", "cpu": 1}}', text)
+    for key, value in extra.items():
+        profiles.setdefault(key, {"display_name": key, "cpu": 1, "mem": "4G", "gpu": 0})
+        profiles[key].update(value)
+        p = profiles[key]
+        if "display_name" not in value:
+            p["display_name"] = (f"{key.capitalize()}: {p['cpu']} core(s), {p['mem']}"
+                                 + (f", {p['gpu']} GPU" if p.get("gpu") else ""))
+    return profiles
+
+
 @dataclass
 class HubSettings:
     """The gateway's choices, from environment variables (see the module docs)."""
@@ -93,13 +139,27 @@ class HubSettings:
     ip: str = field(default_factory=lambda: os.environ.get("VANOTEBOOK_HUB_IP", "127.0.0.1"))
     port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_HUB_PORT", 8000))
     hub_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_HUB_API_PORT", 8081))
+    cluster_ip: str = field(default_factory=lambda: os.environ.get(
+        "VANOTEBOOK_CLUSTER_IP", "127.0.0.1"))
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get(
         "VANOTEBOOK_STATE_DIR", Path.home() / ".vanotebook" / "hub")).expanduser())
+    homes: Path | None = field(default_factory=lambda: (
+        Path(os.environ["VANOTEBOOK_HOMES"]) if os.environ.get("VANOTEBOOK_HOMES") else None))
+    user_prefix: str = field(default_factory=lambda: os.environ.get(
+        "VANOTEBOOK_USER_PREFIX", "vn-"))
+    worker_account: str | None = field(default_factory=lambda: os.environ.get(
+        "VANOTEBOOK_WORKER_ACCOUNT") or None)
     authenticator: str = field(default_factory=lambda: os.environ.get(
-        "VANOTEBOOK_AUTHENTICATOR", "shared-password"))
-    password: str = field(default_factory=lambda: os.environ.get(
-        "VANOTEBOOK_HUB_PASSWORD", "vanotebook"))
-    spawner: str = field(default_factory=lambda: os.environ.get("VANOTEBOOK_SPAWNER", "simple"))
+        "VANOTEBOOK_AUTHENTICATOR", "firstuse"))
+    admin_users: tuple[str, ...] = field(default_factory=lambda: tuple(
+        n.strip() for n in os.environ.get("VANOTEBOOK_ADMIN_USERS", "admin").split(",")
+        if n.strip()))
+    admin_password: str | None = field(default_factory=lambda: os.environ.get(
+        "VANOTEBOOK_ADMIN_PASSWORD") or None)
+    open_signup: bool = field(default_factory=lambda: os.environ.get(
+        "VANOTEBOOK_OPEN_SIGNUP", "1") != "0")
+    profiles: dict[str, dict[str, Any]] = field(default_factory=_env_profiles)
+    spawner: str = field(default_factory=lambda: os.environ.get("VANOTEBOOK_SPAWNER", "local"))
     scheduler_address: str | None = field(default_factory=lambda: os.environ.get(SCHEDULER_ENV))
     dask_gateway: str | None = field(default_factory=lambda: os.environ.get(
         "VANOTEBOOK_DASK_GATEWAY"))
@@ -132,6 +192,21 @@ class HubSettings:
         return self.shared_archive or self.state_dir / "shared" / "archive"
 
     @property
+    def homes_path(self) -> Path:
+        """The folder of the users' homes (default ``<state dir>/home``)."""
+        return self.homes or self.state_dir / "home"
+
+    @property
+    def worker_account_name(self) -> str:
+        """The service account of the shared scheduler and workers."""
+        return self.worker_account or f"{self.user_prefix}dask"
+
+    @property
+    def local_accounts(self) -> bool:
+        """Whether users' servers run as unix accounts made here (the local spawner as root)."""
+        return self.spawner in ("local", "simple") and os.geteuid() == 0
+
+    @property
     def managed_cluster(self) -> bool:
         """Whether the hub starts the shared scheduler and workers itself."""
         return not (self.scheduler_address or self.dask_gateway)
@@ -143,7 +218,7 @@ class HubSettings:
             return self.scheduler_address
         if self.dask_gateway:
             return None
-        return f"tcp://127.0.0.1:{self.scheduler_port}"
+        return f"tls://{self.cluster_ip}:{self.scheduler_port}"
 
 
 def _default_notebooks() -> Path | None:
@@ -175,7 +250,7 @@ def _standalone(command: list[str], *, absolute: bool, server_port: int = 0) -> 
     and ``command`` only has to stay alive.
     """
     cmd = [_python(), "-c", "from jupyter_server_proxy.standalone import main; main()",
-           "--timeout", "60"]
+           "--timeout", "60", "--address", "127.0.0.1"]
     if absolute:
         cmd.append("--absolute-url")
     if server_port:
@@ -183,35 +258,192 @@ def _standalone(command: list[str], *, absolute: bool, server_port: int = 0) -> 
     return [*cmd, "--", *command]
 
 
-def _copy_notebooks(spawner: Any) -> None:
-    """Pre-spawn hook: put the tutorials into a new user's home (never overwriting)."""
-    source = getattr(spawner, "_vanotebook_notebooks", None)
-    home = Path(spawner.home_dir) if hasattr(spawner, "home_dir") else None
-    if source is None or home is None:
-        return
-    target = home / "tutorials"
-    if target.exists():
-        return
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+def _share_tree(root: Path) -> None:
+    """Make ``root`` readable by every account: folders 0755, files 0644 (owner unchanged)."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o644)
 
 
 def _ensure_shared_archive(s: HubSettings) -> Path:
-    """The shared archive's folder; the demo sky's archive is written there when missing."""
-    path = s.shared_archive_path
-    if (path / "index.duckdb").exists():
-        return path
-    if s.shared_archive is None:  # the default: the demo sky, with its archive
-        print(f"vanotebook gateway: writing the demo sky's shared archive to {path}", flush=True)
-        cmd = [_python(), "-m", "vanotebook.cli", "demo-data", str(path.parent)]
-        if path.parent.exists():
-            cmd.append("--overwrite")
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    else:
-        from ..archive import Archive
+    """The shared archive's folder; the demo sky's archive is written there when missing.
 
-        Archive(path)
+    Every account may read it; only root (the hub and its publishing path) writes it.
+    """
+    path = s.shared_archive_path
+    if not (path / "index.duckdb").exists():
+        if s.shared_archive is None:  # the default: the demo sky, with its archive
+            print(f"vanotebook gateway: writing the demo sky's shared archive to {path}",
+                  flush=True)
+            cmd = [_python(), "-m", "vanotebook.cli", "demo-data", str(path.parent)]
+            if path.parent.exists():
+                cmd.append("--overwrite")
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        else:
+            from ..archive import Archive
+
+            Archive(path)
+    if os.geteuid() == 0:
+        _share_tree(path.parent if s.shared_archive is None else path)
     return path
+
+
+def _secure_state(s: HubSettings) -> None:
+    """The state dir: secrets for root only, the homes and the shared archive reachable.
+
+    The state dir is 0711 (others may pass through to their home and to the
+    shared archive, but list nothing); everything the hub writes there is
+    created with umask 077 (the database, cookie secret, password hashes, CA).
+    """
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)
+    os.chmod(s.state_dir, 0o711)
+    for name in ("jupyterhub.sqlite", "jupyterhub_cookie_secret", "passwords.dbm"):
+        for path in s.state_dir.glob(f"{name}*"):
+            os.chmod(path, 0o600)
+    homes = s.homes_path
+    homes.mkdir(parents=True, exist_ok=True)
+    os.chmod(homes, 0o711)
+    if s.local_accounts:
+        from ._accounts import make_reachable
+
+        here = Path(__file__).resolve().parents[1]
+        paths = [Path(sys.prefix), Path(sys.base_prefix), here, homes, s.shared_archive_path]
+        if s.notebooks is not None:
+            paths.append(s.notebooks)
+        changed = make_reachable(*(p for p in paths if p.exists()))
+        if changed:
+            print("vanotebook gateway: let the users' accounts pass through (o+x, no listing) "
+                  + ", ".join(map(str, changed)) + " to reach Python, vanotebook, their homes "
+                  "and the shared archive", flush=True)
+
+
+def _configure_auth(c: Any, s: HubSettings) -> None:
+    c.Authenticator.admin_users = set(s.admin_users)
+    if s.authenticator != "firstuse":
+        c.JupyterHub.authenticator_class = s.authenticator
+        return
+    from ._auth import seed_password
+
+    dbm_path = s.state_dir / "passwords.dbm"
+    c.JupyterHub.authenticator_class = "vanotebook.hub._auth.GatewayAuthenticator"
+    c.FirstUseAuthenticator.dbm_path = str(dbm_path)
+    c.FirstUseAuthenticator.create_users = s.open_signup
+    c.FirstUseAuthenticator.min_password_length = 8
+    c.Authenticator.allow_all = True
+    c.Authenticator.allow_existing_users = True
+    for name in s.admin_users:
+        new = seed_password(dbm_path, name, s.admin_password)
+        if new is not None and s.admin_password is None:
+            # shown once, at the start that made it; only its bcrypt hash is kept
+            print(f"\nvanotebook gateway: the password of admin {name!r} is {new}\n"
+                  "  (shown only now; log in and change it at /hub/auth/change-password)\n",
+                  flush=True)
+
+
+def _configure_spawner(c: Any, s: HubSettings, ca_dir: Path | None) -> None:
+    singleuser = shutil.which("jupyterhub-singleuser") or str(
+        Path(_python()).with_name("jupyterhub-singleuser"))
+    c.Spawner.cmd = [singleuser]
+    c.Spawner.default_url = "/lab"
+    c.Spawner.http_timeout = 120
+    c.Spawner.start_timeout = 120
+    c.Spawner.ip = "127.0.0.1"
+    args = [f"--ServerApp.jpserver_extensions={name}=False"
+            for name in s.disabled_server_extensions]
+    if s.spawner in ("local", "simple"):
+        from ._spawner import GatewaySpawner
+
+        c.JupyterHub.spawner_class = GatewaySpawner
+        # jupyterhub-singleuser without jsonschema's slow rfc3987_syntax (see _singleuser)
+        c.Spawner.cmd = [_python(), "-m", "vanotebook.hub._singleuser"]
+        c.GatewaySpawner.user_prefix = s.user_prefix
+        c.GatewaySpawner.homes = str(s.homes_path)
+        c.GatewaySpawner.notebooks = str(s.notebooks or "")
+        c.GatewaySpawner.ca_dir = str(ca_dir or "")
+        c.GatewaySpawner.profiles = s.profiles
+        c.GatewaySpawner.concurrency = s.spawn_concurrency
+        c.Spawner.options_form = _profiles_form(s.profiles)
+        c.Spawner.options_from_form = _options_from_form(s.profiles)
+    else:
+        c.JupyterHub.spawner_class = s.spawner
+        if "kubespawner" in s.spawner.lower():
+            c.KubeSpawner.profile_list = [
+                {"display_name": p["display_name"], "slug": key, "default": key == "small",
+                 "kubespawner_override": {"cpu_limit": p["cpu"], "mem_limit": p["mem"],
+                                          **({"extra_resource_limits": {"nvidia.com/gpu": "1"}}
+                                             if p["gpu"] else {})}}
+                for key, p in s.profiles.items()]
+    c.Spawner.args = args
+
+
+def _cluster_services(s: HubSettings, ca_dir: Path) -> tuple[list[dict[str, Any]], Path]:
+    """The shared scheduler, its workers and the Dask dashboard, as the service account.
+
+    Returns the services and the folder of the cluster's own certificate.
+    """
+    from ._tls import ClusterCA, dask_tls_env
+
+    prefix = "/services/dask"
+    account: dict[str, Any] = {}
+    dask_home = s.state_dir / "dask"
+    if s.local_accounts:
+        from ._accounts import ensure_account
+
+        entry = ensure_account(s.worker_account_name, dask_home, system=True)
+        uid, gid = entry.pw_uid, entry.pw_gid
+        account = {"user": entry.pw_name, "cwd": str(dask_home)}
+    else:
+        dask_home.mkdir(mode=0o700, exist_ok=True)
+        uid = gid = -1
+    creds = ClusterCA(ca_dir).issue("cluster", dask_home / "tls", uid=uid, gid=gid)
+    scratch = dask_home / "scratch"
+    numba_cache = dask_home / "numba-cache"
+    for d in (scratch, numba_cache):
+        d.mkdir(mode=0o700, exist_ok=True)
+        if uid >= 0:
+            os.chown(d, uid, gid)
+    tls_env = dask_tls_env(creds)
+    services: list[dict[str, Any]] = [{
+        "name": "dask-scheduler",
+        "command": [_python(), "-m", "distributed.cli.dask_scheduler", "--protocol", "tls",
+                    "--host", s.cluster_ip, "--port", str(s.scheduler_port),
+                    "--dashboard-address", f"127.0.0.1:{s.dask_internal_port}",
+                    "--dashboard-prefix", prefix, "--no-show"],
+        "environment": dict(tls_env),
+        **account,
+    }, {
+        # the scheduler runs on its own, so it is up before anyone opens its dashboard;
+        # the "dask" service puts that dashboard behind the hub's OAuth
+        "name": "dask",
+        "url": f"http://127.0.0.1:{s.dask_dashboard_port}",
+        "command": _standalone([_python(), "-c", "import time; time.sleep(1e9)"],
+                               absolute=True, server_port=s.dask_internal_port),
+        "oauth_no_confirm": True,
+        **account,
+    }]
+    gpus = gpu_count()
+    # each worker imports the services and loads their numba kernels as it starts
+    # (hub/_warm.py), so no user's first job pays for that; the kernels are cached
+    # in the service account's own folder
+    worker_env = {**tls_env, "DASK_DISTRIBUTED__WORKER__PRELOAD": '["vanotebook.hub._warm"]',
+                  "NUMBA_CACHE_DIR": str(numba_cache)}
+    for i in range(s.workers):
+        cmd = [_python(), "-m", "vanotebook.cli", "worker",
+               f"tls://{s.cluster_ip}:{s.scheduler_port}", "--nthreads", str(s.worker_threads),
+               "--memory-limit", s.worker_memory, "--name", f"shared-{i}",
+               "--host", s.cluster_ip, "--local-directory", str(scratch)]
+        if gpus:
+            cmd += ["--gpus", "1"]  # one GPU per worker; CUDA_VISIBLE_DEVICES below
+        service = {"name": f"dask-worker-{i}", "command": cmd,
+                   "environment": dict(worker_env), **account}
+        if gpus:
+            service["environment"]["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        services.append(service)
+    return services, dask_home / "tls"
 
 
 def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
@@ -232,9 +464,12 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
     s = settings or HubSettings()
     # hub-managed services started in the background inherit an ignored SIGINT
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    s.state_dir.mkdir(parents=True, exist_ok=True)
-    homes = s.state_dir / "home"
-    homes.mkdir(exist_ok=True)
+    if s.spawner in ("local", "simple") and os.geteuid() != 0:
+        raise VanotebookInputError(
+            "VANOTEBOOK_SPAWNER", "root to run the local spawner (it makes a unix account "
+            "per user), or a spawner such as kubespawner.KubeSpawner",
+            f"local, as {pwd.getpwuid(os.geteuid()).pw_name}")
+    _secure_state(s)
 
     c.JupyterHub.ip = s.ip
     c.JupyterHub.port = s.port
@@ -248,52 +483,9 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
     if chp is not None:
         c.ConfigurableHTTPProxy.command = chp
 
-    # -- authentication
-    if s.authenticator == "shared-password":
-        if s.ip not in _LOOPBACK:
-            raise VanotebookInputError(
-                "VANOTEBOOK_AUTHENTICATOR",
-                "a real authenticator when the hub listens beyond localhost",
-                f"shared-password with VANOTEBOOK_HUB_IP={s.ip}",
-            )
-        warnings.warn(
-            "vanotebook gateway: the shared-password authenticator is for one machine "
-            "only; set VANOTEBOOK_AUTHENTICATOR for anything else", UserWarning, stacklevel=2)
-        c.JupyterHub.authenticator_class = "dummy"
-        c.DummyAuthenticator.password = s.password
-        c.Authenticator.allow_all = True
-    else:
-        c.JupyterHub.authenticator_class = s.authenticator
-    c.Authenticator.admin_users = {"admin"}
-
-    # -- spawner
-    c.JupyterHub.spawner_class = s.spawner
-    if s.spawner == "simple":
-        c.JupyterHub.spawner_class = _local_spawner(s.spawn_concurrency)
-    singleuser = shutil.which("jupyterhub-singleuser") or str(
-        Path(_python()).with_name("jupyterhub-singleuser"))
-    c.Spawner.cmd = [singleuser]
-    c.Spawner.default_url = "/lab"
-    c.Spawner.http_timeout = 120
-    c.Spawner.start_timeout = 120
-    args = [f"--ServerApp.jpserver_extensions={name}=False"
-            for name in s.disabled_server_extensions]
-    if s.spawner == "simple":
-        # jupyterhub-singleuser without jsonschema's slow rfc3987_syntax (see _singleuser)
-        c.Spawner.cmd = [_python(), "-m", "vanotebook.hub._singleuser"]
-        c.SimpleLocalProcessSpawner.home_dir_template = str(homes / "{username}")
-        if os.geteuid() == 0:
-            args.insert(0, "--allow-root")
-        c.Spawner.options_form = _profiles_form()
-        c.Spawner.options_from_form = _options_from_form
-    elif "kubespawner" in s.spawner.lower():
-        c.KubeSpawner.profile_list = [
-            {"display_name": p["display_name"], "slug": key, "default": key == "small",
-             "kubespawner_override": {"cpu_limit": p["cpu"], "mem_limit": p["mem"],
-                                      **({"extra_resource_limits": {"nvidia.com/gpu": "1"}}
-                                         if p["gpu"] else {})}}
-            for key, p in PROFILES.items()]
-    c.Spawner.args = args
+    _configure_auth(c, s)
+    ca_dir = s.state_dir / "ca" if s.managed_cluster else None
+    _configure_spawner(c, s, ca_dir)
     shared = _ensure_shared_archive(s)
     env = {"VANOTEBOOK_GATEWAY": "1", "VANOTEBOOK_SHARED_ARCHIVE": str(shared),
            "VANOTEBOOK_ARCHIVE": "~/archive"}
@@ -302,71 +494,19 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
     if s.dask_gateway:
         env["DASK_GATEWAY__ADDRESS"] = s.dask_gateway
     c.Spawner.environment = env
-    if s.notebooks is not None:
-        nb = s.notebooks
-
-        def pre_spawn(spawner: Any) -> None:
-            profile = PROFILES.get(spawner.user_options.get("profile", "small"), {})
-            spawner.environment = {**spawner.environment,
-                                   "VANOTEBOOK_PROFILE": spawner.user_options.get("profile",
-                                                                                  "small")}
-            if profile.get("gpu") == 0:
-                spawner.environment["CUDA_VISIBLE_DEVICES"] = ""
-            spawner._vanotebook_notebooks = nb
-            _copy_notebooks(spawner)
-
-        c.Spawner.pre_spawn_hook = pre_spawn
 
     # -- services
     services: list[dict[str, Any]] = []
     roles = [{"name": "user", "scopes": ["self", "access:services"]}]
-    if s.managed_cluster:
-        prefix = "/services/dask"
-        # the scheduler runs on its own, so it is up before anyone opens its dashboard;
-        # the "dask" service puts that dashboard behind the hub's OAuth
-        services.append({
-            "name": "dask-scheduler",
-            "command": [_python(), "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                        "--port", str(s.scheduler_port), "--dashboard-address",
-                        f"127.0.0.1:{s.dask_internal_port}", "--dashboard-prefix", prefix,
-                        "--no-show"],
-        })
-        services.append({
-            "name": "dask",
-            "url": f"http://127.0.0.1:{s.dask_dashboard_port}",
-            "command": _standalone([_python(), "-c", "import time; time.sleep(1e9)"],
-                                   absolute=True, server_port=s.dask_internal_port),
-            "oauth_no_confirm": True,
-        })
-        gpus = gpu_count()
-        # each worker imports the services and loads their numba kernels as it starts
-        # (hub/_warm.py), so no user's first job pays for that
-        worker_env = {"DASK_DISTRIBUTED__WORKER__PRELOAD": '["vanotebook.hub._warm"]'}
-        if not os.access(Path(__file__).resolve().parents[1], os.W_OK):
-            # numba cannot cache next to an installed package: the workers (all of them
-            # the hub's own processes) share one cache in the state dir
-            worker_env["NUMBA_CACHE_DIR"] = str(s.state_dir / "numba-cache")
-        for i in range(s.workers):
-            cmd = [_python(), "-m", "vanotebook.cli", "worker",
-                   f"tcp://127.0.0.1:{s.scheduler_port}", "--nthreads", str(s.worker_threads),
-                   "--memory-limit", s.worker_memory, "--name", f"shared-{i}"]
-            if gpus:
-                cmd += ["--gpus", "1"]  # one GPU per worker; CUDA_VISIBLE_DEVICES below
-            service = {"name": f"dask-worker-{i}", "command": cmd,
-                       "environment": dict(worker_env)}
-            if gpus:
-                service["environment"]["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-            services.append(service)
-    dash_env = {SCHEDULER_ENV: s.user_scheduler_address} if s.user_scheduler_address else {}
-    dash_env["VANOTEBOOK_SHARED_ARCHIVE"] = str(shared)
+    if ca_dir is not None:
+        services += _cluster_services(s, ca_dir)[0]
+    # the dashboards run in each user's own server (jupyter-server-proxy, as that
+    # account); this service only sends a logged-in user there
     services.append({
         "name": "dashboards",
         "url": f"http://127.0.0.1:{s.app_port}",
-        "command": _standalone([
-            _python(), "-m", "vanotebook.hub.app", "--port", "{port}",
-            "--prefix", "/services/dashboards"], absolute=True),
-        "environment": dash_env,
-        "oauth_no_confirm": True,
+        "command": [_python(), "-m", "vanotebook.hub._redirect", "--port", str(s.app_port),
+                    "--to", "/hub/user-redirect/dashboards/"],
     })
     services.append({
         "name": "idle-culler",
@@ -386,54 +526,18 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
     return s
 
 
-def _local_spawner(concurrency: int) -> type:
-    """JupyterHub's local process spawner, queued and quick to notice a started server.
-
-    At most ``concurrency`` servers start at once (0: no limit); the others wait
-    for a slot instead of being refused. ``start`` returns only once the server
-    accepts connections (checked every 0.1 s), so the hub's own check of the new
-    server, whose back-off grows to 5 s between tries, succeeds at its first try.
-    """
-    import asyncio
-
-    from jupyterhub.spawner import SimpleLocalProcessSpawner
-
-    slots = asyncio.Semaphore(concurrency) if concurrency > 0 else None
-
-    class VanotebookLocalSpawner(SimpleLocalProcessSpawner):
-        async def start(self) -> tuple[str, int]:
-            if slots is None:
-                return await self._start_and_wait()
-            async with slots:
-                return await self._start_and_wait()
-
-        async def _start_and_wait(self) -> tuple[str, int]:
-            ip, port = await super().start()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.http_timeout
-            while loop.time() < deadline and self.proc.poll() is None:
-                try:
-                    _reader, writer = await asyncio.open_connection(ip or "127.0.0.1", port)
-                except OSError:
-                    await asyncio.sleep(0.1)
-                    continue
-                writer.close()
-                break
-            # a server that died or never listened is the hub's to report, as before
-            return ip, port
-
-    return VanotebookLocalSpawner
-
-
-def _profiles_form() -> str:
+def _profiles_form(profiles: dict[str, dict[str, Any]]) -> str:
     options = "\n".join(
         f'<option value="{key}"{" selected" if key == "small" else ""}>'
-        f'{p["display_name"]}</option>' for key, p in PROFILES.items())
+        f'{p["display_name"]}</option>' for key, p in profiles.items())
     return f'<label for="profile">Resources</label>\n<select name="profile">{options}</select>'
 
 
-def _options_from_form(formdata: dict[str, list[str]]) -> dict[str, Any]:
-    key = (formdata.get("profile") or ["small"])[0]
-    if key not in PROFILES:
-        raise VanotebookInputError("profile", f"one of {tuple(PROFILES)}", key)
-    return {"profile": key, **PROFILES[key]}
+def _options_from_form(profiles: dict[str, dict[str, Any]]):
+    def parse(formdata: dict[str, list[str]]) -> dict[str, Any]:
+        key = (formdata.get("profile") or ["small"])[0]
+        if key not in profiles:
+            raise VanotebookInputError("profile", f"one of {tuple(profiles)}", key)
+        return {"profile": key}
+
+    return parse

@@ -193,21 +193,26 @@ def build_app(client=None, *, dask_dashboard: str = "", sky=None) -> pn.viewable
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Serve the app (blocking)."""
+    """Serve the app (blocking): on a TCP port of ``--address``, or on ``--unix-socket``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=5006)
     parser.add_argument("--prefix", default="")
     parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--unix-socket", default=None,
+                        help="listen on this unix socket instead of a TCP port")
     args = parser.parse_args(argv)
     client = connect() if os.environ.get(SCHEDULER_ENV) else None
-    dask_link = "/services/dask/status" if os.environ.get("JUPYTERHUB_SERVICE_PREFIX") else ""
+    gateway = os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or os.environ.get("VANOTEBOOK_GATEWAY")
+    dask_link = "/services/dask/status" if gateway else ""
 
     def page():  # a plain layout: templates fetch web fonts, and the gateway may be offline
         return pn.Column("# vanotebook", build_app(client, dask_dashboard=dask_link),
                          sizing_mode="stretch_width")
 
-    pn.serve({"": page} if not args.prefix else page, port=args.port, address=args.address,
-             prefix=args.prefix, websocket_origin="*", show=False, title="vanotebook")
+    where: dict[str, Any] = ({"unix_socket": args.unix_socket} if args.unix_socket
+                             else {"port": args.port, "address": args.address})
+    pn.serve({"": page} if not args.prefix else page, prefix=args.prefix.rstrip("/"),
+             websocket_origin="*", show=False, title="vanotebook", **where)
 
 
 if __name__ == "__main__":  # pragma: no cover
