@@ -99,6 +99,8 @@ class Archive:
             with write_lock(root):
                 _index.create(root)
         self.path = root.resolve()
+        if not os.access(self.path, os.W_OK):
+            return  # a read-only archive (the shared one, for its readers): only its writer tidies
         try:  # tidy after a writer that died; skipped while someone writes
             with write_lock(self.path):
                 self._recover()
