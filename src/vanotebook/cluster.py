@@ -3,16 +3,24 @@
 `connect` is what notebooks call first. Services take ``client=None`` and
 ``device="auto"``; `get_client` and `resolve_device` turn those into a
 client (or none, to run in-process) and a device, the same way everywhere.
+
+``connect(private=True)`` asks dask-gateway (the hub runs one, see
+`vanotebook.hub._gateway`) for a cluster of one's own instead. Its bounded
+options are declared once, in `PRIVATE_CLUSTER_OPTIONS`: this module checks
+a request against them before sending it, and the gateway serves the same
+declaration as its ``cluster_options`` (and enforces it again).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import psutil
 
@@ -21,7 +29,11 @@ from ._errors import VanotebookInputError, check_choice, check_positive
 from ._optional import HAS_CUPY
 
 __all__ = [
+    "PRIVATE_CLUSTER_OPTIONS",
+    "PRIVATE_PROFILES",
     "SCHEDULER_ENV",
+    "ClusterOption",
+    "check_private_options",
     "cluster_summary",
     "connect",
     "get_client",
@@ -32,6 +44,92 @@ __all__ = [
 ]
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+GATEWAY_ADDRESS_KEY = "gateway.address"  # Dask config key; the hub sets DASK_GATEWAY__ADDRESS
+
+
+@dataclass(frozen=True)
+class ClusterOption:
+    """One bounded choice a user makes for a private cluster.
+
+    Attributes
+    ----------
+    name : str
+        The keyword of `connect` and the dask-gateway option's field.
+    label : str
+        Human-readable name (the gateway's option widget shows it).
+    kind : type
+        ``int`` or ``float``.
+    default, min, max : int or float
+        Default and inclusive bounds.
+    """
+
+    name: str
+    label: str
+    kind: type
+    default: float
+    min: float
+    max: float
+
+    def check(self, value: Any) -> int | float:
+        """Return ``value`` as this option's type, or raise naming the option and its bounds."""
+        expected = (f"{'an integer' if self.kind is int else 'a number'} "
+                    f"from {self.min} to {self.max}")
+        ok_type = (isinstance(value, int) if self.kind is int
+                   else isinstance(value, int | float)) and not isinstance(value, bool)
+        if not ok_type or not self.min <= value <= self.max:
+            raise VanotebookInputError(self.name, expected, value)
+        return self.kind(value)
+
+
+#: The bounded options of a private cluster, declared once: `connect` checks
+#: them, `vanotebook.hub._gateway` turns them into dask-gateway's Options and
+#: maps them onto each backend (local processes, Kubernetes, Slurm, PBS).
+PRIVATE_CLUSTER_OPTIONS: tuple[ClusterOption, ...] = (
+    ClusterOption("worker_cores", "Cores per worker", int, 1, 1, 4),
+    ClusterOption("worker_memory", "Memory per worker (GiB)", float, 2.0, 0.5, 16.0),
+    ClusterOption("worker_gpus", "GPUs per worker", int, 0, 0, 4),
+    ClusterOption("max_workers", "Workers at most", int, 4, 1, 8),
+)
+
+#: Named sets of private-cluster options: ``connect(profile="gpu")``.
+PRIVATE_PROFILES: dict[str, dict[str, int | float]] = {
+    "small": {"worker_cores": 1, "worker_memory": 2.0, "worker_gpus": 0},
+    "large": {"worker_cores": 4, "worker_memory": 8.0, "worker_gpus": 0},
+    "gpu": {"worker_cores": 4, "worker_memory": 8.0, "worker_gpus": 1},
+}
+
+
+def check_private_options(profile: str | None = None, **options: Any) -> dict[str, int | float]:
+    """Every private-cluster option, checked against `PRIVATE_CLUSTER_OPTIONS`.
+
+    Parameters
+    ----------
+    profile : str, optional
+        A key of `PRIVATE_PROFILES` whose values stand in for the defaults.
+    **options
+        ``worker_cores``, ``worker_memory`` (GiB), ``worker_gpus``, ``max_workers``.
+
+    Returns
+    -------
+    dict
+        All the options, with defaults filled in.
+
+    Raises
+    ------
+    VanotebookInputError
+        Naming an unknown option, or the option whose value is outside its bounds.
+    """
+    declared = {o.name: o for o in PRIVATE_CLUSTER_OPTIONS}
+    for name in options:
+        if name not in declared:
+            raise VanotebookInputError(
+                name, f"a private-cluster option, one of {tuple(declared)}", options[name])
+    values: dict[str, Any] = {o.name: o.default for o in PRIVATE_CLUSTER_OPTIONS}
+    if profile is not None:
+        check_choice("profile", profile, tuple(PRIVATE_PROFILES))
+        values.update(PRIVATE_PROFILES[profile])
+    values.update(options)
+    return {name: declared[name].check(value) for name, value in values.items()}
 
 
 def gpu_count() -> int:
@@ -62,12 +160,15 @@ def gpu_count() -> int:
 def connect(
     address: str | None = None,
     *,
+    private: bool = False,
+    profile: str | None = None,
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
     memory_limit: str | int | None = None,
     dashboard_address: str = ":0",
+    **options: Any,
 ):
-    """Connect to the shared Dask cluster, or start a local one.
+    """Connect to the shared Dask cluster, start a local one, or get a private one.
 
     Parameters
     ----------
@@ -75,21 +176,67 @@ def connect(
         Scheduler address. When None, ``$DASK_SCHEDULER_ADDRESS`` is used (the
         hub sets it for every user), then ``vanotebook.scheduler-address`` in
         the Dask config; when none is set, a `distributed.LocalCluster` sized
-        to this machine is started.
-    n_workers, threads_per_worker, memory_limit : optional
-        Sizing of the local cluster only (defaults: one process per two
-        cores, at most four, sharing 80% of the memory). A worker advertises
-        ``GPU=1`` when this machine has a GPU.
+        to this machine is started. With ``private=True``: the dask-gateway
+        address instead (default: the Dask config ``gateway.address``, which
+        the hub sets through ``DASK_GATEWAY__ADDRESS``).
+    private : bool
+        Ask dask-gateway for a new cluster of one's own (its scheduler and
+        workers run as one's own account, behind TLS with a key pair of its
+        own), sized by ``options``; it is shut down when the client closes
+        or this process ends.
+    profile : str, optional
+        A named set of private-cluster options (a key of `PRIVATE_PROFILES`:
+        ``"small"``, ``"large"``, ``"gpu"``); implies ``private=True``.
+    n_workers : int, optional
+        Local cluster: its number of worker processes (default: one per two
+        cores, at most four). Private cluster: scale to this many workers
+        (at most ``max_workers``); by default it adapts between one worker
+        and ``max_workers``.
+    threads_per_worker, memory_limit : optional
+        Sizing of the local cluster only (default: the cores shared out, and
+        80% of the memory). A local worker advertises ``GPU=1`` when this
+        machine has a GPU.
     dashboard_address : str
         Where the local cluster's dashboard listens (":0" picks a free port).
+    **options
+        Private cluster only, bounded by `PRIVATE_CLUSTER_OPTIONS`:
+        ``worker_cores`` (1-4), ``worker_memory`` in GiB (0.5-16),
+        ``worker_gpus`` (0-4; each worker sees its own through
+        ``CUDA_VISIBLE_DEVICES`` and advertises ``GPU=n``) and
+        ``max_workers`` (1-8).
 
     Returns
     -------
     distributed.Client
         The client, also made the default for Dask computations.
+
+    Raises
+    ------
+    VanotebookInputError
+        An option out of its bounds or unknown (before anything is asked of
+        the gateway), or ``private=True`` where no dask-gateway is configured.
     """
     from distributed import Client, LocalCluster
 
+    if private or profile is not None:
+        for name, value in (("threads_per_worker", threads_per_worker),
+                            ("memory_limit", memory_limit)):
+            if value is not None:
+                raise VanotebookInputError(
+                    name, "None with private=True (size workers with worker_cores and "
+                    "worker_memory)", value)
+        checked = check_private_options(profile, **options)
+        if n_workers is not None:
+            n_workers = check_positive("n_workers", n_workers, integer=True)
+            if n_workers > checked["max_workers"]:
+                raise VanotebookInputError(
+                    "n_workers", f"at most max_workers={checked['max_workers']}", n_workers)
+        return _connect_private(address, checked, n_workers)
+    if options:
+        name = next(iter(options))
+        raise VanotebookInputError(
+            name, "a private-cluster option only with private=True, or a keyword of "
+            "connect()", options[name])
     address = address or os.environ.get(SCHEDULER_ENV) or _config.get("scheduler-address")
     if address:
         return Client(address)
@@ -111,6 +258,81 @@ def connect(
         resources={"GPU": 1} if gpus else None,
     )
     return Client(cluster)
+
+
+def _connect_private(address: str | None, options: Mapping[str, Any], n_workers: int | None):
+    """A new dask-gateway cluster with ``options``, scaled or adaptive, and its client."""
+    import dask.config
+
+    address = address or dask.config.get(GATEWAY_ADDRESS_KEY, None)
+    if not address:
+        raise VanotebookInputError(
+            "private", "a dask-gateway to ask: none is configured (Dask config "
+            f"'{GATEWAY_ADDRESS_KEY}', which the hub sets as DASK_GATEWAY__ADDRESS, or "
+            "connect(address, private=True))", True)
+    try:
+        from dask_gateway import GatewayCluster
+    except ImportError as exc:  # pragma: no cover - dask-gateway is a dependency
+        raise VanotebookInputError("private", "the dask-gateway client installed",
+                                   True) from exc
+    cluster = GatewayCluster(address=address, shutdown_on_close=True, **options)
+    _close_once(cluster.gateway)
+    try:
+        if n_workers is None:
+            cluster.adapt(minimum=1, maximum=options["max_workers"])
+        else:
+            cluster.scale(n_workers)
+        client = _private_client_class()(cluster, security=cluster.security,
+                                         set_as_default=True)
+    except BaseException:
+        cluster.shutdown()
+        raise
+    # as GatewayCluster.get_client does: closing the cluster closes this client too
+    # (instead of leaving it to try to reconnect)
+    cluster._clients.add(client)
+    return client
+
+
+def _close_once(gateway: Any) -> Any:
+    """Make a `dask_gateway.Gateway`'s ``close`` safe to call twice; return the gateway.
+
+    dask-gateway 2026.3 closes a gateway again when it is garbage collected,
+    and that second ``close`` raises (distributed refuses to hand out a
+    stopped loop), printing "Exception ignored in Gateway.__del__" after
+    every private cluster.
+    """
+    close = gateway.close
+
+    def close_if_open() -> Any:
+        if gateway.asynchronous or gateway._loop_runner.is_started():
+            return close()
+        return None
+
+    gateway.close = close_if_open
+    return gateway
+
+
+@functools.cache
+def _private_client_class() -> type:
+    """`distributed.Client` that shuts its dask-gateway cluster down when it closes."""
+    from distributed import Client
+
+    class PrivateClient(Client):
+        """A client of a private dask-gateway cluster; closing it shuts the cluster down.
+
+        The cluster is also shut down when this process exits (dask-gateway's
+        exit hook), and by the gateway after its idle timeout.
+        """
+
+        def close(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().close(*args, **kwargs)
+            finally:
+                cluster = self.cluster
+                if cluster is not None and getattr(cluster, "status", "closed") != "closed":
+                    cluster.shutdown()
+
+    return PrivateClient
 
 
 def get_client(client=None):
