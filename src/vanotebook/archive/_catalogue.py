@@ -470,7 +470,7 @@ class Catalogue:
         return table.select(keep)
 
     def cone(self, ra: Any, dec: Any, radius: Any, *, columns: list[str] | None = None,
-             lazy: bool = False, device: str = "cpu"):
+             lazy: bool = False, device: str = "cpu", client: Any = None):
         """Rows within ``radius`` of (``ra``, ``dec``): an exact great-circle cone.
 
         Parameters
@@ -487,6 +487,11 @@ class Catalogue:
             Where the exact membership test runs (CuPy on a GPU). The default is
             the CPU: the rows a query reads are few, and copying them to a GPU
             costs more than the test.
+        client : distributed.Client, optional
+            With ``lazy``: the cluster that will compute the frame (default: the
+            current client). Where its workers cannot read this archive (a
+            personal archive, workers of another account), the partitions are
+            read here and sent to them, so the frame never hands them a path.
 
         Returns
         -------
@@ -495,14 +500,14 @@ class Catalogue:
         from ._regions import make_cone
 
         return self.region(make_cone(ra, dec, radius), columns=columns, lazy=lazy,
-                           device=device)
+                           device=device, client=client)
 
     def region(self, region: Any, *, columns: list[str] | None = None, lazy: bool = False,
-               device: str = "cpu"):
+               device: str = "cpu", client: Any = None):
         """Rows inside ``region`` (any form `parse_region` accepts), exactly.
 
         Returns an astropy Table with units and ``meta["provenance"]``, or a
-        dask DataFrame when ``lazy``.
+        dask DataFrame when ``lazy`` (``client`` as for `cone`).
         """
         from ..cluster import resolve_device
 
@@ -515,7 +520,7 @@ class Catalogue:
         plan = self._plan(reg)
         self.last_read = [(p, rgs) for p, rgs, _ in plan]
         if lazy:
-            return self._lazy(plan, reg, columns)
+            return self._lazy(plan, reg, columns, client)
         import pyarrow as pa
 
         if plan:
@@ -550,15 +555,16 @@ class Catalogue:
         }
         return out
 
-    def _lazy(self, plan, reg: Region, columns):
+    def _lazy(self, plan, reg: Region, columns, client=None):
         import dask.dataframe as dd
 
         meta = self._empty(columns).to_pandas()
         if not plan:
             return dd.from_pandas(meta, npartitions=1)
         tasks = [(str(p), rgs) for p, rgs, _ in plan]
-        return dd.from_map(_read_task, tasks, region=reg, ra=self.ra, dec=self.dec,
-                           columns=columns, meta=meta)
+        frame = dd.from_map(_read_task, tasks, region=reg, ra=self.ra, dec=self.dec,
+                            columns=columns, meta=meta)
+        return _for_workers(frame, [p for p, _ in tasks], client)
 
     def to_hips(self, out, *, order_by: str | None = None, descending: bool = False,
                 max_rows_per_tile: int = 500, max_order: int | None = None,
@@ -571,14 +577,32 @@ class Catalogue:
                                     columns=columns, name=self.name, client=client,
                                     overwrite=overwrite)
 
-    def to_dask(self, *, columns: list[str] | None = None):
-        """The whole catalogue as a dask DataFrame, one partition per HEALPix pixel."""
+    def to_dask(self, *, columns: list[str] | None = None, client: Any = None):
+        """The whole catalogue as a dask DataFrame, one partition per HEALPix pixel.
+
+        ``client`` (default: the current one) is the cluster that will compute it;
+        where its workers cannot read this archive, the partitions are read here, one
+        at a time, and sent to them (they then live in the cluster's memory).
+        """
         import dask.dataframe as dd
 
         files = [str(partition_path(self.path / "dataset", self.order, p)) for p in self.pixels]
         meta = self._empty(columns).to_pandas()
-        return dd.from_map(_read_task, [(f, None) for f in files], region=None, ra=self.ra,
-                           dec=self.dec, columns=columns, meta=meta)
+        frame = dd.from_map(_read_task, [(f, None) for f in files], region=None, ra=self.ra,
+                            dec=self.dec, columns=columns, meta=meta)
+        return _for_workers(frame, files, client)
+
+
+def _for_workers(frame, files: list[str], client):
+    """``frame`` as it is where the cluster's workers can read ``files`` (or there is no
+    cluster), else with its partitions read here and sent by value."""
+    from .._remote import frame_by_value, workers_can_read
+    from ..cluster import get_client
+
+    client = get_client(client)
+    if workers_can_read(client, files):
+        return frame
+    return frame_by_value(client, frame)
 
 
 def _membership(reg: Region, ra: np.ndarray, dec: np.ndarray, device: str) -> np.ndarray:

@@ -462,13 +462,14 @@ BATCH_ROWS = 65_536
 
 
 def _write_tiles(out: Path, table: Any, orders: np.ndarray, h29: np.ndarray,
-                 totals: Any, names: list[str], perm: np.ndarray | None = None
-                 ) -> dict[int, int]:
+                 totals: Any, names: list[str], perm: np.ndarray | None = None,
+                 collect: list | None = None) -> dict[int, int]:
     """Write one tile per (order, cell); ``table.take(perm)`` rows are in display order.
 
     ``totals`` gives the number of rows in a cell and below (for the
     completeness line): either a dict ``totals[order][cell]`` or a sorted array
-    of the order-29 indices of every row of the partition.
+    of the order-29 indices of every row of the partition. With ``collect`` (a
+    list) nothing is written: ``(path relative to out, bytes)`` pairs are appended.
     """
     import pyarrow as pa
 
@@ -502,24 +503,42 @@ def _write_tiles(out: Path, table: Any, orders: np.ndarray, h29: np.ndarray,
         for t in range(i, j):
             a, b = int(starts[t]) - a0, int(stops[t]) - a0
             path = _tile_path(out, int(t_order[t]), int(t_cell[t]))
+            data = (f"# Completeness = {b - a} / {int(total[t])}\n".encode()
+                    + head + text[line_end[a]:line_end[b]])
+            if collect is not None:
+                collect.append((str(path.relative_to(out)), data))
+                continue
             if path.parent not in made:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 made.add(path.parent)
-            _write_file(path, f"# Completeness = {b - a} / {int(total[t])}\n".encode()
-                        + head + text[line_end[a]:line_end[b]])
+            _write_file(path, data)
         i = j
     counts = np.bincount(so, minlength=int(so.max()) + 1 if so.size else 0)
     return {int(k): int(counts[k]) for k in np.flatnonzero(counts)}
+
+
+def _group_columns(names: list[str], order_by: str | None) -> list[str]:
+    return list(dict.fromkeys([*names] + ([order_by] if order_by else [])))
 
 
 def _tile_group(layout: _Layout, pix: int, out: str, *, order_by: str | None,
                 descending: bool, shallow: int, limit: int, max_order: int | None,
                 shallow_rids: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Tile the deep orders (>= ``shallow``) of one group; return its shallow rows."""
+    t = _read_group(layout, pix, _group_columns(names, order_by))
+    return _tile_rows(t, out, order_by=order_by, descending=descending, shallow=shallow,
+                      limit=limit, max_order=max_order, shallow_rids=shallow_rids,
+                      names=names)
+
+
+def _tile_rows(t: Any, out: str, *, order_by: str | None, descending: bool, shallow: int,
+               limit: int, max_order: int | None, shallow_rids: np.ndarray,
+               names: list[str], collect: bool = False) -> dict[str, Any]:
+    """`_tile_group` on a group's rows already read; with ``collect`` the tiles are not
+    written but returned (``"tiles"``: ``(relative path, bytes)`` pairs)."""
     import pyarrow as pa
 
-    t = _read_group(layout, pix, list(dict.fromkeys([*names] + ([order_by] if order_by
-                                                                  else []))))
+    tiles: list | None = [] if collect else None
     h29 = t.column(HEALPIX_COLUMN).to_numpy()
     rid = t.column(ROW_COLUMN).to_numpy()
     key = _key(t, order_by)
@@ -540,12 +559,58 @@ def _tile_group(layout: _Layout, pix: int, out: str, *, order_by: str | None,
         orders = assign_orders(hp, first=shallow, last=last, limit=limit)
         deepest = int(orders.max())
         per_order = _write_tiles(Path(out), t.select(names), orders, hp, np.sort(h29),
-                                 names, perm=prio)
+                                 names, perm=prio, collect=tiles)
     del t
     pa.default_memory_pool().release_unused()
     return {"shallow": shallow_table, "shallow_rid": rid[sel],
             "shallow_key": np.zeros(sel.size) if key is None else key[sel],
-            "shallow_h29": h29[sel], "per_order": per_order, "deepest": deepest}
+            "shallow_h29": h29[sel], "per_order": per_order, "deepest": deepest,
+            "tiles": tiles or []}
+
+
+def _tile_here(layout: _Layout, pixels: list[int], tmp: Path, runner: Any, *,
+               readable: bool, **kwargs) -> list[dict[str, Any]]:
+    """The groups tiled on workers that cannot write into ``tmp`` (or read the groups).
+
+    Each group is read here where the workers cannot read it (a few groups ahead
+    of them: `vanotebook._remote.bounded_map`), tiled on a worker, and its tiles,
+    which come back as bytes, are written here as each group finishes.
+    """
+    from .._remote import bounded_map
+
+    cols = _group_columns(kwargs["names"], kwargs["order_by"])
+
+    def jobs():
+        for pix in pixels:
+            if readable:
+                yield _tile_group_collect, (layout, pix)
+            else:
+                yield _tile_rows_collect, (_read_group(layout, pix, cols),)
+
+    results: list[Any] = [None] * len(pixels)
+    made: set[Path] = set()
+    for i, r in bounded_map(runner, _call, ((f, a, str(tmp), kwargs) for f, a in jobs())):
+        for rel, data in r.pop("tiles"):
+            path = tmp / rel
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+            _write_file(path, data)
+        results[i] = r
+    return results
+
+
+def _call(func, args, out, kwargs):
+    return func(*args, out, **kwargs)
+
+
+def _tile_group_collect(layout, pix, out, **kwargs):
+    t = _read_group(layout, pix, _group_columns(kwargs["names"], kwargs["order_by"]))
+    return _tile_rows(t, out, collect=True, **kwargs)
+
+
+def _tile_rows_collect(t, out, **kwargs):
+    return _tile_rows(t, out, collect=True, **kwargs)
 
 
 def _catalogue_layout(catalogue: Any, *, order_by: str | None, descending: bool, limit: int,
@@ -658,7 +723,10 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
     name : str, optional
         The title recorded in ``properties``.
     client : distributed.Client, optional
-        Tiles the partitions on this cluster (the folder must be shared).
+        Tiles the partitions on this cluster. Where its workers cannot read the
+        input or write into ``out``'s folder (workers of another account, a private
+        folder), each group's rows are read here and sent, and its tiles come back to
+        be written here.
     overwrite : bool
         Replace an existing ``out``.
 
@@ -753,7 +821,16 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
         kwargs = {"order_by": order_by, "descending": descending, "shallow": shallow,
                   "limit": limit, "max_order": max_order, "names": names}
         pixels = list(layout.groups)
-        if runner is not None:
+        # workers of another account may neither read the groups (a personal archive,
+        # fragments in tmp) nor write into tmp: then rows and tiles go by value
+        from .._remote import workers_can_read, workers_can_write
+
+        readable = runner is not None and workers_can_read(
+            runner, [f for files in layout.groups.values() for f in files])
+        if runner is not None and not (readable and workers_can_write(runner, tmp)):
+            results = _tile_here(layout, pixels, tmp, runner, readable=readable,
+                                 shallow_rids=shallow_rids, **kwargs)
+        elif runner is not None:
             futures = runner.map(_tile_group, [layout] * len(pixels), pixels,
                                  [str(tmp)] * len(pixels), shallow_rids=shallow_rids,
                                  pure=False, **kwargs)

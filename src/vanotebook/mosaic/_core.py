@@ -30,6 +30,8 @@ from ._dask import (
     block_tasks,
     compute_blocks,
     fill_in_process,
+    stream_blocks,
+    workers_reach_inputs,
     write_fits,
     write_zarr,
 )
@@ -234,7 +236,10 @@ def mosaic(
         ``.zarr`` (each Dask task writes its own chunk). Inputs given as FITS paths are
         then not loaded: every block task reads only the part of each input it needs,
         so neither inputs nor output need fit in memory. The Dataset returned reads
-        from the file.
+        from the file. Where the cluster's workers cannot open the inputs or write
+        the output (workers of another account, files in a private folder), the
+        blocks get their pixels by value, read here a few blocks ahead, and come back
+        to be written here; the product is the same.
     overwrite : bool
         Replace an existing ``output``.
     progress : bool or callable
@@ -307,6 +312,15 @@ def mosaic(
 
         rows = make_rows()
         tracker = Tracker(sum(len(r) for r in rows), progress)
+        # workers of another account may not open the caller's FITS files: then the
+        # blocks get the pixels they sample by value, read here a few blocks ahead
+        by_value = not workers_reach_inputs(client, tiles)
+
+        def stream(windows):
+            return stream_blocks(tiles, windows, client=client, combine=combine,
+                                 method=method, device=device, centre=centre,
+                                 by_value=by_value, tracker=tracker)
+
         header = grid.header
         if target_unit is not None:
             header["BUNIT"] = target_unit.to_string("fits")
@@ -325,22 +339,33 @@ def mosaic(
                                      method=method, device=device, centre=centre,
                                      tracker=tracker)
             ds = _dataset(values, header, attrs)
+        elif output is None and by_value:
+            values = np.empty((3, *grid.shape), np.float32)
+            for (y0, y1, x0, x1), block in stream([w for row in rows for w, _ in row]):
+                values[:, y0:y1, x0:x1] = block
+            ds = _dataset(values, header, attrs)
         elif output is None:
             values = assemble(rows, compute_blocks([d for row in rows for _, d in row], client,
                                                    tracker))
             ds = _dataset(values, header, attrs)
         elif str(output).endswith(".fits"):
             write_fits(rows, grid.shape, header, output, client=client, prov=prov,
-                       overwrite=overwrite, tracker=tracker)
+                       overwrite=overwrite, tracker=tracker, stream=stream if by_value else None)
         else:
             write_zarr(grid.shape, output, chunk=chunk, client=client, overwrite=overwrite,
-                       tracker=tracker, make_rows=make_rows,
+                       tracker=tracker, make_rows=make_rows, stream=stream, by_value=by_value,
                        attrs={"header": header.tostring(), **attrs,
                               "provenance": prov.to_dict()})
     if output is not None:
         prov.outputs.append({"path": str(output), "sha256": "" if str(output).endswith(".zarr")
                              else _sha(output)})
-        ds = from_fits(output) if str(output).endswith(".fits") else _open_zarr(output)
+        if str(output).endswith(".fits"):
+            ds = from_fits(output)
+        else:
+            from .._remote import workers_can_read
+
+            # dask-backed only where the workers can read the store; else read here on access
+            ds = _open_zarr(output, dask=workers_can_read(client, [output]))
         ds.attrs.update(dict(attrs.items()))
     ds.attrs["provenance"] = prov.to_dict()
     return ds
@@ -365,10 +390,12 @@ def _dataset(values, header: fits.Header, attrs: dict):
     return ds
 
 
-def _open_zarr(path):
+def _open_zarr(path, *, dask: bool = True):
+    """The store as a Dataset: dask-backed, or (``dask=False``) lazily indexed arrays read
+    in this process on access (for a store the cluster's workers cannot open)."""
     import xarray as xr
 
-    return xr.open_zarr(path, consolidated=False)
+    return xr.open_zarr(path, consolidated=False, **({} if dask else {"chunks": None}))
 
 
 def to_fits(dataset, path: str | os.PathLike | None = None, *, overwrite: bool = False

@@ -99,16 +99,21 @@ def cutouts(images: Any, catalogue: Any, size: u.Quantity = 2 * u.arcmin, *,
     """`cutout` for every row of a catalogue, one Dask task per source.
 
     Returns a list of Datasets in catalogue order (None where no survey covers the source).
+    Where the cluster's workers cannot read image paths given (a private folder,
+    workers of another account), the images are read here once and sent to them.
     """
     import dask
 
+    client = get_client(client)
+    if client is not None:
+        images = _reachable_images(images, client)
     table = parse_catalogue(catalogue, ra=ra, dec=dec)
     if hasattr(table, "compute"):
         table = table.compute()
     coords = [(float(r), float(d)) for r, d in zip(np.asarray(table[ra]), np.asarray(table[dec]),
                                                    strict=True)]
 
-    def one(pos):
+    def one(images, pos):
         try:
             return cutout(images, pos, size, **kwargs)
         except VanotebookInputError as exc:
@@ -116,8 +121,50 @@ def cutouts(images: Any, catalogue: Any, size: u.Quantity = 2 * u.arcmin, *,
                 return None
             raise
 
-    tasks = [dask.delayed(one)(pos) for pos in coords]
-    client = get_client(client)
+    from dask.delayed import Delayed
+
+    if not isinstance(images, Delayed):
+        images = dask.delayed(images, traverse=False)  # one graph key for every task
+    tasks = [dask.delayed(one)(images, pos) for pos in coords]
     if client is not None:
         return client.gather(client.compute(tasks))
     return list(dask.compute(*tasks, scheduler="threads"))
+
+
+def _paths(group: Any) -> list[str] | None:
+    """The files a survey's images name (a glob expanded); None when it names none."""
+    import glob
+    import os
+
+    items = group if isinstance(group, list | tuple) and not (
+        isinstance(group, tuple) and len(group) == 2 and not isinstance(
+            group[0], str | os.PathLike)) else [group]
+    paths = []
+    for item in items:
+        if isinstance(item, str | os.PathLike):
+            text = os.fspath(item)
+            paths.extend(glob.glob(text) if any(c in text for c in "*?[") else [text])
+    return paths or None
+
+
+def _reachable_images(images: Any, client) -> Any:
+    """``images`` with every survey naming files the workers cannot read parsed here
+    (pixels sent with the tasks, once: scattered)."""
+    from .._remote import workers_can_read
+    from ._core import prepare_images
+
+    groups = dict(images)
+    out, moved = {}, False
+    for name, g in groups.items():
+        paths = _paths(g)
+        if paths is not None and not workers_can_read(client, paths):
+            out[name] = prepare_images(g, argument=f"images[{name!r}]")
+            moved = True
+        else:
+            out[name] = g
+    if not moved:
+        return images
+    import dask
+
+    (shared,) = client.scatter([out], hash=False)  # one future for the whole dict
+    return dask.delayed(shared)

@@ -8,6 +8,14 @@ out (`assemble`); `write_zarr` has each task write its own chunk of the store,
 and `write_fits` streams stripes of blocks; both write under a temporary name
 that is renamed only when the whole product is written. `Tracker` reports the
 fraction of blocks done to a callback, or shows Dask's progress bar.
+
+Workers that run as another account (the gateway's) may not read the caller's
+FITS files nor write into the caller's folders (`vanotebook._remote`). Then
+`stream_blocks` runs the same block tasks with the inputs sent by value: this
+process reads, for each block, the box of each input it samples (a
+`PixelRegion`), a few blocks ahead of the workers, and the blocks come back
+as they finish, to be written here (`write_zarr`, `write_fits`). The numbers
+are those of the path-reading tasks.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ import numpy as np
 
 from ..io import atomic_dir
 from ._coadd import combine_block
+from ._kernels import LazySource, input_box
 
-__all__ = ["Tracker", "assemble", "block_tasks", "block_windows", "compute_blocks",
-           "fill_in_process",
-           "gpu_annotations", "init_zarr", "write_fits", "write_zarr"]
+__all__ = ["PixelRegion", "Tracker", "assemble", "block_tasks", "block_windows",
+           "compute_blocks", "fill_in_process", "gpu_annotations", "init_zarr",
+           "stream_blocks", "workers_reach_inputs", "write_fits", "write_zarr"]
 
 
 def block_windows(shape: tuple[int, int], chunk: int) -> list[list[tuple[int, int, int, int]]]:
@@ -200,13 +209,147 @@ def assemble(rows, results: list) -> np.ndarray:
                           axis=1)
 
 
+# ----------------------------------------------------------------------------- by value
+class PixelRegion(LazySource):
+    """A box of a lazy input, read by the caller and sent with the task.
+
+    It keeps the input's full ``shape``, so the kernels index it exactly as they
+    index the input (`_kernels.input_box`); asking for pixels outside the box
+    sent is an error, never a silent NaN.
+    """
+
+    def __init__(self, pixels: np.ndarray, y0: int, x0: int, shape: tuple[int, int], dtype):
+        self.pixels = np.asarray(pixels)
+        self.y0, self.x0 = int(y0), int(x0)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        ys, xs = key
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        h, w = self.pixels.shape
+        if y0 < self.y0 or x0 < self.x0 or y1 > self.y0 + h or x1 > self.x0 + w:
+            msg = (f"pixels {(y0, y1, x0, x1)} asked of a region holding "
+                   f"{(self.y0, self.y0 + h, self.x0, self.x0 + w)}")
+            raise IndexError(msg)
+        return self.pixels[y0 - self.y0:y1 - self.y0, x0 - self.x0:x1 - self.x0]
+
+    def __repr__(self) -> str:
+        h, w = self.pixels.shape
+        return f"PixelRegion({self.y0}:{self.y0 + h}, {self.x0}:{self.x0 + w} of {self.shape})"
+
+
+def workers_reach_inputs(client, tiles) -> bool:
+    """Whether the workers of ``client`` can read every input the tiles read lazily (True
+    with no client, or when every input is in memory)."""
+    from .._remote import workers_can_read
+
+    paths = [t.data.path for t in tiles if isinstance(t.data, LazySource)
+             and getattr(t.data, "path", None)]
+    return workers_can_read(client, paths)
+
+
+def _reads_whole(method: str, device: str) -> bool:
+    """Whether a block reads its inputs whole (drizzle, GPU, no numba), not just a box."""
+    from .._optional import HAS_NUMBA
+
+    return method == "flux-conserving" or device == "gpu" or not HAS_NUMBA
+
+
+def _region(tile, window) -> PixelRegion:
+    """The part of a lazy tile's input that the block ``window`` samples, read here."""
+    from ._coadd import _intersect
+
+    by0, by1, bx0, bx1 = _intersect(window, tile.bbox)
+    y0, y1, x0, x1 = input_box(tile, np.arange(by0, by1), np.arange(bx0, bx1))
+    data = tile.data
+    return PixelRegion(data[y0:y1, x0:x1], y0, x0, data.shape, data.dtype)
+
+
+def _block_by_value(window, tiles, regions, combine, method, device, centre) -> np.ndarray:
+    """`combine_block` on tiles whose lazy inputs came as `PixelRegion` boxes."""
+    from dataclasses import replace
+
+    used = [t if r is None else replace(t, data=r) for t, r in zip(tiles, regions, strict=True)]
+    return combine_block(window, used, combine, method, device, centre)
+
+
+def stream_blocks(tiles, windows, *, client, combine: str, method: str, device: str, centre,
+                  by_value: bool, tracker: Tracker | None = None):
+    """Yield ``(window, block)`` for every window, as the workers finish them.
+
+    With ``by_value`` the workers open no file: each lazy input is read here, for
+    each block only the box it samples (the whole input once, scattered, where
+    the kernels read inputs whole), a few blocks ahead of the workers
+    (`vanotebook._remote.bounded_map`). Without it the tiles go as they are
+    (inputs the workers can read), and only the writing happens here.
+    """
+    from dataclasses import replace
+
+    from .._remote import bounded_map
+
+    tracker = tracker or Tracker(len(windows))
+    whole = _reads_whole(method, device)
+    lazy = [by_value and isinstance(t.data, LazySource) for t in tiles]
+    sent = []
+    for t, lz in zip(tiles, lazy, strict=True):
+        if lz:
+            t = replace(t, data=np.asarray(t.data[:, :]) if whole else None)
+        sent.append(t)
+    refs = client.scatter(sent, hash=False)
+    boxed = [lz and not whole for lz in lazy]
+
+    def jobs():
+        for w in windows:
+            used = [k for k, t in enumerate(tiles) if _overlaps(w, t.bbox)]
+            regions = [_region(tiles[k], w) if boxed[k] else None for k in used]
+            yield (w, [refs[k] for k in used], regions, combine, method, device, centre)
+
+    bar = None
+    if tracker.show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(windows), desc="mosaic blocks")
+    try:
+        for i, block in bounded_map(client, _block_by_value, jobs(),
+                                    **gpu_annotations(device)):
+            tracker.step()
+            if bar is not None:
+                bar.update()
+            yield windows[i], block
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _stripes(rows, client, tracker, stream):
+    """Each stripe (row of blocks) as a ``(3, h, nx)`` array, top to bottom."""
+    if stream is None:
+        for row in rows:
+            yield assemble([row], compute_blocks([d for _, d in row], client, tracker))
+        return
+    blocks = stream([w for row in rows for w, _ in row])
+    done: dict = {}
+    for row in rows:
+        need = [w for w, _ in row]
+        while any(w not in done for w in need):
+            w, block = next(blocks)
+            done[w] = block
+        yield np.concatenate([done.pop(w) for w in need], axis=2)
+
+
 def write_fits(rows, shape, header, path: str | os.PathLike, *, client, prov,
-               overwrite: bool = False, tracker: Tracker | None = None) -> Path:
+               overwrite: bool = False, tracker: Tracker | None = None,
+               stream=None) -> Path:
     """Write the mosaic, weight and coverage to FITS, one stripe of blocks at a time.
 
     The primary HDU streams stripe by stripe; weight and coverage go through a
     temporary memory map and are streamed after it. Memory stays at one
-    stripe; the file appears under its name only when complete.
+    stripe (plus the blocks finished ahead of it); the file appears under its
+    name only when complete. The blocks are ``rows``' tasks, or, given
+    ``stream`` (``stream(windows)`` yields ``(window, block)``, `stream_blocks`),
+    the blocks it yields.
     """
     from astropy.io import fits
 
@@ -231,9 +374,8 @@ def write_fits(rows, shape, header, path: str | os.PathLike, *, client, prov,
             primary[key] = (value, comment)
         tmp.unlink()
         hdu = fits.StreamingHDU(str(tmp), primary)
-        for row in rows:
+        for row, part in zip(rows, _stripes(rows, client, tracker, stream), strict=True):
             y, y1 = row[0][0][0], row[0][0][1]
-            part = assemble([row], compute_blocks([d for _, d in row], client, tracker))
             hdu.write(np.ascontiguousarray(part[0], dtype=">f4"))
             side[:, y:y1] = part[1:]
         hdu.close()
@@ -279,27 +421,50 @@ def init_zarr(path: Path, shape: tuple[int, int], *, chunk: int, attrs: dict) ->
     ds.to_zarr(path, mode="w", compute=False, consolidated=False, encoding=encoding)
 
 
-def _write_zarr_block(window, tiles, combine, method, device, centre, sink) -> None:
-    """Compute one block and write it into the store ``sink``; nothing is returned."""
+_ZARR_VARIABLES = ("mosaic", "weight", "coverage")
+
+
+def _zarr_arrays(sink) -> list:
     import zarr
 
-    block = combine_block(window, tiles, combine, method, device, centre)
+    return [zarr.open_array(str(sink), path=name, mode="r+") for name in _ZARR_VARIABLES]
+
+
+def _put_block(arrays, window, block) -> None:
     y0, y1, x0, x1 = window
-    for k, name in enumerate(("mosaic", "weight", "coverage")):
-        arr = zarr.open_array(str(sink), path=name, mode="r+")
+    for k, arr in enumerate(arrays):
         arr[y0:y1, x0:x1] = block[k].astype(arr.dtype)
 
 
-def write_zarr(shape, path: str | os.PathLike, *, chunk: int, attrs: dict, client, make_rows,
-               overwrite: bool = False, tracker: Tracker | None = None) -> Path:
-    """Write the mosaic to zarr block by block (each task writes its own chunk).
+def _write_zarr_block(window, tiles, combine, method, device, centre, sink) -> None:
+    """Compute one block and write it into the store ``sink``; nothing is returned."""
+    block = combine_block(window, tiles, combine, method, device, centre)
+    _put_block(_zarr_arrays(sink), window, block)
 
-    The store is made under a temporary name beside ``path``, filled by the block
-    tasks (``make_rows(sink)`` builds them), and renamed only when every block is written.
+
+def write_zarr(shape, path: str | os.PathLike, *, chunk: int, attrs: dict, client, make_rows,
+               overwrite: bool = False, tracker: Tracker | None = None, stream=None,
+               by_value: bool = False) -> Path:
+    """Write the mosaic to zarr block by block.
+
+    The store is made under a temporary name beside ``path`` and renamed only
+    when every block is written. In this process, or where the workers can
+    read the inputs and write into the store, each block task writes its own
+    chunk (``make_rows(sink)`` builds them); otherwise (``by_value``, or a store
+    the workers' account cannot write) the blocks of ``stream(windows)``
+    (`stream_blocks`) are written here as they come back.
     """
+    from .._remote import workers_can_write
+
     path = Path(path)
     with atomic_dir(path, overwrite=overwrite) as tmp:
         init_zarr(tmp, shape, chunk=chunk, attrs=attrs)
-        rows = make_rows(str(tmp))
-        compute_blocks([d for row in rows for _, d in row], client, tracker)
+        if client is None or (not by_value and workers_can_write(client, tmp / "mosaic")):
+            rows = make_rows(str(tmp))
+            compute_blocks([d for row in rows for _, d in row], client, tracker)
+        else:
+            arrays = _zarr_arrays(tmp)
+            windows = [w for row in block_windows(shape, chunk) for w in row]
+            for window, block in stream(windows):
+                _put_block(arrays, window, block)
     return path

@@ -19,6 +19,12 @@ driver then writes ``Norder3/Allsky.{fits,png}``, ``Moc.fits`` (mocpy, from
 the tiles' valid pixels), ``properties`` and ``provenance.json``. Everything is
 written in a temporary folder beside ``out`` that replaces it only when
 complete (`vanotebook.io.atomic_dir`).
+
+Workers of another account (the gateway's) cannot write into the caller's
+folder, nor read a FITS file there: then the group tasks return their tiles,
+written by the driver as each group comes back, each group's input box is read
+by the driver and sent with its task, and the few tiles above the groups are
+made by the driver (`_run_here`). The tiles are the same.
 """
 
 from __future__ import annotations
@@ -365,6 +371,8 @@ class _Params:
     crpix: dict[int, dict[int, tuple[float, float]]]
     allsky_width: int
     png_level: int = 1
+    collect: bool = False
+    """Tasks return their tiles (`_Info.tiles`) instead of writing them."""
 
 
 def _fits_bytes(header_text: str, tile: np.ndarray) -> bytes:
@@ -444,6 +452,7 @@ class _Info:
         self.hi = -math.inf
         self.moc: list[np.ndarray] = []
         self.thumbs: dict[int, np.ndarray] = {}
+        self.tiles: list[tuple[int, int, np.ndarray]] = []  # to write, with `_Params.collect`
 
     def merge(self, other: _Info) -> _Info:
         for k, v in other.written.items():
@@ -459,7 +468,10 @@ def _emit(p: _Params, info: _Info, order: int, index: int, tile: np.ndarray) -> 
     finite = np.isfinite(tile)
     if not finite.any():
         return False
-    _write_tile(p, order, index, tile)
+    if p.collect:
+        info.tiles.append((order, int(index), tile))
+    else:
+        _write_tile(p, order, index, tile)
     info.written.setdefault(order, []).append(int(index))
     if order == p.order:
         vals = tile[finite]
@@ -807,21 +819,21 @@ def _run(data, tiles, roots, nx_all, ny_all, p: _Params, client, device, progres
     import dask
     from dask import delayed
 
+    from .._remote import workers_can_read, workers_can_write
     from ._dask import Tracker, compute_blocks, gpu_annotations
 
-    ny, nx = p.shape
+    path = getattr(data, "path", None) if isinstance(data, LazySource) else None
+    readable = workers_can_read(client, [path] if path else [])
+    if client is not None and not (readable and workers_can_write(client, p.folder)):
+        return _run_here(data, tiles, roots, nx_all, ny_all, p, client, device, progress,
+                         readable=readable)
     token = Path(p.folder).name.strip(".").replace(".", "-")
     level: dict[int, Any] = {}
     group_keys = []
-    for i, root in enumerate(np.unique(roots)):
-        sel = roots == root
+    for i, (root, sel, box) in enumerate(_groups(roots, nx_all, ny_all, p.shape)):
         gx, gy = nx_all[sel], ny_all[sel]
-        with np.errstate(invalid="ignore"):
-            x0 = int(np.clip(np.floor(np.nanmin(gx)) - 1, 0, nx - 1))
-            x1 = int(np.clip(np.ceil(np.nanmax(gx)) + 2, x0 + 1, nx))
-            y0 = int(np.clip(np.floor(np.nanmin(gy)) - 1, 0, ny - 1))
-            y1 = int(np.clip(np.ceil(np.nanmax(gy)) + 2, y0 + 1, ny))
-        region = _region_arg(data, (y0, y1, x0, x1))
+        y0, _, x0, _ = box
+        region = _region_arg(data, box)
         with dask.annotate(**gpu_annotations(device)):
             task = delayed(_group_task, pure=False)(
                 region, (y0, x0), tiles[sel], gx, gy, p,
@@ -845,6 +857,73 @@ def _run(data, tiles, roots, nx_all, ny_all, p: _Params, client, device, progres
     total = _Info()
     for r in results:
         total.merge(r)
+    return total
+
+
+def _groups(roots, nx_all, ny_all, shape):
+    """``(root, selection, input box)`` of every group of tiles, in root order."""
+    ny, nx = shape
+    out = []
+    for root in np.unique(roots):
+        sel = roots == root
+        gx, gy = nx_all[sel], ny_all[sel]
+        with np.errstate(invalid="ignore"):
+            x0 = int(np.clip(np.floor(np.nanmin(gx)) - 1, 0, nx - 1))
+            x1 = int(np.clip(np.ceil(np.nanmax(gx)) + 2, x0 + 1, nx))
+            y0 = int(np.clip(np.floor(np.nanmin(gy)) - 1, 0, ny - 1))
+            y1 = int(np.clip(np.ceil(np.nanmax(gy)) + 2, y0 + 1, ny))
+        out.append((int(root), sel, (y0, y1, x0, x1)))
+    return out
+
+
+def _run_here(data, tiles, roots, nx_all, ny_all, p: _Params, client, device, progress, *,
+              readable: bool) -> _Info:
+    """`_run` for workers that cannot write into the folder (or read the input).
+
+    The group tasks run on the workers but return their tiles, which are written
+    here as each group comes back; an input the workers cannot read goes by value
+    (each group's box, read here a few groups ahead of the workers). The few
+    tiles above the groups' roots are made here from the roots' halves.
+    """
+    from dataclasses import replace
+
+    from .._remote import bounded_map
+    from ._dask import Tracker, gpu_annotations
+
+    remote = replace(p, collect=True)
+    groups = _groups(roots, nx_all, ny_all, p.shape)
+
+    def jobs():
+        for _, sel, box in groups:
+            y0, y1, x0, x1 = box
+            if isinstance(data, LazySource) and not readable:
+                region = np.asarray(data[y0:y1, x0:x1])
+            else:
+                region = _region_arg(data, box)
+                if hasattr(region, "dask"):  # a dask slice: computed on the cluster
+                    region = client.compute(region)
+            yield region, (y0, x0), tiles[sel], nx_all[sel], ny_all[sel], remote
+
+    tracker = Tracker(len(groups), progress)
+    total = _Info()
+    level: dict[int, Any] = {}
+    for _, (info, (root, half)) in bounded_map(client, _group_task, jobs(),
+                                               **gpu_annotations(device)):
+        for order, index, tile in info.tiles:
+            _write_tile(p, order, index, tile)
+        info.tiles = []
+        total.merge(info)
+        level[int(root)] = (None, (root, half))
+        tracker.step()
+    for order in range(p.group_order - 1, -1, -1):
+        parents: dict[int, list] = {}
+        for index, child in level.items():
+            parents.setdefault(index >> 2, []).append(child)
+        level = {}
+        for parent, children in parents.items():
+            info, pair = _parent_body(order, parent, p, *children)
+            total.merge(info)
+            level[parent] = (None, pair)
     return total
 
 

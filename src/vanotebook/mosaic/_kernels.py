@@ -30,6 +30,7 @@ __all__ = [
     "bilinear",
     "choose_step",
     "coarse_nodes",
+    "input_box",
     "interp_index",
     "interp_matrix",
     "map_coordinates",
@@ -421,7 +422,14 @@ def _input_region(tile, ys, xs):
     data = tile.data
     if not isinstance(data, LazySource):
         return data, 0, 0
-    ny, nx = data.shape
+    y0, y1, x0, x1 = input_box(tile, ys, xs)
+    return data[y0:y1, x0:x1], y0, x0
+
+
+def input_box(tile, ys, xs) -> tuple[int, int, int, int]:
+    """The input-pixel box ``(y0, y1, x0, x1)`` that output rows ``ys`` x columns ``xs``
+    of ``tile`` can sample: where their coarse nodes map, plus a one-pixel margin."""
+    ny, nx = tile.data.shape
     nny, nnx = tile.nodes_x.shape
     i0 = min(max(int(np.floor(np.min(ys) / tile.step)) - tile.ky0, 0), nny - 1)
     i1 = min(max(int(np.floor(np.max(ys) / tile.step)) - tile.ky0 + 2, 1), nny)
@@ -433,7 +441,7 @@ def _input_region(tile, ys, xs):
     x1 = min(max(int(np.ceil(np.nanmax(sx))) + 2, x0 + 1), nx)
     y0 = min(max(int(np.floor(np.nanmin(sy))) - 1, 0), ny - 1)
     y1 = min(max(int(np.ceil(np.nanmax(sy))) + 2, y0 + 1), ny)
-    return data[y0:y1, x0:x1], y0, x0
+    return y0, y1, x0, x1
 
 
 def fused_resample(tile, ys, xs, *, method: str, centre, mode: int = -1, out=None,

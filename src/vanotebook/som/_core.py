@@ -36,7 +36,7 @@ from .._errors import VanotebookInputError, check_choice, check_positive
 from .._random import SeedLike, as_generator
 from ..cluster import get_client, resolve_device
 from . import _kernels as k
-from ._dask import DaskRows, MemoryRows, finite_rows, to_numpy
+from ._dask import DaskRows, MemoryRows, finite_rows, reachable, to_numpy
 
 __all__ = ["SOM", "SOMLabels"]
 
@@ -80,14 +80,23 @@ def _table_matrix(table: Any, columns: Any):
     return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
-def as_matrix(x: Any, columns: Any = None, *, argument: str = "X"):
-    """Turn every accepted data form into a 2-D numpy, CuPy or dask array (not yet checked)."""
+def as_matrix(x: Any, columns: Any = None, *, argument: str = "X", client=None):
+    """Turn every accepted data form into a 2-D numpy, CuPy or dask array (not yet checked).
+
+    A parquet path becomes Dask partitions that the workers of ``client`` can
+    compute: read from the path where they can read it, else sent by value.
+    """
     if isinstance(x, str | os.PathLike):
+        import dask
+
         from ..io import read_catalogue
 
         path = os.fspath(x)
         lazy = path.endswith(".parquet") or os.path.isdir(path)
-        x = read_catalogue(path, lazy=lazy)
+        with dask.config.set(scheduler="sync"):  # any meta read here, not on a worker
+            x = read_catalogue(path, lazy=lazy)
+        if lazy:
+            x = reachable(x, path, client)
     kind = type(x).__module__
     if hasattr(x, "colnames") or (kind.startswith(("pandas", "dask.dataframe", "dask_expr"))
                                   and hasattr(x, "columns")):  # fmt: skip
@@ -351,10 +360,10 @@ class SOM:
         if tol is not None and (isinstance(tol, bool) or not tol >= 0):
             raise VanotebookInputError("tol", "None or a non-negative number", tol)
         dev = resolve_device(device)
-        x = as_matrix(X, columns)
-        _check_shape(x)
         explicit = client is not None
         client = get_client(client)
+        x = as_matrix(X, columns, client=client)
+        _check_shape(x)
         if _is_dask_array(x) or explicit:
             if not _is_dask_array(x):
                 import dask.array as da
@@ -475,7 +484,7 @@ class SOM:
     # ------------------------------------------------------------------ mapping
     def _prepared(self, X: Any, columns: Any, argument: str = "X"):
         self._require_fit()
-        x = as_matrix(X, columns, argument=argument)
+        x = as_matrix(X, columns, argument=argument, client=get_client(None))
         _check_shape(x, argument)
         if _is_dask_array(x):
             x = x.compute()

@@ -30,7 +30,18 @@ from array_api_compat import array_namespace
 from . import _fast
 from . import _kernels as k
 
-__all__ = ["DaskRows", "MemoryRows", "to_numpy"]
+__all__ = ["DaskRows", "MemoryRows", "reachable", "to_numpy"]
+
+
+def reachable(frame, path, client):
+    """A dask DataFrame read from ``path`` as the workers of ``client`` can compute it: as
+    it is where they can read ``path`` (or with no client), else with its partitions
+    read here, one at a time, and sent by value (`vanotebook._remote.frame_by_value`)."""
+    from .._remote import frame_by_value, workers_can_read
+
+    if workers_can_read(client, [path]):
+        return frame
+    return frame_by_value(client, frame)
 
 
 def to_numpy(a: Any) -> Any:

@@ -356,7 +356,12 @@ def _parse(catalogue: Any, spec: MatchSpec, argument: str):
     from ..io import parse_catalogue
 
     if healpix.is_partitioned(catalogue):
-        catalogue = healpix.read_partitioned(catalogue, lazy=True)
+        import dask
+
+        # the frame's meta is read from the first partition: here, not on a worker that
+        # may not reach the folder (`crossmatch_dask` decides where the partitions are read)
+        with dask.config.set(scheduler="sync"):
+            catalogue = healpix.read_partitioned(catalogue, lazy=True)
     return parse_catalogue(catalogue, ra=spec.ra, dec=spec.dec, argument=argument)
 
 
@@ -461,7 +466,10 @@ def crossmatch(
         if _is_lazy(lt) or _is_lazy(rt):
             from ._dask import crossmatch_dask
 
-            out = crossmatch_dask(lt, rt, spec, client=client, progress=progress)
+            sources = {side: c for side, c in (("left", left), ("right", right))
+                       if healpix.is_partitioned(c)}
+            out = crossmatch_dask(lt, rt, spec, client=client, progress=progress,
+                                  sources=sources)
             meta = out.meta
         else:
             if progress is not None:

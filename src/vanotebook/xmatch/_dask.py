@@ -128,18 +128,37 @@ def _divisions(pixels: np.ndarray, counts: np.ndarray, max_rows: int) -> tuple[i
     return (*starts, int(pixels[-1]))
 
 
+def _reachable(client, frame, folder):
+    """``frame``, read from the partitioned ``folder``, as the workers can compute it: as
+    it is where they can read the folder, else with its partitions sent by value."""
+    from pathlib import Path
+
+    from .._remote import frame_by_value, workers_can_read
+
+    if folder is None or client is None:
+        return frame
+    files = [folder, *sorted(Path(folder).rglob("*.parquet"))]
+    return frame if workers_can_read(client, files) else frame_by_value(client, frame)
+
+
 def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: int | None = None,
-                    progress=None):
+                    progress=None, sources: dict | None = None):
     """Match two catalogues (dask DataFrames or Tables) partition by partition.
 
     ``progress(done, total)`` is called as match partitions finish. Partition
     tasks ask for ``resources={"GPU": 1}`` when ``spec.device`` is "gpu".
+    ``sources`` names the partitioned folder a side was read from (``{"left":
+    path}``); where the workers cannot read it (a private folder, workers of
+    another account), that side's partitions are read here and sent by value.
     """
     import dask
     from astropy.table import Table
 
     client = get_client(client)
     left, right = _to_dask(left), _to_dask(right)
+    sources = sources or {}
+    left = _reachable(client, left, sources.get("left"))
+    right = _reachable(client, right, sources.get("right"))
     max_rows = max_rows or _max_rows(client, left._meta, right._meta)
     lcols, rcols = list(left.columns), list(right.columns)
     meta_l, meta_r = left._meta, right._meta
