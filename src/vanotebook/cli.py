@@ -137,9 +137,15 @@ def _gateway(args: argparse.Namespace) -> int:
           f"  Dask dashboard: http://127.0.0.1:{port}/services/dask/status\n"
           "  Ctrl-C stops everything.\n", flush=True)
     proc = subprocess.Popen([hub, "-f", str(config)], cwd=state, env=env)
+
+    def _stop(_signum, _frame):  # SIGTERM (kill, a service manager) stops it as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         return proc.wait()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=60)

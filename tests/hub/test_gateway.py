@@ -3,6 +3,7 @@ Dask cluster, and the dashboards app in headless Chromium (Playwright)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +21,8 @@ import psutil
 import pytest
 import requests
 
-from vanotebook.hub import HubClient, HubSettings, configure, proxy_command
+from vanotebook import VanotebookInputError
+from vanotebook.hub import HubClient, HubSettings, configure, proxy_command, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -47,31 +52,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PREFIX = f"vt{uuid.uuid4().hex[:4]}-"  # this run's unix accounts: vtXXXX-alice, ...
+
+
+def _accounts() -> list[str]:
+    import pwd
+
+    return [p.pw_name for p in pwd.getpwall() if p.pw_name.startswith(PREFIX)]
+
+
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    """`vanotebook gateway` on free ports, with an API token for the test."""
+def gateway():
+    """`vanotebook gateway` on free ports, as root, with an API token for the test.
+
+    Its state dir is a fresh folder under /tmp (the users' homes and the shared
+    archive are inside it); its unix accounts carry a prefix of this run and are
+    deleted at the end.
+    """
+    from vanotebook.hub._accounts import delete_account
+
     assert proxy_command() is not None or shutil.which("npm"), "npm proxy unavailable"
-    state = tmp_path_factory.mktemp("hub")
+    assert os.geteuid() == 0, "the gateway makes unix accounts: run as root (CI does)"
+    state = Path(tempfile.mkdtemp(prefix="vanotebook-hub-test-"))
     port = _free_port()
     token = uuid.uuid4().hex
     env = dict(os.environ, VANOTEBOOK_API_TOKEN=token,
                VANOTEBOOK_HUB_API_PORT=str(_free_port()),
+               VANOTEBOOK_PROXY_API_PORT=str(_free_port()),
                VANOTEBOOK_SCHEDULER_PORT=str(_free_port()),
                VANOTEBOOK_DASK_DASHBOARD_PORT=str(_free_port()),
                VANOTEBOOK_DASK_INTERNAL_PORT=str(_free_port()),
                VANOTEBOOK_APP_PORT=str(_free_port()), VANOTEBOOK_CULL_TIMEOUT="3600",
+               VANOTEBOOK_USER_PREFIX=PREFIX, VANOTEBOOK_SPAWN_CONCURRENCY="2",
+               VANOTEBOOK_PROFILES=json.dumps({"small": {"mem": "2G", "cpu": 1}}),
                PYTHONUNBUFFERED="1")
-    env.pop("DASK_SCHEDULER_ADDRESS", None)
+    for key in ("DASK_SCHEDULER_ADDRESS", "VANOTEBOOK_ADMIN_PASSWORD"):
+        env.pop(key, None)
     log = (state / "gateway.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vanotebook.cli", "gateway", "--port", str(port),
-         "--state-dir", str(state), "--workers", "2", "--password", "s3cret"],
+         "--state-dir", str(state), "--workers", "2"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     hub = HubClient(url, token)
     try:
         hub.wait_ready()
-        yield {"url": url, "hub": hub, "proc": proc, "state": state}
+        yield {"url": url, "hub": hub, "proc": proc, "state": state,
+               "scheduler": f"tls://127.0.0.1:{env['VANOTEBOOK_SCHEDULER_PORT']}"}
     finally:
         if proc.poll() is None:
             children = psutil.Process(proc.pid).children(recursive=True)
@@ -83,6 +110,28 @@ def gateway(tmp_path_factory):
             for p in psutil.wait_procs(children, timeout=30)[1]:
                 p.kill()
         log.close()
+        shutil.copy(state / "gateway.log", Path(tempfile.gettempdir()) / "vanotebook-hub-test.log")
+        for name in _accounts():
+            delete_account(name)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _admin_password(state: Path) -> str:
+    text = (state / "gateway.log").read_text()
+    found = re.search(r"the password of admin 'admin' is (\S+)", text)
+    assert found, "the gateway did not print the admin's first password"
+    return found.group(1)
+
+
+def _login(url: str, name: str, password: str) -> requests.Session | None:
+    """Log in through the hub's login form; the session when it worked, else None."""
+    session = requests.Session()
+    session.get(f"{url}/hub/login", timeout=30)
+    r = session.post(f"{url}/hub/login", data={
+        "username": name, "password": password, "_xsrf": session.cookies.get("_xsrf", "")},
+        allow_redirects=False, timeout=60)
+    return session if r.status_code == 302 and "/hub/login" not in r.headers.get(
+        "location", "") else None
 
 
 def test_users_run_on_the_shared_cluster(gateway):
@@ -91,6 +140,8 @@ def test_users_run_on_the_shared_cluster(gateway):
         "from distributed import get_worker\n"
         "c = vanotebook.connect()\n"
         "print('ADDR', os.environ['DASK_SCHEDULER_ADDRESS'])\n"
+        "print('UID', os.getuid(), os.environ['USER'])\n"
+        "print('WORKER_UIDS', sorted(set(c.run(os.getuid).values())))\n"
         "print('WORKERS', sorted(c.run(lambda dask_worker: dask_worker.name).values()))\n"
         "print('RAN_ON', c.submit(lambda x: (get_worker().name, x * 2), 21).result())\n"
         "print('TUTORIALS', os.path.isdir(os.path.expanduser('~/tutorials')))\n"
@@ -116,7 +167,14 @@ def test_users_run_on_the_shared_cluster(gateway):
     hub = gateway["hub"]
     for name in ("alice", "bob"):
         outputs[name] = hub.execute(hub.spawn(name), code)
-    for text in outputs.values():
+    import pwd
+
+    dask_uid = pwd.getpwnam(f"{PREFIX}dask").pw_uid
+    for name, text in outputs.items():
+        # each user's kernel runs as their own account, the workers as the service account
+        assert f"UID {pwd.getpwnam(PREFIX + name).pw_uid} {PREFIX}{name}" in text
+        assert f"WORKER_UIDS [{dask_uid}]" in text
+        assert dask_uid != 0
         assert "WORKERS ['shared-0', 'shared-1']" in text
         assert "RAN_ON ('shared-" in text and ", 42)" in text
         assert "TUTORIALS True" in text
@@ -131,7 +189,7 @@ def test_users_run_on_the_shared_cluster(gateway):
     for name, text in outputs.items():
         assert int(text.split("SHARED_RADIO ")[1].split()[0]) >= 1
         mine = text.split("MINE ")[1].split()
-        assert mine[0] == str(gateway["state"] / "home" / name / "archive")
+        assert mine[0] == str(gateway["state"] / "home" / f"{PREFIX}{name}" / "archive")
         assert int(mine[1]) == int(text.split("SOURCES ")[1].split()[0])
     # both users reached the same scheduler
     addrs = {line for t in outputs.values() for line in t.splitlines() if line.startswith("ADDR")}
@@ -149,6 +207,241 @@ def test_users_run_on_the_shared_cluster(gateway):
     assert "panel.io.jupyter_server_extension | extension was successfully loaded" not in log
 
 
+PROBE = """
+import os, glob
+def can_read(path):
+    try:
+        with open(path, 'rb') as f:
+            f.read(1)
+        return True
+    except PermissionError:
+        return False
+def can_list(path):
+    try:
+        os.listdir(path)
+        return True
+    except PermissionError:
+        return False
+"""
+
+
+def test_users_cannot_read_each_other_or_the_hub(gateway):
+    """alice cannot read bob's home, his /tmp files, his kernel connection file or the
+    hub's secrets, nor write the shared archive; her token does not open bob's server."""
+    hub, state = gateway["hub"], gateway["state"]
+    bob = hub.spawn("bob")
+    out = hub.execute(bob, (
+        "import os, tempfile\n"
+        "from ipykernel.connect import get_connection_file\n"
+        "open(os.path.expanduser('~/secret.txt'), 'w').write('bob only')\n"
+        "fd, tmp = tempfile.mkstemp(prefix='bob-', dir='/tmp'); os.write(fd, b'x'); os.close(fd)\n"
+        "plain = '/tmp/bob-plain-' + str(os.getpid()); open(plain, 'w').write('x')\n"
+        "print('TMP', tmp, plain)\n"
+        "print('CONN', get_connection_file())\n"
+        "print('MODES', oct(os.stat(plain).st_mode & 0o777),\n"
+        "      oct(os.stat(os.path.expanduser('~')).st_mode & 0o777))\n"))
+    tmp, plain = out.split("TMP ")[1].split()[:2]
+    assert "MODES 0o600 0o700" in out  # umask 077, private home
+    bob_home = state / "home" / f"{PREFIX}bob"
+    # a kernel of bob's that stays up while alice looks (execute's own is gone by now)
+    r = requests.post(f"{bob}api/kernels", headers=hub.headers, json={"name": "python3"},
+                      timeout=60)
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    conn = Path(out.split("CONN ")[1].split()[0]).with_name(f"kernel-{kid}.json")
+    wait_for(conn.exists, 60, "bob's kernel connection file")
+    secrets = [bob_home / "secret.txt", tmp, plain, conn, state / "jupyterhub_cookie_secret",
+               state / "jupyterhub.sqlite", state / "passwords.dbm.dat", state / "ca" / "ca.key",
+               state / "dask" / "tls" / "cluster.key", bob_home / ".vanotebook" / "dask" /
+               f"{PREFIX}bob.key"]
+    for path in secrets:
+        assert Path(path).exists(), path
+    alice = hub.spawn("alice")
+    probe = PROBE + "".join(f"print('READ', {str(p)!r}, can_read({str(p)!r}))\n"
+                            for p in secrets)
+    probe += (f"print('LIST', can_list({str(bob_home)!r}), can_list({str(state)!r}))\n"
+              f"shared = os.environ['VANOTEBOOK_SHARED_ARCHIVE']\n"
+              "print('SHARED_READ', can_read(os.path.join(shared, 'index.duckdb')))\n"
+              "try:\n"
+              "    open(os.path.join(shared, 'mine.txt'), 'w')\n"
+              "    print('SHARED_WRITE True')\n"
+              "except PermissionError:\n"
+              "    print('SHARED_WRITE False')\n"
+              "import requests\n"
+              "tok = os.environ['JUPYTERHUB_API_TOKEN']\n"
+              f"r = requests.get({gateway['url']!r} + '/user/bob/api/kernels',\n"
+              "                 headers={'Authorization': 'token ' + tok}, allow_redirects=False)\n"
+              "print('BOB_SERVER', r.status_code)\n"
+              f"r = requests.get({gateway['url']!r} + '/user/alice/api/kernels',\n"
+              "                 headers={'Authorization': 'token ' + tok}, allow_redirects=False)\n"
+              "print('OWN_SERVER', r.status_code)\n")
+    out = hub.execute(alice, probe)
+    for path in secrets:
+        assert f"READ {path} False" in out, (path, out)
+    assert "LIST False False" in out
+    assert "SHARED_READ True" in out and "SHARED_WRITE False" in out
+    assert "OWN_SERVER 200" in out  # the token works, so the refusal below is about bob
+    assert re.search(r"BOB_SERVER (403|404)", out), out
+    requests.delete(f"{bob}api/kernels/{kid}", headers=hub.headers, timeout=60)
+
+
+def test_no_default_admin_password_and_lockout(gateway):
+    url, state = gateway["url"], gateway["state"]
+    for guess in ("vanotebook", "admin", "password", ""):  # 4: the 5th failure locks
+        assert _login(url, "admin", guess) is None, guess
+    password = _admin_password(state)
+    admin = _login(url, "admin", password)
+    assert admin is not None
+    assert admin.get(f"{url}/hub/admin", timeout=30).status_code == 200
+    # the first login of a name sets its password; a wrong one never logs in after that
+    assert _login(url, "dave", "dave-first-pw") is not None
+    assert _login(url, "dave", "not-daves-pw") is None
+    assert _login(url, "dave", "dave-first-pw") is not None
+    # dave is no admin
+    dave = _login(url, "dave", "dave-first-pw")
+    assert dave.get(f"{url}/hub/admin", timeout=30, allow_redirects=False).status_code == 403
+    # repeated failures are slowed, then the name is locked, right password included
+    assert _login(url, "erin", "erin-right-pw") is not None
+    t0 = time.monotonic()
+    for _ in range(5):
+        assert _login(url, "erin", "wrong-password") is None
+    assert time.monotonic() - t0 > 15  # 0.5 + 1 + 2 + 4 + 8 s of delay after the failures
+    assert _login(url, "erin", "erin-right-pw") is None  # locked
+    # password hashes only, readable by root only
+    assert (state / "passwords.dbm.dat").stat().st_mode & 0o077 == 0
+    assert password.encode() not in (state / "passwords.dbm.dat").read_bytes()
+
+
+def test_cluster_refuses_clients_without_a_certificate(gateway):
+    import ssl
+
+    address = gateway["scheduler"]
+    host, port = address.removeprefix("tls://").split(":")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DASK_")}
+    code = (
+        "import sys\n"
+        "from distributed import Client\n"
+        "for addr in sys.argv[1:]:\n"
+        "    try:\n"
+        "        Client(addr, timeout=5).close()\n"
+        "        print('CONNECTED', addr)\n"
+        "    except Exception as exc:\n"
+        "        print('REFUSED', addr, type(exc).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code, address, f"tcp://{host}:{port}"],
+                         capture_output=True, text=True, timeout=120, env=env).stdout
+    assert "CONNECTED" not in out and out.count("REFUSED") == 2, out
+    # a TLS client that trusts the cluster's CA but has no certificate of its own
+    ctx = ssl.create_default_context(cafile=str(gateway["state"] / "dask" / "tls" / "ca.pem"))
+    ctx.check_hostname = False
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)), \
+            ctx.wrap_socket(raw) as tls:
+        tls.sendall(b"x" * 64)
+        tls.recv(1)  # TLS 1.3: the server's refusal arrives with the first read
+
+
+def _gateway_pids(proc: subprocess.Popen) -> set[int]:
+    return {proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))}
+
+
+def test_nothing_listens_beyond_loopback(gateway):
+    hub = gateway["hub"]
+    server = hub.spawn("alice")
+    hub.execute(server, "import requests\n"
+                        f"print(requests.get({gateway['url']!r} + '/user/alice/dashboards/', "
+                        "headers={'Authorization': 'token ' + __import__('os').environ["
+                        "'JUPYTERHUB_API_TOKEN']}).status_code)\n")
+    pids = _gateway_pids(gateway["proc"])
+    listening = [c for c in psutil.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert len(listening) >= 8  # proxy, its API, hub, scheduler, workers, nannies, servers...
+    outside = [(c.laddr, psutil.Process(c.pid).cmdline()[:4]) for c in listening
+               if c.laddr.ip not in ("127.0.0.1", "::1")]
+    assert not outside, outside
+
+
+def test_memory_limit_kills_only_that_users_work(gateway):
+    """alice's process past her 2G limit is killed; bob's mosaic finishes meanwhile."""
+    from vanotebook.hub._limits import CgroupLimits
+
+    hub = gateway["hub"]
+    alice, bob = hub.spawn("alice"), hub.spawn("bob")
+    limits = CgroupLimits(f"{PREFIX}alice", 0, 1)
+    assert limits.version is not None, "this machine has no writable cgroups"
+    assert (limits.root / "memory" / "vanotebook" / f"{PREFIX}alice" /
+            "memory.limit_in_bytes").read_text().strip() == str(2 * 2**30)
+    assert (limits.root / "cpu" / "vanotebook" / f"{PREFIX}alice" /
+            "cpu.cfs_quota_us").read_text().strip() == "100000"
+    before = limits.oom_kills()
+    results = {}
+
+    def bob_works():
+        results["bob"] = hub.execute(bob, (
+            "import numpy as np, vanotebook\n"
+            "from vanotebook.sky import demo_sky\n"
+            "m = vanotebook.mosaic(demo_sky(0, size=0.3).images('ir24'), "
+            "client=vanotebook.connect(), chunks=128)\n"
+            "print('BOB', np.isfinite(m['mosaic'].values).sum())\n"), timeout=300)
+
+    t = threading.Thread(target=bob_works)
+    t.start()
+    out = hub.execute(alice, (
+        "import subprocess, sys\n"
+        "p = subprocess.run([sys.executable, '-c', 'import numpy as np; "
+        "a = np.ones(3 * 2**30 // 8); print(a.sum())'])\n"
+        "print('ALICE_RC', p.returncode)\n"), timeout=300)
+    t.join(timeout=300)
+    assert "ALICE_RC -9" in out, out  # SIGKILL from the OOM killer
+    assert limits.oom_kills() > before
+    assert int(results["bob"].split("BOB ")[1].split()[0]) > 1000
+    # alice's server and kernels live on
+    assert "1" in hub.execute(alice, "print(1)")
+
+
+def test_worker_killed_mid_mosaic_gives_the_right_result(gateway):
+    from distributed import Client
+    from distributed.security import Security
+
+    hub, state = gateway["hub"], gateway["state"]
+    server = hub.spawn("alice")
+    code = (
+        "import numpy as np, vanotebook\n"
+        "from vanotebook.sky import demo_sky\n"
+        "tiles = demo_sky(1, size=1.0).images('ir24')\n"
+        "local = vanotebook.mosaic(tiles, match_background=False)\n"
+        "c = vanotebook.connect()\n"
+        "m = vanotebook.mosaic(tiles, client=c, chunks=64, match_background=False)\n"
+        "print('SAME', bool(np.allclose(m['mosaic'].values, local['mosaic'].values, "
+        "equal_nan=True)))\n")
+    tls = state / "dask" / "tls"
+    security = Security(tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "cluster.pem"),
+                        tls_client_key=str(tls / "cluster.key"), require_encryption=True)
+    results = {}
+    t = threading.Thread(target=lambda: results.setdefault("out", hub.execute(
+        server, code, timeout=400)))
+    killed = False
+    with Client(gateway["scheduler"], security=security, timeout=30) as watcher:
+        t.start()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 300 and t.is_alive():
+            names = {a: w["name"] for a, w in
+                     watcher.scheduler_info(n_workers=-1)["workers"].items()}
+            busy = {names.get(w) for w, tasks in watcher.processing().items() if tasks}
+            if "shared-1" in busy and sum(map(len, watcher.processing().values())) > 2:
+                victim = next(p for p in psutil.process_iter(["cmdline"])
+                              if "shared-1" in " ".join(p.info["cmdline"] or [])
+                              and "dask_worker" in " ".join(p.info["cmdline"] or [])
+                              and p.pid in _gateway_pids(gateway["proc"]))
+                for p in [*victim.children(recursive=True), victim]:
+                    p.kill()
+                killed = True
+                break
+            time.sleep(0.05)
+    t.join(timeout=400)
+    assert killed, "the mosaic never kept shared-1 busy"
+    assert "SAME True" in results["out"], results
+
+
 def test_anonymous_requests_are_sent_to_login(gateway):
     url = gateway["url"]
     for path in ("/services/dashboards/", "/services/dask/status", "/user/alice/lab",
@@ -156,11 +449,14 @@ def test_anonymous_requests_are_sent_to_login(gateway):
         r = requests.get(url + path, allow_redirects=False, timeout=10)
         assert r.status_code in (302, 303, 401, 403), (path, r.status_code)
         if r.status_code in (302, 303):
-            assert "/hub/login" in r.headers["location"] or \
-                "/hub/api/oauth2/authorize" in r.headers["location"], r.headers["location"]
+            assert any(k in r.headers["location"] for k in (
+                "/hub/login", "/hub/api/oauth2/authorize", "/hub/user-redirect/", "/hub/user/")), \
+                r.headers["location"]
     # and following the redirects ends on the login page, not on the content
-    r = requests.get(url + "/services/dashboards/", timeout=10)
-    assert "/hub/login" in r.url
+    for path in ("/services/dashboards/", "/user/alice/dashboards/", "/services/dask/status",
+                 "/user/alice/lab"):
+        r = requests.get(url + path, timeout=10)
+        assert "/hub/login" in r.url, (path, r.url)
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists()
@@ -176,10 +472,14 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             page = browser.new_page()
             page.goto(f"{url}/hub/login")
             page.fill("input[name=username]", "carol")
-            page.fill("input[name=password]", "s3cret")
+            page.fill("input[name=password]", "carol-s3cret")  # her first login sets it
             page.click("#login_submit")
             page.wait_for_load_state("networkidle")
             page.goto(f"{url}/services/dashboards/", timeout=60_000)
+            # the dashboards are in carol's own server: the hub asks which resources first
+            page.locator("select[name=profile]").wait_for(timeout=60_000)
+            page.locator("input[type=submit], button[type=submit]").first.click()
+            page.wait_for_url(re.compile(r"/user/carol/dashboards/"), timeout=180_000)
             # Panel renders into shadow DOM: locators pierce it, inner_text does not
             page.get_by_text("Cluster", exact=True).first.click(timeout=60_000)
             page.get_by_text("Dask dashboard").first.wait_for(timeout=60_000)
@@ -192,7 +492,14 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             page.locator(".tabulator-row").first.wait_for(timeout=180_000)
             rows = page.locator(".tabulator-row").count()
             drawn = page.evaluate(GLYPH_COUNTS)
-            page.screenshot(path=str(gateway["state"] / "dashboards.png"))
+            page.screenshot(path=str(Path(tempfile.gettempdir()) / "vanotebook-dashboards.png"))
+            # the app runs as carol's account, on a unix socket only she can reach
+            import pwd
+
+            apps = [p for p in psutil.process_iter(["cmdline", "uids"])
+                    if "vanotebook.hub.app" in " ".join(p.info["cmdline"] or [])]
+            assert [p.info["uids"].real for p in apps] == [pwd.getpwnam(PREFIX + "carol").pw_uid]
+            assert "--unix-socket" in apps[0].info["cmdline"]
             assert rows >= 10
             assert drawn.get("Ellipse", 0) >= rows  # one ellipse per source (table is paged)
             assert drawn.get("Image", 0) >= 1
@@ -214,22 +521,101 @@ def test_ctrl_c_stops_everything(gateway):
     assert not alive, [p.cmdline() for p in alive]
 
 
-def test_config_refuses_shared_password_beyond_localhost(tmp_path):
+@pytest.fixture
+def config_accounts():
+    """Delete the service accounts that `configure` makes as root, after the test."""
+    yield PREFIX
+    from vanotebook.hub._accounts import delete_account
+
+    for name in _accounts():
+        delete_account(name)
+
+
+def test_config_real_login_by_default(tmp_path, config_accounts):
+    """FirstUse login, admins only by name, their first password hashed before the start."""
+    import dbm
+
+    import bcrypt
     from traitlets.config import Config
 
-    from vanotebook import VanotebookInputError
+    c = Config()
+    s = configure(c, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
+                                 user_prefix=PREFIX, admin_users=("boss",),
+                                 admin_password="boss-first-pw"))
+    assert c.JupyterHub.authenticator_class == "vanotebook.hub._auth.GatewayAuthenticator"
+    assert c.Authenticator.admin_users == {"boss"}
+    assert c.FirstUseAuthenticator.min_password_length >= 8
+    with dbm.open(str(tmp_path / "passwords.dbm")) as db:
+        stored = db[b"boss"]
+    assert stored != b"boss-first-pw" and bcrypt.checkpw(b"boss-first-pw", stored)
+    # the hub's secrets are root's; others may only pass through the state dir
+    assert tmp_path.stat().st_mode & 0o777 == 0o711
+    assert (tmp_path / "ca" / "ca.key").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "ca").stat().st_mode & 0o777 == 0o700
+    assert s.user_scheduler_address.startswith("tls://127.0.0.1:")
+    # any other authenticator plugs in by name
+    c2 = Config()
+    configure(c2, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
+                              user_prefix=PREFIX, authenticator="github"))
+    assert c2.JupyterHub.authenticator_class == "github"
 
-    settings = HubSettings(ip="0.0.0.0", state_dir=tmp_path)
-    with pytest.raises(VanotebookInputError, match="VANOTEBOOK_AUTHENTICATOR: expected a real"):
-        configure(Config(), settings)
+
+def test_config_cluster_is_tls_on_loopback_as_a_service_account(tmp_path, config_accounts):
+    import pwd
+
+    from traitlets.config import Config
+
+    c = Config()
+    configure(c, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
+                             user_prefix=PREFIX))
+    services = {sv["name"]: sv for sv in c.JupyterHub.services}
+    account = pwd.getpwnam(f"{PREFIX}dask")
+    assert account.pw_uid != 0
+    for name in ("dask-scheduler", "dask-worker-0", "dask-worker-1", "dask"):
+        assert services[name]["user"] == f"{PREFIX}dask"
+    sched = services["dask-scheduler"]["command"]
+    assert sched[sched.index("--protocol") + 1] == "tls"
+    assert sched[sched.index("--host") + 1] == "127.0.0.1"
+    worker = services["dask-worker-0"]
+    assert worker["command"][worker["command"].index("--host") + 1] == "127.0.0.1"
+    assert worker["environment"]["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] == "True"
+    key = Path(worker["environment"]["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"])
+    assert key.stat().st_uid == account.pw_uid and key.stat().st_mode & 0o077 == 0
+    assert c.Spawner.environment["DASK_SCHEDULER_ADDRESS"].startswith("tls://127.0.0.1:")
+    assert c.Spawner.ip == "127.0.0.1"
+    # the dashboards are each user's own (a redirect service, no app process of its own)
+    assert "vanotebook.hub._redirect" in services["dashboards"]["command"]
 
 
-def test_config_external_cluster_starts_no_workers(tmp_path, recwarn):
+def test_config_profiles_are_limits_and_follow_kubespawner(tmp_path, config_accounts,
+                                                           monkeypatch):
+    from traitlets.config import Config
+
+    from vanotebook.hub._config import _env_profiles
+
+    monkeypatch.setenv("VANOTEBOOK_PROFILES", '{"small": {"mem": "2G"}, "tiny": {"cpu": 0.5}}')
+    profiles = _env_profiles()
+    assert profiles["small"]["mem"] == "2G" and profiles["small"]["cpu"] == 1
+    assert profiles["tiny"]["cpu"] == 0.5
+    monkeypatch.setenv("VANOTEBOOK_PROFILES", "[1, 2]")
+    with pytest.raises(VanotebookInputError, match="VANOTEBOOK_PROFILES"):
+        _env_profiles()
+    monkeypatch.delenv("VANOTEBOOK_PROFILES")
+    c = Config()
+    configure(c, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
+                             user_prefix=PREFIX, spawner="kubespawner.KubeSpawner",
+                             scheduler_address="tls://dask:8786"))
+    limits = {p["slug"]: p["kubespawner_override"] for p in c.KubeSpawner.profile_list}
+    assert limits["small"] == {"cpu_limit": 1, "mem_limit": "4G"}
+    assert limits["gpu"]["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
+
+
+def test_config_external_cluster_starts_no_workers(tmp_path, config_accounts):
     from traitlets.config import Config
 
     c = Config()
     settings = HubSettings(state_dir=tmp_path, scheduler_address="tcp://cluster:8786",
-                           shared_archive=tmp_path / "shared")
+                           shared_archive=tmp_path / "shared", user_prefix=PREFIX)
     configure(c, settings)
     names = [s["name"] for s in c.JupyterHub.services]
     assert not any(n.startswith("dask") for n in names)
@@ -243,20 +629,22 @@ def test_config_external_cluster_starts_no_workers(tmp_path, recwarn):
     assert "access:services" in user_role["scopes"]
 
 
-def test_config_user_servers_start_light(tmp_path, recwarn):
+def test_config_user_servers_start_light(tmp_path, config_accounts):
     """Users' servers: the lighter launcher, slow extensions off, a queued spawner that
     notices a started server at once; workers warm up before they join."""
-    from jupyterhub.spawner import SimpleLocalProcessSpawner
+    from jupyterhub.spawner import LocalProcessSpawner
     from traitlets.config import Config
 
     c = Config()
     settings = HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
-                           spawn_concurrency=3)
+                           spawn_concurrency=3, user_prefix=PREFIX)
     configure(c, settings)
     assert c.Spawner.cmd[1:] == ["-m", "vanotebook.hub._singleuser"]
+    assert "--allow-root" not in c.Spawner.args
     for name in ("jupyter_lsp", "panel.io.jupyter_server_extension"):
         assert f"--ServerApp.jpserver_extensions={name}=False" in c.Spawner.args
-    assert issubclass(c.JupyterHub.spawner_class, SimpleLocalProcessSpawner)
+    assert issubclass(c.JupyterHub.spawner_class, LocalProcessSpawner)
+    assert c.GatewaySpawner.concurrency == 3
     workers = [s for s in c.JupyterHub.services if s["name"].startswith("dask-worker")]
     assert len(workers) == 2
     for w in workers:
@@ -265,7 +653,7 @@ def test_config_user_servers_start_light(tmp_path, recwarn):
     # everything back on when asked
     c2 = Config()
     configure(c2, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
-                              disabled_server_extensions=()))
+                              disabled_server_extensions=(), user_prefix=PREFIX))
     assert not any("jpserver_extensions" in a for a in c2.Spawner.args)
 
 

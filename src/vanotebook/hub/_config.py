@@ -139,6 +139,8 @@ class HubSettings:
     ip: str = field(default_factory=lambda: os.environ.get("VANOTEBOOK_HUB_IP", "127.0.0.1"))
     port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_HUB_PORT", 8000))
     hub_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_HUB_API_PORT", 8081))
+    proxy_api_port: int = field(default_factory=lambda: _env_int(
+        "VANOTEBOOK_PROXY_API_PORT", 0))
     cluster_ip: str = field(default_factory=lambda: os.environ.get(
         "VANOTEBOOK_CLUSTER_IP", "127.0.0.1"))
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get(
@@ -295,11 +297,11 @@ def _secure_state(s: HubSettings) -> None:
     """The state dir: secrets for root only, the homes and the shared archive reachable.
 
     The state dir is 0711 (others may pass through to their home and to the
-    shared archive, but list nothing); everything the hub writes there is
-    created with umask 077 (the database, cookie secret, password hashes, CA).
+    shared archive, but list nothing); the hub runs with umask 077 (set by
+    ``jupyterhub_config.py``), so what it writes there (the database, cookie
+    secret, password hashes, CA) is its own.
     """
     s.state_dir.mkdir(parents=True, exist_ok=True)
-    os.umask(0o077)
     os.chmod(s.state_dir, 0o711)
     for name in ("jupyterhub.sqlite", "jupyterhub_cookie_secret", "passwords.dbm"):
         for path in s.state_dir.glob(f"{name}*"):
@@ -479,6 +481,9 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
     c.JupyterHub.cookie_secret_file = str(s.state_dir / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(s.state_dir / "jupyterhub.pid")
     c.ConfigurableHTTPProxy.pid_file = str(s.state_dir / "proxy.pid")
+    # the proxy's API next to the proxy (8001 for the default 8000), so gateways on
+    # other ports do not collide on JupyterHub's fixed default
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{s.proxy_api_port or s.port + 1}"
     chp = proxy_command()
     if chp is not None:
         c.ConfigurableHTTPProxy.command = chp
