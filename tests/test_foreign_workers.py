@@ -231,6 +231,20 @@ def test_mosaic_streams_private_fits_into_private_zarr_and_fits(foreign, private
                                                       "ref.zarr"]  # no temporary left
 
 
+def test_mosaic_of_images_in_memory_written_into_the_private_folder(foreign, private, sky):
+    """Inputs in memory (no path to read): only the product is out of the workers' reach."""
+    from vanotebook.mosaic import mosaic
+
+    out = private / "mosaic-mem"
+    out.mkdir()
+    images = sky.images("radio")[:2]
+    ref = _mosaic_values(mosaic(images, chunks=CHUNK, output=out / "ref.zarr"))
+    with foreign.as_current():
+        got = _mosaic_values(mosaic(images, chunks=CHUNK, client=foreign,
+                                    output=out / "m.zarr"))
+    np.testing.assert_array_equal(got, ref)
+
+
 # ----------------------------------------------------------------------------- detect
 def test_detect_on_a_private_fits_path(foreign, fits_paths):
     from vanotebook.detect import detect
@@ -286,34 +300,53 @@ def _pairs(table):
     return df.sort_values(key).reset_index(drop=True)
 
 
-def test_crossmatch_of_personal_archive_catalogues(foreign, archive, private):
-    """Archive catalogues (lazy frames over their HEALPix parquet) and partitioned folders."""
+def test_lazy_queries_of_a_personal_archive(foreign, archive):
+    import pandas as pd
+
+    left = archive.catalogue("left")
+    rows = left.region(_EVERYTHING)
+    ra0, dec0 = float(np.median(rows["ra"])), float(np.median(rows["dec"]))
+    local_cone = left.cone(ra0, dec0, 10 * u.arcmin).to_pandas()
+    assert len(local_cone) > 10
+    with foreign.as_current():
+        cone = left.cone(ra0, dec0, 10 * u.arcmin, lazy=True).compute()
+        whole = left.to_dask().compute()
+    pd.testing.assert_frame_equal(cone.reset_index(drop=True), local_cone)
+    pd.testing.assert_frame_equal(whole.reset_index(drop=True),
+                                  left.to_dask().compute(scheduler="sync")
+                                  .reset_index(drop=True))
+
+
+def test_crossmatch_of_personal_archive_catalogues(foreign, archive):
+    import pandas as pd
+
+    from vanotebook.xmatch import crossmatch
+
+    left, right = archive.catalogue("left"), archive.catalogue("right")
+    ref = _pairs(crossmatch(left.to_dask(), right.to_dask(), **_MATCH))
+    assert len(ref) > 1000
+    with foreign.as_current():
+        got = _pairs(crossmatch(left.to_dask(), right.to_dask(), client=foreign, **_MATCH))
+    pd.testing.assert_frame_equal(got, ref)
+
+
+def test_crossmatch_of_private_partitioned_folders(foreign, archive, private):
     import pandas as pd
 
     from vanotebook import healpix
     from vanotebook.xmatch import crossmatch
 
-    left, right = archive.catalogue("left"), archive.catalogue("right")
-    kwargs = {"radius": 2 * u.arcsec, "how": "all", "epoch": False}
-    ref = _pairs(crossmatch(left.to_dask(), right.to_dask(), **kwargs))
+    folders = [healpix.write_partitioned(archive.catalogue(name).region(_EVERYTHING),
+                                         private / f"hpx-{name}", order=7)
+               for name in ("left", "right")]
+    ref = _pairs(crossmatch(*folders, **_MATCH))
     assert len(ref) > 1000
-    folders = [healpix.write_partitioned(c.region(_EVERYTHING), private / f"hpx-{c.name}",
-                                         order=7) for c in (left, right)]
-    ref_folders = _pairs(crossmatch(*folders, **kwargs))
-    rows = left.region(_EVERYTHING)
-    ra0, dec0 = float(np.median(rows["ra"])), float(np.median(rows["dec"]))
-    local_cone = left.cone(ra0, dec0, 10 * u.arcmin).to_pandas()
     with foreign.as_current():
-        by_frame = _pairs(crossmatch(left.to_dask(), right.to_dask(), client=foreign,
-                                     **kwargs))
-        by_folder = _pairs(crossmatch(*folders, client=foreign, **kwargs))
-        cone = left.cone(ra0, dec0, 10 * u.arcmin, lazy=True).compute()
-    pd.testing.assert_frame_equal(by_frame, ref)
-    pd.testing.assert_frame_equal(by_folder, ref_folders)
-    assert len(local_cone) > 10
-    pd.testing.assert_frame_equal(cone.reset_index(drop=True), local_cone)
+        got = _pairs(crossmatch(*folders, client=foreign, **_MATCH))
+    pd.testing.assert_frame_equal(got, ref)
 
 
+_MATCH = {"radius": 2 * u.arcsec, "how": "all", "epoch": False}
 _EVERYTHING = (0.0, 0.0, 180 * u.deg)
 
 
@@ -331,7 +364,7 @@ def test_som_on_private_parquet_spectra(foreign, private):
     with foreign.as_current():
         got = SOM((4, 4), n_epochs=4, seed=2).fit(str(folder), columns=cols, client=foreign)
         bmu = got.bmu(str(folder), columns=cols)
-    np.testing.assert_allclose(got.prototypes, ref.prototypes, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got.prototypes, ref.prototypes)
     np.testing.assert_array_equal(bmu, ref.bmu(str(folder), columns=cols))
 
 
@@ -347,7 +380,8 @@ def test_catalogue_hips_into_the_private_folder(foreign, archive, private):
     parquet = private / "left.parquet"
     cat.region(_EVERYTHING).to_pandas().to_parquet(parquet)
     out = private / "cathips"
-    for name, source in (("archive", cat), ("parquet", parquet)):
+    table = cat.region(_EVERYTHING)
+    for name, source in (("archive", cat), ("parquet", parquet), ("table", table)):
         ref = write_catalogue_hips(source, out / f"ref-{name}", order_by="mag",
                                    max_rows_per_tile=50)
         got = write_catalogue_hips(source, out / f"got-{name}", order_by="mag",
@@ -364,6 +398,10 @@ def test_image_hips_of_private_fits_and_zarr_mosaic(foreign, fits_paths, private
 
     out = private / "imghips"
     kwargs = {"tile_width": 64, "chunks": 128, "formats": ("fits", "png")}
+    with fits.open(fits_paths[0]) as hdul:
+        array = (hdul[0].data.copy(), fits.Header(hdul[0].header))
+    ref_a = to_hips(array, out / "ref-a", **kwargs)
+    got_a = to_hips(array, out / "got-a", client=foreign, **kwargs)  # only writing is out
     ref = to_hips(fits_paths[0], out / "ref", **kwargs)
     got = to_hips(fits_paths[0], out / "got", client=foreign, **kwargs)
     zarr_path = out / "m.zarr"
@@ -372,7 +410,7 @@ def test_image_hips_of_private_fits_and_zarr_mosaic(foreign, fits_paths, private
     with foreign.as_current():
         ds = mosaic(fits_paths[:2], chunks=CHUNK, client=foreign, output=zarr_path)
         got_m = to_hips(ds, out / "got-m", client=foreign, **kwargs)
-    for a, b in ((ref, got), (ref_m, got_m)):
+    for a, b in ((ref_a, got_a), (ref, got), (ref_m, got_m)):
         fa, fb = _files(a.path, ".fits"), _files(b.path, ".fits")
         assert len(fa) > 5 and sorted(fa) == sorted(fb)
         for rel in fa:
@@ -383,3 +421,56 @@ def test_image_hips_of_private_fits_and_zarr_mosaic(foreign, fits_paths, private
         pa, pb = _files(a.path, ".png"), _files(b.path, ".png")
         assert sorted(pa) == sorted(pb)
         assert all(pa[rel].read_bytes() == pb[rel].read_bytes() for rel in pa)
+
+
+# ----------------------------------------------------------------------------- no root
+def test_by_value_paths_on_a_local_cluster_told_it_reaches_nothing(monkeypatch, sky,
+                                                                   tmp_path):
+    """The by-value paths where this test cannot switch accounts: an in-process cluster
+    whose workers are said to reach no file give the products of the path-reading run."""
+    from distributed import Client, LocalCluster
+
+    from vanotebook import _remote
+    from vanotebook.archive._hips import write_catalogue_hips
+    from vanotebook.mosaic import mosaic, to_hips
+    from vanotebook.sky import catalogue_pair
+
+    paths = []
+    for k, tile in enumerate(sky.images("radio")):
+        paths.append(str(tmp_path / f"t{k}.fits"))
+        tile.writeto(paths[-1])
+    table, _ = catalogue_pair(3000, radius=0.3, seed=2).to_tables()
+    kwargs = {"tile_width": 64, "chunks": 128}
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        ref = [_mosaic_values(mosaic(paths, chunks=CHUNK, client=client,
+                                     output=tmp_path / f"ref.{ext}")) for ext in ("zarr", "fits")]
+        ref_h = to_hips(paths[0], tmp_path / "ref-h", client=client, **kwargs)
+        ref_c = write_catalogue_hips(table, tmp_path / "ref-c", client=client,
+                                     max_rows_per_tile=50)
+        monkeypatch.setattr(_remote, "_ask", lambda client, paths, mode: client is None)
+        fed: list[str] = []
+        bounded_map = _remote.bounded_map
+
+        def counting(client, func, jobs, **kw):
+            fed.append(func.__name__)
+            return bounded_map(client, func, jobs, **kw)
+
+        monkeypatch.setattr(_remote, "bounded_map", counting)
+        got = [_mosaic_values(mosaic(paths, chunks=CHUNK, client=client,
+                                     output=tmp_path / f"got.{ext}")) for ext in ("zarr", "fits")]
+        got_h = to_hips(paths[0], tmp_path / "got-h", client=client, **kwargs)
+        got_c = write_catalogue_hips(table, tmp_path / "got-c", client=client,
+                                     max_rows_per_tile=50)
+    assert fed == ["_block_by_value", "_block_by_value", "_group_task", "_call"]
+    for a, b in zip(ref, got, strict=True):
+        np.testing.assert_array_equal(b, a)
+    for a, b, suffix in ((ref_h.path, got_h.path, ".fits"), (ref_c, got_c, ".tsv")):
+        fa, fb = _files(a, suffix), _files(b, suffix)
+        assert len(fa) > 5 and sorted(fa) == sorted(fb)
+        for rel in fa:
+            if suffix == ".tsv":
+                assert fa[rel].read_bytes() == fb[rel].read_bytes(), rel
+            elif rel != "Moc.fits":
+                np.testing.assert_array_equal(fits.getdata(fb[rel]), fits.getdata(fa[rel]))

@@ -23,6 +23,11 @@ shallow orders ``< S`` (whose cells span several pixels) show. Then each pixel
 is tiled alone (numba order assignment, TSV formatted by pyarrow a batch of
 whole tiles at a time). So memory holds a chunk or two pixels at a time plus
 the few shallow rows, whatever the input's size.
+
+On a cluster whose workers cannot read the groups or write into the output
+folder (workers of another account, a private folder), each group's rows are
+read here and sent, and its tiles come back as bytes to be written here
+(`_tile_here`); the tiles are the same.
 """
 
 from __future__ import annotations

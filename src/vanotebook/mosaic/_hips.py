@@ -720,7 +720,10 @@ def to_hips(
         ``obs_title`` (default: the folder name) and ``creator_did`` (default:
         ``ivo://vanotebook/P/<provenance digest>``).
     client : distributed.Client, optional
-        Where the tile tasks run; in-process threads without one.
+        Where the tile tasks run; in-process threads without one. Where its workers
+        cannot write into ``out``'s folder or read the FITS input (workers of another
+        account, a private folder), they get each group's pixels by value and return
+        its tiles, written here; the HiPS is the same.
     device : {"auto", "cpu", "gpu"}
         Where the resampling kernel runs.
     chunks : int, optional

@@ -340,7 +340,9 @@ class SOM:
             Train on this cluster. Dask input uses it (or the default client; with
             none, Dask's threaded scheduler). numpy / CuPy input runs in this
             process unless a client is passed explicitly, in which case it is
-            split into partitions of ``vanotebook.partition-rows`` rows.
+            split into partitions of ``vanotebook.partition-rows`` rows. A
+            parquet path its workers cannot read (a private folder, workers of
+            another account) is read here, partition by partition, and sent.
         device : {"auto", "cpu", "gpu"}
             Where the kernels run; "gpu" moves the data to CuPy.
         tol : float, optional
