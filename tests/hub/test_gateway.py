@@ -79,6 +79,10 @@ def gateway():
     env = dict(os.environ, VANOTEBOOK_API_TOKEN=token,
                VANOTEBOOK_HUB_API_PORT=str(_free_port()),
                VANOTEBOOK_PROXY_API_PORT=str(_free_port()),
+               VANOTEBOOK_PUBLISH_PORT=str(_free_port()),
+               VANOTEBOOK_DASK_GATEWAY_PORT=str(_free_port()),
+               VANOTEBOOK_DASK_GATEWAY_PROXY_PORT=str(_free_port()),
+               VANOTEBOOK_DASK_GATEWAY_API_PORT=str(_free_port()),
                VANOTEBOOK_SCHEDULER_PORT=str(_free_port()),
                VANOTEBOOK_DASK_DASHBOARD_PORT=str(_free_port()),
                VANOTEBOOK_DASK_INTERNAL_PORT=str(_free_port()),
@@ -440,6 +444,73 @@ def test_worker_killed_mid_mosaic_gives_the_right_result(gateway):
     t.join(timeout=400)
     assert killed, "the mosaic never kept shared-1 busy"
     assert "SAME True" in results["out"], results
+
+
+def test_shared_archive_is_written_only_through_the_publishing_path(gateway):
+    """alice publishes; bob reads it but can neither overwrite it nor write the archive."""
+    hub = gateway["hub"]
+    alice, bob = hub.spawn("alice"), hub.spawn("bob")
+    publish = (
+        "from astropy.table import Table\n"
+        "from vanotebook.hub._publish import publish_catalogue, PublishError\n"
+        "t = Table({'ra': [281.5, 281.6, 281.7], 'dec': [-2.6, -2.5, -2.7], "
+        "'flux': [1.0, 2.0, 3.0]})\n"
+        "try:\n"
+        "    print('DONE', publish_catalogue(t[:NROWS], 'alice_sources', overwrite=OVERWRITE))\n"
+        "except PublishError as exc:\n"
+        "    print('REFUSED', exc)\n")
+    out = hub.execute(alice, publish.replace("NROWS", "3").replace("OVERWRITE", "False"))
+    assert "DONE {'name': 'alice_sources', 'rows': 3, 'owner': 'alice'}" in out, out
+    out = hub.execute(alice, publish.replace("NROWS", "3").replace("OVERWRITE", "False"))
+    assert "REFUSED publishing 'alice_sources': 409" in out, out
+    out = hub.execute(bob, publish.replace("NROWS", "1").replace("OVERWRITE", "True"))
+    assert "REFUSED publishing 'alice_sources': 403" in out and "by alice" in out, out
+    demo = publish.replace("NROWS", "1").replace("OVERWRITE", "True")
+    out = hub.execute(bob, demo.replace("alice_sources", "left"))
+    assert "REFUSED publishing 'left': 403" in out, out  # the demo sky's own
+    out = hub.execute(bob, (
+        "import astropy.units as u\n"
+        "from vanotebook.archive import shared_archive\n"
+        "print('ROWS', len(shared_archive().catalogue('alice_sources').cone("
+        "281.6, -2.6, 1 * u.deg)))\n"))
+    assert "ROWS 3" in out, out
+    out = hub.execute(alice, publish.replace("NROWS", "2").replace("OVERWRITE", "True"))
+    assert "'rows': 2, 'owner': 'alice'" in out, out
+
+
+def test_private_cluster_runs_as_its_user_and_is_refused_to_others(gateway):
+    """dask-gateway through the hub: alice's own cluster, as her account; bob sees nothing."""
+    import pwd
+
+    hub = gateway["hub"]
+    alice, bob = hub.spawn("alice"), hub.spawn("bob")
+    out = hub.execute(alice, (
+        "import os, vanotebook\n"
+        "from vanotebook.sky import demo_sky\n"
+        "c = vanotebook.connect(private=True, worker_cores=1, worker_memory=1, n_workers=1)\n"
+        "c.wait_for_workers(1, timeout=120)\n"
+        "print('UIDS', c.run_on_scheduler(os.getuid), sorted(set(c.run(os.getuid).values())))\n"
+        "image = demo_sky(0, size=0.5).images('ir24')[0]\n"
+        "d = vanotebook.detect(image, tile=128, overlap=32, client=c)\n"
+        "local = vanotebook.detect(image, tile=128, overlap=32, client=None)\n"
+        "print('SOURCES', len(d.catalogue), len(local.catalogue))\n"
+        "from dask_gateway import Gateway\n"
+        "print('NAME', Gateway().list_clusters()[0].name)\n"), timeout=400)
+    uid = pwd.getpwnam(PREFIX + "alice").pw_uid
+    assert f"UIDS {uid} [{uid}]" in out, out
+    n, n_local = map(int, out.split("SOURCES ")[1].split()[:2])
+    assert n == n_local >= 5
+    name = out.split("NAME ")[1].split()[0]
+    out = hub.execute(bob, (
+        "from dask_gateway import Gateway\n"
+        "g = Gateway()\n"
+        "print('LIST', [c.name for c in g.list_clusters()])\n"
+        "try:\n"
+        f"    g.connect({name!r})\n"
+        "    print('CONNECTED')\n"
+        "except Exception as exc:\n"
+        "    print('REFUSED', type(exc).__name__)\n"), timeout=120)
+    assert "LIST []" in out and "REFUSED" in out, out
 
 
 def test_anonymous_requests_are_sent_to_login(gateway):

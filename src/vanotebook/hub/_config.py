@@ -91,6 +91,8 @@ from ..cluster import SCHEDULER_ENV, gpu_count
 
 __all__ = ["HubSettings", "configure", "proxy_command"]
 
+PUBLISH_SERVICE = "archive-publisher"
+
 # server extensions users' servers start without by default: ~0.7 s of CPU each
 _SLOW_EXTENSIONS = ("jupyter_lsp", "panel.io.jupyter_server_extension")
 PROFILES = {
@@ -176,6 +178,15 @@ class HubSettings:
     dask_internal_port: int = field(default_factory=lambda: _env_int(
         "VANOTEBOOK_DASK_INTERNAL_PORT", 8788))
     app_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_APP_PORT", 8790))
+    publish_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_PUBLISH_PORT", 8791))
+    private_clusters: bool = field(default_factory=lambda: os.environ.get(
+        "VANOTEBOOK_PRIVATE_CLUSTERS", "1") != "0")
+    gateway_port: int = field(default_factory=lambda: _env_int(
+        "VANOTEBOOK_DASK_GATEWAY_PORT", 8792))
+    gateway_proxy_port: int = field(default_factory=lambda: _env_int(
+        "VANOTEBOOK_DASK_GATEWAY_PROXY_PORT", 8793))
+    gateway_api_port: int = field(default_factory=lambda: _env_int(
+        "VANOTEBOOK_DASK_GATEWAY_API_PORT", 8794))
     cull_timeout: int = field(default_factory=lambda: _env_int("VANOTEBOOK_CULL_TIMEOUT", 3600))
     spawn_concurrency: int = field(default_factory=lambda: _env_int(
         "VANOTEBOOK_SPAWN_CONCURRENCY", max(1, (os.cpu_count() or 1) // 2)))
@@ -448,6 +459,18 @@ def _cluster_services(s: HubSettings, ca_dir: Path) -> tuple[list[dict[str, Any]
     return services, dask_home / "tls"
 
 
+def _publisher_account(s: HubSettings, shared: Path) -> str:
+    """The account that alone writes the shared archive (its publishing service runs as it)."""
+    from ._accounts import ensure_account
+
+    entry = ensure_account(f"{s.user_prefix}archive", s.state_dir / "publisher", system=True)
+    root = shared.parent if s.shared_archive is None else shared
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (dirpath, *(os.path.join(dirpath, n) for n in (*dirnames, *filenames))):
+            os.chown(name, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    return entry.pw_name
+
+
 def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
     """Fill a JupyterHub config object ``c`` for the vanotebook gateway.
 
@@ -498,13 +521,37 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
         env[SCHEDULER_ENV] = s.user_scheduler_address
     if s.dask_gateway:
         env["DASK_GATEWAY__ADDRESS"] = s.dask_gateway
-    c.Spawner.environment = env
 
     # -- services
     services: list[dict[str, Any]] = []
-    roles = [{"name": "user", "scopes": ["self", "access:services"]}]
+    roles = [{"name": "user", "scopes": ["self", "access:services"]},
+             # the token of each user's server: the hub's defaults, plus the publishing path
+             {"name": "server", "scopes": ["users:activity!user", "access:servers!server",
+                                           f"access:services!service={PUBLISH_SERVICE}"]}]
     if ca_dir is not None:
         services += _cluster_services(s, ca_dir)[0]
+    if s.private_clusters and s.local_accounts and not s.dask_gateway:
+        from ._gateway import dask_gateway_service, merge_roles
+
+        gw_services, gw_roles, gw_env = dask_gateway_service(
+            state_dir=s.state_dir, hub_api_url=f"http://127.0.0.1:{s.hub_port}/hub/api",
+            public_url=f"http://127.0.0.1:{s.port}", port=s.gateway_port,
+            proxy_port=s.gateway_proxy_port, api_port=s.gateway_api_port,
+            user_prefix=s.user_prefix, python=_python())
+        services += gw_services
+        roles = merge_roles(roles, gw_roles)
+        env.update(gw_env)
+    if s.local_accounts:
+        publisher = _publisher_account(s, shared)
+        services.append({
+            "name": PUBLISH_SERVICE,
+            "url": f"http://127.0.0.1:{s.publish_port}",
+            "command": [_python(), "-m", "vanotebook.hub._publish", "--port",
+                        str(s.publish_port), "--archive", str(shared)],
+            "user": publisher, "cwd": str(shared),
+        })
+        env["VANOTEBOOK_PUBLISH_URL"] = \
+            f"http://127.0.0.1:{s.publish_port}/services/{PUBLISH_SERVICE}/"
     # the dashboards run in each user's own server (jupyter-server-proxy, as that
     # account); this service only sends a logged-in user there
     services.append({
@@ -526,6 +573,7 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
         roles.append({"name": "vanotebook-api", "services": ["vanotebook-api"],
                       "scopes": ["admin:users", "admin:servers", "access:servers",
                                  "access:services", "tokens"]})
+    c.Spawner.environment = env
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
     return s

@@ -136,6 +136,17 @@ class Workflow(pn.viewable.Viewer):
             self.published = "error: nothing to publish yet: run a detection first"
             return None
         try:
+            if self._archive is None and os.environ.get("VANOTEBOOK_PUBLISH_URL"):
+                # on the gateway the shared archive is written by its publishing service
+                # only (it records who published each name); this user cannot write it
+                from ._publish import publish_catalogue
+
+                done = publish_catalogue(result.catalogue, self.publish_name, overwrite=True,
+                                         description="detections published from the gateway")
+                arc = shared_archive()
+                self.published = (f"published {done['rows']} sources as "
+                                  f"{self.publish_name!r} in {arc.path}")
+                return arc.catalogue(self.publish_name)
             arc = shared_archive() if self._archive is None else Archive(self._archive)
             cat = arc.add_catalogue(self.publish_name, result.catalogue, overwrite=True,
                                     description="detections published from the gateway")
