@@ -1,7 +1,8 @@
 """Load and faults on the gateway: many users at once, and a worker killed mid-job.
 
-Run: ``python benchmarks/gateway.py [--users 10]``. It starts ``vanotebook
-gateway`` on free ports, then
+Run (as root: the gateway makes a unix account per user):
+``python benchmarks/gateway.py [--users 10]``. It starts ``vanotebook gateway``
+on free ports (TLS cluster, per-user accounts and cgroups, as deployed), then
 
 1. spawns N users at once; each runs a small mosaic on the shared cluster;
    it prints the spawn-to-first-result times (median, max) and any refusals;
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import signal
 import socket
 import statistics
@@ -31,6 +33,8 @@ import requests
 
 from vanotebook.hub import HubClient
 from vanotebook.hub._client import wait_for
+
+PREFIX = f"vb{uuid.uuid4().hex[:4]}-"  # this run's unix accounts, deleted at the end
 
 # the user's first code; the timestamps (wall clock, same machine) time each phase
 JOB = """
@@ -107,6 +111,15 @@ def _cpu_by_kind(root: int) -> dict[str, float]:
     return out
 
 
+def _cluster_security(state: Path):
+    """The cluster's own certificate (root reads it): TLS with mutual authentication."""
+    from distributed.security import Security
+
+    tls = state / "dask" / "tls"
+    return Security(tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "cluster.pem"),
+                    tls_client_key=str(tls / "cluster.key"), require_encryption=True)
+
+
 def _wait_for_services(hub: HubClient, scheduler_port: str, log_path: str, *,
                        workers: int) -> None:
     """Wait until the gateway is fully up: its workers joined, its dashboards app answers.
@@ -116,7 +129,8 @@ def _wait_for_services(hub: HubClient, scheduler_port: str, log_path: str, *,
     """
     from distributed import Client
 
-    with Client(f"tcp://127.0.0.1:{scheduler_port}", timeout=120) as client:
+    with Client(f"tls://127.0.0.1:{scheduler_port}", timeout=120,
+                security=_cluster_security(Path(log_path).parent)) as client:
         client.wait_for_workers(workers, timeout=300)
     # the workers warm up in the background as they start (vanotebook.hub._warm)
     log = Path(log_path)
@@ -143,7 +157,12 @@ def main() -> None:
     env = dict(os.environ, VANOTEBOOK_API_TOKEN=token, VANOTEBOOK_HUB_API_PORT=str(_port()),
                VANOTEBOOK_SCHEDULER_PORT=str(_port()),
                VANOTEBOOK_DASK_DASHBOARD_PORT=str(_port()),
-               VANOTEBOOK_DASK_INTERNAL_PORT=str(_port()), VANOTEBOOK_APP_PORT=str(_port()))
+               VANOTEBOOK_DASK_INTERNAL_PORT=str(_port()), VANOTEBOOK_APP_PORT=str(_port()),
+               VANOTEBOOK_PROXY_API_PORT=str(_port()), VANOTEBOOK_PUBLISH_PORT=str(_port()),
+               VANOTEBOOK_DASK_GATEWAY_PORT=str(_port()),
+               VANOTEBOOK_DASK_GATEWAY_PROXY_PORT=str(_port()),
+               VANOTEBOOK_DASK_GATEWAY_API_PORT=str(_port()),
+               VANOTEBOOK_USER_PREFIX=PREFIX)
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     log = open(os.path.join(state, "gateway.log"), "w")  # noqa: SIM115
     t_launch = time.perf_counter()
@@ -217,7 +236,8 @@ def main() -> None:
                       and "dask_worker" in " ".join(p.info["cmdline"] or []))
         from distributed import Client
 
-        watcher = Client(f"tcp://127.0.0.1:{env['VANOTEBOOK_SCHEDULER_PORT']}")
+        watcher = Client(f"tls://127.0.0.1:{env['VANOTEBOOK_SCHEDULER_PORT']}",
+                         security=_cluster_security(Path(state)))
 
         def kill_when_busy() -> float:
             # kill shared-0 once it is in the middle of the user's mosaic
@@ -242,6 +262,10 @@ def main() -> None:
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=120)
         log.close()
+        from vanotebook.hub._accounts import delete_account
+
+        for name in [p.pw_name for p in pwd.getpwall() if p.pw_name.startswith(PREFIX)]:
+            delete_account(name)
 
 
 if __name__ == "__main__":
