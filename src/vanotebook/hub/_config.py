@@ -377,6 +377,7 @@ def _configure_spawner(c: Any, s: HubSettings, ca_dir: Path | None) -> None:
         c.GatewaySpawner.homes = str(s.homes_path)
         c.GatewaySpawner.notebooks = str(s.notebooks or "")
         c.GatewaySpawner.ca_dir = str(ca_dir or "")
+        c.GatewaySpawner.numba_seed = str(_numba_seed(s))
         c.GatewaySpawner.profiles = s.profiles
         c.GatewaySpawner.concurrency = s.spawn_concurrency
         c.Spawner.options_form = _profiles_form(s.profiles)
@@ -391,6 +392,19 @@ def _configure_spawner(c: Any, s: HubSettings, ca_dir: Path | None) -> None:
                                              if p["gpu"] else {})}}
                 for key, p in s.profiles.items()]
     c.Spawner.args = args
+
+
+def _numba_seed(s: HubSettings) -> Path:
+    """The hub's own numba cache for the accounts (see `_numba`), started at the first call."""
+    seed = s.state_dir / "numba-seed"
+    if not getattr(s, "_seeded", False):
+        from ._numba import seed_cache, warm_seed
+
+        seed.mkdir(mode=0o700, exist_ok=True)
+        seed_cache(Path(__file__).resolve().parents[1], seed)
+        warm_seed(seed)  # kernels root never ran yet: compiled once, in the background
+        s._seeded = True  # type: ignore[attr-defined]
+    return seed
 
 
 def _cluster_services(s: HubSettings, ca_dir: Path) -> tuple[list[dict[str, Any]], Path]:
@@ -419,6 +433,9 @@ def _cluster_services(s: HubSettings, ca_dir: Path) -> tuple[list[dict[str, Any]
         d.mkdir(mode=0o700, exist_ok=True)
         if uid >= 0:
             os.chown(d, uid, gid)
+    from ._numba import copy_cache
+
+    copy_cache(_numba_seed(s), numba_cache, uid, gid)
     tls_env = dask_tls_env(creds)
     services: list[dict[str, Any]] = [{
         "name": "dask-scheduler",
@@ -512,7 +529,10 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
         c.ConfigurableHTTPProxy.command = chp
 
     _configure_auth(c, s)
-    ca_dir = s.state_dir / "ca" if s.managed_cluster else None
+    # the hub's CA: for its own cluster, or for an external TLS one whose workers
+    # carry certificates of this CA (users get theirs at spawn either way)
+    tls_outside = (s.scheduler_address or "").startswith("tls://")
+    ca_dir = s.state_dir / "ca" if s.managed_cluster or tls_outside else None
     _configure_spawner(c, s, ca_dir)
     shared = _ensure_shared_archive(s)
     env = {"VANOTEBOOK_GATEWAY": "1", "VANOTEBOOK_SHARED_ARCHIVE": str(shared),
@@ -528,7 +548,7 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
              # the token of each user's server: the hub's defaults, plus the publishing path
              {"name": "server", "scopes": ["users:activity!user", "access:servers!server",
                                            f"access:services!service={PUBLISH_SERVICE}"]}]
-    if ca_dir is not None:
+    if s.managed_cluster:
         services += _cluster_services(s, ca_dir)[0]
     if s.private_clusters and s.local_accounts and not s.dask_gateway:
         from ._gateway import dask_gateway_service, merge_roles

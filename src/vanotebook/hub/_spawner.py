@@ -12,6 +12,8 @@ account between fork and exec) with the account made on first start:
   makes every Dask comm TLS with it;
 - the server, its kernels and terminals run in a cgroup with the memory and
   CPU of the chosen profile (`_limits.CgroupLimits`), removed at stop;
+- the compiled numba kernels are copied into the account's own cache
+  (`_numba`), so a new kernel does not compile them again;
 - at most ``concurrency`` servers start at once, and `start` returns when the
   server accepts connections.
 """
@@ -49,6 +51,8 @@ class GatewaySpawner(LocalProcessSpawner):
     homes = Unicode("/home", config=True, help="Folder of the users' homes.")
     notebooks = Unicode("", config=True, help="Tutorials copied into each new home.")
     ca_dir = Unicode("", config=True, help="The shared cluster's CA (empty: no TLS).")
+    numba_seed = Unicode("", config=True,
+                         help="Compiled kernels copied into each account's own numba cache.")
     profiles = Dict(config=True, help="Resource profiles: key -> {display_name, cpu, mem, gpu}.")
     default_profile = Unicode("small", config=True)
     concurrency = Integer(0, config=True, help="Servers started at once (0: no limit).")
@@ -113,6 +117,15 @@ class GatewaySpawner(LocalProcessSpawner):
             creds = ClusterCA(self.ca_dir).issue(entry.pw_name, private / "dask",
                                                  uid=entry.pw_uid, gid=entry.pw_gid)
             env.update(dask_tls_env(creds))
+        if self.numba_seed:
+            from ._numba import copy_cache
+
+            cache = home / ".cache" / "vanotebook-numba"
+            for folder in (home / ".cache", cache):
+                folder.mkdir(mode=0o700, exist_ok=True)
+                os.chown(folder, entry.pw_uid, entry.pw_gid)
+            copy_cache(Path(self.numba_seed), cache, entry.pw_uid, entry.pw_gid)
+            env["NUMBA_CACHE_DIR"] = str(cache)
         self.environment = {**self.environment, **env}
         limits = self.limits
         if limits is not None:
