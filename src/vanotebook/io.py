@@ -36,6 +36,8 @@ __all__ = [
     "Image",
     "atomic_dir",
     "atomic_path",
+    "masked_as_nan",
+    "native_byteorder",
     "parquet_units",
     "parse_catalogue",
     "parse_image",
@@ -56,6 +58,31 @@ CATALOGUE_FORMS = (
 )
 UNITS_KEY = b"vanotebook.units"
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+
+
+# ----------------------------------------------------------------------------- arrays
+def native_byteorder(array: Any) -> Any:
+    """``array`` in the machine's byte order; anything else, or a native array, unchanged.
+
+    FITS stores big-endian numbers; Arrow refuses them and kernels run slower on them.
+    """
+    if isinstance(array, np.ndarray) and not array.dtype.isnative:
+        return array.astype(array.dtype.newbyteorder("="))
+    return array
+
+
+def masked_as_nan(column: Any) -> Any:
+    """A coordinate column whose masked (blank) entries are NaN, so they count as missing.
+
+    Reading a masked column's values (``np.asarray``, ``.quantity``) returns what lies
+    under the mask (0 for a blank ECSV cell), a position on the sky; as NaN they are
+    refused or dropped like any other missing coordinate. Unmasked columns come back
+    unchanged.
+    """
+    mask = getattr(column, "mask", None)
+    if mask is None or not np.any(mask):
+        return column
+    return column.astype(float).filled(np.nan)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -258,8 +285,7 @@ def _from_header(data, header: fits.Header, *, wcs: WCS | None = None, unit=None
         raise VanotebookInputError(argument, "an image with data (an HDU with pixels)", data)
     if getattr(data, "ndim", 0) < 2:
         raise VanotebookInputError(argument, "an image of two or more dimensions", data)
-    if isinstance(data, np.ndarray) and not data.dtype.isnative:
-        data = data.astype(data.dtype.newbyteorder("="))  # FITS is big-endian; kernels want native
+    data = native_byteorder(data)  # FITS is big-endian; kernels want native
     if wcs is None:
         try:
             wcs = WCS(header)
@@ -454,7 +480,7 @@ def parse_catalogue(catalogue: Any, *, ra: str = "ra", dec: str = "dec",
         raise VanotebookInputError(argument, CATALOGUE_FORMS, catalogue)
     _check_columns(catalogue.colnames, ra, dec, argument)
     for name, low, high in ((ra, -360.0, 360.0), (dec, -90.0, 90.0)):
-        col = catalogue[name]
+        catalogue[name] = col = masked_as_nan(catalogue[name])  # blank cells are missing
         unit = getattr(col, "unit", None)
         if unit is not None and unit != u.deg:
             try:

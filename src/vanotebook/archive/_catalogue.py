@@ -18,6 +18,7 @@ and sorts each partition, so memory holds one chunk or one partition at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ import numpy as np
 
 from .._errors import VanotebookInputError
 from ..healpix import MAX_ORDER, order_from_counts, partition_path
+from ..io import masked_as_nan, native_byteorder
 from ._regions import Region, parse_region
 
 __all__ = ["HEALPIX_COLUMN", "Catalogue", "write_catalogue"]
@@ -75,9 +77,12 @@ def _arrow_from_table(table: Any):
         col = table[name]
         if getattr(col, "mask", None) is not None and np.any(col.mask):
             return pa.Table.from_pandas(table.to_pandas(index=False), preserve_index=False)
-        arr = np.asarray(col)
+        arr = native_byteorder(np.asarray(col))  # FITS columns are big-endian
         if arr.ndim != 1:
             return pa.Table.from_pandas(table.to_pandas(index=False), preserve_index=False)
+        if arr.dtype.kind == "S":  # FITS strings are ASCII bytes: store them as text
+            with contextlib.suppress(UnicodeDecodeError):
+                arr = arr.astype(str)
         cols[name] = arr
     return pa.table(cols)
 
@@ -161,6 +166,8 @@ class _Source:
             self.columns = list(table.colnames)
             self.units = _units_of(table)
             for name in (ra, dec):
+                if name in table.colnames:  # blank cells: NaN, counted and refused below
+                    table[name] = masked_as_nan(table[name])
                 if name in self.units:
                     import astropy.units as u
 
@@ -217,7 +224,7 @@ def _check_coords(table: Any, ra: str, dec: str) -> tuple[np.ndarray, np.ndarray
         if not (np.isfinite(r).all() and np.isfinite(d).all()):
             raise VanotebookInputError(ra, "finite coordinates in every row",
                                        f"{int((~np.isfinite(r) | ~np.isfinite(d)).sum())} "
-                                       "non-finite rows")
+                                       "missing (blank, masked or null) or non-finite rows")
         if d.min() < -90 or d.max() > 90:
             raise VanotebookInputError(dec, "declinations within [-90, 90] deg",
                                        f"values from {d.min():g} to {d.max():g}")

@@ -301,17 +301,30 @@ def parse_region(region: Any, *, argument: str = "region") -> Region:
 
 
 def _rectangle(region: Any) -> Region:
-    """A sky rectangle as the great-circle polygon through its four corners."""
+    """A sky rectangle as the great-circle polygon through its four corners.
+
+    astropy-regions' (and DS9's) convention: the width axis lies along the
+    longitude axis at ``angle = 0`` and turns anti-clockwise on the sky as
+    displayed (north up, east left), i.e. towards north from *west*: its
+    position angle is ``angle - 90 deg``. regions tests membership in the
+    pixel frame, where the box is a plane rectangle in the tangent plane at
+    the centre; the corners are therefore placed gnomonically in that plane
+    (in the centre's own frame), and the great circles through them are the
+    straight edges of that rectangle, so the test agrees with regions'
+    ``contains`` for a TAN WCS at the centre.
+    """
     c = region.center
-    w = region.width.to_value(u.deg) / 2
-    h = region.height.to_value(u.deg) / 2
-    angle = region.angle.to_value(u.rad)
-    corners = []
-    for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
-        # offsets east (x) and north (y) in the centre's frame, rotated by the angle
-        dx, dy = sx * w, sy * h
-        ex = dx * np.cos(angle) - dy * np.sin(angle)
-        ny = dx * np.sin(angle) + dy * np.cos(angle)
-        corners.append(c.spherical_offsets_by(ex * u.deg, ny * u.deg))
-    sc = SkyCoord(corners)
-    return _polygon(sc, "region")
+    w = np.tan(region.width.to_value(u.rad) / 2)
+    h = np.tan(region.height.to_value(u.rad) / 2)
+    pa = region.angle.to_value(u.rad) - np.pi / 2  # position angle of the width axis
+    width_axis = np.array([np.sin(pa), np.cos(pa)])  # (east, north) in the tangent plane
+    height_axis = np.array([np.cos(pa), -np.sin(pa)])
+    offsets = np.array([sx * w * width_axis + sy * h * height_axis
+                        for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
+    east, north = offsets[:, 0], offsets[:, 1]
+    # a tangent-plane point (east, north) is the direction (1, east, north) in the offset
+    # frame centred on c (x towards c, y east, z north)
+    lon = np.arctan2(east, 1.0)
+    lat = np.arctan2(north, np.hypot(1.0, east))
+    corners = SkyCoord(lon * u.rad, lat * u.rad, frame=c.skyoffset_frame())
+    return _polygon(SkyCoord(corners.transform_to(c.frame)), "region")
