@@ -3,6 +3,7 @@ Dask cluster, and the dashboards app in headless Chromium (Playwright)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -593,7 +594,11 @@ def test_ctrl_c_stops_everything(gateway):
     """Runs last among the gateway tests: Ctrl-C leaves no process behind."""
     proc = gateway["proc"]
     children = psutil.Process(proc.pid).children(recursive=True)
-    names = {" ".join(p.cmdline()[:4]) for p in children}
+    names = set()
+    for p in children:
+        # psutil.Error: gone meanwhile, or a child that ended and awaits its parent
+        with contextlib.suppress(psutil.Error):
+            names.add(" ".join(p.cmdline()[:4]))
     assert any("jupyterhub" in n for n in names)
     assert any("configurable-http-proxy" in n for n in names)
     assert any("singleuser" in n for n in names)  # the users' servers
@@ -603,14 +608,20 @@ def test_ctrl_c_stops_everything(gateway):
     assert not alive, [p.cmdline() for p in alive]
 
 
+CONFIG_PREFIX = f"vc{uuid.uuid4().hex[:4]}-"  # accounts of the configuration tests
+
+
 @pytest.fixture
 def config_accounts():
     """Delete the service accounts that `configure` makes as root, after the test."""
-    yield PREFIX
+    import pwd
+
     from vanotebook.hub._accounts import delete_account
 
-    for name in _accounts():
-        delete_account(name)
+    yield CONFIG_PREFIX
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(CONFIG_PREFIX):
+            delete_account(entry.pw_name)
 
 
 def test_config_real_login_by_default(tmp_path, config_accounts):
@@ -622,7 +633,7 @@ def test_config_real_login_by_default(tmp_path, config_accounts):
 
     c = Config()
     s = configure(c, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
-                                 user_prefix=PREFIX, admin_users=("boss",),
+                                 user_prefix=CONFIG_PREFIX, admin_users=("boss",),
                                  admin_password="boss-first-pw"))
     assert c.JupyterHub.authenticator_class == "vanotebook.hub._auth.GatewayAuthenticator"
     assert c.Authenticator.admin_users == {"boss"}
@@ -638,7 +649,7 @@ def test_config_real_login_by_default(tmp_path, config_accounts):
     # any other authenticator plugs in by name
     c2 = Config()
     configure(c2, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
-                              user_prefix=PREFIX, authenticator="github"))
+                              user_prefix=CONFIG_PREFIX, authenticator="github"))
     assert c2.JupyterHub.authenticator_class == "github"
 
 
@@ -649,12 +660,12 @@ def test_config_cluster_is_tls_on_loopback_as_a_service_account(tmp_path, config
 
     c = Config()
     configure(c, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
-                             user_prefix=PREFIX))
+                             user_prefix=CONFIG_PREFIX))
     services = {sv["name"]: sv for sv in c.JupyterHub.services}
-    account = pwd.getpwnam(f"{PREFIX}dask")
+    account = pwd.getpwnam(f"{CONFIG_PREFIX}dask")
     assert account.pw_uid != 0
     for name in ("dask-scheduler", "dask-worker-0", "dask-worker-1", "dask"):
-        assert services[name]["user"] == f"{PREFIX}dask"
+        assert services[name]["user"] == f"{CONFIG_PREFIX}dask"
     sched = services["dask-scheduler"]["command"]
     assert sched[sched.index("--protocol") + 1] == "tls"
     assert sched[sched.index("--host") + 1] == "127.0.0.1"
@@ -685,7 +696,7 @@ def test_config_profiles_are_limits_and_follow_kubespawner(tmp_path, config_acco
     monkeypatch.delenv("VANOTEBOOK_PROFILES")
     c = Config()
     configure(c, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
-                             user_prefix=PREFIX, spawner="kubespawner.KubeSpawner",
+                             user_prefix=CONFIG_PREFIX, spawner="kubespawner.KubeSpawner",
                              scheduler_address="tls://dask:8786"))
     limits = {p["slug"]: p["kubespawner_override"] for p in c.KubeSpawner.profile_list}
     assert limits["small"] == {"cpu_limit": 1, "mem_limit": "4G"}
@@ -697,7 +708,7 @@ def test_config_external_cluster_starts_no_workers(tmp_path, config_accounts):
 
     c = Config()
     settings = HubSettings(state_dir=tmp_path, scheduler_address="tcp://cluster:8786",
-                           shared_archive=tmp_path / "shared", user_prefix=PREFIX)
+                           shared_archive=tmp_path / "shared", user_prefix=CONFIG_PREFIX)
     configure(c, settings)
     names = [s["name"] for s in c.JupyterHub.services]
     assert not any(n.startswith(("dask-scheduler", "dask-worker")) or n == "dask"
@@ -723,7 +734,7 @@ def test_config_user_servers_start_light(tmp_path, config_accounts):
 
     c = Config()
     settings = HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
-                           spawn_concurrency=3, user_prefix=PREFIX)
+                           spawn_concurrency=3, user_prefix=CONFIG_PREFIX)
     configure(c, settings)
     assert c.Spawner.cmd[1:] == ["-m", "vanotebook.hub._singleuser"]
     assert "--allow-root" not in c.Spawner.args
@@ -739,7 +750,7 @@ def test_config_user_servers_start_light(tmp_path, config_accounts):
     # everything back on when asked
     c2 = Config()
     configure(c2, HubSettings(state_dir=tmp_path, shared_archive=tmp_path / "shared",
-                              disabled_server_extensions=(), user_prefix=PREFIX))
+                              disabled_server_extensions=(), user_prefix=CONFIG_PREFIX))
     assert not any("jpserver_extensions" in a for a in c2.Spawner.args)
 
 

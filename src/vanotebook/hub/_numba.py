@@ -17,12 +17,12 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 __all__ = ["copy_cache", "seed_cache", "warm_seed"]
 
 _KINDS = (".nbi", ".nbc")
-_RUNNING: list[subprocess.Popen] = []  # warm-ups in flight (a dropped Popen warns)
 
 
 def _subpath(source_dir: Path) -> str:
@@ -54,12 +54,12 @@ def seed_cache(package: Path, seed: Path) -> int:
 def warm_seed(seed: Path) -> subprocess.Popen:
     """Complete the seed in the background: the warm-up run as this (root) process's account."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(seed))
-    _RUNNING[:] = [p for p in _RUNNING if p.poll() is None]
     proc = subprocess.Popen([sys.executable, "-c",
                              "from vanotebook.hub._warm import warm; warm()"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    _RUNNING.append(proc)
+    # reaped when it ends (no zombie under the hub, no warning for a dropped Popen)
+    threading.Thread(target=proc.wait, daemon=True, name="numba-seed-warm-up").start()
     return proc
 
 
