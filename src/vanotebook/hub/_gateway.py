@@ -82,6 +82,7 @@ from traitlets.config import Configurable
 from .._errors import VanotebookInputError, check_choice
 from ..cluster import PRIVATE_CLUSTER_OPTIONS, gpu_count
 from ._accounts import unix_name
+from ._tls import _write_private
 
 __all__ = [
     "BACKENDS",
@@ -494,7 +495,7 @@ def dask_gateway_service(
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     path = folder / CONFIG_NAME
-    _write_private(path, _render(values, backend, gpus))
+    _write_private(path, _render(values, backend, gpus).encode())
 
     external = env.get(f"{_ENV}URL")
     service: dict[str, Any] = {"name": SERVICE_NAME,
@@ -545,17 +546,3 @@ def _render(values: dict[str, dict[str, Any]], backend: str, gpus: int | None) -
             lines.append(f"c.{section}.{trait} = {value!r}")
     lines.append(f"c.Backend.cluster_options = gateway_options({backend!r}, gpus={gpus!r})")
     return "\n".join(lines) + "\n"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (temporary name, then renamed)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

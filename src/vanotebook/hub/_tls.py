@@ -21,14 +21,21 @@ _DAYS = 3650
 
 
 def _write_private(path: Path, data: bytes, uid: int = -1, gid: int = -1) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the start (owner ``uid``:``gid``)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    if uid >= 0:
-        os.chown(tmp, uid, gid)
-    os.replace(tmp, path)
+    """Write ``data`` to ``path``, mode 0600 from the start (owner ``uid``:``gid``).
+
+    Written under a temporary name and renamed, so no half-written file is left.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        if uid >= 0:
+            os.chown(tmp, uid, gid)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
