@@ -264,7 +264,12 @@ def reproducible(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
     """Register a function as an activity that `rerun` may call by name.
 
     The function must take the output location as its first argument and
-    the recorded parameters as keywords, and return its `Provenance`.
+    the recorded parameters as keywords (plus ``seed`` when one was
+    recorded), and return its `Provenance`. A service registers its
+    activities in ``vanotebook.<service>._rerun`` (imported by `rerun` on
+    demand) or in the module that defines them. A record is refused by the
+    adapter, with `VanotebookInputError`, when it cannot be remade (inputs in
+    memory: see `inputs_on_disk`).
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -272,6 +277,47 @@ def reproducible(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
         return func
 
     return register
+
+
+def _import_activity(activity: str) -> None:
+    """Import what registers ``activity``: its package and that package's ``_rerun``.
+
+    ``vanotebook.mosaic.homogenise`` imports ``vanotebook.mosaic.homogenise``
+    (when it is a module), ``vanotebook.mosaic`` and ``vanotebook.mosaic._rerun``
+    (when they exist), so a service keeps its rerun adapters in a private
+    ``_rerun`` module and the core never names a service.
+    """
+    parts = activity.split(".")
+    if parts[0] != "vanotebook" or activity in _REGISTRY:
+        return
+    for n in range(len(parts), 1, -1):
+        prefix = ".".join(parts[:n])
+        for name in (prefix, f"{prefix}._rerun"):
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name is None or not name.startswith(exc.name):
+                    raise  # a real missing dependency inside the module
+        if activity in _REGISTRY:
+            return
+
+
+def inputs_on_disk(record: Provenance) -> list[Path]:
+    """The recorded input files, refusing a record made from data in memory.
+
+    A rerun adapter calls this first: a product whose inputs were arrays
+    (no paths recorded) or whose files are gone cannot be remade.
+    """
+    if not record.inputs:
+        raise VanotebookInputError(
+            "record", f"a {record.activity} product made from files on disk",
+            "a record without input files (its inputs were in memory)")
+    paths = [Path(item["path"]) for item in record.inputs]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise VanotebookInputError("record", "a record whose input files still exist",
+                                   f"missing: {missing[:5]}")
+    return paths
 
 
 def rerun(record: Provenance | str | Path | dict, output: str | Path, *,
@@ -303,9 +349,7 @@ def rerun(record: Provenance | str | Path | dict, output: str | Path, *,
         raise VanotebookInputError(
             "record", "a Provenance, a dict, or a path to a .prov.json or FITS file", record
         )
-    module = record.activity.rsplit(".", 1)[0]
-    with contextlib.suppress(ImportError):
-        importlib.import_module(module)
+    _import_activity(record.activity)
     func = _REGISTRY.get(record.activity)
     if func is None:
         raise VanotebookInputError(

@@ -107,15 +107,33 @@ class Beam:
                 f"PA {self.pa.to(u.deg):.1f})")
 
 
+#: BUNIT spellings seen in real headers that astropy does not read, and what they mean.
+UNIT_ALIASES: dict[str, str] = {
+    "ELECTRONS/S": "electron/s", "ELECTRONS/SEC": "electron/s", "ELECTRONS": "electron",
+    "E-/S": "electron/s", "COUNTS": "ct", "COUNTS/S": "ct/s", "COUNTS/SEC": "ct/s",
+    "ADU": "adu", "ADU/S": "adu/s", "KELVIN": "K", "K (TB)": "K", "DN/SEC": "DN/s",
+    "DATA NUMBER": "DN",
+}
+
+
 def parse_unit(unit: str | u.UnitBase | None, argument: str = "unit") -> u.UnitBase | None:
-    """An astropy unit from a ``BUNIT``-style string (case-tolerant), a unit, or None."""
+    """An astropy unit from a ``BUNIT``-style string (case-tolerant), a unit, or None.
+
+    Reads the FITS and generic astropy spellings, upper-case radio forms
+    (``JY/BEAM``) and the common non-standard ones of `UNIT_ALIASES`
+    (``ELECTRONS/S``, ``counts``, ``ADU``, ``KELVIN``). Anything else is
+    refused: pass the unit explicitly (every reader takes ``unit=``).
+    """
     if unit is None or isinstance(unit, u.UnitBase):
         return unit
+    if isinstance(unit, u.Quantity) and unit.value == 1:
+        return unit.unit
     if not isinstance(unit, str):
         raise VanotebookInputError(argument, "a unit string or astropy unit", unit)
     text = unit.strip()
     if not text:
         return None
+    text = UNIT_ALIASES.get(text.upper(), text)
     for fmt in ("fits", None):
         try:
             return u.Unit(text, format=fmt)
@@ -126,7 +144,22 @@ def parse_unit(unit: str | u.UnitBase | None, argument: str = "unit") -> u.UnitB
     try:
         return u.Unit(fixed)
     except ValueError as exc:
-        raise VanotebookInputError(argument, "a unit astropy understands", unit) from exc
+        raise VanotebookInputError(
+            argument, "a unit astropy understands (or give unit= explicitly)", unit) from exc
+
+
+def fits_string(unit: u.UnitBase | None) -> str:
+    """The ``BUNIT`` text for a unit: the FITS form when the standard has one.
+
+    Units the FITS standard lacks (``DN``, ``electron``) are written in
+    astropy's generic form, which `parse_unit` reads back to the same unit.
+    """
+    if unit is None:
+        return ""
+    try:
+        return unit.to_string("fits")
+    except ValueError:
+        return unit.to_string()
 
 
 def _per_sr(unit: u.UnitBase, beam: Beam | None, pixel_area: u.Quantity | None,
