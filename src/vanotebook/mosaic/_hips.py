@@ -227,14 +227,20 @@ class _Geometry:
 
             c = SkyCoord(lon, lat, unit="deg", frame=self.frame).transform_to(self.in_frame)
             lon, lat = c.spherical.lon.deg, c.spherical.lat.deg
+        lon, lat = np.asarray(lon, float), np.asarray(lat, float)
         with np.errstate(invalid="ignore"):
-            x, y = self.wcs.wcs_world2pix(np.asarray(lon, float), np.asarray(lat, float), 0)
+            if not self.wcs.has_distortion:
+                x, y = self.wcs.wcs_world2pix(lon, lat, 0)
+            else:  # SIP, lookup tables: iterated inverse, converged well below TOLERANCE
+                x, y = self.wcs.all_world2pix(lon, lat, 0, tolerance=TOLERANCE / 50,
+                                              maxiter=50, quiet=True)
         return np.asarray(x, float), np.asarray(y, float)
 
     def to_sky(self, x, y):
         """HiPS-frame ``lon, lat`` (deg) of input pixels."""
         with np.errstate(invalid="ignore"):
-            lon, lat = self.wcs.wcs_pix2world(np.asarray(x, float), np.asarray(y, float), 0)
+            # all_pix2world: the full transform (SIP, lookup-table distortions; TPV is core)
+            lon, lat = self.wcs.all_pix2world(np.asarray(x, float), np.asarray(y, float), 0)
         if not self.same:
             from astropy.coordinates import SkyCoord
 
