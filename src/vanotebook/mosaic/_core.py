@@ -21,7 +21,7 @@ from .._errors import VanotebookInputError, check_choice, check_positive
 from ..cluster import get_client, image_chunk, resolve_device
 from ..io import Image, parse_images
 from ..provenance import Provenance, record
-from ..units import convert_brightness
+from ..units import convert_brightness, fits_string
 from ._background import MODELS, fit_overlaps, solve_corrections
 from ._coadd import COMBINES, namespace_for
 from ._dask import (
@@ -146,7 +146,7 @@ def _digest(im: Image) -> str:
 
         return sha256_file(im.data.path)
     h = hashlib.sha256(np.ascontiguousarray(im.data).tobytes())
-    h.update(im.celestial.to_header_string().encode())
+    h.update(im.celestial.to_header_string(relax=True).encode())
     return h.hexdigest()
 
 
@@ -174,7 +174,7 @@ def _wcs_param(wcs) -> Any:
     if isinstance(wcs, Grid):
         return wcs.header.tostring()
     if isinstance(wcs, WCS):
-        return wcs.to_header_string()
+        return wcs.to_header_string(relax=True)
     return fits.Header(wcs).tostring()
 
 
@@ -323,7 +323,7 @@ def mosaic(
 
         header = grid.header
         if target_unit is not None:
-            header["BUNIT"] = target_unit.to_string("fits")
+            header["BUNIT"] = fits_string(target_unit)
         ref = images[0]
         if ref.beam is not None and all(im.beam == ref.beam for im in images):
             for key, card in ref.beam.header_cards().items():
@@ -423,7 +423,7 @@ def to_fits(dataset, path: str | os.PathLike | None = None, *, overwrite: bool =
 
 
 def _wcs_only(header: fits.Header) -> fits.Header:
-    return WCS(header).celestial.to_header()
+    return WCS(header).celestial.to_header(relax=True)
 
 
 def from_fits(path: str | os.PathLike | fits.HDUList):
@@ -567,7 +567,7 @@ def mosaic_cube(
     with record(CUBE_ACTIVITY, params) as prov:
         for i, (im, d, _) in enumerate(selected):
             h = hashlib.sha256(np.ascontiguousarray(d).tobytes())
-            h.update(im.wcs.to_header_string().encode())
+            h.update(im.wcs.to_header_string(relax=True).encode())
             prov.inputs.append({"path": f"cubes[{i}]", "sha256": h.hexdigest()})
         base = plan_tiles(images, grid, tolerance=tolerance, method=method, scales=scales)
         centre = ((grid.shape[0] - 1) / 2.0, (grid.shape[1] - 1) / 2.0)
@@ -600,7 +600,7 @@ def mosaic_cube(
                      "DATE-OBS"):
             header[key] = value
     if target_unit is not None:
-        header["BUNIT"] = target_unit.to_string("fits")
+        header["BUNIT"] = fits_string(target_unit)
     import xarray as xr
 
     text = header.tostring()

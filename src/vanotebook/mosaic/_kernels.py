@@ -30,34 +30,92 @@ __all__ = [
     "bilinear",
     "choose_step",
     "coarse_nodes",
+    "has_distortion",
     "input_box",
     "interp_index",
     "interp_matrix",
     "map_coordinates",
     "nearest",
     "pixel_to_pixel",
+    "pixel_to_world",
     "sample",
     "scatter_add",
     "upsample_nodes",
+    "world_to_pixel",
 ]
 
 
 # ----------------------------------------------------------------------------- transforms
+def has_distortion(wcs) -> bool:
+    """Whether a WCS carries distortions outside wcslib's own transform (SIP, lookup tables).
+
+    TPV and the other polynomial projections live in wcslib's ``PV`` cards and are part
+    of ``wcs_pix2world`` already; SIP (``A_p_q``...) and the paper-IV lookup tables
+    (``CPDIS``/``D2IMDIS``) are applied only by the ``all_*`` transforms.
+    """
+    return bool(getattr(wcs, "sip", None) is not None or getattr(wcs, "cpdis1", None) is not None
+                or getattr(wcs, "cpdis2", None) is not None
+                or getattr(wcs, "det2im1", None) is not None
+                or getattr(wcs, "det2im2", None) is not None)
+
+
+def pixel_to_world(wcs, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """World coordinates (deg) of 0-based pixels ``x, y``, with every distortion applied."""
+    if has_distortion(wcs):
+        return wcs.all_pix2world(x, y, 0)
+    return wcs.wcs_pix2world(x, y, 0)
+
+
+def world_to_pixel(wcs, lon, lat) -> tuple[np.ndarray, np.ndarray]:
+    """0-based pixels of world coordinates (deg), inverting every distortion.
+
+    A distorted WCS is inverted iteratively (``all_world2pix``) to 1e-8 pixel. Where
+    the iteration diverges or stalls (far outside the image, where a SIP polynomial
+    folds) the pixel is NaN, as it is beyond a projection's horizon: such positions
+    are off the image, never placed at a wrong pixel.
+    """
+    lon = np.asarray(lon, dtype=float)
+    lat = np.asarray(lat, dtype=float)
+    with np.errstate(invalid="ignore"):
+        if not has_distortion(wcs):
+            return wcs.wcs_world2pix(lon, lat, 0)
+        from astropy.wcs import NoConvergence
+
+        shape = np.broadcast(lon, lat).shape
+        world = np.stack([np.broadcast_to(lon, shape).ravel(),
+                          np.broadcast_to(lat, shape).ravel()], axis=1)
+        finite = np.isfinite(world).all(axis=1)
+        pix = np.full(world.shape, np.nan)
+        if finite.any():
+            try:
+                pix[finite] = wcs.all_world2pix(world[finite], 0, tolerance=1e-8, maxiter=60,
+                                                adaptive=False, detect_divergence=True)
+            except NoConvergence as exc:
+                best = np.array(exc.best_solution, dtype=float)
+                for bad in (exc.divergent, exc.slow_conv):
+                    if bad is not None:
+                        best[np.asarray(bad, dtype=int)] = np.nan
+                pix[finite] = best
+        return pix[:, 0].reshape(shape), pix[:, 1].reshape(shape)
+
+
 def pixel_to_pixel(wcs_from, wcs_to, x, y) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates (0-based) in ``wcs_to`` of pixels ``x, y`` of ``wcs_from``.
 
-    Both are celestial WCS; their frames may differ (ICRS, FK5, Galactic...).
+    Both are celestial WCS; their frames may differ (ICRS, FK5 and FK4 with their
+    equinoxes, Galactic...: astropy's frame transforms). Distortions (SIP, lookup
+    tables, TPV) of either are applied (`pixel_to_world`, `world_to_pixel`).
     """
     from astropy.coordinates import SkyCoord
     from astropy.wcs.utils import wcs_to_celestial_frame
 
-    lon, lat = wcs_from.wcs_pix2world(x, y, 0)
+    lon, lat = pixel_to_world(wcs_from, x, y)
     f_from, f_to = wcs_to_celestial_frame(wcs_from), wcs_to_celestial_frame(wcs_to)
     if not f_from.is_equivalent_frame(f_to):
-        c = SkyCoord(lon, lat, unit="deg", frame=f_from).transform_to(f_to)
+        with np.errstate(invalid="ignore"):
+            c = SkyCoord(lon, lat, unit="deg", frame=f_from).transform_to(f_to)
         lon, lat = c.spherical.lon.deg, c.spherical.lat.deg
-    with np.errstate(invalid="ignore"):
-        return wcs_to.wcs_world2pix(lon, lat, 0)
+    return world_to_pixel(wcs_to, lon, lat)
 
 
 def coarse_nodes(wcs_from, wcs_to, kx: np.ndarray, ky: np.ndarray,

@@ -21,7 +21,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales, wcs_to_celestial_frame
 
 from .._errors import VanotebookInputError, check_choice
 from ..io import Image
-from ._kernels import LazySource, pixel_to_pixel
+from ._kernels import LazySource, pixel_to_pixel, pixel_to_world
 
 __all__ = ["FRAMES", "FitsSource", "Grid", "footprint_bbox", "optimal_grid", "resolve_grid"]
 
@@ -75,7 +75,7 @@ class Grid:
 
     @property
     def header(self) -> fits.Header:
-        header = self.wcs.to_header()
+        header = self.wcs.to_header(relax=True)
         header["NAXIS"] = 2
         header["NAXIS1"] = self.shape[1]
         header["NAXIS2"] = self.shape[0]
@@ -119,7 +119,7 @@ def optimal_grid(images: Sequence[Image], *, frame: str | None = None,
     lons, lats = [], []
     for im in images:
         xs, ys = _edge_points(im.shape)
-        lon, lat = im.celestial.wcs_pix2world(xs, ys, 0)
+        lon, lat = pixel_to_world(im.celestial, xs, ys)
         c = SkyCoord(lon, lat, unit="deg", frame=wcs_to_celestial_frame(im.celestial))
         c = c.transform_to(frame)
         lons.append(c.spherical.lon.deg)
