@@ -160,10 +160,20 @@ def segment_map(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
         z = np.empty(snr.shape, np.float32)
         ndi.gaussian_filter(snr, sigma, output=z, mode="nearest")
         del snr
-    sample = z[::2, ::2] if z.size > 1_000_000 else z  # smooth map: a quarter is plenty
+    valid = np.isfinite(residual) & (rms > 0)
+    if not valid.all():
+        _edge_normalise(z, valid, sigma, ndi, fused)
+    # the smoothed map's own noise, from the measured pixels only: blank (NaN) areas
+    # are zeros in ``z`` and would make the median absolute deviation far too small
+    step = 2 if z.size > 1_000_000 else 1  # smooth map: a quarter is plenty
+    sample = z[::step, ::step][valid[::step, ::step]]
+    if not sample.size:
+        return None
     med = float(np.median(sample))
     noise = 1.4826 * float(np.median(np.abs(sample - np.float32(med))))
     del sample
+    if not valid.all():
+        z[~valid] = np.float32(med)  # blank pixels: no seed, no growth
     if not np.isfinite(noise) or noise <= 0:
         return None
     grow = threshold if grow_threshold is None or grow_threshold >= threshold else grow_threshold
@@ -250,6 +260,27 @@ def segment_map(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
     for sl, part, local in crops:
         seg[sl][part] = local[part]
     return seg, z
+
+
+def _edge_normalise(z, valid, sigma, ndi, fused) -> None:
+    """Divide ``z`` in place by its relative noise near blank areas.
+
+    The smoothing takes blank pixels as 0, so near a NaN border (a rotated tile,
+    a mosaic's edge) a smoothed pixel averages fewer noisy pixels and its noise is
+    lower. For white noise its variance is the interior one times
+    ``sum K^2 valid / sum K^2``: the valid mask smoothed by ``K^2``, a Gaussian of
+    ``sigma / sqrt 2``. Dividing by the square root makes the edge pixels' noise
+    the interior one, so one noise level (measured on the valid pixels) holds
+    everywhere.
+    """
+    from ._fused import gaussian_smooth
+
+    frac = valid.astype(np.float32)
+    s2 = sigma / math.sqrt(2.0)
+    frac = (gaussian_smooth(frac, s2) if fused
+            else ndi.gaussian_filter(frac, s2, mode="nearest"))
+    np.sqrt(np.maximum(frac, np.float32(1e-6)), out=frac)
+    z /= frac
 
 
 def _members(owner: np.ndarray, wanted: np.ndarray) -> list:
