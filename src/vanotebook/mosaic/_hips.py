@@ -56,7 +56,7 @@ from ._hips_kernels import (
     tile_offsets,
     to_uint8,
 )
-from ._kernels import LazySource
+from ._kernels import LazySource, pixel_to_world, world_to_pixel
 
 __all__ = ["FORMATS", "FRAMES", "INTERPOLATIONS", "Hips", "choose_order", "to_hips"]
 
@@ -227,20 +227,14 @@ class _Geometry:
 
             c = SkyCoord(lon, lat, unit="deg", frame=self.frame).transform_to(self.in_frame)
             lon, lat = c.spherical.lon.deg, c.spherical.lat.deg
-        lon, lat = np.asarray(lon, float), np.asarray(lat, float)
-        with np.errstate(invalid="ignore"):
-            if not self.wcs.has_distortion:
-                x, y = self.wcs.wcs_world2pix(lon, lat, 0)
-            else:  # SIP, lookup tables: iterated inverse, converged well below TOLERANCE
-                x, y = self.wcs.all_world2pix(lon, lat, 0, tolerance=TOLERANCE / 50,
-                                              maxiter=50, quiet=True)
+        # every distortion (SIP, lookup tables) inverted; NaN where the inverse diverges
+        x, y = world_to_pixel(self.wcs, np.asarray(lon, float), np.asarray(lat, float))
         return np.asarray(x, float), np.asarray(y, float)
 
     def to_sky(self, x, y):
         """HiPS-frame ``lon, lat`` (deg) of input pixels."""
         with np.errstate(invalid="ignore"):
-            # all_pix2world: the full transform (SIP, lookup-table distortions; TPV is core)
-            lon, lat = self.wcs.all_pix2world(np.asarray(x, float), np.asarray(y, float), 0)
+            lon, lat = pixel_to_world(self.wcs, np.asarray(x, float), np.asarray(y, float))
         if not self.same:
             from astropy.coordinates import SkyCoord
 
