@@ -29,13 +29,15 @@ from astropy.table import QTable, Table
 from astropy.wcs import WCS
 
 from ._errors import VanotebookInputError
-from .units import Beam, parse_unit
+from .units import Beam, fits_string, parse_unit
 
 __all__ = [
     "IMAGE_FORMS",
     "Image",
     "atomic_dir",
     "atomic_path",
+    "casa_beam",
+    "coordinates_in_degrees",
     "masked_as_nan",
     "native_byteorder",
     "parquet_units",
@@ -57,7 +59,7 @@ CATALOGUE_FORMS = (
     "parquet file (or a folder of parquet files)"
 )
 UNITS_KEY = b"vanotebook.units"
-_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz")
+_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 
 
 # ----------------------------------------------------------------------------- arrays
@@ -82,7 +84,71 @@ def masked_as_nan(column: Any) -> Any:
     mask = getattr(column, "mask", None)
     if mask is None or not np.any(mask):
         return column
+    if column.dtype.kind in "USO":  # blank text cells: empty strings, parsed as missing
+        return column.filled("")
     return column.astype(float).filled(np.nan)
+
+
+def _sexagesimal(values: np.ndarray, name: str, hours: bool) -> np.ndarray:
+    """Degrees from text coordinates ("00:42:44.3", "00 42 44.3", "0h42m44.3s", "10.68")."""
+    from astropy.coordinates import Angle
+
+    text = np.char.strip(np.asarray(values, dtype=str))
+    out = np.full(text.shape, np.nan)
+    filled = text != ""
+    if not filled.any():
+        return out
+    sample = text[filled]
+    try:
+        numeric = sample.astype(float)
+    except ValueError:
+        numeric = None
+    if numeric is not None:  # decimal numbers stored as text: degrees
+        out[filled] = numeric
+        return out
+    unit = u.hourangle if hours else u.deg
+    try:
+        angles = Angle(np.char.replace(sample, " ", ":"), unit=unit)
+    except (ValueError, u.UnitsError) as exc:
+        raise VanotebookInputError(
+            name, "coordinates in degrees or sexagesimal text "
+            f"({'hours' if hours else 'degrees'}:minutes:seconds)",
+            f"{sample[0]!r} (first of {sample.size})") from exc
+    out[filled] = angles.to_value(u.deg)
+    return out
+
+
+def coordinates_in_degrees(table: Table, ra: str, dec: str) -> Table:
+    """``table`` with its ``ra`` and ``dec`` columns as float degrees, in place.
+
+    Masked (blank) cells become NaN, so they count as missing; angle units
+    convert to degrees; text columns are read as sexagesimal, RA in hours
+    and Dec in degrees (the VizieR ``RAJ2000``/``DEJ2000`` convention) unless
+    the column's unit says degrees, or as decimal degrees when they are
+    numbers. A non-angle unit is refused.
+    """
+    for name, low, high, is_ra in ((ra, -360.0, 360.0, True), (dec, -90.0, 90.0, False)):
+        col = masked_as_nan(table[name])
+        unit = getattr(col, "unit", None)
+        if col.dtype.kind in "USO":
+            hours = is_ra and not (unit is not None and unit == u.deg)
+            table[name] = _sexagesimal(np.asarray(col), name, hours)
+            table[name].unit = u.deg
+            continue
+        table[name] = col
+        if unit is not None and unit != u.deg:
+            try:
+                table[name] = col.quantity.to(u.deg)
+            except u.UnitConversionError as exc:
+                raise VanotebookInputError(name, "an angle column", f"unit {unit}") from exc
+        values = np.asarray(table[name], dtype=float)
+        finite = values[np.isfinite(values)]
+        if finite.size and (finite.min() < low or finite.max() > high):
+            raise VanotebookInputError(
+                name, f"degrees within [{low}, {high}]",
+                f"values from {finite.min():g} to {finite.max():g}"
+            )
+    return table
 
 
 # ----------------------------------------------------------------------------- writing
@@ -264,14 +330,25 @@ class Image:
         return data
 
     def to_hdu(self) -> fits.PrimaryHDU:
-        """A FITS primary HDU (computing dask data)."""
-        return fits.PrimaryHDU(self.to_numpy(), self.header)
+        """A FITS primary HDU (computing dask data), its BUNIT and beam those of the image."""
+        header = self.header.copy()
+        if self.unit is not None:
+            try:
+                same = parse_unit(header.get("BUNIT")) == self.unit
+            except VanotebookInputError:
+                same = False
+            if not same:  # keep the header's own spelling when it says the same
+                header["BUNIT"] = fits_string(self.unit)
+        if self.beam is not None and Beam.from_header(header) != self.beam:
+            for key, card in self.beam.header_cards().items():
+                header[key] = card
+        return fits.PrimaryHDU(self.to_numpy(), header)
 
 
 def _header_from(wcs: WCS, unit=None, beam: Beam | None = None) -> fits.Header:
     header = wcs.to_header()
     if unit is not None:
-        header["BUNIT"] = unit.to_string("fits") if hasattr(unit, "to_string") else str(unit)
+        header["BUNIT"] = fits_string(unit) if hasattr(unit, "to_string") else str(unit)
     if beam is not None:
         for key, card in beam.header_cards().items():
             header[key] = card
@@ -302,7 +379,8 @@ def _from_header(data, header: fits.Header, *, wcs: WCS | None = None, unit=None
     return Image(data, wcs, header, unit, beam)
 
 
-def parse_image(image: Any, *, hdu: int | str | None = None, argument: str = "image") -> Image:
+def parse_image(image: Any, *, hdu: int | str | None = None, unit: Any = None,
+                beam: Beam | None = None, argument: str = "image") -> Image:
     """Turn any accepted form of an image into an `Image`.
 
     Parameters
@@ -313,6 +391,12 @@ def parse_image(image: Any, *, hdu: int | str | None = None, argument: str = "im
         in ``attrs["header"]``, or an `Image`.
     hdu : int or str, optional
         Which HDU of a path or HDUList; by default the first with image data.
+    unit : str or astropy unit, optional
+        The pixel unit, overriding ``BUNIT`` (for headers whose ``BUNIT``
+        astropy cannot read, such as ``mag E(B-V)``, or that is wrong).
+    beam : Beam, optional
+        The beam, overriding ``BMAJ``/``BMIN``/``BPA``, AIPS ``HISTORY`` cards
+        and a CASA ``BEAMS`` table.
     argument : str
         Name used in error messages.
 
@@ -325,8 +409,15 @@ def parse_image(image: Any, *, hdu: int | str | None = None, argument: str = "im
     VanotebookInputError
         Naming the accepted forms when ``image`` is none of them.
     """
+    if unit is not None:
+        unit = parse_unit(unit, "unit")
+    if beam is not None and not isinstance(beam, Beam):
+        raise VanotebookInputError("beam", "a vanotebook.units.Beam", beam)
     if isinstance(image, Image):
-        return image
+        if unit is None and beam is None:
+            return image
+        return Image(image.data, image.wcs, image.header, unit or image.unit,
+                     beam or image.beam)
     if isinstance(image, str | os.PathLike):
         path = Path(image)
         if not path.is_file():
@@ -334,7 +425,7 @@ def parse_image(image: Any, *, hdu: int | str | None = None, argument: str = "im
                                        str(path))
         try:
             with fits.open(path, memmap=False) as hdul:
-                return parse_image(hdul, hdu=hdu, argument=argument)
+                return parse_image(hdul, hdu=hdu, unit=unit, beam=beam, argument=argument)
         except OSError as exc:
             raise VanotebookInputError(argument, "a readable FITS file", str(path)) from exc
     if isinstance(image, fits.HDUList):
@@ -347,15 +438,18 @@ def parse_image(image: Any, *, hdu: int | str | None = None, argument: str = "im
             chosen = image[hdu]
         except (KeyError, IndexError) as exc:
             raise VanotebookInputError("hdu", f"an HDU of the {len(image)} present", hdu) from exc
-        return parse_image(chosen, argument=argument)
+        if beam is None and Beam.from_header(chosen.header) is None:
+            beam = casa_beam(image, argument=argument)
+        return parse_image(chosen, unit=unit, beam=beam, argument=argument)
     if isinstance(image, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-        return _from_header(image.data, image.header, argument=argument)
+        return _from_header(image.data, image.header, unit=unit, beam=beam, argument=argument)
     if isinstance(image, tuple) and len(image) == 2:
         data, meta = image
         if isinstance(meta, WCS):
-            return _from_header(data, _header_from(meta), wcs=meta, argument=argument)
+            return _from_header(data, _header_from(meta), wcs=meta, unit=unit, beam=beam,
+                                argument=argument)
         if isinstance(meta, fits.Header):
-            return _from_header(data, meta, argument=argument)
+            return _from_header(data, meta, unit=unit, beam=beam, argument=argument)
         raise VanotebookInputError(argument, f"(array, WCS) or (array, Header) ({IMAGE_FORMS})",
                                    f"(array, {type(meta).__name__})")
     from astropy.nddata import NDData
@@ -364,8 +458,8 @@ def parse_image(image: Any, *, hdu: int | str | None = None, argument: str = "im
         if image.wcs is None:
             raise VanotebookInputError(argument, "NDData with a wcs", image)
         wcs = image.wcs if isinstance(image.wcs, WCS) else WCS(image.meta.get("header"))
-        unit = image.unit
-        beam = image.meta.get("beam")
+        unit = unit or image.unit
+        beam = beam or image.meta.get("beam")
         header = fits.Header(image.meta.get("header")) if "header" in image.meta else None
         header = header or _header_from(wcs, unit, beam)
         return _from_header(np.asarray(image.data), header, wcs=wcs, unit=unit, beam=beam,
@@ -377,12 +471,48 @@ def parse_image(image: Any, *, hdu: int | str | None = None, argument: str = "im
         if not isinstance(header, fits.Header):
             header = fits.Header.fromstring(header) if isinstance(header, str) else \
                 fits.Header(header)
-        return _from_header(image.data, header, argument=argument)
+        return _from_header(image.data, header, unit=unit, beam=beam, argument=argument)
     raise VanotebookInputError(argument, IMAGE_FORMS, image)
 
 
+def casa_beam(hdul: fits.HDUList, *, argument: str = "image") -> Beam | None:
+    """The beam of a CASA ``BEAMS`` table (one per channel and Stokes), or None.
+
+    One beam for every plane is returned as a `Beam`; planes with different
+    beams are refused (convolve them to a common beam first, e.g. with
+    spectral-cube's ``convolve_to``), never averaged quietly.
+    """
+    if "BEAMS" not in hdul:
+        return None
+    table = hdul["BEAMS"]
+    names = [n.upper() for n in table.columns.names]
+    if not {"BMAJ", "BMIN", "BPA"} <= set(names) or table.data is None or not len(table.data):
+        raise VanotebookInputError(argument, "a BEAMS table with BMAJ, BMIN and BPA rows",
+                                   f"columns {names}")
+    values = {}
+    for key in ("BMAJ", "BMIN", "BPA"):
+        col = table.columns[names.index(key)]
+        unit = parse_unit(col.unit or ("arcsec" if key != "BPA" else "deg"), f"BEAMS {key}")
+        values[key] = (np.asarray(table.data[col.name], float) * unit).to(u.deg)
+    distinct = {(round(a.value, 12), round(b.value, 12), round(c.value, 9))
+                for a, b, c in zip(values["BMAJ"], values["BMIN"], values["BPA"], strict=True)}
+    if len(distinct) > 1:
+        raise VanotebookInputError(
+            argument, "one beam for every plane (convolve to a common beam first)",
+            f"{len(distinct)} different beams in its BEAMS table")
+    bmaj, bmin, bpa = (values[k][0] for k in ("BMAJ", "BMIN", "BPA"))
+    header = fits.Header({"BMAJ": bmaj.value, "BMIN": bmin.value, "BPA": bpa.value})
+    return Beam.from_header(header)
+
+
 def parse_images(images: Any, *, argument: str = "images") -> list[Image]:
-    """Parse a list of images, or a glob pattern / folder of FITS files, into `Image` objects."""
+    """Parse a list of images, or a glob pattern / folder of FITS files, into `Image` objects.
+
+    An `~astropy.io.fits.HDUList` is one image (its first image HDU), as a
+    FITS path is, not a list of HDUs.
+    """
+    if isinstance(images, fits.HDUList):
+        return [parse_image(images, argument=argument)]
     if isinstance(images, str | os.PathLike):
         text = str(images)
         if Path(text).is_dir():
@@ -479,22 +609,7 @@ def parse_catalogue(catalogue: Any, *, ra: str = "ra", dec: str = "dec",
     if not isinstance(catalogue, Table):
         raise VanotebookInputError(argument, CATALOGUE_FORMS, catalogue)
     _check_columns(catalogue.colnames, ra, dec, argument)
-    for name, low, high in ((ra, -360.0, 360.0), (dec, -90.0, 90.0)):
-        catalogue[name] = col = masked_as_nan(catalogue[name])  # blank cells are missing
-        unit = getattr(col, "unit", None)
-        if unit is not None and unit != u.deg:
-            try:
-                catalogue[name] = col.quantity.to(u.deg)
-            except u.UnitConversionError as exc:
-                raise VanotebookInputError(name, "an angle column", f"unit {unit}") from exc
-        values = np.asarray(catalogue[name], dtype=float)
-        finite = values[np.isfinite(values)]
-        if finite.size and (finite.min() < low or finite.max() > high):
-            raise VanotebookInputError(
-                name, f"degrees within [{low}, {high}]",
-                f"values from {finite.min():g} to {finite.max():g}"
-            )
-    return catalogue
+    return coordinates_in_degrees(catalogue, ra, dec)
 
 
 def _check_columns(columns: Sequence[str], ra: str, dec: str, argument: str) -> None:

@@ -9,6 +9,7 @@ pixel's), which is part of an image's metadata; `Beam` carries it and
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import astropy.units as u
@@ -53,10 +54,29 @@ class Beam:
 
     @classmethod
     def from_header(cls, header) -> Beam | None:
-        """The beam in ``BMAJ``/``BMIN``/``BPA`` (degrees), or None when absent."""
-        if "BMAJ" not in header or "BMIN" not in header:
-            return None
-        return cls(header["BMAJ"] * u.deg, header["BMIN"] * u.deg, header.get("BPA", 0.0) * u.deg)
+        """The beam of a FITS header (degrees), or None when it has none.
+
+        Reads ``BMAJ``/``BMIN``/``BPA``, else the last AIPS ``HISTORY`` card
+        that records the CLEAN beam (``AIPS CLEAN BMAJ= ... BMIN= ... BPA=``).
+        ``BMAJ = BMIN = 0`` is AIPS's "no beam" and counts as absent; any
+        other non-positive or non-numeric value is refused.
+        """
+        bmaj, bmin = header.get("BMAJ"), header.get("BMIN")
+        if bmaj is not None and bmin is not None:
+            try:
+                bmaj, bmin, bpa = float(bmaj), float(bmin), float(header.get("BPA", 0.0))
+            except (TypeError, ValueError) as exc:
+                raise VanotebookInputError("BMAJ/BMIN/BPA", "numbers (degrees)",
+                                           (bmaj, bmin, header.get("BPA"))) from exc
+            if bmaj == 0 and bmin == 0:
+                return _history_beam(header)
+            if not (bmin > 0 and bmaj > 0 and math.isfinite(bmaj) and math.isfinite(bmin)):
+                raise VanotebookInputError("BMAJ/BMIN", "positive beam FWHMs in degrees",
+                                           f"BMAJ={bmaj}, BMIN={bmin}")
+            if bmin > bmaj:  # some writers swap them; the beam is the same ellipse
+                bmaj, bmin, bpa = bmin, bmaj, bpa + 90.0
+            return cls(bmaj * u.deg, bmin * u.deg, (bpa % 180.0) * u.deg)
+        return _history_beam(header)
 
     def header_cards(self) -> dict[str, tuple[float, str]]:
         """``BMAJ``/``BMIN``/``BPA`` cards, in degrees."""
@@ -114,6 +134,27 @@ UNIT_ALIASES: dict[str, str] = {
     "ADU": "adu", "ADU/S": "adu/s", "KELVIN": "K", "K (TB)": "K", "DN/SEC": "DN/s",
     "DATA NUMBER": "DN",
 }
+
+
+_NUMBER = r"([-+]?\d*\.?\d+(?:[EeDd][-+]?\d+)?)"
+_AIPS_BEAM = re.compile(rf"BMAJ\s*=\s*{_NUMBER}\s+BMIN\s*=\s*{_NUMBER}\s+BPA\s*=\s*{_NUMBER}")
+
+
+def _history_beam(header) -> Beam | None:
+    """The CLEAN beam AIPS writes in HISTORY cards (the last one), or None."""
+    found = None
+    for card in header.get("HISTORY", []) if "HISTORY" in header else []:
+        match = _AIPS_BEAM.search(str(card))
+        if match:
+            found = match
+    if found is None:
+        return None
+    bmaj, bmin, bpa = (float(g.replace("D", "E").replace("d", "e")) for g in found.groups())
+    if bmaj <= 0 or bmin <= 0:
+        return None
+    if bmin > bmaj:
+        bmaj, bmin, bpa = bmin, bmaj, bpa + 90.0
+    return Beam(bmaj * u.deg, bmin * u.deg, (bpa % 180.0) * u.deg)
 
 
 def parse_unit(unit: str | u.UnitBase | None, argument: str = "unit") -> u.UnitBase | None:

@@ -184,7 +184,7 @@ def test_bad_catalogue_inputs_are_named(tmp_path, table):
     with pytest.raises(VanotebookInputError, match=r"^dec: expected a column"):
         arc.add_catalogue("x", Table({"alpha": [1.0], "delta": [2.0]}), ra="alpha")
     bad = Table({"ra": [1.0, 2.0], "dec": [10.0, 91.0]})
-    with pytest.raises(VanotebookInputError, match=r"^dec: expected declinations within"):
+    with pytest.raises(VanotebookInputError, match=r"^dec: expected degrees within"):
         arc.add_catalogue("x", bad)
     with pytest.raises(VanotebookInputError, match=r"^name: expected"):
         arc.add_catalogue("images", table)

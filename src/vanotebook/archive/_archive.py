@@ -30,6 +30,7 @@ import numpy as np
 
 from .._errors import VanotebookInputError, check_positive
 from ..provenance import Provenance, sha256_file
+from ..units import fits_string, parse_unit
 from . import _index
 from ._catalogue import Catalogue, write_catalogue
 from ._images import image_record, load_images
@@ -170,7 +171,8 @@ class Archive:
 
     # ------------------------------------------------------------------ images
     def add_images(self, images: Any, *, survey: str | None = None, band: str | None = None,
-                   source: dict | None = None, progress: Callable[[str], None] | None = None):
+                   unit: Any = None, source: dict | None = None,
+                   progress: Callable[[str], None] | None = None):
         """Index images: FITS paths, globs, folders, or anything `vanotebook.io` parses.
 
         Files on disk are referenced where they are (by path and sha256); images
@@ -186,6 +188,11 @@ class Archive:
             of any of these.
         survey, band : str, optional
             Override the header's ``SURVEY``/``TELESCOP`` and ``FILTER``/``BAND``.
+        unit : str or astropy unit, optional
+            The pixel unit of every image, overriding ``BUNIT`` (for units
+            astropy cannot read, e.g. ``mag E(B-V)`` given as ``"mag"``).
+            Images referenced on disk keep their file; the archive records
+            the unit and images it stores carry it as ``BUNIT``.
         source : dict, optional
             Where the images came from (e.g. a VO service and its query), kept
             in the ingestion's provenance.
@@ -207,7 +214,7 @@ class Archive:
         from astropy.table import Table
 
         say = progress or (lambda _m: None)
-        loaded = load_images(images)
+        loaded = load_images(images, unit=unit)
         (self.path / "images").mkdir(exist_ok=True)
         with write_lock(self.path):
             known = {(r[0], r[1]) for r in connect_rows(self.path,
@@ -252,7 +259,9 @@ class Archive:
                 ingest_id = uuid.uuid4().hex[:16]
                 inputs = [{"path": r.values["path"], "sha256": r.values["sha256"]}
                           for r in records]
-                params = {"survey": survey, "band": band, **({"source": source} if source else {})}
+                params = {"survey": survey, "band": band,
+                          **({"unit": fits_string(parse_unit(unit))} if unit is not None else {}),
+                          **({"source": source} if source else {})}
                 prov = self._provenance("vanotebook.archive.add_images", params, inputs, [])
                 moved = []
                 try:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._errors import VanotebookInputError
 from ..healpix import MAX_ORDER, order_from_counts, partition_path
-from ..io import masked_as_nan, native_byteorder
+from ..io import coordinates_in_degrees, native_byteorder
 from ._regions import Region, parse_region
 
 __all__ = ["HEALPIX_COLUMN", "Catalogue", "write_catalogue"]
@@ -164,19 +164,10 @@ class _Source:
 
             table = Table(data)  # QTable -> Table with units on the columns
             self.columns = list(table.colnames)
+            if ra in table.colnames and dec in table.colnames:
+                # blank cells: NaN, counted and refused below; text: sexagesimal
+                coordinates_in_degrees(table, ra, dec)
             self.units = _units_of(table)
-            for name in (ra, dec):
-                if name in table.colnames:  # blank cells: NaN, counted and refused below
-                    table[name] = masked_as_nan(table[name])
-                if name in self.units:
-                    import astropy.units as u
-
-                    try:
-                        table[name] = table[name].quantity.to(u.deg)
-                    except u.UnitConversionError as exc:
-                        raise VanotebookInputError(name, "an angle column",
-                                                   f"unit {self.units[name]}") from exc
-                    self.units[name] = "deg"
             self.single = _arrow_from_table(table)
             return
         if isinstance(data, pa.Table):
@@ -275,6 +266,8 @@ def write_catalogue(data: Any, folder: Path, *, name: str, ra: str, dec: str,
         if col not in src.columns:
             shown = ", ".join(map(str, src.columns[:20]))
             raise VanotebookInputError(arg, f"a column of the catalogue (columns: {shown})", col)
+    if src.single is not None and src.single.num_rows == 0:
+        raise VanotebookInputError("data", "a catalogue with at least one row", "0 rows")
     src_cols_drop = [HEALPIX_COLUMN] if HEALPIX_COLUMN in src.columns else []
     units = {k: v for k, v in src.units.items() if k != HEALPIX_COLUMN}
     units_meta = {UNITS_KEY: json.dumps(units).encode()}

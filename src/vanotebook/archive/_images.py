@@ -157,13 +157,23 @@ def image_record(image: Image, *, path: str, sha256: str, hdu: int, stored: bool
     return ImageRecord(values, cells)
 
 
+#: Extension names of planes that accompany an image rather than being one: mosaic
+#: weight and coverage maps, HST drizzle weight/context, error and mask planes.
+ANCILLARY_HDUS = frozenset({"WEIGHT", "WEIGHTS", "COVERAGE", "WHT", "CTX", "CON", "ERR",
+                            "ERROR", "SIGMA", "RMS", "NOISE", "VAR", "VARIANCE", "MASK",
+                            "FLAGS", "DQ", "EXPOSURE", "EXPMAP"})
+
+
 def _expand(images: Any) -> list[Any]:
     """Paths, globs, folders and image objects, flattened into a list."""
     import glob
 
+    from astropy.io import fits
+
     pair = isinstance(images, tuple) and len(images) == 2 and (
         type(images[1]).__name__ in ("WCS", "Header"))
-    items = list(images) if isinstance(images, list | tuple) and not pair else [images]
+    many = isinstance(images, list | tuple) and not pair and not isinstance(images, fits.HDUList)
+    items = list(images) if many else [images]
     out: list[Any] = []
     for item in items:
         if isinstance(item, str | os.PathLike):
@@ -185,8 +195,39 @@ def _expand(images: Any) -> list[Any]:
     return out
 
 
-def load_images(images: Any) -> list[tuple[Path | None, int, Image, str]]:
-    """Parse every input: ``(path or None, hdu, Image, argument name)`` for each image HDU."""
+def _sky_hdus(hdul, argument: str, where: Any, unit: Any) -> list[tuple[int, Image]]:
+    """The images of a FITS file: its HDUs with 2+ axes and a celestial WCS.
+
+    Ancillary planes (`ANCILLARY_HDUS`: weight, coverage, error, mask) and
+    HDUs without celestial axes (spectra, tables stored as images) are
+    passed over; a file with no sky image at all is refused.
+    """
+    from astropy.wcs import WCS
+
+    hdul.verify("silentfix")
+    found = []
+    for k, h in enumerate(hdul):
+        if not h.is_image or h.header.get("NAXIS", 0) < 2 or h.data is None:
+            continue
+        if str(h.header.get("EXTNAME", "")).strip().upper() in ANCILLARY_HDUS:
+            continue
+        try:
+            celestial = WCS(h.header, hdul).has_celestial
+        except Exception:  # an unreadable WCS is no sky image
+            celestial = False
+        if celestial:
+            found.append((k, parse_image(hdul, hdu=k, unit=unit, argument=argument)))
+    if not found:
+        raise VanotebookInputError(argument, "a FITS file with an image HDU with celestial WCS",
+                                   str(where))
+    return found
+
+
+def load_images(images: Any, *, unit: Any = None) -> list[tuple[Path | None, int, Image, str]]:
+    """Parse every input: ``(path or None, hdu, Image, argument name)`` for each sky image.
+
+    ``unit`` overrides every image's ``BUNIT``.
+    """
     from astropy.io import fits
 
     out = []
@@ -197,17 +238,12 @@ def load_images(images: Any) -> list[tuple[Path | None, int, Image, str]]:
                 raise VanotebookInputError(argument, "an existing FITS file", str(item))
             try:
                 with fits.open(item, memmap=False) as hdul:
-                    hdul.verify("silentfix")
-                    hdus = [k for k, h in enumerate(hdul)
-                            if h.is_image and h.header.get("NAXIS", 0) >= 2]
-                    if not hdus:
-                        raise VanotebookInputError(argument, "a FITS file with an image HDU",
-                                                   str(item))
-                    for k in hdus:
-                        out.append((item, k, parse_image(hdul[k], argument=argument),
-                                    argument))
+                    out.extend((item, k, im, argument)
+                               for k, im in _sky_hdus(hdul, argument, item, unit))
             except OSError as exc:
                 raise VanotebookInputError(argument, "a FITS file", str(item)) from exc
+        elif isinstance(item, fits.HDUList):
+            out.extend((None, 0, im, argument) for _k, im in _sky_hdus(item, argument, item, unit))
         else:
-            out.append((None, 0, parse_image(item, argument=argument), argument))
+            out.append((None, 0, parse_image(item, unit=unit, argument=argument), argument))
     return out
