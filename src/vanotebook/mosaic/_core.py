@@ -208,8 +208,10 @@ def mosaic(
         reproject's ``find_optimal_celestial_wcs``), or a given one (a WCS needs ``shape``).
     shape : (ny, nx), optional
         Output shape when ``wcs`` is a WCS without ``pixel_shape``.
-    frame : {"icrs", "fk5", "galactic"}, optional
-        Frame of the optimal grid (default: the first image's).
+    frame : {"icrs", "fk5", "fk4", "galactic"}, optional
+        Frame of the optimal grid (default: the first image's); FK5 is at equinox
+        J2000 and FK4 at B1950. Inputs in other frames or equinoxes are transformed
+        through astropy's frames.
     combine : {"mean", "median", "sum", "first", "last", "count"}
         How overlapping pixels combine; ``mean`` and ``sum`` use the weights.
     weights : list of numbers or arrays, optional

@@ -25,8 +25,22 @@ from ._kernels import LazySource, pixel_to_pixel, pixel_to_world
 
 __all__ = ["FRAMES", "FitsSource", "Grid", "footprint_bbox", "optimal_grid", "resolve_grid"]
 
-FRAMES = ("icrs", "fk5", "galactic")
-_CTYPES = {"icrs": ("RA--", "DEC-"), "fk5": ("RA--", "DEC-"), "galactic": ("GLON", "GLAT")}
+FRAMES = ("icrs", "fk5", "fk4", "galactic")
+_CTYPES = {"icrs": ("RA--", "DEC-"), "fk5": ("RA--", "DEC-"), "fk4": ("RA--", "DEC-"),
+           "galactic": ("GLON", "GLAT")}
+
+
+def frame_object(name: str):
+    """The astropy frame of an output grid: FK5 at J2000, FK4 at B1950.
+
+    An explicit frame, never a name: ``SkyCoord.transform_to("fk5")`` keeps the
+    source's equinox (B1950 coordinates would come out as "FK5 equinox 1950",
+    and be labelled J2000 on the grid).
+    """
+    from astropy.coordinates import FK4, FK5, ICRS, Galactic
+
+    return {"icrs": ICRS(), "fk5": FK5(equinox="J2000"), "fk4": FK4(equinox="B1950"),
+            "galactic": Galactic()}[name]
 
 
 class FitsSource(LazySource):
@@ -107,8 +121,10 @@ def optimal_grid(images: Sequence[Image], *, frame: str | None = None,
     Parameters
     ----------
     images : list of Image
-    frame : {"icrs", "fk5", "galactic"}, optional
-        Frame of the output; by default the first image's.
+    frame : {"icrs", "fk5", "fk4", "galactic"}, optional
+        Frame of the output (FK5 at equinox J2000, FK4 at B1950); by default the
+        first image's. Inputs in any frame astropy knows (FK4/FK5 at any equinox...)
+        are transformed to it.
     projection : str
         FITS projection code.
     pixel_scale : float, optional
@@ -121,7 +137,7 @@ def optimal_grid(images: Sequence[Image], *, frame: str | None = None,
         xs, ys = _edge_points(im.shape)
         lon, lat = pixel_to_world(im.celestial, xs, ys)
         c = SkyCoord(lon, lat, unit="deg", frame=wcs_to_celestial_frame(im.celestial))
-        c = c.transform_to(frame)
+        c = c.transform_to(frame_object(frame))
         lons.append(c.spherical.lon.deg)
         lats.append(c.spherical.lat.deg)
     lon = np.concatenate(lons)
@@ -146,6 +162,9 @@ def optimal_grid(images: Sequence[Image], *, frame: str | None = None,
     elif frame == "fk5":
         w.wcs.radesys = "FK5"
         w.wcs.equinox = 2000.0
+    elif frame == "fk4":
+        w.wcs.radesys = "FK4"
+        w.wcs.equinox = 1950.0
     x, y = w.wcs_world2pix(lon, lat, 0)
     xmin, xmax = np.nanmin(x), np.nanmax(x)
     ymin, ymax = np.nanmin(y), np.nanmax(y)
