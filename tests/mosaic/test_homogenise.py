@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import astropy.units as u
 import numpy as np
 import pytest
@@ -31,6 +33,58 @@ def _isolated_points(sky, radius_arcsec=90.0):
     for k in SURVEYS:
         ok &= np.asarray(sky.observe(k).truth["n_tiles"]) > 0
     return np.flatnonzero(ok)
+
+
+def _fit_beam(stamp: np.ndarray, pixel_arcsec: float) -> tuple[float, float, float]:
+    """``(major, minor, amplitude)`` of a 2-D Gaussian plus constant fitted to ``stamp``
+    (FWHM in arcsec; any position angle)."""
+    from scipy.optimize import curve_fit
+
+    n = stamp.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n]
+
+    def model(xy, a, x0, y0, sxx, syy, sxy, b):
+        dx, dy = xy[0] - x0, xy[1] - y0
+        q = (syy * dx * dx - 2 * sxy * dx * dy + sxx * dy * dy) / (sxx * syy - sxy**2)
+        return a * np.exp(-0.5 * q) + b
+
+    p0 = [float(stamp.max()), n // 2, n // 2, 4.0, 4.0, 0.0, 0.0]
+    p, _ = curve_fit(model, (xx.ravel(), yy.ravel()), stamp.ravel(), p0=p0, maxfev=20000)
+    small, big = np.linalg.eigvalsh([[p[3], p[5]], [p[5], p[4]]])
+    fwhm = 2 * math.sqrt(2 * math.log(2)) * pixel_arcsec
+    return fwhm * math.sqrt(big), fwhm * math.sqrt(small), float(p[0])
+
+
+def _effective_fwhm(sky, survey: str, target_arcsec: float) -> float:
+    """The common beam as the output holds it: bilinear regridding from the survey's pixel
+    ``p`` adds a variance of p^2/6 per axis (a triangle kernel of half-width p)."""
+    p = abs(sky.images(survey)[0][0].header["CDELT1"]) * 3600
+    return math.sqrt(target_arcsec**2 + 8 * math.log(2) * p * p / 6)
+
+
+def _measured_beams(sky, homog, n: int = 8):
+    """Per survey, the fitted ``(major, minor, amplitude, true flux)`` of the ``n`` brightest
+    isolated point sources."""
+    header = fits.Header.fromstring(homog.attrs["header"])
+    w = WCS(header).celestial
+    pixel = abs(w.wcs.cdelt[1]) * 3600
+    rows = _isolated_points(sky)
+    src = sky.model.sources
+    x, y = w.world_to_pixel_values(src["ra"][rows], src["dec"][rows])
+    out = {}
+    for k in SURVEYS:
+        img = homog[k].values
+        truth = np.asarray(sky.observe(k).truth["flux"])[rows]
+        fits_ = []
+        for i in np.argsort(truth)[::-1]:
+            ix, iy = round(float(x[i])), round(float(y[i]))
+            stamp = img[iy - 10:iy + 11, ix - 10:ix + 11]
+            if stamp.shape == (21, 21) and np.isfinite(stamp).all():
+                fits_.append((*_fit_beam(stamp, pixel), truth[i]))
+            if len(fits_) == n:
+                break
+        out[k] = np.array(fits_)
+    return out, pixel
 
 
 def test_aperture_fluxes_match_truth(sky, homog):
@@ -65,11 +119,28 @@ def test_aperture_fluxes_match_truth(sky, homog):
         np.testing.assert_allclose(ratios[order[:3]], 0.998, atol=0.06, err_msg=k)
         checked += 1
     assert checked == 3
+    # the peaks too: in Jy/pix a point source peaks at flux * pixel area / (2 pi sigma^2) of
+    # the common beam (as the output holds it), so a survey left at its own, smaller beam
+    # (radio 15" x 10", ir24 6") would peak up to 9 times too high
+    beams, pixel = _measured_beams(sky, homog)
+    for k, fitted in beams.items():
+        sigma = _effective_fwhm(sky, k, 18.0) / (2 * math.sqrt(2 * math.log(2))) / pixel
+        peak_flux = fitted[:, 2] * 2 * math.pi * sigma**2
+        assert np.median(peak_flux / fitted[:, 3]) == pytest.approx(1.0, abs=0.05), k
 
 
-def test_common_beam_and_unit(homog):
+def test_common_beam_and_unit(sky, homog):
     header = fits.Header.fromstring(homog.attrs["header"])
     assert header["BMAJ"] * 3600 == pytest.approx(18.0)
+    # the beam measured on the bright isolated point sources of every survey is the common
+    # one: round, 18" (broadened by the bilinear regridding as computed), whatever the
+    # survey's own beam was (radio 15" x 10" at PA 30, ir24 6", fir250 18")
+    beams, _ = _measured_beams(sky, homog)
+    for k, fitted in beams.items():
+        expected = _effective_fwhm(sky, k, 18.0)
+        assert len(fitted) == 8, k
+        assert np.median(fitted[:, 0]) == pytest.approx(expected, rel=0.04), k
+        assert np.median(fitted[:, 1]) == pytest.approx(expected, rel=0.04), k
     assert u.Unit(homog.attrs["unit"]) == u.Jy / u.pix
     assert homog.attrs["kernels"]["fir250"] is None
     assert set(homog.data_vars) == set(SURVEYS)
