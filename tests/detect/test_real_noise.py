@@ -80,3 +80,77 @@ def test_nan_border_makes_no_extended_sources(noise_fwhm):
             valid += int(finite.sum())
         dens[border] = counts / valid
     assert 0.6 < dens[True] / dens[False] < 1.6, dens
+
+
+def _car_cutout(dec_c, shape=(240, 480), pix_arcsec=20.0):
+    """A cutout of an all-sky CAR grid: its reference pixel stays on the equator."""
+    ny, nx = shape
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---CAR", "DEC--CAR"]
+    w.wcs.crval = [180.0, 0.0]
+    w.wcs.cdelt = [-pix_arcsec / 3600, pix_arcsec / 3600]
+    w.wcs.crpix = [nx / 2 + 0.5, ny / 2 + 0.5 - dec_c / (pix_arcsec / 3600)]
+    return w
+
+
+def _render_sky(w, shape, sources):
+    """Gaussians defined on the sky (``ra, dec, peak, major', minor', pa``) sampled on
+    the pixels of ``w`` through their true sky offsets (east, north)."""
+    import astropy.units as u
+
+    from vanotebook.units import Beam
+
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    lon, lat = w.pixel_to_world_values(xx, yy)
+    img = np.zeros(shape)
+    for ra, dec, amp, maj, mnr, pa in sources:
+        ci = np.linalg.inv(Beam(maj * u.arcmin, mnr * u.arcmin, pa * u.deg).covariance())
+        e = ((lon - ra + 180) % 360 - 180) * np.cos(np.radians(lat))
+        n = lat - dec
+        img += amp * np.exp(-0.5 * (ci[0, 0] * e * e + 2 * ci[0, 1] * e * n
+                                    + ci[1, 1] * n * n))
+    return img
+
+
+@pytest.mark.parametrize("dec_c", [0.0, 40.0, 60.0])
+def test_sizes_pa_and_fluxes_on_a_car_map(dec_c):
+    """On a cutout of an all-sky CAR map (pixels 1/cos(dec) too wide in RA away from the
+    equator) sizes, PAs and fluxes follow the pixel at each source: a round 3' source at
+    Dec 60 was 6' x 3' with twice its flux, measured with the reference pixel's scale."""
+    import astropy.units as u
+    from astropy.io import fits
+
+    from vanotebook.units import Beam
+
+    shape = (240, 480)
+    w = _car_cutout(dec_c, shape)
+    beam = Beam.circular(1.0 * u.arcmin)
+    layout = [(-160, -70, 3, 3, 0), (0, 0, 4, 2, 30), (150, 60, 4, 2, 120),
+              (-150, 70, 1, 1, 0), (160, -60, 3, 1.5, 75)]
+    sources = []
+    for dx, dy, maj, mnr, pa in layout:
+        ra, dec = w.pixel_to_world_values(shape[1] / 2 + dx, shape[0] / 2 + dy)
+        sources.append((float(ra), float(dec), 40.0, maj, mnr, pa))
+    rng = np.random.default_rng(int(dec_c))
+    img = _render_sky(w, shape, sources) + rng.normal(0, 1, shape)
+    header = w.to_header()
+    header["BUNIT"] = "Jy/beam"
+    header.update({k: v[0] for k, v in beam.header_cards().items()})
+    cat = detect(fits.PrimaryHDU(img.astype(np.float32), header), classify=False,
+                 extended=False).catalogue
+    assert len(cat) == len(sources)
+    for ra, dec, amp, maj, mnr, pa in sources:
+        d = np.hypot((cat["ra"].value - ra) * np.cos(np.radians(dec)),
+                     cat["dec"].value - dec) * 3600
+        row = cat[int(np.argmin(d))]
+        assert d.min() < 5.0
+        assert abs(row["major"].to_value(u.arcmin) / maj - 1) < 0.04, (maj, row["major"])
+        assert abs(row["minor"].to_value(u.arcmin) / mnr - 1) < 0.04, (mnr, row["minor"])
+        if maj > 1.2 * mnr:
+            assert abs(((row["pa"].value - pa + 90) % 180) - 90) < 3.0, (pa, row["pa"])
+        flux = amp * maj * mnr  # Jy: peak (Jy/beam) x source area / beam area
+        assert abs(row["flux"].to_value(u.Jy) / flux - 1) < 0.04, (flux, row["flux"])
+        if maj > 1.0:  # deconvolved from the 1' beam
+            assert abs(row["major_deconv"].to_value(u.arcmin) / np.sqrt(maj**2 - 1) - 1) < 0.05
+        else:  # a beam-sized source is a point source wherever it is
+            assert row["cls"] == "point"

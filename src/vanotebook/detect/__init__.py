@@ -294,7 +294,15 @@ def detect(
         if len(cat):
             p = comps["params"]
             det = p[:, 3] * p[:, 5] - p[:, 4] ** 2
-            size = (1.0 / np.sqrt(det)) / psf_sigma**2  # area ratio to the PSF
+            psf_area = np.full(len(cat), psf_sigma**2)
+            if beam is not None and wcs is not None and psf_fwhm is None:
+                # the beam's area in pixels where each source is (non-conformal maps)
+                from ._catalogue import local_jacobian
+
+                jac = local_jacobian(wcs.celestial, p[:, 1], p[:, 2])
+                psf_area = (np.sqrt(np.linalg.det(beam.covariance()))
+                            / np.abs(np.linalg.det(jac)))
+            size = (1.0 / np.sqrt(det)) / psf_area  # area ratio to the PSF
             size_err = np.hypot(cat["major_err"].value / np.maximum(cat["major"].value, 1e-30),
                                 cat["minor_err"].value / np.maximum(cat["minor"].value, 1e-30))
             resolved = (size - 1) > np.maximum(3 * size_err, 0.2)
@@ -317,7 +325,16 @@ def detect(
                 ix = np.clip(np.round(cat["x"].value).astype(int), 0, seg.shape[1] - 1)
                 cat["extended_id"] = seg[iy, ix].astype(np.int64) - 1
         parea = pixel_area.to_value(u.arcsec**2) if pixel_area is not None else None
-        ext = extended_table(ext_regions, wcs=wcs, factor=factor, funit=funit,
+        efactor = factor
+        if wcs is not None and ext_regions:  # each region's own pixel solid angle
+            from ._catalogue import local_flux_factor, local_jacobian
+
+            jac = local_jacobian(wcs.celestial, [r["x"] for r in ext_regions],
+                                 [r["y"] for r in ext_regions])
+            local = (np.abs(np.linalg.det(jac)) * u.deg**2).to(u.sr)
+            efactor = local_flux_factor(unit, beam, pixel_area, local.value)
+            parea = local.to_value(u.arcsec**2)
+        ext = extended_table(ext_regions, wcs=wcs, factor=efactor, funit=funit,
                              pixel_area_arcsec2=parea, catalogue=cat)
         cat.meta["unit"] = str(unit) if unit is not None else None
     record_dict = prov.to_dict()

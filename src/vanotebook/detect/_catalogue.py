@@ -10,14 +10,15 @@ from astropy.table import QTable
 
 from ..units import FWHM_TO_SIGMA, Beam, convert_brightness
 
-__all__ = ["CLASSES", "compact_table", "empty_compact", "empty_extended", "regions_for",
-           "shape_from_cov", "sky_geometry"]
+__all__ = ["CLASSES", "compact_table", "empty_compact", "empty_extended", "local_flux_factor",
+           "local_jacobian", "regions_for", "shape_from_cov", "sky_geometry"]
 
 CLASSES = ("point", "compact", "extended")
 
 
 def sky_geometry(wcs, shape):
-    """(M, celestial) where M (2x2) maps pixel offsets to (east, north) degrees.
+    """(M, celestial) where M (2x2) maps pixel offsets to (east, north) degrees at the
+    reference pixel (see `local_jacobian` for the matrix at each source).
 
     Without a WCS, M maps pixels to "pixel-east" = -x and north = +y (arbitrary unit).
     """
@@ -25,6 +26,40 @@ def sky_geometry(wcs, shape):
         return np.array([[-1.0, 0.0], [0.0, 1.0]]), None
     cel = wcs.celestial
     return np.asarray(cel.pixel_scale_matrix, dtype=float), cel
+
+
+def local_jacobian(cel, x, y) -> np.ndarray:
+    """(n, 2, 2) matrices mapping pixel offsets at ``(x, y)`` to (east, north) degrees.
+
+    Central differences of the WCS over one pixel, in the image's own frame: on a
+    non-conformal projection (CAR, SFL, AIT...) or far from the reference pixel the
+    pixel scale and shape change across the map, and a source's size, position angle
+    and solid angle follow the local matrix, not ``pixel_scale_matrix`` (which holds
+    at the reference pixel only). Without a WCS, ``[[-1, 0], [0, 1]]`` for every source.
+    """
+    x = np.atleast_1d(np.asarray(x, float))
+    y = np.atleast_1d(np.asarray(y, float))
+    n = x.size
+    if cel is None:
+        return np.broadcast_to(np.array([[-1.0, 0.0], [0.0, 1.0]]), (n, 2, 2)).copy()
+    if n == 0:
+        return np.zeros((0, 2, 2))
+    h = 0.5
+    px = np.concatenate([x + h, x - h, x, x])
+    py = np.concatenate([y, y, y + h, y - h])
+    lon, lat = (np.asarray(v, float) for v in cel.pixel_to_world_values(px, py))
+    lat0 = np.asarray(cel.pixel_to_world_values(x, y)[1], float)
+    coslat = np.cos(np.radians(lat0))
+    out = np.empty((n, 2, 2))
+    for col, (a, b) in enumerate(((0, 1), (2, 3))):
+        dlon = ((lon[a * n:(a + 1) * n] - lon[b * n:(b + 1) * n] + 180.0) % 360.0) - 180.0
+        dlat = lat[a * n:(a + 1) * n] - lat[b * n:(b + 1) * n]
+        out[:, 0, col] = dlon * coslat / (2 * h)
+        out[:, 1, col] = dlat / (2 * h)
+    bad = ~np.isfinite(out).all(axis=(1, 2))
+    if bad.any():  # off the projection's valid area: the reference matrix
+        out[bad] = np.asarray(cel.pixel_scale_matrix, dtype=float)
+    return out
 
 
 def shape_from_cov(p, q, r):
@@ -62,13 +97,35 @@ def north_rotation(cel, x, y) -> np.ndarray:
 
 
 def _sky_cov(a, b, c, M):
+    """(east, east), (east, north), (north, north) sky covariance of components with pixel
+    inverse covariance ``[[a, b], [b, c]]``; ``M`` (2, 2) or (n, 2, 2) pixel -> sky."""
+    M = np.asarray(M, float)
+    if M.ndim == 2:
+        M = M[None]
     det = a * c - b * b
     cxx, cxy, cyy = c / det, -b / det, a / det
-    p = M[0, 0] ** 2 * cxx + 2 * M[0, 0] * M[0, 1] * cxy + M[0, 1] ** 2 * cyy
-    q = (M[0, 0] * M[1, 0] * cxx + (M[0, 0] * M[1, 1] + M[0, 1] * M[1, 0]) * cxy
-         + M[0, 1] * M[1, 1] * cyy)
-    r = M[1, 0] ** 2 * cxx + 2 * M[1, 0] * M[1, 1] * cxy + M[1, 1] ** 2 * cyy
+    m00, m01, m10, m11 = M[:, 0, 0], M[:, 0, 1], M[:, 1, 0], M[:, 1, 1]
+    p = m00 ** 2 * cxx + 2 * m00 * m01 * cxy + m01 ** 2 * cyy
+    q = m00 * m10 * cxx + (m00 * m11 + m01 * m10) * cxy + m01 * m11 * cyy
+    r = m10 ** 2 * cxx + 2 * m10 * m11 * cxy + m11 ** 2 * cyy
     return p, q, r
+
+
+def local_flux_factor(unit, beam: Beam | None, pixel_area, local_area) -> np.ndarray:
+    """`flux_factor` at each source's own pixel solid angle ``local_area`` (array, sr).
+
+    The factor is proportional to the pixel area for surface brightnesses per beam or per
+    steradian and independent of it for values per pixel: measured at the reference area
+    and twice it, then scaled as ``(local / reference) ** k`` with k = 0 or 1.
+    """
+    f1, _ = flux_factor(unit, beam, pixel_area)
+    local_area = np.asarray(local_area, float)
+    if pixel_area is None or unit is None:
+        return np.full(local_area.shape, f1)
+    f2, _ = flux_factor(unit, beam, 2 * pixel_area)
+    k = math.log2(f2 / f1) if f1 > 0 and f2 > 0 else 0.0
+    ref = pixel_area.to_value(u.sr)
+    return f1 * (local_area / ref) ** round(k)
 
 
 def flux_factor(unit, beam: Beam | None, pixel_area):
@@ -104,6 +161,12 @@ def compact_table(comps: dict, *, rms: np.ndarray, wcs, unit, beam: Beam | None,
                   2 * math.pi * amp * b / sqd**3, -math.pi * amp * a / sqd**3], axis=1)
     pixsum_err = np.sqrt(np.clip(np.einsum("ni,nij,nj->n", g, cov, g), 0, None))
     factor, funit = flux_factor(unit, beam, pixel_area)
+    if cel is not None:  # the pixel's scale, shape and solid angle at each source
+        M = local_jacobian(cel, x, y)
+        local_area = (np.abs(np.linalg.det(M)) * u.deg**2).to_value(u.sr)
+        factor = local_flux_factor(unit, beam, pixel_area, local_area)
+    else:
+        M = local_jacobian(None, x, y)
     # sizes on the sky and their errors (finite differences over a, b, c)
     scale = 3600.0 if cel is not None else 1.0
     size_unit = u.arcsec if cel is not None else u.pix
@@ -144,7 +207,7 @@ def compact_table(comps: dict, *, rms: np.ndarray, wcs, unit, beam: Beam | None,
         beam_major = np.nan
     # positions
     pos_cov = cov[:, 1:3, 1:3]
-    sky_pos = np.einsum("ij,njk,lk->nil", M, pos_cov, M)
+    sky_pos = np.einsum("nij,njk,nlk->nil", M, pos_cov, M)
     if cel is not None:
         coords = cel.pixel_to_world(x, y)
         coords = coords.icrs if hasattr(coords, "icrs") else coords

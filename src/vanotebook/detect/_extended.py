@@ -349,9 +349,11 @@ def merge_regions(seg: np.ndarray, z: np.ndarray, *, saddle: float = 0.5,
     return new[seg].astype(np.int32)
 
 
-def extended_table(regions, *, wcs, factor: float, funit, pixel_area_arcsec2: float | None,
-                   catalogue=None):
+def extended_table(regions, *, wcs, factor, funit, pixel_area_arcsec2=None, catalogue=None):
     """QTable of extended regions (see `segment_extended`).
+
+    ``factor`` (pixel sum -> flux) and ``pixel_area_arcsec2`` are scalars or one value
+    per region (the pixel solid angle where the region is, on a non-conformal map).
 
     ``flux`` is the residual emission of the region; the compact components
     of ``catalogue`` lying in it (its ``extended_id`` column: bright knots of a
@@ -379,7 +381,8 @@ def extended_table(regions, *, wcs, factor: float, funit, pixel_area_arcsec2: fl
     else:
         ra = dec = np.full(n, np.nan)
     npix = np.array([r["npix"] for r in regions])
-    area = npix * (pixel_area_arcsec2 * u.arcsec**2 if pixel_area_arcsec2 else u.pix**2)
+    area = npix * (np.asarray(pixel_area_arcsec2) * u.arcsec**2
+                   if pixel_area_arcsec2 is not None else u.pix**2)
     out = QTable()
     out["id"] = np.arange(n, dtype=np.int64)
     out["x"] = x * u.pix
