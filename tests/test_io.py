@@ -220,3 +220,30 @@ def test_atomic_dir_all_or_nothing(tmp_path):
         (tmp / "b.txt").write_text("two")
     assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["layout"]
+
+
+def test_write_dataset_refuses_what_is_not_a_mosaic(tmp_path):
+    import xarray as xr
+
+    from vanotebook.io import write_dataset
+
+    not_mosaic = xr.Dataset({"flux": (("y", "x"), np.zeros((4, 4)))})
+    with pytest.raises(VanotebookInputError, match=r"^dataset: expected a mosaic Dataset "
+                                                   r"\(data variables mosaic, weight, coverage"):
+        write_dataset(not_mosaic, tmp_path / "x.fits")
+    with pytest.raises(VanotebookInputError, match=r"^dataset: expected a mosaic xarray"):
+        write_dataset(np.zeros((4, 4)), tmp_path / "x.fits")
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_dataset_writes_what_the_mosaic_holds(tmp_path, radio_tile):
+    from vanotebook.io import write_dataset
+    from vanotebook.mosaic import from_fits, mosaic
+
+    ds = mosaic([radio_tile])
+    hdul = write_dataset(ds, tmp_path / "m.fits")
+    assert [h.name for h in hdul] == ["PRIMARY", "WEIGHT", "COVERAGE", "PROVENANCE"]
+    back = from_fits(tmp_path / "m.fits")
+    np.testing.assert_array_equal(np.asarray(back["mosaic"]), np.asarray(ds["mosaic"],
+                                                                          np.float32))
+    np.testing.assert_array_equal(np.asarray(back["coverage"]), np.asarray(ds["coverage"]))

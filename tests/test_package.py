@@ -40,3 +40,72 @@ def test_unknown_attribute():
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = vanotebook.nope
     assert {"mosaic", "detect", "crossmatch", "SOM"} <= set(dir(vanotebook))
+
+
+# The layers of ../shared/DESIGN.md, bottom up: a module may import its own layer
+# and those below, never above (services never import the demo sky either).
+_CORE = ("io", "units", "provenance", "cluster", "healpix", "_errors", "_config", "_lazy",
+         "_optional", "_random", "_remote")
+_SERVICES = ("mosaic", "detect", "som", "xmatch", "cube", "sed")
+_ABOVE = {
+    "core": set(_SERVICES) | {"archive", "sky", "dashboards", "hub", "jobs", "cli"},
+    "archive": set(_SERVICES) | {"sky", "dashboards", "hub", "jobs", "cli"},
+    "service": {"sky", "dashboards", "hub", "jobs", "cli"},
+}
+
+
+def _layer(parts: tuple[str, ...]) -> str | None:
+    top = parts[0].removesuffix(".py")
+    if top in _CORE:
+        return "core"
+    if top == "archive":
+        return "archive"
+    if top in _SERVICES:
+        return "service"
+    return None
+
+
+def _imported(tree, package: tuple[str, ...]) -> set[str]:
+    """The vanotebook subpackages a module's imports name (absolute or relative)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                mod = list(base) + (node.module.split(".") if node.module else [])
+                targets = [mod] if node.module else [list(base) + [a.name] for a in node.names]
+            elif node.module and node.module.startswith("vanotebook"):
+                targets = [node.module.split(".")[1:]]
+            else:
+                continue
+            for t in targets:
+                if t:
+                    names.add(t[0])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("vanotebook."):
+                    names.add(alias.name.split(".")[1])
+    return names
+
+
+def test_nothing_imports_upward():
+    import ast
+    from pathlib import Path
+
+    import vanotebook
+
+    root = Path(vanotebook.__file__).parent
+    wrong = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).parts
+        layer = _layer(rel)
+        if layer is None:
+            continue
+        package = rel[:-1] if rel[-1] != "__init__.py" else rel[:-1]
+        own = rel[0].removesuffix(".py")
+        for name in _imported(ast.parse(path.read_text()), package) - {own}:
+            if name in _ABOVE[layer]:
+                wrong.append(f"{'/'.join(rel)} imports vanotebook.{name}")
+    assert not wrong, wrong

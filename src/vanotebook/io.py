@@ -46,6 +46,7 @@ __all__ = [
     "parse_images",
     "read_catalogue",
     "table_units",
+    "write_dataset",
     "write_fits",
     "write_table",
 ]
@@ -216,6 +217,58 @@ def write_fits(hdul: fits.HDUList | fits.PrimaryHDU, path: str | os.PathLike, *,
     with atomic_path(path, overwrite=overwrite) as tmp:
         hdul.writeto(tmp, overwrite=True, output_verify="exception")
     return Path(path)
+
+
+_DATASET_VARS = ("mosaic", "weight", "coverage")
+
+
+def write_dataset(dataset: Any, path: str | os.PathLike | None = None, *,
+                  overwrite: bool = False) -> fits.HDUList:
+    """A mosaic `xarray.Dataset` as FITS: the mosaic (primary), WEIGHT, COVERAGE, PROVENANCE.
+
+    Parameters
+    ----------
+    dataset : xarray.Dataset
+        A mosaic as `vanotebook.mosaic.mosaic` returns it: data variables
+        ``mosaic``, ``weight`` and ``coverage`` and its FITS header in
+        ``attrs["header"]`` (and its record in ``attrs["provenance"]``).
+    path : path, optional
+        Where to write it, atomically (nothing is left on failure).
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    astropy.io.fits.HDUList
+        The HDUs, written or not.
+    """
+    from .provenance import Provenance
+
+    data_vars = getattr(dataset, "data_vars", None)
+    attrs = getattr(dataset, "attrs", None)
+    if data_vars is None or attrs is None:
+        raise VanotebookInputError("dataset", "a mosaic xarray.Dataset", dataset)
+    missing = [v for v in _DATASET_VARS if v not in data_vars]
+    if missing or "header" not in attrs:
+        raise VanotebookInputError(
+            "dataset", "a mosaic Dataset (data variables mosaic, weight, coverage and its "
+            "FITS header in attrs['header'])",
+            f"data variables {sorted(map(str, data_vars))}, attrs {sorted(attrs)}")
+    header = attrs["header"]
+    header = fits.Header.fromstring(header) if isinstance(header, str) else fits.Header(header)
+    sky = WCS(header).celestial.to_header(relax=True)
+    hdul = fits.HDUList([
+        fits.PrimaryHDU(np.asarray(dataset["mosaic"].values, np.float32), header),
+        fits.ImageHDU(np.asarray(dataset["weight"].values, np.float32), sky, name="WEIGHT"),
+        fits.ImageHDU(np.asarray(dataset["coverage"].values, np.int16), sky.copy(),
+                      name="COVERAGE"),
+    ])
+    prov = attrs.get("provenance")
+    if prov:
+        Provenance.from_dict(prov).attach(hdul)
+    if path is not None:
+        write_fits(hdul, path, overwrite=overwrite)
+    return hdul
 
 
 def write_table(table: Table, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -8,6 +8,7 @@ from astropy.table import Table
 
 from vanotebook._errors import VanotebookInputError
 from vanotebook.archive import Archive, personal_archive, shared_archive
+from vanotebook.sky import demo_archive
 from vanotebook.archive._defaults import PERSONAL_ENV, SHARED_ENV
 
 
@@ -49,15 +50,17 @@ def test_shared_archive_is_never_created_where_configured(home, tmp_path, monkey
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_shared_archive_without_build_names_the_missing_folder(home):
-    with pytest.raises(VanotebookInputError, match="demo"):
-        shared_archive(build=False)
+def test_shared_archive_never_writes_the_demo_sky(home):
+    with pytest.raises(VanotebookInputError, match=r"^VANOTEBOOK_SHARED_ARCHIVE: expected a "
+                                                   r"shared archive, or the demo sky's"):
+        shared_archive()
+    assert not (home / ".cache" / "vanotebook" / "demo").exists()
 
 
 @pytest.mark.slow
-def test_shared_archive_is_the_demo_sky_built_once(home):
+def test_demo_archive_is_the_demo_sky_built_once(home):
     messages: list[str] = []
-    arc = shared_archive(progress=messages.append)
+    arc = demo_archive(progress=messages.append)
     assert arc.path == (home / ".cache" / "vanotebook" / "demo" / "archive").resolve()
     assert "archive" in messages
     surveys = {str(s) for s in arc.images()["survey"]}
@@ -65,5 +68,6 @@ def test_shared_archive_is_the_demo_sky_built_once(home):
     assert set(arc.catalogues()["name"]) == {"left", "right"}
     # the second call opens the same archive without writing the sky again
     messages.clear()
-    assert shared_archive(progress=messages.append).path == arc.path
+    assert demo_archive(progress=messages.append).path == arc.path
     assert messages == []
+    assert shared_archive().path == arc.path

@@ -22,12 +22,13 @@ this machine.
 
 `personal_archive()` and `shared_archive()` open the user's own archive and
 the one everyone reads (on the gateway: ``~/archive`` and the hub's shared
-archive of the demo sky and published products).
+archive of the demo sky and published products);
+`vanotebook.sky.demo_archive()` writes the demo sky's archive when there is none.
 """
 
 from ._archive import Archive
 from ._catalogue import Catalogue
-from ._defaults import personal_archive, shared_archive
+from ._defaults import SHARED_ENV, demo_folder, personal_archive, shared_archive
 from ._hips import write_catalogue_hips
 from ._index import ArchiveLockedError
 from ._regions import Region, parse_region
@@ -51,7 +52,9 @@ __all__ = [
     "Published",
     "PublishedImages",
     "Region",
+    "SHARED_ENV",
     "cone_search",
+    "demo_folder",
     "download_images",
     "parse_region",
     "personal_archive",

@@ -4,26 +4,27 @@ On the gateway, the hub sets ``VANOTEBOOK_ARCHIVE`` to ``archive/`` in each
 user's home and ``VANOTEBOOK_SHARED_ARCHIVE`` to one archive that holds the
 demo sky and the products published from the gateway. On a laptop, the
 personal archive is ``~/.vanotebook/archive`` and the shared one is the demo
-sky's archive under ``~/.cache/vanotebook/demo``, written on first use
-(a few seconds, no download).
+sky's archive under `demo_folder` (``~/.cache/vanotebook/demo``). The archive
+never writes the demo sky itself: ``vanotebook demo-data`` and
+`vanotebook.sky.demo_archive` do (a few seconds, no download).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from .._errors import VanotebookInputError
 from ._archive import Archive
 
-__all__ = ["PERSONAL_ENV", "SHARED_ENV", "personal_archive", "shared_archive"]
+__all__ = ["PERSONAL_ENV", "SHARED_ENV", "demo_folder", "personal_archive", "shared_archive"]
 
 PERSONAL_ENV = "VANOTEBOOK_ARCHIVE"
 SHARED_ENV = "VANOTEBOOK_SHARED_ARCHIVE"
 
 
-def _demo_folder() -> Path:
+def demo_folder() -> Path:
+    """Where the demo sky and its archive live when no shared archive is configured."""
     return Path.home() / ".cache" / "vanotebook" / "demo"
 
 
@@ -36,18 +37,11 @@ def personal_archive() -> Archive:
     return Archive(Path(path).expanduser())
 
 
-def shared_archive(*, build: bool = True,
-                   progress: Callable[[str], None] | None = None) -> Archive:
+def shared_archive() -> Archive:
     """The archive everyone reads: the demo sky and the gateway's published products.
 
-    Parameters
-    ----------
-    build : bool
-        When no shared archive is configured and the demo one is missing,
-        write the demo sky (`vanotebook.sky.write_demo_data`) to
-        ``~/.cache/vanotebook/demo`` first (default True).
-    progress : callable, optional
-        Called with a message before each step of that build.
+    It is ``$VANOTEBOOK_SHARED_ARCHIVE`` when set (the gateway sets it),
+    else the demo sky's archive in `demo_folder`.
 
     Returns
     -------
@@ -56,19 +50,17 @@ def shared_archive(*, build: bool = True,
     Raises
     ------
     VanotebookInputError
-        ``$VANOTEBOOK_SHARED_ARCHIVE`` names a folder with no archive, or the
-        demo archive is missing and ``build`` is False.
+        ``$VANOTEBOOK_SHARED_ARCHIVE`` names a folder with no archive, or
+        none is configured and the demo sky has not been written (write it
+        with ``vanotebook demo-data`` or `vanotebook.sky.demo_archive`).
     """
     configured = os.environ.get(SHARED_ENV)
     if configured:
         return Archive(Path(configured).expanduser(), create=False)
-    folder = _demo_folder()
+    folder = demo_folder()
     if not (folder / "archive").is_dir():
-        if not build:
-            raise VanotebookInputError(
-                "build", f"True, or the demo archive (vanotebook demo-data {folder})",
-                f"False and no archive at {folder / 'archive'}")
-        from ..sky import write_demo_data
-
-        write_demo_data(folder, overwrite=folder.exists(), progress=progress)
+        raise VanotebookInputError(
+            SHARED_ENV, "a shared archive, or the demo sky's (write it with "
+            f"`vanotebook demo-data {folder}` or vanotebook.sky.demo_archive())",
+            f"unset, and no archive at {folder / 'archive'}")
     return Archive(folder / "archive", create=False)

@@ -255,7 +255,7 @@ class DaCHS:
         ----------
         images
             FITS paths, globs or folders; HDUs/HDULists, ``(array, WCS)``, a
-            mosaic `xarray.Dataset` (written with `vanotebook.mosaic.to_fits`),
+            mosaic `xarray.Dataset` (written with `vanotebook.io.write_dataset`),
             or anything `vanotebook.io.parse_image` reads; or a list of these.
         name : str
             The resource's name: lower-case letters, digits and underscores
@@ -284,9 +284,9 @@ class DaCHS:
             if value is not None and not isinstance(value, str):
                 raise VanotebookInputError(arg, "a string", value)
         if type(images).__name__ == "Dataset" and "mosaic" in getattr(images, "data_vars", {}):
-            from ..mosaic import to_fits
+            from ..io import write_dataset
 
-            images = to_fits(images)
+            images = write_dataset(images)
         loaded = load_images(images)  # parses (and refuses bad input) before writing anything
         folder = self.inputs / name
         data_dir = folder / "data"

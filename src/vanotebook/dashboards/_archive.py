@@ -6,7 +6,8 @@ whose selected rows (all rows when none is selected) feed the mosaic and
 detection dashboards; and the catalogues of the archive, whose rows inside
 the cone feed the cross-match dashboard. No science here: it calls
 `Archive.images` and `Catalogue.cone` only. The archive is the user's shared
-archive (`vanotebook.archive.shared_archive`) unless one is given.
+archive (`vanotebook.sky.demo_archive`: the configured one, else the demo sky's)
+unless one is given.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class ArchivePicker(pn.viewable.Viewer):
     Parameters
     ----------
     archive : Archive or path, optional
-        The archive to search (default: `vanotebook.archive.shared_archive()`,
+        The archive to search (default: `vanotebook.sky.demo_archive()`,
         opened at the first search).
     """
 
@@ -58,10 +59,11 @@ class ArchivePicker(pn.viewable.Viewer):
     @property
     def archive(self):
         """The archive searched (opened on first use)."""
-        from ..archive import Archive, shared_archive
+        from ..archive import Archive
+        from ..sky import demo_archive
 
         if self._archive is None:
-            self._archive = shared_archive()
+            self._archive = demo_archive()
         elif not isinstance(self._archive, Archive):
             self._archive = Archive(self._archive, create=False)
         return self._archive

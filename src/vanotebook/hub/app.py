@@ -147,7 +147,12 @@ class Workflow(pn.viewable.Viewer):
                 self.published = (f"published {done['rows']} sources as "
                                   f"{self.publish_name!r} in {arc.path}")
                 return arc.catalogue(self.publish_name)
-            arc = shared_archive() if self._archive is None else Archive(self._archive)
+            if self._archive is None:
+                from ..sky import demo_archive
+
+                arc = demo_archive()
+            else:
+                arc = Archive(self._archive)
             cat = arc.add_catalogue(self.publish_name, result.catalogue, overwrite=True,
                                     description="detections published from the gateway")
         except Exception as exc:  # shown to the user, not raised in the UI

@@ -7,11 +7,12 @@
   scattered by their errors).
 * `catalogue_pair` makes cross-match catalogues of any size, chunk by chunk.
 * `make_spectra` makes a labelled Gaia-XP-like spectra set.
-* `demo_sky` holds all of it in memory; `write_demo_data` writes it to disk.
+* `demo_sky` holds all of it in memory; `write_demo_data` writes it to disk;
+  `demo_archive` opens the shared archive, writing the demo sky's first if need be.
 """
 
 from ._catalogues import CataloguePair, catalogue_pair
-from ._demo import DemoSky, demo_sky, read_spectra, write_demo_data, write_spectra
+from ._demo import DemoSky, demo_archive, demo_sky, read_spectra, write_demo_data, write_spectra
 from ._model import SkyModel, make_sky
 from ._sourcecat import survey_catalogue
 from ._spectra import GAIA_XP_CLASS_COUNTS, SpectraSet, make_spectra, spectra_wavelength
@@ -27,6 +28,7 @@ __all__ = [
     "SpectraSet",
     "Survey",
     "catalogue_pair",
+    "demo_archive",
     "demo_sky",
     "make_sky",
     "make_spectra",

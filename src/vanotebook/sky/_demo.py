@@ -258,6 +258,33 @@ def write_demo_data(
     return prov
 
 
+def demo_archive(*, progress: Callable[[str], None] | None = None):
+    """The shared archive, writing the demo sky's first when there is none.
+
+    The gateway's configured shared archive (``$VANOTEBOOK_SHARED_ARCHIVE``)
+    is opened as it is; otherwise the demo sky and its archive are written to
+    `vanotebook.archive.demo_folder` when missing (a few seconds, no
+    download) and opened.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        Called with a message before each step of the writing.
+
+    Returns
+    -------
+    vanotebook.archive.Archive
+    """
+    import os
+
+    from ..archive import SHARED_ENV, demo_folder, shared_archive
+
+    folder = demo_folder()
+    if not os.environ.get(SHARED_ENV) and not (folder / "archive").is_dir():
+        write_demo_data(folder, overwrite=folder.exists(), progress=progress)
+    return shared_archive()
+
+
 def _build_archive(folder: Path) -> None:
     """Index the written images and catalogues in ``folder/archive``."""
     from ..archive import Archive
