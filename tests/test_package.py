@@ -75,7 +75,7 @@ def _imported(tree, package: tuple[str, ...]) -> set[str]:
             if node.level:
                 base = package[: len(package) - node.level + 1]
                 mod = list(base) + (node.module.split(".") if node.module else [])
-                targets = [mod] if node.module else [list(base) + [a.name] for a in node.names]
+                targets = [mod] if node.module else [[*base, a.name] for a in node.names]
             elif node.module and node.module.startswith("vanotebook"):
                 targets = [node.module.split(".")[1:]]
             else:
@@ -103,7 +103,7 @@ def test_nothing_imports_upward():
         layer = _layer(rel)
         if layer is None:
             continue
-        package = rel[:-1] if rel[-1] != "__init__.py" else rel[:-1]
+        package = rel[:-1]
         own = rel[0].removesuffix(".py")
         for name in _imported(ast.parse(path.read_text()), package) - {own}:
             if name in _ABOVE[layer]:

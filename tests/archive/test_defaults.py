@@ -8,8 +8,8 @@ from astropy.table import Table
 
 from vanotebook._errors import VanotebookInputError
 from vanotebook.archive import Archive, personal_archive, shared_archive
-from vanotebook.sky import demo_archive
 from vanotebook.archive._defaults import PERSONAL_ENV, SHARED_ENV
+from vanotebook.sky import demo_archive
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from ._vo import (
 )
 
 __all__ = [
+    "SHARED_ENV",
     "Archive",
     "ArchiveLockedError",
     "Catalogue",
@@ -52,7 +53,6 @@ __all__ = [
     "Published",
     "PublishedImages",
     "Region",
-    "SHARED_ENV",
     "cone_search",
     "demo_folder",
     "download_images",
