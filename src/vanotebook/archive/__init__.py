@@ -26,7 +26,7 @@ archive of the demo sky and published products);
 `vanotebook.sky.demo_archive()` writes the demo sky's archive when there is none.
 """
 
-from ._archive import Archive
+from ._archive import Archive, ArchiveSearch
 from ._catalogue import Catalogue
 from ._defaults import SHARED_ENV, demo_folder, personal_archive, shared_archive
 from ._hips import write_catalogue_hips
@@ -47,6 +47,7 @@ __all__ = [
     "SHARED_ENV",
     "Archive",
     "ArchiveLockedError",
+    "ArchiveSearch",
     "Catalogue",
     "DaCHS",
     "HiPSView",

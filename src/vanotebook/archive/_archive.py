@@ -33,6 +33,7 @@ from ..provenance import Provenance, sha256_file
 from ..units import fits_string, parse_unit
 from . import _index
 from ._catalogue import Catalogue, write_catalogue
+from ._epochs import epoch_range, values_to_mjd
 from ._images import image_record, load_images
 from ._index import ArchiveLockedError, connect, write_lock
 from ._regions import parse_region
@@ -318,7 +319,7 @@ class Archive:
             where.append("(" + " OR ".join("lower(survey) LIKE ?" for _ in surveys) + ")")
             params.extend(f"%{s.lower()}%" for s in surveys)
         if epoch is not None:
-            lo, hi = _epoch_range(epoch)
+            lo, hi = epoch_range(epoch)
             if lo is not None:
                 where.append("epoch_mjd >= ?")
                 params.append(lo)
@@ -379,6 +380,7 @@ class Archive:
                       max_rows: int | None = None, chunk_rows: int | None = None,
                       row_group_rows: int = 8192, overwrite: bool = False,
                       description: str | None = None,
+                      band: str | Sequence[str] | None = None, wavelength: Any = None,
                       progress: Callable[[str], None] | None = None,
                       client: Any = None) -> Catalogue:
         """Add a catalogue as HEALPix-partitioned parquet (HATS layout; LSDB opens it).
@@ -412,6 +414,11 @@ class Archive:
             Replace a catalogue of the same name.
         description : str, optional
             Stored with the catalogue.
+        band : str or list of str, optional
+            The band(s) the catalogue measures (e.g. ``["G", "BP", "RP"]``),
+            for `catalogues` and `search` to select by.
+        wavelength : Quantity or (min, max) Quantities, optional
+            The wavelength (range) the catalogue covers, any spectral unit.
         progress : callable, optional
             Called with a message before each step.
         client : distributed.Client, optional
@@ -440,6 +447,10 @@ class Archive:
         if epoch is not None and not isinstance(epoch, str | int | float):
             raise VanotebookInputError("epoch", "a column name or a number (e.g. 2016.0)",
                                        epoch)
+        meta = {"description": description, "band": _bands(band),
+                "wavelength_m": _wavelengths(wavelength)}
+        if isinstance(epoch, int | float):
+            meta["epoch_mjd"] = [float(values_to_mjd([epoch], None)[0])] * 2
         cat_dir = self.path / "catalogues"
         cat_dir.mkdir(exist_ok=True)
         with write_lock(self.path):
@@ -458,6 +469,9 @@ class Archive:
                 if isinstance(epoch, str) and epoch not in info["columns"]:
                     raise VanotebookInputError("epoch", "a column of the catalogue or a number",
                                                epoch)
+                if isinstance(epoch, str):
+                    meta["epoch_mjd"] = _column_epochs(tmp / "dataset", epoch,
+                                                       info["units"].get(epoch))
                 parts = info["partitions"]
                 from ..healpix import partition_path
 
@@ -469,14 +483,15 @@ class Archive:
                            for o, p, s in zip(parts["Norder"], parts["Npix"], sums, strict=True)]
                 params = {"name": name, "ra": ra, "dec": dec, "epoch": epoch,
                           "order": info["order"], "max_rows": max_rows,
-                          "source": type(data).__name__ if not inputs else "files"}
+                          "source": type(data).__name__ if not inputs else "files",
+                          **{k: meta[k] for k in ("band", "wavelength_m") if meta[k]}}
                 prov = self._provenance("vanotebook.archive.add_catalogue", params, inputs,
                                         outputs)
                 os.replace(tmp, final)
                 try:
                     self._commit(lambda con: _insert_catalogue(
                         con, name, f"catalogues/{final.name}", ra, dec, epoch, info, sums,
-                        description, ingest_id, prov))
+                        meta, ingest_id, prov))
                 except BaseException:
                     shutil.rmtree(final, ignore_errors=True)
                     raise
@@ -510,11 +525,90 @@ class Archive:
                          pixels=np.array([p for p, _ in parts], np.int64),
                          checksums={int(p): s for p, s in parts}, archive=str(self.path))
 
-    def catalogues(self):
-        """The catalogues of the archive: name, rows, order, columns, folder."""
-        table = self._query("SELECT name, n_rows, norder, ra, dec, epoch, columns, folder "
+    def catalogues(self, region: Any = None, *, band: str | Sequence[str] | None = None,
+                   epoch: Any = None, wavelength: Any = None):
+        """The catalogues of the archive, optionally those that can answer a query.
+
+        Parameters
+        ----------
+        region
+            Keep catalogues with rows in partitions that overlap it (any form
+            `parse_region` accepts).
+        band : str or list of str, optional
+            Keep catalogues that measure one of these bands (case-insensitive;
+            a catalogue added without ``band`` has none).
+        epoch : (start, end), optional
+            Keep catalogues with epochs in the range (Time, ISO or MJD).
+        wavelength : (min, max) Quantity, optional
+            Keep catalogues whose wavelength range overlaps it.
+
+        Returns
+        -------
+        astropy.table.Table
+            name, n_rows, norder, ra, dec, epoch, columns, folder, band,
+            wavelength_min/max (m), epoch_min/max (MJD), description.
+        """
+        table = self._query("SELECT name, n_rows, norder, ra, dec, epoch, columns, folder, meta "
                             "FROM catalogues ORDER BY name")
-        return table
+        metas = [json.loads(m or "{}") for m in table["meta"]]
+        del table["meta"]
+        table["band"] = [",".join(m.get("band") or []) for m in metas]
+        for key, col in (("wavelength_m", "wavelength"), ("epoch_mjd", "epoch")):
+            table[f"{col}_min"] = [(m.get(key) or [np.nan, np.nan])[0] for m in metas]
+            table[f"{col}_max"] = [(m.get(key) or [np.nan, np.nan])[1] for m in metas]
+        table["description"] = [m.get("description") or "" for m in metas]
+        keep = np.ones(len(table), bool)
+        if band is not None:
+            wanted = set(_bands(band))
+            keep &= [bool(wanted & set(_bands(b.split(",") if b else None)))
+                     for b in table["band"]]
+        if epoch is not None:
+            lo, hi = epoch_range(epoch)
+            lo = -np.inf if lo is None else lo
+            hi = np.inf if hi is None else hi
+            keep &= (np.asarray(table["epoch_max"]) >= lo) & (np.asarray(table["epoch_min"]) <= hi)
+        if wavelength is not None:
+            lo, hi = _wavelength_range(wavelength)
+            keep &= ((np.asarray(table["wavelength_max"]) >= lo)
+                     & (np.asarray(table["wavelength_min"]) <= hi))
+        if region is not None:
+            reg = parse_region(region)
+            keep &= [keep[i] and self.catalogue(n).overlaps(reg)
+                     for i, n in enumerate(table["name"])]
+        return table[keep]
+
+    def search(self, region: Any, *, band: str | Sequence[str] | None = None,
+               survey: str | Sequence[str] | None = None, epoch: Any = None,
+               wavelength: Any = None, columns: Sequence[str] | None = None) -> ArchiveSearch:
+        """Everything in a region, band and epoch: the images and the catalogue rows.
+
+        Parameters
+        ----------
+        region
+            Any region `parse_region` accepts (a cone, a sky region, a MOC).
+        band, epoch, wavelength
+            As for `images` and `catalogues`; for a catalogue with an epoch
+            column, ``epoch`` also selects its rows.
+        survey : str or list of str, optional
+            Images only (see `images`).
+        columns : list of str, optional
+            Catalogue columns to return where present (default all).
+
+        Returns
+        -------
+        ArchiveSearch
+            ``images`` (a Table as `images` returns) and ``catalogues`` (name
+            to the Table of its rows in the region, for every catalogue that
+            passes the filters, empty ones included).
+        """
+        reg = parse_region(region)
+        images = self.images(reg, band=band, survey=survey, epoch=epoch, wavelength=wavelength)
+        found = {}
+        for name in self.catalogues(reg, band=band, epoch=epoch, wavelength=wavelength)["name"]:
+            cat = self.catalogue(name)
+            cols = None if columns is None else [c for c in columns if c in cat.columns]
+            found[str(name)] = cat.region(reg, columns=cols, epoch=epoch)
+        return ArchiveSearch(images, found)
 
     def ingests(self):
         """Every ingestion with its provenance (inputs' sha256, parameters, outputs)."""
@@ -582,7 +676,7 @@ def _insert_images(con, records, ingest_id: str, prov: Provenance) -> None:
     _insert_ingest(con, ingest_id, prov)
 
 
-def _insert_catalogue(con, name, folder, ra, dec, epoch, info, sums, description, ingest_id,
+def _insert_catalogue(con, name, folder, ra, dec, epoch, info, sums, meta, ingest_id,
                       prov) -> None:
     import pyarrow as pa
 
@@ -591,8 +685,7 @@ def _insert_catalogue(con, name, folder, ra, dec, epoch, info, sums, description
     con.execute("INSERT INTO catalogues VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [name, folder, ra, dec, None if epoch is None else json.dumps(epoch),
                  info["order"], info["n_rows"], json.dumps(info["columns"]),
-                 json.dumps(info["units"]), json.dumps({"description": description}),
-                 ingest_id])
+                 json.dumps(info["units"]), json.dumps(meta), ingest_id])
     parts = info["partitions"]
     con.register("_new_parts", pa.table({
         "name": pa.array([name] * len(parts)), "norder": pa.array(parts["Norder"], pa.int32()),
@@ -619,26 +712,6 @@ def _overlaps(reg, footprint: str, order: int, cache: dict[int, Any]) -> bool:
     return not moc.intersection(cache[order]).empty()
 
 
-def _mjd(value: Any) -> float | None:
-    if value is None:
-        return None
-    from astropy.time import Time
-
-    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
-        return float(value)
-    try:
-        return float(Time(value).mjd)
-    except (ValueError, TypeError) as exc:
-        raise VanotebookInputError("epoch", "(start, end) as Time, ISO strings or MJD",
-                                   value) from exc
-
-
-def _epoch_range(epoch: Any) -> tuple[float | None, float | None]:
-    if isinstance(epoch, tuple | list) and len(epoch) == 2:
-        return _mjd(epoch[0]), _mjd(epoch[1])
-    raise VanotebookInputError("epoch", "(start, end) as Time, ISO strings or MJD", epoch)
-
-
 def _wavelength_range(wavelength: Any) -> tuple[float, float]:
     import astropy.units as u
 
@@ -649,3 +722,54 @@ def _wavelength_range(wavelength: Any) -> tuple[float, float]:
         raise VanotebookInputError("wavelength", "(min, max) spectral Quantities, e.g. "
                                    "(20 * u.um, 30 * u.um)", wavelength) from exc
     return vals[0], vals[1]
+
+
+def _bands(band: Any) -> list[str]:
+    """Band names, lower-cased, from a string or a list of strings."""
+    if band is None:
+        return []
+    items = [band] if isinstance(band, str) else band
+    try:
+        items = list(items)
+    except TypeError as exc:
+        raise VanotebookInputError("band", "a band name or a list of them", band) from exc
+    if not all(isinstance(b, str) and b.strip() for b in items):
+        raise VanotebookInputError("band", "a band name or a list of them", band)
+    return [b.strip().lower() for b in items]
+
+
+def _wavelengths(wavelength: Any) -> list[float] | None:
+    """A wavelength or (min, max) as metres, or None."""
+    import astropy.units as u
+
+    if wavelength is None:
+        return None
+    if isinstance(wavelength, u.Quantity) and wavelength.isscalar:
+        wavelength = (wavelength, wavelength)
+    lo, hi = _wavelength_range(wavelength)
+    return [lo, hi]
+
+
+def _column_epochs(dataset: Path, column: str, unit: str | None) -> list[float] | None:
+    """The MJD range of an epoch column over a written catalogue."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    values = ds.dataset(str(dataset), format="parquet").to_table(columns=[column]).column(0)
+    lo, hi = pc.min(values).as_py(), pc.max(values).as_py()
+    if lo is None:
+        return None
+    mjd = values_to_mjd([lo, hi], unit, argument="epoch")
+    return [float(mjd[0]), float(mjd[1])]
+
+
+class ArchiveSearch:
+    """What `Archive.search` found: ``images`` (Table) and ``catalogues`` (name: Table)."""
+
+    def __init__(self, images: Any, catalogues: dict[str, Any]) -> None:
+        self.images = images
+        self.catalogues = catalogues
+
+    def __repr__(self) -> str:
+        rows = ", ".join(f"{k}: {len(v)}" for k, v in self.catalogues.items()) or "none"
+        return f"ArchiveSearch({len(self.images)} images; catalogue rows {rows})"

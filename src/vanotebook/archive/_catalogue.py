@@ -32,6 +32,7 @@ import numpy as np
 from .._errors import VanotebookInputError
 from ..healpix import MAX_ORDER, order_from_counts, partition_path
 from ..io import coordinates_in_degrees, native_byteorder
+from ._epochs import epoch_range, values_to_mjd
 from ._regions import Region, parse_region
 
 __all__ = ["HEALPIX_COLUMN", "Catalogue", "write_catalogue"]
@@ -470,7 +471,7 @@ class Catalogue:
         return table.select(keep)
 
     def cone(self, ra: Any, dec: Any, radius: Any, *, columns: list[str] | None = None,
-             lazy: bool = False, device: str = "cpu", client: Any = None):
+             lazy: bool = False, device: str = "cpu", client: Any = None, epoch: Any = None):
         """Rows within ``radius`` of (``ra``, ``dec``): an exact great-circle cone.
 
         Parameters
@@ -492,6 +493,8 @@ class Catalogue:
             current client). Where its workers cannot read this archive (a
             personal archive, workers of another account), the partitions are
             read here and sent to them, so the frame never hands them a path.
+        epoch : (start, end), optional
+            Keep rows whose epoch lies in the range (see `region`).
 
         Returns
         -------
@@ -500,14 +503,17 @@ class Catalogue:
         from ._regions import make_cone
 
         return self.region(make_cone(ra, dec, radius), columns=columns, lazy=lazy,
-                           device=device, client=client)
+                           device=device, client=client, epoch=epoch)
 
     def region(self, region: Any, *, columns: list[str] | None = None, lazy: bool = False,
-               device: str = "cpu", client: Any = None):
+               device: str = "cpu", client: Any = None, epoch: Any = None):
         """Rows inside ``region`` (any form `parse_region` accepts), exactly.
 
-        Returns an astropy Table with units and ``meta["provenance"]``, or a
-        dask DataFrame when ``lazy`` (``client`` as for `cone`).
+        ``epoch`` ``(start, end)`` (Time, ISO or MJD) keeps the rows whose
+        epoch column lies in the range; for a catalogue with one epoch it
+        keeps every row or none. Returns an astropy Table with units and
+        ``meta["provenance"]``, or a dask DataFrame when ``lazy``
+        (``client`` as for `cone`).
         """
         from ..cluster import resolve_device
 
@@ -517,18 +523,57 @@ class Catalogue:
             missing = [c for c in columns if c not in self.columns]
             if missing:
                 raise VanotebookInputError("columns", f"columns of {self.name}", missing)
+        window = None if epoch is None else epoch_range(epoch)
+        if window is not None and self.epoch is None:
+            raise VanotebookInputError("epoch", f"None: catalogue {self.name} has no epoch",
+                                       epoch)
+        read_columns = columns
+        if window is not None and isinstance(self.epoch, str) and columns is not None \
+                and self.epoch not in columns:
+            read_columns = [*columns, self.epoch]
         plan = self._plan(reg)
         self.last_read = [(p, rgs) for p, rgs, _ in plan]
         if lazy:
-            return self._lazy(plan, reg, columns, client)
+            frame = self._lazy(plan, reg, read_columns, client)
+            if window is None:
+                return frame
+            return frame.map_partitions(self._in_epoch_frame, window, columns)
         import pyarrow as pa
 
         if plan:
-            parts = [self._read(p, rgs, md, reg, columns, device) for p, rgs, md in plan]
+            parts = [self._read(p, rgs, md, reg, read_columns, device) for p, rgs, md in plan]
             table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         else:
-            table = self._empty(columns)
-        return self._to_astropy(table, reg, plan)
+            table = self._empty(read_columns)
+        out = self._to_astropy(table, reg, plan)
+        if window is not None:
+            out = out[self._in_epoch(out, window)]
+            if read_columns is not columns:
+                del out[self.epoch]
+            out.meta["provenance"]["parameters"]["epoch"] = [str(e) for e in epoch]
+        return out
+
+    def _in_epoch(self, table: Any, window: tuple[float | None, float | None]) -> np.ndarray:
+        """Which rows have an epoch in ``window`` (MJD bounds, None open)."""
+        if isinstance(self.epoch, str):
+            mjd = values_to_mjd(np.asarray(table[self.epoch], float), self.units.get(self.epoch))
+        else:
+            mjd = np.full(len(table), float(values_to_mjd([self.epoch], None)[0]))
+        keep = np.isfinite(mjd)
+        if window[0] is not None:
+            keep &= mjd >= window[0]
+        if window[1] is not None:
+            keep &= mjd <= window[1]
+        return keep
+
+    def _in_epoch_frame(self, frame, window, columns):
+        kept = frame[self._in_epoch(frame, window)]
+        return kept if columns is None else kept[list(columns)]
+
+    def overlaps(self, region: Any) -> bool:
+        """Whether any partition of the catalogue overlaps ``region`` (from the index only)."""
+        reg = parse_region(region)
+        return bool(self._plan(reg))
 
     def _empty(self, columns):
         import pyarrow.parquet as pq
