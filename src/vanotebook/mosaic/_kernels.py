@@ -181,20 +181,25 @@ def _pairs(positions, k0, n_nodes, step, xp):
 
 
 def choose_step(wcs_from, wcs_to, bbox: tuple[int, int, int, int], *, tolerance: float,
-                start: int = 64, minimum: int = 2) -> tuple[int, float]:
+                start: int = 64, minimum: int = 1) -> tuple[int, float]:
     """The largest node spacing whose interpolated transform is within ``tolerance``.
 
     The error is measured where bilinear interpolation is worst, at the
     centres of the coarse cells, against the exact transform, over the
-    output box ``bbox = (y0, y1, x0, x1)``.
+    output box ``bbox = (y0, y1, x0, x1)``. Where no spacing of 2 or more meets
+    it (the seams of HEALPix's HPX, the boundary of an all-sky AIT map, a lookup
+    table's kinks), the step is 1: every pixel is a node, and the transform is
+    exact at every pixel (error 0).
 
     Returns
     -------
     step : int
         Node spacing in output pixels (a power of two, at least ``minimum``).
     error : float
-        The largest measured error, in ``wcs_to`` pixels.
+        The largest error at the output pixels, in ``wcs_to`` pixels.
     """
+    if minimum <= 1 and start <= 1:
+        return 1, 0.0
     y0, y1, x0, x1 = bbox
     step = start
     while True:
@@ -215,6 +220,8 @@ def choose_step(wcs_from, wcs_to, bbox: tuple[int, int, int, int], *, tolerance:
         if error <= tolerance or step <= minimum:
             return step, error
         step //= 2
+        if step == 1:
+            return 1, 0.0
 
 
 # ----------------------------------------------------------------------------- sampling

@@ -114,9 +114,60 @@ def _frame_name(wcs: WCS) -> str:
     return wcs_to_celestial_frame(wcs).name
 
 
+#: beyond this angular radius (deg) from the inputs' centre, a TAN grid is not sensible
+WIDE_RADIUS = 60.0
+#: the largest optimal grid made without being asked for it (pixels of one plane)
+MAX_PIXELS = 2**31
+
+
+def _sample_points(image: Image, n_edge: int = 129, n_inner: int = 33):
+    """Pixels along the edges of an image and on an interior lattice (0-based x, y)."""
+    xs, ys = _edge_points(image.shape, n_edge)
+    ny, nx = image.shape[-2:]
+    gx, gy = np.meshgrid(np.linspace(-0.5, nx - 0.5, n_inner),
+                         np.linspace(-0.5, ny - 0.5, n_inner))
+    return np.concatenate([xs, gx.ravel()]), np.concatenate([ys, gy.ravel()])
+
+
+def _sky_points(images: Sequence[Image], frame: str) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes (deg, in ``frame``) of every image's sample pixels that lie
+    on the sky (pixels outside an all-sky projection's boundary, AIT's corners, are
+    dropped)."""
+    lons, lats = [], []
+    target = frame_object(frame)
+    for im in images:
+        xs, ys = _sample_points(im)
+        with np.errstate(invalid="ignore"):
+            lon, lat = pixel_to_world(im.celestial, xs, ys)
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        c = SkyCoord(lon[ok], lat[ok], unit="deg", frame=wcs_to_celestial_frame(im.celestial))
+        c = c.transform_to(target)
+        lons.append(c.spherical.lon.deg)
+        lats.append(c.spherical.lat.deg)
+    return np.concatenate(lons), np.concatenate(lats)
+
+
+def _lon_range(lon: np.ndarray, spacing: float) -> tuple[float, float] | None:
+    """``(start, width)`` of the smallest longitude interval holding ``lon``, or None when
+    no gap wider than ``spacing`` is left (the whole circle)."""
+    s = np.sort(np.mod(lon, 360.0))
+    gaps = np.diff(np.concatenate([s, [s[0] + 360.0]]))
+    k = int(np.argmax(gaps))
+    if gaps[k] <= spacing:
+        return None
+    start = s[(k + 1) % s.size]
+    return float(start), float(360.0 - gaps[k])
+
+
 def optimal_grid(images: Sequence[Image], *, frame: str | None = None,
                  projection: str = "TAN", pixel_scale: float | None = None) -> Grid:
     """The smallest north-up grid holding every image, like ``find_optimal_celestial_wcs``.
+
+    Images spread wider than `WIDE_RADIUS` degrees from their centre (a Galactic-plane
+    strip, an all-sky map in CAR, AIT, MOL, ZEA or HEALPix's HPX) get a plate-carree
+    (CAR) grid instead of a TAN one: centred on the equator, as wide in longitude as
+    they are (the whole circle for all-sky maps), as high in latitude as they reach.
+    Nothing is cut: every sample pixel of every image lands inside the grid.
 
     Parameters
     ----------
@@ -126,37 +177,42 @@ def optimal_grid(images: Sequence[Image], *, frame: str | None = None,
         first image's. Inputs in any frame astropy knows (FK4/FK5 at any equinox...)
         are transformed to it.
     projection : str
-        FITS projection code.
+        FITS projection code (``TAN`` by default; wide inputs switch it to ``CAR``).
     pixel_scale : float, optional
         Pixel side in degrees; by default the finest among the inputs.
+
+    Raises
+    ------
+    VanotebookInputError
+        A frame not in `FRAMES`, or a grid larger than `MAX_PIXELS` pixels (its shape
+        and memory are in the message: give ``wcs=`` a grid, or a coarser ``pixel_scale``).
     """
     frame = frame or _frame_name(images[0].celestial)
     check_choice("frame", frame, FRAMES)
-    lons, lats = [], []
-    for im in images:
-        xs, ys = _edge_points(im.shape)
-        lon, lat = pixel_to_world(im.celestial, xs, ys)
-        c = SkyCoord(lon, lat, unit="deg", frame=wcs_to_celestial_frame(im.celestial))
-        c = c.transform_to(frame_object(frame))
-        lons.append(c.spherical.lon.deg)
-        lats.append(c.spherical.lat.deg)
-    lon = np.concatenate(lons)
-    lat = np.concatenate(lats)
-    vec = np.stack([np.cos(np.radians(lat)) * np.cos(np.radians(lon)),
-                    np.cos(np.radians(lat)) * np.sin(np.radians(lon)), np.sin(np.radians(lat))])
-    mean = vec.mean(axis=1)
-    lon0 = math.degrees(math.atan2(mean[1], mean[0])) % 360.0
-    lat0 = math.degrees(math.atan2(mean[2], math.hypot(mean[0], mean[1])))
+    lon, lat = _sky_points(images, frame)
+    if lon.size == 0:
+        raise VanotebookInputError("images", "images with pixels on the sky", "none")
     if pixel_scale is None:
         pixel_scale = min(float(np.min(proj_plane_pixel_scales(im.celestial)))
                           for im in images)
+    vec = np.stack([np.cos(np.radians(lat)) * np.cos(np.radians(lon)),
+                    np.cos(np.radians(lat)) * np.sin(np.radians(lon)), np.sin(np.radians(lat))])
+    mean = vec.mean(axis=1)
+    norm = float(np.linalg.norm(mean))
+    lon0 = math.degrees(math.atan2(mean[1], mean[0])) % 360.0
+    lat0 = math.degrees(math.atan2(mean[2], math.hypot(mean[0], mean[1])))
+    if norm > 1e-6:
+        radius = float(np.degrees(np.arccos(np.clip(mean @ vec / norm, -1.0, 1.0))).max())
+    else:
+        radius = 180.0
+    wide = radius > WIDE_RADIUS
+    if wide and projection == "TAN":
+        projection = "CAR"
     w = WCS(naxis=2)
     a, b = _CTYPES[frame]
     w.wcs.ctype = [f"{a}-{projection}", f"{b}-{projection}"]
-    w.wcs.crval = [lon0, lat0]
     w.wcs.cdelt = [-pixel_scale, pixel_scale]
     w.wcs.cunit = ["deg", "deg"]
-    w.wcs.crpix = [1.0, 1.0]
     if frame == "icrs":
         w.wcs.radesys = "ICRS"
     elif frame == "fk5":
@@ -165,15 +221,70 @@ def optimal_grid(images: Sequence[Image], *, frame: str | None = None,
     elif frame == "fk4":
         w.wcs.radesys = "FK4"
         w.wcs.equinox = 1950.0
-    x, y = w.wcs_world2pix(lon, lat, 0)
-    xmin, xmax = np.nanmin(x), np.nanmax(x)
-    ymin, ymax = np.nanmin(y), np.nanmax(y)
-    w.wcs.crpix = [1.0 - (xmin + 0.5) + 0.0, 1.0 - (ymin + 0.5)]
-    w.wcs.crpix = [round(w.wcs.crpix[0], 6), round(w.wcs.crpix[1], 6)]
-    nx = math.ceil(xmax - xmin)
-    ny = math.ceil(ymax - ymin)
+    if projection == "CAR" and wide:
+        # the sample lattice's spacing on the sky: a longitude gap narrower than twice it
+        # may fall between samples, not on empty sky (then the grid is the whole circle)
+        spacing = max(max(im.shape[-1], im.shape[-2]) / 32.0
+                      * float(np.max(proj_plane_pixel_scales(im.celestial))) for im in images)
+        _car_grid(w, lon, lat, pixel_scale, spacing=2.0 * spacing + 5.0)
+    else:
+        w.wcs.crval = [lon0, lat0]
+        w.wcs.crpix = [1.0, 1.0]
     w.wcs.set()
+    if not (projection == "CAR" and wide):
+        with np.errstate(invalid="ignore"):
+            x, y = w.wcs_world2pix(lon, lat, 0)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise VanotebookInputError(
+                "images", f"images that the {projection} projection can hold around "
+                f"({lon0:.4g}, {lat0:.4g}) (give wcs= a grid in another projection)",
+                f"{int(np.sum(~np.isfinite(x)))} sample pixels beyond its boundary")
+        xmin, xmax = float(np.min(x)), float(np.max(x))
+        ymin, ymax = float(np.min(y)), float(np.max(y))
+        w.wcs.crpix = [round(1.0 - (xmin + 0.5), 6), round(1.0 - (ymin + 0.5), 6)]
+        nx = math.ceil(xmax - xmin)
+        ny = math.ceil(ymax - ymin)
+        w.wcs.set()
+    else:
+        nx, ny = w.pixel_shape
+        w.pixel_shape = None
+    _check_size((ny, nx), pixel_scale)
     return Grid(w, (ny, nx))
+
+
+def _car_grid(w: WCS, lon, lat, pixel_scale: float, *, spacing: float) -> None:
+    """Set ``w`` (a CAR WCS) to the plate-carree grid holding ``lon, lat``; its shape goes
+    to ``w.pixel_shape``. A longitude gap narrower than ``spacing`` (deg) is not one."""
+    span = _lon_range(lon, spacing=spacing)
+    if span is None:  # the whole circle
+        start, width = 180.0, 360.0
+    else:
+        start, width = span
+        margin = min(2 * pixel_scale, (360.0 - width) / 2)
+        start, width = start - margin, width + 2 * margin
+    centre = (start + width / 2.0) % 360.0
+    south = max(float(np.min(lat)) - 2 * pixel_scale, -90.0)
+    north = min(float(np.max(lat)) + 2 * pixel_scale, 90.0)
+    if north > 90.0 - 5.0 * pixel_scale - 1.0:
+        north = 90.0
+    if south < -90.0 + 5.0 * pixel_scale + 1.0:
+        south = -90.0
+    nx = max(1, math.ceil(width / pixel_scale - 1e-9))
+    ny = max(1, math.ceil((north - south) / pixel_scale - 1e-9))
+    w.wcs.crval = [centre, 0.0]
+    # pixel centres: x = 0 at the grid's east edge plus half a pixel; the equator at CRPIX2
+    w.wcs.crpix = [(nx + 1) / 2.0, 0.5 + (0.0 - south) / pixel_scale]
+    w.pixel_shape = (nx, ny)
+
+
+def _check_size(shape: tuple[int, int], pixel_scale: float) -> None:
+    ny, nx = shape
+    if ny * nx > MAX_PIXELS:
+        gib = ny * nx * 12 / 2**30  # mosaic, weight and coverage in float32
+        raise VanotebookInputError(
+            "wcs", f"an optimal grid of at most {MAX_PIXELS} pixels (give wcs= a grid, or "
+            "a coarser pixel scale)",
+            f"{ny} x {nx} pixels at {pixel_scale * 3600:.3g} arcsec ({gib:.3g} GiB in memory)")
 
 
 def resolve_grid(images: Sequence[Image], wcs, *, frame: str | None = None,
@@ -213,23 +324,30 @@ def resolve_grid(images: Sequence[Image], wcs, *, frame: str | None = None,
 
 
 def footprint_bbox(image: Image, grid: Grid) -> tuple[int, int, int, int] | None:
-    """The output-pixel box ``(y0, y1, x0, x1)`` an image covers; None when it misses the grid."""
-    xs, ys = _edge_points(image.shape, 33)
-    # add an interior lattice so a grid inside the image (or a fold) is still found
-    ny, nx = image.shape[-2:]
-    gx, gy = np.meshgrid(np.linspace(-0.5, nx - 0.5, 9), np.linspace(-0.5, ny - 0.5, 9))
-    xs = np.concatenate([xs, gx.ravel()])
-    ys = np.concatenate([ys, gy.ravel()])
-    x, y = pixel_to_pixel(image.celestial, grid.wcs, xs, ys)
+    """The output-pixel box ``(y0, y1, x0, x1)`` an image covers; None when it misses the grid.
+
+    Found from the image's edges and an interior lattice (so a grid inside the image, or
+    a fold, is still found). Where part of the edges is off the sky (the corners of an
+    all-sky AIT map), the outline is the lattice's, and the box grows by its spacing.
+    """
+    xs, ys = _sample_points(image, 65, 33)
+    with np.errstate(invalid="ignore"):
+        x, y = pixel_to_pixel(image.celestial, grid.wcs, xs, ys)
     ok = np.isfinite(x) & np.isfinite(y)
     if not ok.any():
         return None
+    n_edge = 4 * 65
+    margin = 1.0
+    if not ok[:n_edge].all():
+        ny, nx = image.shape[-2:]
+        spacing = max(nx, ny) / 32.0 * float(np.max(proj_plane_pixel_scales(image.celestial)))
+        margin += spacing / float(np.min(proj_plane_pixel_scales(grid.wcs)))
     x, y = x[ok], y[ok]
     gny, gnx = grid.shape
-    x0 = max(0, math.floor(x.min() - 1))
-    x1 = min(gnx, math.ceil(x.max() + 2))
-    y0 = max(0, math.floor(y.min() - 1))
-    y1 = min(gny, math.ceil(y.max() + 2))
+    x0 = max(0, math.floor(x.min() - margin))
+    x1 = min(gnx, math.ceil(x.max() + 1 + margin))
+    y0 = max(0, math.floor(y.min() - margin))
+    y1 = min(gny, math.ceil(y.max() + 1 + margin))
     if x0 >= x1 or y0 >= y1:
         return None
     return y0, y1, x0, x1
