@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord, search_around_sky
 from astropy.table import Table
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 from vanotebook import healpix
 from vanotebook.sky import catalogue_pair
@@ -71,17 +72,61 @@ def test_progress_reports_each_partition(demo_pair):
     assert calls == [(0, 1), (1, 1)]
 
 
-def test_gpu_matches_ask_for_a_gpu_worker():
+class _TaskLog(SchedulerPlugin):
+    """A scheduler plugin: each task's key, resource restrictions and worker as it starts."""
+
+    name = "vanotebook-test-task-log"
+
+    def __init__(self, scheduler):
+        self.scheduler, self.rows = scheduler, []
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "processing":
+            ts = self.scheduler.tasks[key]
+            self.rows.append((str(key), ts.resource_restrictions, ts.processing_on.name))
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_gpu_matches_run_on_the_gpu_worker(demo_pair, monkeypatch, device):
+    """The partition tasks the scheduler receives carry ``GPU=1`` on "gpu" (and run on the
+    worker that has it), none on "cpu"; dask.annotate around a dask DataFrame is dropped."""
     import dataclasses
+
+    from distributed import Client, LocalCluster
 
     from vanotebook.xmatch import _core as C
     from vanotebook.xmatch import _dask as D
 
+    left, right = demo_pair
+    # the tasks run in this process: "gpu" kernels are numpy here (no GPU in CI)
+    monkeypatch.setattr(C, "_namespace", lambda device: (np, np.asarray))
     spec = C.validate(radius=1 * u.arcsec, how="nearest", k=1, ra="ra", dec="dec",
-                      errors=None, epoch=None, suffixes=("_l", "_r"), nan="drop", prior=None,
-                      device="cpu")
-    with D._gpu_annotation(spec):
-        assert "resources" not in dask.get_annotations()
-    # resolve_device never gives "gpu" without a GPU; the annotation is checked directly
-    with D._gpu_annotation(dataclasses.replace(spec, device="gpu")):
-        assert dask.get_annotations()["resources"] == {"GPU": 1}
+                      errors=None, epoch=None, suffixes=("_left", "_right"), nan="drop",
+                      prior=None, device="cpu")
+    spec = dataclasses.replace(spec, device=device)  # resolve_device gives "gpu" only on a GPU
+
+    async def give_gpu(dask_worker):
+        await dask_worker.set_resources(GPU=1)
+
+    with LocalCluster(processes=False, n_workers=2, threads_per_worker=1,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        gpu_worker = sorted(client.scheduler_info()["workers"])[0]
+        client.run(give_gpu, workers=[gpu_worker])
+        log = _TaskLog(cluster.scheduler)
+        cluster.scheduler.add_plugin(log)
+        ld = dd.from_pandas(left[:6000].to_pandas(), npartitions=2)
+        rd = dd.from_pandas(right[:6000].to_pandas(), npartitions=2)
+        with dask.config.set({"vanotebook.partition-rows": 1000}):
+            out = D.crossmatch_dask(ld, rd, spec, client=client)
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+    ref = crossmatch(left[:6000], right[:6000], radius=1 * u.arcsec)
+    assert len(out) == len(ref) > 100
+    match = [r for r in log.rows if r[0].startswith(D.MATCH_PREFIX)]
+    assert len(match) == out.meta["partitions"] > 3
+    if device == "gpu":
+        assert all(r == {"GPU": 1} for _, r, _ in match)
+        assert {w for _, _, w in match} == {names[gpu_worker]}
+    else:
+        assert all(not r for _, r, _ in match)
+    # only the match tasks ask for the GPU: the shuffle runs anywhere
+    assert all(not r for k, r, _ in log.rows if not k.startswith(D.MATCH_PREFIX))

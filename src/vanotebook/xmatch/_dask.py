@@ -28,6 +28,7 @@ from . import _core as C
 __all__ = ["crossmatch_dask"]
 
 _FINE = 12
+MATCH_PREFIX = "xmatch-partition"  # the key prefix of the partition match tasks
 _PIX = healpix.PIXEL_COLUMN
 
 
@@ -208,44 +209,52 @@ def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: in
         lt = lt.set_index(_PIX, divisions=list(divisions))
         rt = rt.set_index(_PIX, divisions=list(divisions))
     out_meta = _empty(meta_l, meta_r, spec, lcols, rcols)
-    import dask.dataframe as dd
-
-    with _gpu_annotation(spec):
-        pairs = dd.map_partitions(_match_partition, lt, rt, spec, rerr_typical, lcols, rcols,
-                                  meta=out_meta, align_dataframes=False)
-        result = _gather_partitions(client, pairs, progress, out_meta)
+    result = _match_partitions(client, lt, rt, (spec, rerr_typical, lcols, rcols), progress,
+                               out_meta, resources=_resources(spec))
     return _finish(result, n_left, rho, spec, nan_rows, epoch, order=order,
                    n_parts=len(divisions) - 1, Table=Table)
 
 
-def _gpu_annotation(spec: C.MatchSpec):
-    """``dask.annotate(resources={"GPU": 1})`` for GPU matches (a worker with ``GPU=1`` runs
-    them), else a no-op context."""
-    import contextlib
+def _resources(spec: C.MatchSpec) -> dict | None:
+    """The worker resources a match task asks for: ``{"GPU": 1}`` on "gpu", else none.
 
+    They are given to each task as it is submitted (`_match_partitions`):
+    ``dask.annotate`` around a dask DataFrame is dropped by its query planner.
+    """
+    return {"GPU": 1} if spec.device == "gpu" else None
+
+
+def _match_partitions(client, lt, rt, args: tuple, progress, meta: pd.DataFrame, *,
+                      resources: dict | None = None) -> pd.DataFrame:
+    """Match the aligned partitions of ``lt`` and ``rt`` (one task each), in partition order.
+
+    On a cluster, the shuffled partitions are computed as futures and each pair
+    is matched by a task submitted with ``resources`` (so a GPU match runs on a
+    worker with the ``GPU`` resource); ``progress(done, total)`` is called as
+    each ends. Without a client the tasks run on Dask's threads in this process.
+    """
     import dask
+    from dask.base import tokenize
 
-    if spec.device == "gpu":
-        return dask.annotate(resources={"GPU": 1})
-    return contextlib.nullcontext()
-
-
-def _gather_partitions(client, ddf, progress, meta: pd.DataFrame) -> pd.DataFrame:
-    """Compute the partitions of ``ddf``, reporting ``progress(done, total)`` as each ends."""
-    import dask
-
-    parts = ddf.to_delayed()
-    total = len(parts)
+    lparts, rparts = lt.to_delayed(), rt.to_delayed()
+    total = len(lparts)
     if progress is not None:
         progress(0, total)
     if client is None:
-        frames = list(dask.compute(*parts))
+        tasks = [dask.delayed(_match_partition)(a, b, *args)
+                 for a, b in zip(lparts, rparts, strict=True)]
+        frames = list(dask.compute(*tasks))
         if progress is not None:
             progress(total, total)
     else:
         from distributed import as_completed
 
-        futures = client.compute(parts)
+        lf, rf = client.compute(lparts), client.compute(rparts)
+        token = tokenize(lt, rt, *args)
+        futures = [client.submit(_match_partition, a, b, *args, resources=resources,
+                                 key=f"{MATCH_PREFIX}-{token}-{n}")
+                   for n, (a, b) in enumerate(zip(lf, rf, strict=True))]
+        del lf, rf  # the match tasks hold their inputs; each is freed once matched
         where = {f.key: i for i, f in enumerate(futures)}
         frames = [None] * total
         for done, future in enumerate(as_completed(futures), start=1):
