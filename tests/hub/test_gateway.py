@@ -780,10 +780,32 @@ def test_singleuser_launcher_skips_only_the_slow_format_checker():
     assert "DATE True False" in out
 
 
-def test_warm_up_runs_the_services_in_process():
-    from vanotebook.hub._warm import warm
-
-    assert warm() > 0
+def test_warm_up_leaves_nothing_to_compile():
+    """After `warm`, a default mosaic and detection of another sky compile no kernel."""
+    code = (
+        "import sys\n"
+        "from numba.core.registry import CPUDispatcher\n"
+        "from vanotebook.hub._warm import warm\n"
+        "def compiled():\n"
+        "    return {f'{n}.{a}': len(o.signatures) for n, m in list(sys.modules.items())\n"
+        "            if n.startswith('vanotebook') for a, o in vars(m).items()\n"
+        "            if isinstance(o, CPUDispatcher)}\n"
+        "warm()\n"
+        "before = compiled()\n"
+        "import vanotebook\n"
+        "from vanotebook.sky import demo_sky\n"
+        "sky = demo_sky(1, size=0.3, n_catalogue=100, n_spectra=10)\n"
+        "for key in ('radio', 'ir24'):\n"
+        "    m = vanotebook.mosaic(sky.images(key), client=None)\n"
+        "    vanotebook.detect(m['mosaic'], client=None)\n"
+        "after = compiled()\n"
+        "print('KERNELS', sum(1 for v in before.values() if v))\n"
+        "print('LATE', sorted(k for k, v in after.items() if v != before.get(k, 0)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=600, check=True).stdout
+    assert int(out.split("KERNELS ")[1].split()[0]) >= 8
+    assert "LATE []" in out, out
 
 
 def test_dashboards_app_builds_without_warnings():

@@ -29,10 +29,10 @@ def warm() -> float:
     import vanotebook
     from vanotebook.sky import demo_sky
 
-    sky = demo_sky(0, size=0.2, n_catalogue=100, n_spectra=10)
-    for key in ("radio", "ir24", "fir250"):
+    sky = demo_sky(0, size=0.4, n_catalogue=100, n_spectra=10)
+    for key in ("radio", "ir24", "fir250"):  # each survey's sources take their own paths
         m = vanotebook.mosaic(sky.images(key), client=None, chunks=64)
-    vanotebook.detect(m["mosaic"], tile=64, overlap=16, client=None)
+        vanotebook.detect(m["mosaic"], client=None)  # default tiles: the kernels users hit
     np.asarray(m["mosaic"])
     return time.perf_counter() - t0
 
