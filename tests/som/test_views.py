@@ -39,13 +39,62 @@ def test_map_views(labelled):
     np.testing.assert_array_equal(h["value"], som.hits(s.flux).ravel())
     lab = _source(label_figure(som))
     assert list(lab["label"]) == list(som.labels.labels.ravel())
-    iso = isometric_figure(som)
     sides = 6 if som.topology == "hexagonal" else 4
-    assert len(_source(iso)["xs"]) == 30 * (sides + 1)
-    # polygons are hexagons / squares centred on the grid positions
+    # polygons are hexagons / squares centred on the grid positions (row 0 on top)
     xy = som.grid_coordinates()
     np.testing.assert_allclose([np.mean(x) for x in u["xs"]], xy[:, 0], atol=1e-9)
-    assert len(u["xs"][0]) == sides
+    np.testing.assert_allclose([np.mean(y) for y in u["ys"]], -xy[:, 1], atol=1e-9)
+    assert all(len(x) == sides for x in u["xs"])
+
+
+def _rgb(colour):
+    return np.array([int(colour.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)])
+
+
+@pytest.mark.parametrize("height", [3.0, 1.5])
+def test_isometric_view_shows_hits_labels_and_grid(labelled, height):
+    """Each unit is a prism standing on its grid cell: its top at ``height * hits / max``
+    (isometric: x to the right-down axis, y to the left-down one, z up), the top in the
+    unit's label colour (as in the label map), the side faces darker and reaching from 0
+    to the top."""
+    som, _ = labelled
+    hits = som.labels.hits.ravel().astype(float)
+    assert hits.max() > 2 * hits[hits > 0].min()  # heights that differ
+    expected_z = height * hits / hits.max()
+    cell = _source(umatrix_figure(som))  # the flat cell outlines, checked above
+    label_colour = dict(zip(range(som.n_units), _source(label_figure(som))["color"],
+                            strict=True))
+    iso = _source(isometric_figure(som, height=height))
+    cos, sin = np.cos(np.radians(30)), np.sin(np.radians(30))
+    units = np.asarray(iso["unit"])
+    assert sorted(set(units)) == list(range(som.n_units))
+    sides = len(cell["xs"][0])
+    for unit in range(som.n_units):
+        faces = np.flatnonzero(units == unit)
+        assert faces.size == sides + 1
+        bx, by = np.asarray(cell["xs"][unit]), np.asarray(cell["ys"][unit])
+        tops = [f for f in faces if iso["color"][f] == label_colour[unit]]
+        assert len(tops) == 1, unit
+        top = tops[0]
+        sx, sy = np.asarray(iso["xs"][top]), np.asarray(iso["ys"][top])
+        np.testing.assert_allclose(sx, (bx + by) * cos, atol=1e-9)  # over its own cell
+        np.testing.assert_allclose(sy - (bx - by) * sin, expected_z[unit], atol=1e-9)
+        assert iso["hits"][top] == hits[unit]
+        assert iso["label"][top] == som.labels.labels.ravel()[unit]
+        for f in faces[faces != top]:
+            assert (_rgb(iso["color"][f]) <= _rgb(label_colour[unit])).all()
+            assert iso["color"][f] != label_colour[unit]
+            # each side vertex is a corner of the cell at z = 0 (bottom) or at the top
+            z_levels = np.array([0.0, expected_z[unit]])
+            px = np.add.outer(bx + by, 0 * z_levels) * cos
+            py = np.add.outer((bx - by) * sin, z_levels)
+            z = []
+            for vx, vy in zip(iso["xs"][f], iso["ys"][f], strict=True):
+                d = np.hypot(px - vx, py - vy)
+                corner, level = np.unravel_index(np.argmin(d), d.shape)
+                assert d[corner, level] < 1e-9
+                z.append(z_levels[level])
+            assert sorted(z) == [0, 0, expected_z[unit], expected_z[unit]]
 
 
 def test_neuron_view(labelled):

@@ -19,6 +19,7 @@ __all__ = ["hits_figure", "isometric_figure", "label_figure", "neuron_figure",
            "scale_values", "umatrix_figure"]  # fmt: skip
 
 SCALES = ("linear", "log", "sqrt")
+_UNLABELLED = "#eeeeee"  # an empty (unlabelled) unit, in every label view
 _TOOLS = "tap,hover,pan,wheel_zoom,reset,save"
 
 
@@ -133,7 +134,7 @@ def label_figure(som: Any, labels: Any = None):
     lab = labels.labels.ravel().astype(str)
     purity = labels.purity.ravel()
     cmap = _class_colours(sorted({v for v in lab if v}))
-    colours = [cmap.get(v, "#eeeeee") for v in lab]
+    colours = [cmap.get(v, _UNLABELLED) for v in lab]
     fig = _map_figure(som, {"label": lab, "purity": purity, "color": colours,
                             "alpha": np.nan_to_num(0.35 + 0.65 * purity, nan=0.3)},
                       "Majority label", [("label", "@label"), ("purity", "@purity{0.00}")])
@@ -184,7 +185,7 @@ def isometric_figure(som: Any, labels: Any = None, hits: np.ndarray | None = Non
     px, py, colour, unit, hit, name = [], [], [], [], [], []
     for u in order:
         base = lab[u]
-        fill = cmap.get(base, "#cccccc")
+        fill = cmap.get(base, _UNLABELLED)
         bx, by = xs0[u], ys0[u]
         n = len(bx)
         for i in range(n):  # side faces, then the top
