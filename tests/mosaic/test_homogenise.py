@@ -180,3 +180,97 @@ def test_cutout_and_batch(sky, homog):
     many = cutouts(images, table, 2 * u.arcmin, pixel_scale=4 * u.arcsec, unit="Jy/pix")
     assert len(many) == 4 and many[-1] is None
     np.testing.assert_allclose(many[0]["radio"].values, one["radio"].values, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- bad calls
+def _calls(sky, tmp_path):
+    images = {"ir24": sky.images("ir24")[:1]}
+    missing = {"ir24": [str(tmp_path / "missing.fits")]}  # reading it would fail: options first
+    pos = (150.0, 2.0)
+    return [
+        (lambda: homogenise(missing, unit="banana"), "unit"),
+        (lambda: homogenise(missing, pixel_scale=4), "pixel_scale"),
+        (lambda: homogenise(missing, pixel_scale=-4 * u.arcsec), "pixel_scale"),
+        (lambda: homogenise(missing, pixel_scale=4 * u.m), "pixel_scale"),
+        (lambda: homogenise(missing, resolution="finest"), "resolution"),
+        (lambda: homogenise(missing, method="cubic"), "method"),
+        (lambda: homogenise(missing, match_background="yes"), "match_background"),
+        (lambda: homogenise(missing, progress="yes"), "progress"),
+        (lambda: homogenise(missing, output=tmp_path / "set.txt"), "output"),
+        (lambda: homogenise(missing, unit="Jy/beam", resolution=None), "resolution"),
+        (lambda: homogenise(sky.images("ir24")[:2]), "images"),  # tiles, not a list of lists
+        (lambda: cutout(missing, pos, pixel_scale=2), "pixel_scale"),
+        (lambda: cutout(missing, pos, 2), "size"),
+        (lambda: cutout(missing, pos, unit="banana"), "unit"),
+        (lambda: cutout(missing, pos, frame="b1950"), "frame"),
+        (lambda: cutout(missing, "M31"), "position"),
+        (lambda: cutout(sky.images("ir24")[:2], pos), "images"),
+        (lambda: cutout(images, (10.0, 10.0)), "position"),
+        (lambda: cutouts(missing, Table({"ra": [1.0], "dec": [2.0]}), pixel_scale=2),
+         "pixel_scale"),
+        (lambda: cutouts(missing, Table({"ra": [1.0], "dec": [2.0]}), colour="red"), "colour"),
+        (lambda: cutouts(sky.images("ir24")[:2], Table({"ra": [1.0], "dec": [2.0]})), "images"),
+    ]
+
+
+def test_bad_calls_name_the_argument(sky, tmp_path):
+    """Each bad call raises VanotebookInputError naming its argument, before any image is
+    read (the images named do not exist), and writes nothing."""
+    for call, argument in _calls(sky, tmp_path):
+        with pytest.raises(VanotebookInputError) as err:
+            call()
+        assert err.value.argument == argument, (argument, str(err.value))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _frame_hdu(sky, unit: str, *, beam: bool):
+    """An ir24 tile relabelled in ``unit`` (an optical-style frame: DN, electron/s...)."""
+    hdu = sky.images("ir24")[0][0].copy()
+    hdu.header["BUNIT"] = unit
+    if not beam:
+        for key in ("BMAJ", "BMIN", "BPA"):
+            del hdu.header[key]
+    return hdu
+
+
+@pytest.mark.parametrize("unit", ["DN", "electron/s", "ELECTRONS/S", "adu"])
+def test_non_flux_units_go_through_but_are_not_made_flux(sky, unit, tmp_path):
+    """Frames in DN or electron/s: converting them to MJy/sr is refused by name; kept in
+    their own unit (unit=None, resolution=None) they cut out and homogenise, values as
+    the plain mosaic's, BUNIT written and read back; the FITS set is written too."""
+    from vanotebook.mosaic import mosaic
+    from vanotebook.units import parse_unit
+
+    hdu = _frame_hdu(sky, unit, beam=False)
+    with pytest.raises(VanotebookInputError) as err:
+        homogenise({"opt": [hdu]}, unit="MJy/sr", resolution=None)
+    assert err.value.argument == "images['opt']" and "surface-brightness" in str(err.value)
+    out = homogenise({"opt": [hdu]}, unit=None, resolution=None, match_background=False,
+                     output=tmp_path / "set.fits")
+    header = fits.Header.fromstring(out.attrs["header"])
+    assert parse_unit(header["BUNIT"]) == parse_unit(unit)
+    plain = mosaic([hdu], wcs=header, match_background=False)
+    np.testing.assert_allclose(out["opt"].values, plain["mosaic"].values, rtol=1e-6,
+                               equal_nan=True)
+    with fits.open(tmp_path / "set.fits") as hdul:
+        assert parse_unit(hdul["opt"].header["BUNIT"]) == parse_unit(unit)
+        np.testing.assert_array_equal(hdul["opt"].data, out["opt"].values)
+    centre = WCS(hdu.header).celestial.pixel_to_world(hdu.header["NAXIS1"] / 2,
+                                                      hdu.header["NAXIS2"] / 2)
+    one = cutout({"opt": [hdu]}, centre, 1 * u.arcmin, unit=None, resolution=None)
+    assert parse_unit(one["opt"].attrs["unit"]) == parse_unit(unit)
+    assert np.isfinite(one["opt"].values).all()
+
+
+def test_kelvin_scales_and_smooths(sky):
+    """A brightness temperature map asked in mK comes out 1000x, at the common beam."""
+    hdu = _frame_hdu(sky, "K", beam=True)
+    out = homogenise({"t": [hdu]}, unit="mK", resolution=Beam.circular(12 * u.arcsec),
+                     match_background=False)
+    ref = homogenise({"t": [hdu]}, unit=None, resolution=Beam.circular(12 * u.arcsec),
+                     match_background=False)
+    assert u.Unit(out["t"].attrs["unit"]) == u.mK and u.Unit(ref["t"].attrs["unit"]) == u.K
+    np.testing.assert_allclose(out["t"].values, 1000 * ref["t"].values, rtol=1e-5,
+                               equal_nan=True)
+    with pytest.raises(VanotebookInputError, match="convertible"):
+        homogenise({"t": [hdu]}, unit="DN")

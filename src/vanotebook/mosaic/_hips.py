@@ -46,6 +46,7 @@ from .. import cluster
 from .._errors import VanotebookInputError, check_choice
 from ..io import Image, atomic_dir, atomic_path, parse_image
 from ..provenance import record
+from ..units import fits_string
 from ._hips_kernels import (
     STRETCHES,
     downsample2,
@@ -800,7 +801,7 @@ def to_hips(
         extra = [(key, value, comment) for key, value, comment in prov.header_cards()
                  if key in ("PROVACT", "PROVDIG", "PROVVER")]
         if im.unit is not None:
-            extra.append(("BUNIT", im.unit.to_string("fits"), "brightness unit"))
+            extra.append(("BUNIT", fits_string(im.unit), "brightness unit"))
         with atomic_dir(out, overwrite=overwrite) as tmp:
             p = _Params(folder=str(tmp), order=k, group_order=group_order, width=tile_width,
                         formats=formats, cut=cut, stretch=stretch, interpolation=interpolation,
@@ -1004,7 +1005,7 @@ def _finish(tmp: Path, out: Path, info: _Info, p: _Params, geo: _Geometry, im: I
         "vanotebook_transform_error": f"{error:.3g}",
     }
     if im.unit is not None:
-        props["vanotebook_unit"] = im.unit.to_string("fits")
+        props["vanotebook_unit"] = fits_string(im.unit)
     _write_properties(tmp / "properties", props)
     prov.outputs.append({"path": str(out), "sha256": ""})
     prov.finish()

@@ -36,7 +36,8 @@ def _groups(images: Any) -> dict[str, Any]:
                 "for one survey's tiles pass {'name': tiles})")
     if isinstance(images, Mapping):
         groups = dict(images)
-    elif isinstance(images, list | tuple) and all(isinstance(g, list) for g in images):
+    elif isinstance(images, list | tuple) and not isinstance(images, fits.HDUList) and all(
+            isinstance(g, list) and not isinstance(g, fits.HDUList) for g in images):
         groups = {f"image{i}": g for i, g in enumerate(images)}
     else:
         raise VanotebookInputError("images", expected, images)
