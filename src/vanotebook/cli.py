@@ -91,10 +91,25 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _rerun(args: argparse.Namespace) -> int:
-    from .provenance import rerun
+    from ._errors import VanotebookInputError
+    from .provenance import Provenance, rerun
 
-    new = rerun(args.record, args.output)
-    print(f"re-ran {new.activity}: {len(new.outputs)} outputs, same sha256 as recorded")
+    record = Path(args.record)
+    if (record / "index.duckdb").is_file():  # an archive: one of its ingestions
+        from .archive import Archive
+
+        if args.catalogue is None and args.ingest is None:
+            raise VanotebookInputError("record", "with an archive, --catalogue NAME or "
+                                       "--ingest ID", str(record))
+        prov = Archive(record, create=False).provenance(args.catalogue, ingest=args.ingest)
+    else:
+        prov = Provenance.read(record)
+    print(f"vanotebook rerun: {prov.activity} from {len(prov.inputs)} recorded inputs "
+          f"into {args.output} ...", flush=True)
+    t0 = time.perf_counter()
+    new = rerun(prov, args.output)
+    print(f"re-ran {new.activity} in {time.perf_counter() - t0:.1f} s: {len(new.outputs)} "
+          "outputs, same sha256 as recorded", flush=True)
     return 0
 
 
@@ -206,8 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rerun", help="remake a product from its provenance record",
                        description="Remake a product from its provenance (a .json record or a "
                        "FITS file with a PROVENANCE HDU) and check the outputs' sha256.")
-    p.add_argument("record", help="provenance.json, <product>.prov.json or a FITS product")
+    p.add_argument("record", help="provenance.json, <product>.prov.json, a FITS product, "
+                   "or an archive folder (with --catalogue or --ingest)")
     p.add_argument("output", help="where to write the new product")
+    p.add_argument("--catalogue", default=None,
+                   help="with an archive: remake the ingestion of this catalogue")
+    p.add_argument("--ingest", default=None,
+                   help="with an archive: remake this ingestion (an id from Archive.ingests())")
     p.set_defaults(func=_rerun)
 
     p = sub.add_parser("gateway", help="start the hub, the shared Dask cluster and the "

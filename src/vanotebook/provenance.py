@@ -31,6 +31,7 @@ from ._errors import VanotebookInputError
 
 __all__ = [
     "Provenance",
+    "inputs_on_disk",
     "record",
     "reproducible",
     "rerun",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+_WITH_RECORD: set[str] = set()
 _PACKAGES = ("vanotebook", "numpy", "scipy", "astropy", "reproject", "dask", "distributed")
 _PROV_HDU = "PROVENANCE"
 
@@ -260,7 +262,8 @@ def record(
     prov.finish()
 
 
-def reproducible(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def reproducible(name: str, *, with_record: bool = False
+                 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a function as an activity that `rerun` may call by name.
 
     The function must take the output location as its first argument and
@@ -269,11 +272,15 @@ def reproducible(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
     activities in ``vanotebook.<service>._rerun`` (imported by `rerun` on
     demand) or in the module that defines them. A record is refused by the
     adapter, with `VanotebookInputError`, when it cannot be remade (inputs in
-    memory: see `inputs_on_disk`).
+    memory: see `inputs_on_disk`). With ``with_record`` the adapter is called
+    as ``func(output, record, **parameters)``, for activities whose inputs
+    are the record's input files rather than a parameter.
     """
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         _REGISTRY[name] = func
+        if with_record:
+            _WITH_RECORD.add(name)
         return func
 
     return register
@@ -364,7 +371,8 @@ def rerun(record: Provenance | str | Path | dict, output: str | Path, *,
     kwargs = dict(record.parameters)
     if record.seed is not None:
         kwargs["seed"] = record.seed
-    new = func(output, **kwargs)
+    new = func(output, record, **kwargs) if record.activity in _WITH_RECORD else \
+        func(output, **kwargs)
     if check and isinstance(new, Provenance):
         old = sorted(o["sha256"] for o in record.outputs)
         got = sorted(o["sha256"] for o in new.outputs)

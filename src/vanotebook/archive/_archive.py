@@ -263,7 +263,9 @@ class Archive:
                 params = {"survey": survey, "band": band,
                           **({"unit": fits_string(parse_unit(unit))} if unit is not None else {}),
                           **({"source": source} if source else {})}
-                prov = self._provenance("vanotebook.archive.add_images", params, inputs, [])
+                outputs = [{"path": f"index/images/{r.values['sha256'][:16]}/{r.values['hdu']}",
+                            "sha256": _record_digest(r.values)} for r in records]
+                prov = self._provenance("vanotebook.archive.add_images", params, inputs, outputs)
                 moved = []
                 try:
                     for tmp, final in finals:
@@ -278,8 +280,33 @@ class Archive:
             finally:
                 for tmp in temps:
                     tmp.unlink(missing_ok=True)
-        return Table(rows=rows, names=("path", "sha256", "hdu", "added"),
-                     dtype=(str, str, int, bool))
+        table = Table(rows=rows, names=("path", "sha256", "hdu", "added"),
+                      dtype=(str, str, int, bool))
+        table.meta["ingest_id"] = ingest_id
+        return table
+
+    def provenance(self, name: str | None = None, *, ingest: str | None = None) -> Provenance:
+        """The record of an ingestion: of catalogue ``name``, or of the ``ingest`` id.
+
+        `vanotebook.provenance.rerun` remakes it into another archive
+        (``vanotebook rerun ARCHIVE --catalogue NAME NEW_ARCHIVE`` on the
+        command line); `ingests` lists every id.
+        """
+        if (name is None) == (ingest is None):
+            raise VanotebookInputError("name", "a catalogue name or ingest=, not both",
+                                       (name, ingest))
+        if name is not None:
+            rows = connect_rows(self.path, "SELECT ingest_id FROM catalogues WHERE name = ?",
+                                [name])
+            if not rows:
+                self.catalogue(name)  # raises, naming the catalogues there are
+            ingest = rows[0][0]
+        rows = connect_rows(self.path, "SELECT provenance FROM ingests WHERE ingest_id = ?",
+                            [ingest])
+        if not rows:
+            raise VanotebookInputError("ingest", "an ingest id of this archive (see ingests())",
+                                       ingest)
+        return Provenance.from_json(rows[0][0])
 
     def images(self, region: Any = None, *, band: str | Sequence[str] | None = None,
                survey: str | Sequence[str] | None = None, epoch: Any = None,
@@ -477,7 +504,8 @@ class Archive:
 
                 sums = [sha256_file(partition_path(tmp / "dataset", o, p))
                         for o, p in zip(parts["Norder"], parts["Npix"], strict=True)]
-                inputs = [{"path": p, "sha256": sha256_file(p)} for p in info["inputs"]]
+                inputs = [{"path": str(Path(p).resolve()), "sha256": sha256_file(p)}
+                          for p in info["inputs"]]
                 outputs = [{"path": f"catalogues/{final.name}/"
                             f"{partition_path('dataset', o, p).as_posix()}", "sha256": s}
                            for o, p, s in zip(parts["Norder"], parts["Npix"], sums, strict=True)]
@@ -773,3 +801,11 @@ class ArchiveSearch:
     def __repr__(self) -> str:
         rows = ", ".join(f"{k}: {len(v)}" for k, v in self.catalogues.items()) or "none"
         return f"ArchiveSearch({len(self.images)} images; catalogue rows {rows})"
+
+
+def _record_digest(values: dict[str, Any]) -> str:
+    """sha256 of what the index records about an image, wherever the file lies."""
+    import hashlib
+
+    kept = {k: v for k, v in values.items() if k not in ("path", "relpath", "stored")}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
