@@ -174,7 +174,7 @@ def _as_image(image: Any) -> tuple[Image, Any]:
 
         item = _lazy_item(image, "image")
         im = parse_image(item, argument="image")
-        return im, {"path": str(image), "sha256": sha256_file(image)}
+        return im, {"path": os.path.abspath(image), "sha256": sha256_file(image)}
     im = parse_image(image, argument="image")
     return im, {"path": f"<{type(image).__name__}>", "sha256": _data_digest(im.data)}
 
@@ -763,10 +763,13 @@ def to_hips(
     k = order if order is not None else choose_order(scale, tile_width)
     geo = _Geometry(wcs, shape, frame)
 
-    params = {"order": k, "tile_width": tile_width, "formats": list(formats),
+    # enough to remake it (`vanotebook rerun`): the input file, when it is one, and the
+    # title the properties will carry (the folder's name by default)
+    params = {"image": source["path"] if Path(source["path"]).is_file() else None,
+              "order": k, "tile_width": tile_width, "formats": list(formats),
               "interpolation": interpolation, "stretch": stretch,
-              "cut": None if cut is None else list(cut), "frame": frame, "title": title,
-              "creator_did": creator_did}
+              "cut": None if cut is None else list(cut), "frame": frame,
+              "title": title or out.name, "creator_did": creator_did}
     with record(ACTIVITY, params) as prov:
         prov.inputs.append(source)
         digest = prov.digest
