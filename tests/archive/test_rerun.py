@@ -78,3 +78,15 @@ def test_in_memory_ingestion_cannot_rerun(tmp_path):
         rerun(arc.provenance("mem"), tmp_path / "again")
     done = _cli(arc.path, tmp_path / "again")
     assert done.returncode != 0 and "--catalogue NAME or --ingest ID" in done.stderr
+
+
+def test_catalogue_hips_reruns_to_the_same_tiles(archive, tmp_path):
+    out = archive.catalogue("cat").to_hips(tmp_path / "hips", order_by="flux",
+                                           descending=True, max_rows_per_tile=200)
+    done = _cli(out / "provenance.json", tmp_path / "hips2")
+    assert done.returncode == 0, done.stderr
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert len(files) > 5
+    for rel in files:
+        if rel.name != "provenance.json":
+            assert (out / rel).read_bytes() == (tmp_path / "hips2" / rel).read_bytes(), rel

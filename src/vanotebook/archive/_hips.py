@@ -760,8 +760,11 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
               "max_rows_per_tile": limit, "max_order": max_order, "columns": columns,
               "ra": ra, "dec": dec,
               "catalogue": (catalogue.name if isinstance(catalogue, Catalogue) else
-                            str(catalogue) if isinstance(catalogue, str | os.PathLike) else
-                            type(catalogue).__name__)}
+                            str(Path(catalogue).resolve())
+                            if isinstance(catalogue, str | os.PathLike) else
+                            type(catalogue).__name__), "name": name}
+    if isinstance(catalogue, Catalogue):
+        params["archive"] = str(Path(catalogue._archive).resolve())
     runner = get_client(client)
     chunk_rows = min(CHUNK_ROWS, int(_config.get("partition-rows", 1_000_000)))
     # the input, as a source of chunks (nothing read yet but for small in-memory inputs)
@@ -915,8 +918,27 @@ def write_catalogue_hips(catalogue: Any, out: str | os.PathLike, *, ra: str = "r
             lines.append(f"hips_cat_order_by = {order_by} {'desc' if descending else 'asc'}")
         (tmp / "properties").write_text("\n".join(lines) + "\n")
         prov.parameters["n_rows"] = n_rows
+        _record_files(prov, catalogue, tmp)
         (tmp / "provenance.json").write_text(prov.finish().to_json())
     return out
+
+
+def _record_files(prov: Any, catalogue: Any, tmp: Path) -> None:
+    """Inputs (the catalogue's files) and outputs (every file of the HiPS) with their sha256."""
+    from ..healpix import partition_path
+    from ._catalogue import Catalogue
+
+    if isinstance(catalogue, Catalogue):
+        for pix in catalogue.pixels.tolist():
+            path = partition_path(catalogue.path / "dataset", catalogue.order, pix)
+            prov.inputs.append({"path": str(path), "sha256": catalogue._checksums.get(pix, "")})
+    elif isinstance(catalogue, str | os.PathLike):
+        path = Path(catalogue).resolve()
+        for f in sorted(path.rglob("*.parquet")) if path.is_dir() else [path]:
+            prov.add_input(f)
+    for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        prov.add_output(f)
+        prov.outputs[-1]["path"] = f.relative_to(tmp).as_posix()
 
 
 def _did(title: str) -> str:

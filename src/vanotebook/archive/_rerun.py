@@ -38,3 +38,17 @@ def add_catalogue_again(output: str | Path, record: Provenance, *, name: str, ra
                           epoch=epoch, order=order, max_rows=max_rows, band=band or None,
                           wavelength=wavelength, overwrite=True)
     return archive.provenance(name)
+
+
+@reproducible("vanotebook.archive.write_catalogue_hips", with_record=True)
+def catalogue_hips_again(output: str | Path, record: Provenance, *, catalogue: str,
+                         archive: str | None = None, n_rows: int | None = None,
+                         **options: Any) -> Provenance:
+    """Write the recorded catalogue's HiPS again at ``output``."""
+    from ..provenance import Provenance as _Provenance
+    from ._hips import write_catalogue_hips
+
+    inputs_on_disk(record)
+    source: Any = Archive(archive, create=False).catalogue(catalogue) if archive else catalogue
+    done = write_catalogue_hips(source, output, **options)
+    return _Provenance.read(Path(done) / "provenance.json")
