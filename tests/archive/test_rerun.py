@@ -54,8 +54,8 @@ def test_catalogue_ingestion_reruns_to_the_same_partitions(archive, tmp_path):
 
 def test_image_ingestion_reruns_to_the_same_index(archive, tmp_path):
     ingest = archive.ingests()
-    image_id = [i for i, a in zip(ingest["ingest_id"], ingest["activity"], strict=True)
-                if a == "vanotebook.archive.add_images"][0]
+    image_id = next(i for i, a in zip(ingest["ingest_id"], ingest["activity"], strict=True)
+                    if a == "vanotebook.archive.add_images")
     done = _cli(archive.path, tmp_path / "again", "--ingest", image_id)
     assert done.returncode == 0, done.stderr
     again = Archive(tmp_path / "again").images()

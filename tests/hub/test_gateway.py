@@ -55,12 +55,23 @@ def _free_port() -> int:
 
 
 PREFIX = f"vt{uuid.uuid4().hex[:4]}-"  # this run's unix accounts: vtXXXX-alice, ...
+RUN = PREFIX.strip("-")  # names this run publishes to the shared DaCHS
 
 
 def _accounts() -> list[str]:
     import pwd
 
     return [p.pw_name for p in pwd.getpwall() if p.pw_name.startswith(PREFIX)]
+
+
+DACHS_URL = "http://localhost:8080"
+
+
+def _dachs_up() -> bool:
+    try:
+        return requests.get(f"{DACHS_URL}/tap/availability", timeout=5).ok
+    except requests.RequestException:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +105,8 @@ def gateway():
                PYTHONUNBUFFERED="1")
     for key in ("DASK_SCHEDULER_ADDRESS", "VANOTEBOOK_ADMIN_PASSWORD"):
         env.pop(key, None)
+    if _dachs_up():
+        env["VANOTEBOOK_DACHS_URL"] = DACHS_URL
     log = (state / "gateway.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "vanotebook.cli", "gateway", "--port", str(port),
@@ -485,6 +498,51 @@ def test_shared_archive_is_written_only_through_the_publishing_path(gateway):
     assert "ROWS 3" in out, out
     out = hub.execute(alice, publish.replace("NROWS", "2").replace("OVERWRITE", "True"))
     assert "'rows': 2, 'owner': 'alice'" in out, out
+
+
+def test_users_publish_to_the_vo_through_the_publishing_service(gateway):
+    """alice publishes to the gateway's DaCHS; anyone queries it by TAP; bob cannot write
+    DaCHS's inputs himself, and his publication of the same name is his own resource."""
+    if not _dachs_up():
+        if os.environ.get("VANOTEBOOK_REQUIRE_DACHS") == "1":
+            pytest.fail(f"no DaCHS server at {DACHS_URL}")
+        pytest.skip(f"no DaCHS server at {DACHS_URL}")
+    import pyvo
+
+    hub = gateway["hub"]
+    alice, bob = hub.spawn("alice"), hub.spawn("bob")
+    publish = (
+        "from astropy.table import Table\n"
+        "from vanotebook.hub._publish import publish_catalogue, PublishError\n"
+        "t = Table({'ra': [281.5, 281.6, 281.7], 'dec': [-2.6, -2.5, -2.7], "
+        "'flux': [1.0, 2.0, 3.0]})\n"
+        "try:\n"
+        f"    print('DONE', publish_catalogue(t[:NROWS], 'src_{RUN}', vo=True))\n"
+        "except PublishError as exc:\n"
+        "    print('REFUSED', exc)\n")
+    out = hub.execute(alice, publish.replace("NROWS", "3"))
+    resource = f"gw_alice_src_{RUN}"
+    assert f"'table': '{resource}.main'" in out and "'owner': 'alice'" in out, out
+    rows = pyvo.dal.TAPService(f"{DACHS_URL}/tap").search(
+        f"SELECT flux FROM {resource}.main ORDER BY flux").to_table()
+    assert list(rows["flux"]) == [1.0, 2.0, 3.0]
+    out = hub.execute(bob, publish.replace("NROWS", "1"))
+    assert f"'table': 'gw_bob_src_{RUN}.main'" in out, out
+    assert len(pyvo.dal.TAPService(f"{DACHS_URL}/tap").search(
+        f"SELECT * FROM {resource}.main").to_table()) == 3  # alice's is untouched
+    out = hub.execute(bob, (
+        "import os\n"
+        "try:\n"
+        f"    open('/var/gavo/inputs/{resource}/q.rd', 'a').close()\n"
+        "    print('WROTE')\n"
+        "except PermissionError:\n"
+        "    print('DENIED')\n"
+        "print('GROUPS', os.getgroups())\n"))
+    assert "DENIED" in out, out
+    import grp
+
+    gavo = grp.getgrgid(Path("/var/gavo/inputs").stat().st_gid).gr_gid
+    assert str(gavo) not in out.split("GROUPS", 1)[1], out
 
 
 def test_private_cluster_runs_as_its_user_and_is_refused_to_others(gateway):

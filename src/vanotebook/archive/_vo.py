@@ -158,7 +158,7 @@ class DaCHS:
 
     def publish_catalogue(self, catalogue: Any, name: str, *, ra: str = "ra", dec: str = "dec",
                           id: str | None = None, title: str | None = None,
-                          description: str = "") -> Published:
+                          description: str = "", reload: bool = True) -> Published:
         """Publish a catalogue: afterwards it answers TAP and SCS queries.
 
         Parameters
@@ -175,6 +175,11 @@ class DaCHS:
             A unique integer column; by default a row number ``id`` is added.
         title, description : str
             Resource metadata.
+        reload : bool
+            Ask the server to reload its resources afterwards (``dachs serve
+            reload``, which only the server's own account may do). Without it
+            the server loads a new resource, or one whose descriptor changed,
+            on its next request.
 
         Returns
         -------
@@ -222,7 +227,8 @@ class DaCHS:
             with atomic_path(folder / "q.rd", overwrite=True) as tmp:
                 tmp.write_text(self._rd(name, columns, title or name, description, prov))
             self._run("imp", f"{name}/q")
-            self._run("serve", "reload")
+            if reload:
+                self._run("serve", "reload")
         with atomic_path(folder / "provenance.json", overwrite=True) as tmp:
             tmp.write_text(prov.to_json())
         return Published(name, f"{name}.main", self.tap_url,
@@ -240,7 +246,7 @@ class DaCHS:
     def publish_images(self, images: Any, name: str, *, title: str | None = None,
                        survey: str | None = None, band: str | None = None,
                        collection: str | None = None,
-                       description: str = "") -> PublishedImages:
+                       description: str = "", reload: bool = True) -> PublishedImages:
         """Publish FITS images: afterwards they answer SIAP v1, SIA v2 and ObsTAP queries.
 
         The images are copied under the server's inputs folder
@@ -265,6 +271,8 @@ class DaCHS:
             Resource metadata.
         survey, band : str, optional
             Override the headers' ``SURVEY``/``TELESCOP`` and ``FILTER``/``BAND``.
+        reload : bool
+            As for `publish_catalogue`.
         collection : str, optional
             The ObsCore ``obs_collection`` for every image (default: each image's survey).
 
@@ -324,7 +332,8 @@ class DaCHS:
                 tmp.write_text(rd)
             self._ensure_obscore()
             self._run("imp", f"{name}/q")
-            self._run("serve", "reload")
+            if reload:
+                self._run("serve", "reload")
         with atomic_path(folder / "provenance.json", overwrite=True) as tmp:
             tmp.write_text(prov.to_json())
         files = tuple(str(data_dir / f"{stem}.fits") for stem in metadata)

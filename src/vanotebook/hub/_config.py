@@ -53,6 +53,11 @@ Production switches are environment variables, read by `HubSettings`:
     the archive every user reads (the demo sky and the gateway's published
     products); default ``<state dir>/shared/archive``, built from the demo sky
     when the hub first starts. Each user's own archive is ``~/archive``.
+``VANOTEBOOK_DACHS_URL`` / ``VANOTEBOOK_DACHS_INPUTS``
+    a DaCHS server on this machine (e.g. ``http://localhost:8080``) and its
+    inputs folder (default ``/var/gavo/inputs``): the publishing service then
+    also publishes users' catalogues to the VO (TAP and cone search) as
+    ``gw_<user>_<name>``. Its account joins DaCHS's group; no user does.
 ``VANOTEBOOK_CULL_TIMEOUT``
     seconds of inactivity before a user server is culled (default 3600).
 ``VANOTEBOOK_SPAWN_CONCURRENCY``
@@ -179,6 +184,10 @@ class HubSettings:
         "VANOTEBOOK_DASK_INTERNAL_PORT", 8788))
     app_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_APP_PORT", 8790))
     publish_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_PUBLISH_PORT", 8791))
+    dachs_url: str | None = field(default_factory=lambda: os.environ.get(
+        "VANOTEBOOK_DACHS_URL") or None)
+    dachs_inputs: Path = field(default_factory=lambda: Path(os.environ.get(
+        "VANOTEBOOK_DACHS_INPUTS", "/var/gavo/inputs")))
     private_clusters: bool = field(default_factory=lambda: os.environ.get(
         "VANOTEBOOK_PRIVATE_CLUSTERS", "1") != "0")
     gateway_port: int = field(default_factory=lambda: _env_int(
@@ -481,6 +490,12 @@ def _publisher_account(s: HubSettings, shared: Path) -> str:
     from ._accounts import ensure_account
 
     entry = ensure_account(f"{s.user_prefix}archive", s.state_dir / "publisher", system=True)
+    if s.dachs_url:  # DaCHS's group may write its inputs and run `dachs imp`; no user is in it
+        import grp
+
+        group = grp.getgrgid(s.dachs_inputs.stat().st_gid).gr_name
+        if entry.pw_name not in grp.getgrnam(group).gr_mem:
+            subprocess.run(["usermod", "-aG", group, entry.pw_name], check=True)
     root = shared.parent if s.shared_archive is None else shared
     for dirpath, dirnames, filenames in os.walk(root):
         for name in (dirpath, *(os.path.join(dirpath, n) for n in (*dirnames, *filenames))):
@@ -567,11 +582,15 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
             "name": PUBLISH_SERVICE,
             "url": f"http://127.0.0.1:{s.publish_port}",
             "command": [_python(), "-m", "vanotebook.hub._publish", "--port",
-                        str(s.publish_port), "--archive", str(shared)],
+                        str(s.publish_port), "--archive", str(shared),
+                        *(["--dachs-url", s.dachs_url, "--dachs-inputs", str(s.dachs_inputs)]
+                          if s.dachs_url else [])],
             "user": publisher, "cwd": str(shared),
         })
         env["VANOTEBOOK_PUBLISH_URL"] = \
             f"http://127.0.0.1:{s.publish_port}/services/{PUBLISH_SERVICE}/"
+        if s.dachs_url:
+            env["VANOTEBOOK_DACHS_URL"] = s.dachs_url  # to query what was published
     # the dashboards run in each user's own server (jupyter-server-proxy, as that
     # account); this service only sends a logged-in user there
     services.append({
