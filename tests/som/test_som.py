@@ -233,3 +233,51 @@ def test_keyword_only():
         params = list(inspect.signature(func).parameters.values())
         positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
         assert positional in (["self", "shape"], ["self", "X"])
+
+
+@pytest.mark.parametrize(("call", "argument"), [
+    (lambda x: SOM((3, 3), n_epochs=2).fit(x, progress=3), "progress"),
+    (lambda x: SOM((3, 3), n_epochs=2).fit(x, columns="a"), "columns"),
+    (lambda x: SOM((3, 3), n_epochs=2).fit(x, tol="small"), "tol"),
+    (lambda x: SOM((3, 3), n_epochs=2).fit(x, device="tpu"), "device"),
+    (lambda x: SOM((3, 3), n_epochs=2).fit(x.astype(np.complex64)), "X"),
+    (lambda x: SOM((3, 3), n_epochs=2).fit(
+        pd.DataFrame({"a": ["x"] * 20, "b": np.arange(20.0)}), columns=["a", "b"]), "columns"),
+    (lambda x: SOM((3, 3), n_epochs=2).fit(
+        pd.DataFrame({"a": np.arange(20.0)}), columns=["a", "a"]), "columns"),
+])
+def test_more_bad_fit_calls_name_the_argument(spectra, call, argument, monkeypatch):
+    """Each is refused with a named error before any epoch runs."""
+    from vanotebook.som import _core
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(_core.SOM, "_train", no_training)
+    with pytest.raises(VanotebookInputError) as info:
+        call(spectra.flux[:200])
+    assert info.value.argument == argument
+
+
+def test_masked_feature_values_are_missing(spectra, tmp_path):
+    """A blank cell (masked) is a missing value: dropped and counted, never the number
+    stored under the mask (0 in a blank ECSV cell)."""
+    from astropy.table import MaskedColumn, Table
+
+    x = spectra.flux[:300, :4].astype(np.float64)
+    table = Table({f"f{i}": MaskedColumn(x[:, i], mask=np.zeros(300, bool)) for i in range(4)})
+    for row, col in ((5, 0), (6, 2), (6, 3), (40, 1)):
+        table[f"f{col}"].data.data[row] = 0.0  # what a blank ECSV cell holds
+        table[f"f{col}"].mask[row] = True
+    cols = [f"f{i}" for i in range(4)]
+    with pytest.raises(VanotebookInputError, match=r"X: expected finite.*3 rows"):
+        SOM((3, 3), n_epochs=2).fit(table, columns=cols)
+    som = SOM((3, 3), n_epochs=3).fit(table, columns=cols, nan="drop")
+    assert som.n_dropped == 3
+    keep = np.ones(300, bool)
+    keep[[5, 6, 40]] = False
+    ref = SOM((3, 3), n_epochs=3).fit(x[keep].astype(np.float32))
+    np.testing.assert_allclose(som.prototypes, ref.prototypes, rtol=1e-5, atol=1e-6)
+    path = tmp_path / "blank.ecsv"
+    table.write(path)
+    assert SOM((3, 3), n_epochs=3).fit(path, columns=cols, nan="drop").n_dropped == 3

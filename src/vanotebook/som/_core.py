@@ -35,6 +35,7 @@ from .. import _config
 from .._errors import VanotebookInputError, check_choice, check_positive
 from .._random import SeedLike, as_generator
 from ..cluster import get_client, resolve_device
+from ..io import masked_as_nan
 from . import _kernels as k
 from ._dask import DaskRows, MemoryRows, finite_rows, reachable, to_numpy
 
@@ -71,11 +72,21 @@ def _table_matrix(table: Any, columns: Any):
     missing = [c for c in cols if c not in names]
     if missing or not cols:
         raise VanotebookInputError("columns", f"names among {names[:20]}", missing or cols)
+    if len(set(cols)) != len(cols):
+        raise VanotebookInputError("columns", "distinct column names", cols)
+    from pandas.api.types import is_complex_dtype, is_numeric_dtype
+
+    dtypes = {c: table[c].dtype for c in cols}
+    text = [c for c, dt in dtypes.items() if not is_numeric_dtype(dt) or is_complex_dtype(dt)]
+    if text:
+        raise VanotebookInputError("columns", "numeric (real) feature columns",
+                                   {c: str(dtypes[c]) for c in text})
     if kind.startswith("dask"):
         return table[cols].to_dask_array(lengths=True).astype(np.float32)
     if kind.startswith("pandas"):
-        return table[cols].to_numpy(dtype=np.float32)
-    parts = [np.asarray(table[c], dtype=np.float32) for c in cols]
+        return table[cols].to_numpy(dtype=np.float32, na_value=np.nan)
+    # masked (blank) cells are missing values: NaN, so they are refused or dropped
+    parts = [np.asarray(masked_as_nan(table[c]), dtype=np.float32) for c in cols]
     parts = [p[:, None] if p.ndim == 1 else p.reshape(len(p), -1) for p in parts]
     return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
@@ -101,13 +112,24 @@ def as_matrix(x: Any, columns: Any = None, *, argument: str = "X", client=None):
     if hasattr(x, "colnames") or (kind.startswith(("pandas", "dask.dataframe", "dask_expr"))
                                   and hasattr(x, "columns")):  # fmt: skip
         return _table_matrix(x, columns)
+    if columns is not None:
+        raise VanotebookInputError("columns", "None for array input (columns name the "
+                                   "features of a table)", columns)  # fmt: skip
     if _is_dask_array(x) or _is_cupy(x):
+        if np.dtype(x.dtype).kind not in "biuf":
+            raise VanotebookInputError(argument, "real numbers", f"dtype {x.dtype}")
         return x
     if isinstance(x, np.ndarray | list | tuple):
+        if isinstance(x, np.ndarray) and x.dtype.kind == "c":
+            raise VanotebookInputError(argument, "real numbers", f"dtype {x.dtype}")
         try:
-            return np.asarray(x, dtype=np.float32)
+            out = np.asarray(x, dtype=np.float32) if not isinstance(x, np.ndarray) or \
+                x.dtype.kind in "biuf" else None
         except (TypeError, ValueError) as exc:
             raise VanotebookInputError(argument, _DATA_FORMS, x) from exc
+        if out is None:
+            raise VanotebookInputError(argument, "real numbers", f"dtype {x.dtype}")
+        return out
     raise VanotebookInputError(argument, _DATA_FORMS, x)
 
 
@@ -359,8 +381,11 @@ class SOM:
             ``self``, trained.
         """
         check_choice("nan", nan, NAN_POLICIES)
-        if tol is not None and (isinstance(tol, bool) or not tol >= 0):
+        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, int | float)
+                                or not tol >= 0):  # fmt: skip
             raise VanotebookInputError("tol", "None or a non-negative number", tol)
+        if not (isinstance(progress, bool) or callable(progress)):
+            raise VanotebookInputError("progress", "True, False or a callable", progress)
         dev = resolve_device(device)
         explicit = client is not None
         client = get_client(client)
