@@ -194,9 +194,9 @@ def _unreachable_error(url: str, exc: Exception) -> VanotebookInputError | None:
 def _time_range(epoch: Any) -> tuple[Any, Any]:
     from astropy.time import Time
 
-    from ._archive import _epoch_range
+    from ._epochs import epoch_range
 
-    lo, hi = _epoch_range(epoch)
+    lo, hi = epoch_range(epoch)
     return (Time(lo if lo is not None else 0.0, format="mjd"),
             Time(hi if hi is not None else 1e6, format="mjd"))
 
