@@ -258,3 +258,137 @@ def test_three_catalogue_match_recovers_truth():
     hi = p > 0.8
     assert abs((ok_b & ok_c)[hi].mean() - p[hi].mean()) < 0.05
     assert set(out.colnames) >= {"separation_b", "separation_c", "probability", "p_any"}
+
+
+def _sexagesimal_pair(rng, n=200):
+    centre = SkyCoord(150.1, 2.2, unit="deg")
+    c = centre.directional_offset_by(rng.uniform(0, 360, n) * u.deg,
+                                     rng.uniform(0, 0.05, n) * u.deg)
+    ra = c.ra.to_string(unit=u.hourangle, sep=":", precision=3, pad=True)
+    dec = c.dec.to_string(unit=u.deg, sep=":", precision=2, alwayssign=True, pad=True)
+    near = c.directional_offset_by(rng.uniform(0, 360, n) * u.deg,
+                                   rng.uniform(0, 0.3, n) * u.arcsec)
+    right = Table({"id": np.arange(n), "ra": near.ra.deg, "dec": near.dec.deg})
+    return ra, dec, right
+
+
+@pytest.mark.parametrize("form", ["table", "ecsv", "pandas"])
+def test_sexagesimal_columns_are_read_by_their_unit(tmp_path, form):
+    """RA/Dec as 'hh:mm:ss' / '+dd:mm:ss' strings, hours or degrees said by the column unit,
+    match like the same positions in degrees (astropy parses them)."""
+    rng = np.random.default_rng(3)
+    ra, dec, right = _sexagesimal_pair(rng)
+    left = Table({"id": np.arange(len(ra)), "ra": ra, "dec": dec})
+    left["ra"].unit, left["dec"].unit = u.hourangle, u.deg
+    truth = SkyCoord(ra, dec, unit=(u.hourangle, u.deg))
+    if form == "ecsv":
+        left.write(tmp_path / "sexa.ecsv")
+        left = tmp_path / "sexa.ecsv"
+    elif form == "pandas":
+        df = left.to_pandas()
+        df.attrs["units"] = {"ra": "hourangle", "dec": "deg"}
+        left = df
+    out = crossmatch(left, right, radius=1 * u.arcsec)
+    decimal = crossmatch(Table({"id": np.arange(len(ra)), "ra": truth.ra.deg,
+                                "dec": truth.dec.deg}), right, radius=1 * u.arcsec)
+    assert len(out) == len(decimal) == len(ra)
+    np.testing.assert_array_equal(out["id_left"], out["id_right"])
+    np.testing.assert_allclose(out["separation"], decimal["separation"], atol=1e-6)
+    np.testing.assert_allclose(out["ra_left"], truth.ra.deg, atol=1e-9)
+    assert out["ra_left"].unit == u.deg
+
+
+def test_sexagesimal_without_a_unit_follows_the_vizier_convention():
+    """Text RA without a unit is hours, Dec degrees (VizieR's RAJ2000/DEJ2000, the
+    convention `vanotebook.io.coordinates_in_degrees` documents); a unit of degrees on
+    the RA column is obeyed; text that is no angle is refused naming the column."""
+    rng = np.random.default_rng(4)
+    ra, dec, right = _sexagesimal_pair(rng, 20)
+    out = crossmatch(Table({"id": np.arange(20), "ra": ra, "dec": dec}), right,
+                     radius=1 * u.arcsec)
+    assert len(out) == 20 and (out["id_left"] == out["id_right"]).all()
+    truth = SkyCoord(ra, dec, unit=(u.hourangle, u.deg))
+    ra_deg = truth.ra.to_string(unit=u.deg, sep=":", precision=3)
+    lt = Table({"id": np.arange(20), "ra": ra_deg, "dec": dec})
+    lt["ra"].unit = u.deg
+    out = crossmatch(lt, right, radius=1 * u.arcsec)
+    assert len(out) == 20 and (out["id_left"] == out["id_right"]).all()
+    hms = truth.to_string("hmsdms", precision=3)
+    lt = Table({"ra": [s.split()[0] for s in hms], "dec": [s.split()[1] for s in hms]})
+    assert len(crossmatch(lt, right, radius=1 * u.arcsec)) == 20
+    with pytest.raises(VanotebookInputError) as info:
+        crossmatch(Table({"ra": ["north", "south"], "dec": ["a", "b"]}), right)
+    assert info.value.argument == "ra"
+
+
+def test_masked_sexagesimal_and_masked_degrees_are_missing():
+    """Blank cells are missing (counted in nan_rows), never matched at (0, 0)."""
+    from astropy.table import MaskedColumn
+
+    right = Table({"id": [0, 1], "ra": [0.0, 150.0], "dec": [0.0, 2.0]})
+    left = Table({"id": [0, 1, 2],
+                  "ra": MaskedColumn(["10:00:00.0", "", "00:00:00.0"], mask=[False, True, True],
+                                     unit=u.hourangle),
+                  "dec": MaskedColumn(["+02:00:00", "", "+00:00:00"], mask=[False, True, True],
+                                      unit=u.deg)})
+    out = crossmatch(left, right, radius=1 * u.arcsec)
+    assert out.meta["nan_rows"] == {"left": 2, "right": 0}
+    assert list(out["id_left"]) == [0] and list(out["id_right"]) == [1]
+    masked = Table({"id": [0, 1], "ra": MaskedColumn([150.0, 0.0], mask=[False, True]),
+                    "dec": MaskedColumn([2.0, 0.0], mask=[False, True])})
+    for m in (crossmatch(masked, right, radius=1 * u.arcsec),
+              crossmatch(right, masked, radius=1 * u.arcsec)):
+        assert sorted(m.meta["nan_rows"].values()) == [0, 1] and len(m) == 1
+
+
+def test_crossmatch_many_refuses_an_empty_catalogue():
+    a = Table({"ra": [150.0, 150.001], "dec": [2.0, 2.0], "error": [0.2, 0.2] * u.arcsec})
+    for empty in ("a", "b", "c"):
+        cats = {n: (a[:0] if n == empty else a) for n in "abc"}
+        with pytest.raises(VanotebookInputError) as info:
+            crossmatch_many(cats, radius=1 * u.arcsec)
+        assert info.value.argument == f"catalogues[{empty!r}]"
+
+
+@pytest.mark.parametrize(("kwargs", "argument"), [
+    ({"errors": -0.1 * u.arcsec}, "errors['left']"),
+    ({"errors": {"left": 0.1 * u.arcsec, "right": np.array([1, 2]) * u.arcsec}},
+     "errors['right']"),
+    ({"progress": 3}, "progress"),
+])
+def test_more_bad_inputs_are_refused_before_work(random_pair, kwargs, argument, monkeypatch):
+    from vanotebook.xmatch import _core
+
+    def no_match(*args, **kw):
+        raise AssertionError("matching started")
+
+    monkeypatch.setattr(_core, "crossmatch_tables", no_match)
+    left, right = random_pair
+    with pytest.raises(VanotebookInputError) as info:
+        crossmatch(left, right, **kwargs)
+    assert info.value.argument == argument
+    with pytest.raises(VanotebookInputError) as info:
+        crossmatch_many({"a": left, "b": right, "c": right}, **kwargs)
+    assert info.value.argument in (argument, "errors")
+
+
+def test_crossmatch_many_reports_progress(capsys):
+    rng = np.random.default_rng(9)
+    n = 2500
+    base = SkyCoord(150.0, 2.0, unit="deg").directional_offset_by(
+        rng.uniform(0, 360, n) * u.deg, rng.uniform(0, 0.2, n) * u.deg)
+    cats = {}
+    for name in "abc":
+        c = base.directional_offset_by(rng.uniform(0, 360, n) * u.deg,
+                                       np.abs(rng.normal(0, 0.2, n)) * u.arcsec)
+        cats[name] = Table({"ra": c.ra.deg, "dec": c.dec.deg,
+                            "error": np.full(n, 0.2) * u.arcsec})
+    calls = []
+    out = crossmatch_many(cats, radius=1 * u.arcsec, progress=lambda d, t: calls.append((d, t)))
+    total = 2 + 3  # two pairwise matches, 2,500 primaries weighed in steps of 1,000
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) >= total
+    assert {t for _, t in calls} == {total}
+    again = crossmatch_many(cats, radius=1 * u.arcsec, progress=True)  # a tqdm bar
+    assert "N-way match" in capsys.readouterr().err
+    assert list(again["probability"]) == list(out["probability"])

@@ -73,6 +73,8 @@ def validate(*, radius, how, k, ra, dec, errors, epoch, suffixes, nan, prior, de
         errors = {"left": errors, "right": errors}
     if errors is not None and set(errors) - {"left", "right"}:
         raise VanotebookInputError("errors", "a dict with keys 'left' and 'right'", errors)
+    for side, value in (errors or {}).items():
+        check_error_spec(value, f"errors[{side!r}]")
     if epoch is not None and epoch is not False:
         if isinstance(epoch, u.Quantity):
             epoch = epoch.to_value(u.yr)
@@ -83,6 +85,51 @@ def validate(*, radius, how, k, ra, dec, errors, epoch, suffixes, nan, prior, de
         epoch = float(epoch)
     return MatchSpec(radius, how, k, ra, dec, errors, epoch, tuple(suffixes), nan, prior,
                      resolve_device(device))
+
+
+def check_error_spec(value: Any, argument: str) -> Any:
+    """Refuse an error given as an angle that is not one positive finite value."""
+    if isinstance(value, u.Quantity):
+        ok = (value.unit.physical_type == "angle" and value.size == 1
+              and bool(np.isfinite(value.value)) and float(value.value) > 0)
+        if not ok:
+            raise VanotebookInputError(argument, "one positive angle Quantity (or a column "
+                                       "name)", value)
+    return value
+
+
+def check_progress(progress: Any) -> Any:
+    """``progress`` is None/False (nothing), True (a bar) or a callable ``f(done, total)``."""
+    if progress is None or isinstance(progress, bool) or callable(progress):
+        return progress
+    raise VanotebookInputError("progress", "True, False, None or a callable f(done, total)",
+                               progress)
+
+
+class Steps:
+    """Reports ``(done, total)`` steps to a ``progress`` callable or a tqdm bar (True)."""
+
+    def __init__(self, progress: Any, desc: str) -> None:
+        self.callback = progress if callable(progress) and progress is not True else None
+        self.show, self.desc, self.bar = progress is True, desc, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.callback is not None:
+            self.callback(done, total)
+        if self.show:
+            if self.bar is None:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=self.desc)
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+            if done >= total:
+                self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # ----------------------------------------------------------------------------- columns
@@ -255,6 +302,7 @@ def _from(x):
 
 
 _DENSITY_SAMPLE = 200_000
+_SCORE_CHUNK = 1000  # primary rows per progress step of crossmatch_many
 
 
 def density_sr(ra: np.ndarray, dec: np.ndarray) -> tuple[float, float]:
@@ -385,7 +433,7 @@ def crossmatch(
     prior: float | None = None,
     client=None,
     device: str = "auto",
-    progress: Callable[[int, int], None] | None = None,
+    progress: bool | Callable[[int, int], None] | None = None,
 ):
     """Cross-match two catalogues.
 
@@ -432,10 +480,10 @@ def crossmatch(
         Where separations and probabilities are computed (the neighbour search
         is on the CPU); on a cluster, "gpu" partition tasks ask for a worker with
         the ``GPU`` resource.
-    progress : callable, optional
-        Called as ``progress(done, total)`` when the match starts and as each
-        partition (one, in memory) finishes; dashboards use it for their
-        progress bar.
+    progress : bool or callable, optional
+        True shows a tqdm bar of the partitions matched; a callable is called as
+        ``progress(done, total)`` when the match starts and as each partition
+        (one, in memory) finishes; dashboards use it for their progress bar.
 
     Returns
     -------
@@ -450,6 +498,7 @@ def crossmatch(
 
     spec = validate(radius=radius, how=how, k=k, ra=ra, dec=dec, errors=errors, epoch=epoch,
                     suffixes=suffixes, nan=nan, prior=prior, device=device)
+    progress = Steps(check_progress(progress), "cross-match partitions") if progress else None
     params = {"radius_arcsec": float(spec.radius.to_value(u.arcsec)), "how": how, "k": spec.k,
               "ra": ra, "dec": dec, "errors": repr(errors), "epoch": spec.epoch,
               "suffixes": list(spec.suffixes), "nan": nan, "prior": prior,
@@ -493,6 +542,7 @@ def crossmatch_many(
     nan: str = "drop",
     client=None,
     device: str = "auto",
+    progress: bool | Callable[[int, int], None] | None = None,
 ) -> Table:
     """N-way match of three or more catalogues, in the spirit of NWAY.
 
@@ -508,7 +558,12 @@ def crossmatch_many(
     catalogues : dict of str to catalogue
         Name -> catalogue, at least three, the primary first; names suffix the columns.
     radius, ra, dec, errors, epoch, nan, client, device
-        As for `crossmatch` (``errors`` applies to every catalogue).
+        As for `crossmatch` (``errors`` applies to every catalogue, or is a dict
+        keyed by catalogue name).
+    progress : bool or callable, optional
+        True shows a tqdm bar; a callable is called as ``progress(done, total)``
+        with one step per pairwise match against the primary and one per 1,000
+        primary sources whose combinations are weighed.
 
     Returns
     -------
@@ -531,6 +586,9 @@ def crossmatch_many(
                     suffixes=("_a", "_b"), nan=nan, prior=None, device=device)
     if isinstance(errors, dict) and set(errors) - set(names):
         raise VanotebookInputError("errors", f"a dict keyed by catalogue names {names}", errors)
+    for value in (errors.values() if isinstance(errors, dict) else [errors]):
+        check_error_spec(value, "errors")
+    steps = Steps(check_progress(progress), "N-way match") if progress else None
 
     def err(n):
         return errors.get(n) if isinstance(errors, dict) else errors
@@ -539,6 +597,10 @@ def crossmatch_many(
     tables = {n: (t.compute() if _is_lazy(t) else t) for n, t in tables.items()}
     tables = {n: (Table.from_pandas(t) if not isinstance(t, Table) else t)
               for n, t in tables.items()}
+    for n, t in tables.items():
+        if len(t) == 0:  # no prior can be fitted against it, no combination weighed
+            raise VanotebookInputError(f"catalogues[{n!r}]", "a catalogue with rows",
+                                       "an empty table")
     primary = names[0]
     pt = tables[primary]
     pt = Table(pt)
@@ -549,7 +611,11 @@ def crossmatch_many(
         if e is None:
             raise VanotebookInputError("errors", f"positional errors for catalogue {n!r}", None)
         sigma[n] = np.sqrt((e[0] ** 2 + e[1] ** 2) / 2)
-    for n in names[1:]:
+    n_chunks = max(1, -(-len(pt) // _SCORE_CHUNK))
+    total = len(names) - 1 + n_chunks
+    if steps is not None:
+        steps(0, total)
+    for step, n in enumerate(names[1:], start=1):
         t = Table(tables[n])
         t["_row"] = np.arange(len(t))
         m = crossmatch(pt, t, radius=spec.radius, how="all", ra=ra, dec=dec,
@@ -557,6 +623,8 @@ def crossmatch_many(
                        epoch=epoch, nan=nan, suffixes=("_p", "_o"), client=client, device=device)
         pairs[n] = (np.asarray(m["_row_p"]), np.asarray(m["_row_o"]))
         priors[n] = m.meta["completeness"]
+        if steps is not None:
+            steps(step, total)
     # positions at the common epoch, as unit vectors
     epoch_all = None if epoch is False else epoch
     xyz = {}
@@ -572,7 +640,11 @@ def crossmatch_many(
             by_primary.setdefault(int(p_row), {}).setdefault(n, []).append(int(o_row))
     others = names[1:]
     best_rows, best_p, p_any = [], [], []
+    chunks_done = 0
     for p_row, cands in sorted(by_primary.items()):
+        while steps is not None and p_row >= (chunks_done + 1) * _SCORE_CHUNK:
+            chunks_done += 1
+            steps(len(names) - 1 + chunks_done, total)
         options = [[-1, *cands.get(n, [])] for n in others]
         weights, combos = [], []
         for combo in product(*options):
@@ -617,6 +689,8 @@ def crossmatch_many(
         out[f"separation_{n}"] = MaskedColumn(sep, mask=~ok, unit=u.arcsec)
     out["probability"] = np.asarray(best_p, dtype=np.float64)
     out["p_any"] = np.asarray(p_any, dtype=np.float64)
+    if steps is not None:
+        steps(total, total)
     out.meta.clear()
     out.meta["completeness"] = priors
     return out
