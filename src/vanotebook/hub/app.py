@@ -78,6 +78,8 @@ class Workflow(pn.viewable.Viewer):
     publish_name = param.String(default="detections",
                                 doc="Name of the detections in the shared archive")
     published = param.String(default="", doc="What the last publish did")
+    publish_to_vo = param.Boolean(default=False, doc="Publish to the gateway's VO server "
+                                  "(TAP and cone search) instead of the shared archive")
 
     def __init__(self, client=None, *, sky=None, archive=None, **params):
         super().__init__(**params)
@@ -123,11 +125,15 @@ class Workflow(pn.viewable.Viewer):
     def publish_detections(self):
         """Add the last detection catalogue to the shared archive, for every user to query.
 
+        With ``publish_to_vo`` (on a gateway with a DaCHS server) the
+        catalogue goes to the VO instead, through the publishing service.
+
         Returns
         -------
-        vanotebook.archive.Catalogue or None
-            The published catalogue (None, with the reason in ``published``,
-            when there is nothing to publish or the archive refuses it).
+        vanotebook.archive.Catalogue, dict or None
+            The published catalogue (the service's answer for the VO; None,
+            with the reason in ``published``, when there is nothing to publish
+            or the archive refuses it).
         """
         from ..archive import Archive, shared_archive
 
@@ -142,11 +148,20 @@ class Workflow(pn.viewable.Viewer):
                 from ._publish import publish_catalogue
 
                 done = publish_catalogue(result.catalogue, self.publish_name, overwrite=True,
+                                         vo=self.publish_to_vo,
                                          description="detections published from the gateway")
+                if self.publish_to_vo:
+                    self.published = (f"published {done['rows']} sources to the VO as "
+                                      f"{done['table']} (TAP {done['tap_url']})")
+                    return done
                 arc = shared_archive()
                 self.published = (f"published {done['rows']} sources as "
                                   f"{self.publish_name!r} in {arc.path}")
                 return arc.catalogue(self.publish_name)
+            if self.publish_to_vo:
+                self.published = ("error: publishing to the VO needs the gateway's "
+                                  "publishing service and VANOTEBOOK_DACHS_URL")
+                return None
             if self._archive is None:
                 from ..sky import demo_archive
 
@@ -190,9 +205,13 @@ class Workflow(pn.viewable.Viewer):
         for title, dash in self.dashboards.items():
             extra = []
             if title == "Detect":
-                extra = [pn.Row(self.detect_on_mosaic, self.publish_detections_button,
-                                pn.widgets.TextInput.from_param(self.param.publish_name),
-                                pn.pane.Str(self.param.published))]
+                row = [self.detect_on_mosaic, self.publish_detections_button,
+                       pn.widgets.TextInput.from_param(self.param.publish_name)]
+                if os.environ.get("VANOTEBOOK_DACHS_URL") and \
+                        os.environ.get("VANOTEBOOK_PUBLISH_URL"):
+                    row.append(pn.widgets.Checkbox.from_param(self.param.publish_to_vo,
+                                                              name="to the VO"))
+                extra = [pn.Row(*row, pn.pane.Str(self.param.published))]
             elif title == "Cross-match":
                 extra = [pn.Row(self.match_detections,
                                 pn.widgets.Select.from_param(self.param.catalogue_survey))]
