@@ -545,6 +545,27 @@ def test_users_publish_to_the_vo_through_the_publishing_service(gateway):
     assert str(gavo) not in out.split("GROUPS", 1)[1], out
 
 
+def test_hips_viewer_finds_aladin_lite_in_a_users_server(gateway):
+    """view_hips in a user's server uses the gateway's readable copy of Aladin Lite."""
+    from vanotebook.archive._viewer import aladin_lite_path
+
+    try:
+        root_copy = aladin_lite_path()
+    except RuntimeError:
+        if os.environ.get("VANOTEBOOK_REQUIRE_BROWSER") == "1":
+            raise
+        pytest.skip("Aladin Lite is not installed for root")
+    hub = gateway["hub"]
+    out = hub.execute(hub.spawn("alice"), (
+        "import os\n"
+        "from vanotebook.archive._viewer import aladin_lite_path\n"
+        "p = aladin_lite_path()\n"
+        "print('ALADIN', p, len((p / 'aladin.js').read_bytes()))\n"))
+    where, size = out.split("ALADIN ", 1)[1].split()[:2]
+    assert Path(where).is_relative_to(gateway["state"]), out
+    assert int(size) == (root_copy / "aladin.js").stat().st_size
+
+
 def test_private_cluster_runs_as_its_user_and_is_refused_to_others(gateway):
     """dask-gateway through the hub: alice's own cluster, as her account; bob sees nothing."""
     import pwd

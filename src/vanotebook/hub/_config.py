@@ -343,6 +343,36 @@ def _secure_state(s: HubSettings) -> None:
                   "and the shared archive", flush=True)
 
 
+def _shared_aladin_lite(s: HubSettings) -> Path | None:
+    """Aladin Lite where every account reads it: root's copy, put beside the shared archive.
+
+    The gateway installs Aladin Lite in root's cache, which the users' accounts
+    cannot read; `view_hips` in their servers finds this copy through
+    ``VANOTEBOOK_ALADIN_LITE``. None when Aladin Lite is not installed (the
+    viewer then says how to install it).
+    """
+    from ..archive._viewer import aladin_lite_path
+
+    try:
+        source = aladin_lite_path()
+    except RuntimeError:
+        return None
+    target = s.state_dir / "shared" / "aladin-lite"
+    if not (target / "aladin.js").is_file() or \
+            (target / "aladin.js").read_bytes() != (source / "aladin.js").read_bytes():
+        tmp = target.with_name(f".aladin-lite.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp, symlinks=False)
+        for dirpath, _dirnames, filenames in os.walk(tmp):
+            os.chmod(dirpath, 0o755)
+            for name in filenames:
+                os.chmod(os.path.join(dirpath, name), 0o644)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    os.chmod(target.parent, 0o755)
+    return target
+
+
 def _configure_auth(c: Any, s: HubSettings) -> None:
     c.Authenticator.admin_users = set(s.admin_users)
     if s.authenticator != "firstuse":
@@ -552,6 +582,9 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
     shared = _ensure_shared_archive(s)
     env = {"VANOTEBOOK_GATEWAY": "1", "VANOTEBOOK_SHARED_ARCHIVE": str(shared),
            "VANOTEBOOK_ARCHIVE": "~/archive"}
+    aladin = _shared_aladin_lite(s)
+    if aladin is not None:
+        env["VANOTEBOOK_ALADIN_LITE"] = str(aladin)
     if s.user_scheduler_address:
         env[SCHEDULER_ENV] = s.user_scheduler_address
     if s.dask_gateway:
