@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import astropy.units as u
@@ -434,6 +436,8 @@ def crossmatch(
     client=None,
     device: str = "auto",
     progress: bool | Callable[[int, int], None] | None = None,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ):
     """Cross-match two catalogues.
 
@@ -484,6 +488,13 @@ def crossmatch(
         True shows a tqdm bar of the partitions matched; a callable is called as
         ``progress(done, total)`` when the match starts and as each partition
         (one, in memory) finishes; dashboards use it for their progress bar.
+    output : path, optional
+        Also write the pairs there (FITS, VOTable, ECSV or parquet, by suffix;
+        atomically), with a ``<output>.prov.json`` record (and, in FITS, the
+        ``PROVENANCE`` HDU); a product made from catalogue files reruns from its
+        record to the same bytes (``vanotebook rerun``).
+    overwrite : bool
+        Replace an existing ``output``.
 
     Returns
     -------
@@ -499,18 +510,23 @@ def crossmatch(
     spec = validate(radius=radius, how=how, k=k, ra=ra, dec=dec, errors=errors, epoch=epoch,
                     suffixes=suffixes, nan=nan, prior=prior, device=device)
     progress = Steps(check_progress(progress), "cross-match partitions") if progress else None
+    if output is not None:
+        from ..io import _table_format
+
+        if _table_format(Path(output)) is None or Path(output).is_dir():
+            raise VanotebookInputError("output", "None or a .fits, .vot/.xml, .ecsv or "
+                                       ".parquet file name", str(output))
+        if Path(output).exists() and not overwrite:
+            raise VanotebookInputError("output", "a new file (or overwrite=True)", str(output))
     params = {"radius_arcsec": float(spec.radius.to_value(u.arcsec)), "how": how, "k": spec.k,
-              "ra": ra, "dec": dec, "errors": repr(errors), "epoch": spec.epoch,
+              "ra": ra, "dec": dec, "errors": errors_to_json(spec.errors), "epoch": spec.epoch,
               "suffixes": list(spec.suffixes), "nan": nan, "prior": prior,
-              "device": spec.device}
-    inputs = [c for c in (left, right) if isinstance(c, str) or hasattr(c, "__fspath__")]
+              "device": spec.device, "left": _path_of(left), "right": _path_of(right)}
     lt = _parse(left, spec, "left")
     rt = _parse(right, spec, "right")
     with record("vanotebook.xmatch.crossmatch", params) as prov:
-        for path in inputs:
-            from pathlib import Path
-
-            if Path(path).is_file():
+        for side in (left, right):
+            for path in _input_files(side):
                 prov.add_input(path)
         if _is_lazy(lt) or _is_lazy(rt):
             from ._dask import crossmatch_dask
@@ -527,8 +543,91 @@ def crossmatch(
             meta = out.meta
             if progress is not None:
                 progress(1, 1)
+        if output is not None:
+            write_product(out, output, prov, overwrite=overwrite)
     meta["provenance"] = prov.to_dict()
+    if output is not None:
+        prov.write_sidecar(output)
     return out
+
+
+def _path_of(catalogue: Any) -> str | None:
+    """The absolute path of a catalogue given as a file or folder, else None (in memory)."""
+    if isinstance(catalogue, str | os.PathLike):
+        return str(Path(catalogue).resolve())
+    return None
+
+
+def _input_files(catalogue: Any) -> list[Path]:
+    """The files a catalogue given by path is read from (every file of a folder)."""
+    if not isinstance(catalogue, str | os.PathLike):
+        return []
+    path = Path(catalogue)
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+
+
+def errors_to_json(errors: Any) -> Any:
+    """The ``errors`` option as JSON (angles as ``{"value", "unit"}``), for the record."""
+    if isinstance(errors, dict):
+        return {k: errors_to_json(v) for k, v in errors.items()}
+    if isinstance(errors, u.Quantity):
+        return {"value": float(errors.value), "unit": errors.unit.to_string()}
+    if isinstance(errors, tuple | list):
+        return list(errors)
+    return errors
+
+
+def errors_from_json(errors: Any) -> Any:
+    """Inverse of `errors_to_json`."""
+    if isinstance(errors, dict) and set(errors) == {"value", "unit"}:
+        return errors["value"] * u.Unit(errors["unit"])
+    if isinstance(errors, dict):
+        return {k: errors_from_json(v) for k, v in errors.items()}
+    if isinstance(errors, list):
+        return tuple(errors)
+    return errors
+
+
+def _file_meta(meta: dict) -> dict:
+    """The result's numbers as flat keys for the file (no times, no nested records)."""
+    out = {}
+    nan_rows = meta.get("nan_rows") or {}
+    for key, value in (("NANLEFT", nan_rows.get("left")), ("NANRIGHT", nan_rows.get("right")),
+                       ("COMPLETE", meta.get("completeness")),
+                       ("RHODEG2", meta.get("right_density_deg2")),
+                       ("EPOCH", meta.get("epoch")), ("ORDER", meta.get("order")),
+                       ("NPARTS", meta.get("partitions"))):
+        if isinstance(value, int | float | np.integer | np.floating) and np.isfinite(value):
+            out[key] = value.item() if hasattr(value, "item") else value
+    return out
+
+
+def write_product(out: Table, output: Any, prov, *, overwrite: bool = False) -> Path:
+    """Write the pairs atomically to ``output`` and record it as ``prov``'s output.
+
+    The file holds the table and its numbers only (no times, host or paths), so
+    the same inputs and options write the same bytes; a FITS product also carries
+    the ``PROV*`` cards and the ``PROVENANCE`` HDU, and every product gets a
+    ``<output>.prov.json`` sidecar (written by `crossmatch`).
+    """
+    from astropy.io import fits
+
+    from ..io import _table_format, write_fits, write_table
+
+    table = Table(out, copy=False)
+    table.meta = _file_meta(out.meta)
+    output = Path(output)
+    if _table_format(output) == "fits":
+        hdul = fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(table)])
+        hdul[1].name = "PAIRS"
+        prov.attach(hdul)
+        write_fits(hdul, output, overwrite=overwrite)
+    else:
+        write_table(table, output, overwrite=overwrite)
+    prov.add_output(output)
+    return output
 
 
 def crossmatch_many(

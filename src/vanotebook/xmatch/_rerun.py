@@ -1,0 +1,40 @@
+"""Rerun adapter of the cross-match (imported by `vanotebook.provenance.rerun`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import astropy.units as u
+
+from .._errors import VanotebookInputError
+from ..provenance import Provenance, reproducible
+
+__all__ = ["rerun_crossmatch"]
+
+
+@reproducible("vanotebook.xmatch.crossmatch")
+def rerun_crossmatch(output, *, left: str | None, right: str | None, radius_arcsec: float,
+                     how: str, k: int, ra: str, dec: str, errors: Any, epoch: Any,
+                     suffixes: list[str], nan: str, prior: float | None, device: str,
+                     **_: Any) -> Provenance:
+    """Match the recorded catalogue files again, with the recorded options, into ``output``.
+
+    A product matched from tables in memory (no path recorded for a side) or whose
+    files are gone is refused with `VanotebookInputError`.
+    """
+    from ._core import crossmatch, errors_from_json
+
+    for side, path in (("left", left), ("right", right)):
+        if path is None:
+            raise VanotebookInputError(
+                "record", "a vanotebook.xmatch.crossmatch product made from catalogue files",
+                f"a record whose {side} catalogue was in memory")
+        if not Path(path).exists():
+            raise VanotebookInputError("record", "a record whose input files still exist",
+                                       f"missing: {path}")
+    out = crossmatch(left, right, radius=radius_arcsec * u.arcsec, how=how, k=k, ra=ra,
+                     dec=dec, errors=errors_from_json(errors),
+                     epoch=epoch, suffixes=tuple(suffixes),
+                     nan=nan, prior=prior, device=device, output=output)
+    return Provenance.from_dict(out.meta["provenance"])
