@@ -162,7 +162,7 @@ def test_guasom_round_trip(trained, spectra, tmp_path):
     np.testing.assert_allclose(back.labels.purity, trained.labels.purity)
     assert (back.topology, back.shape, back.radius0) == ("rectangular", (8, 8), 4.0)
     np.testing.assert_allclose(back.history["qe"], trained.history["qe"])
-    assert Provenance.from_dict(back.provenance).activity == "som.fit"
+    assert Provenance.from_dict(back.provenance).activity == "vanotebook.som.fit"
     with pytest.raises(FileExistsError):
         trained.to_guasom(path)
     bad = tmp_path / "bad.json"

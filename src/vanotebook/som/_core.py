@@ -47,11 +47,23 @@ TOPOLOGIES = ("rectangular", "hexagonal")
 NEIGHBOURHOODS = ("gaussian", "bubble")
 INITS = ("data", "pca", "random")
 NAN_POLICIES = ("raise", "drop")
+ACTIVITY = "vanotebook.som.fit"  # the provenance activity of a fit (and its GUASOM export)
 _DATA_FORMS = ("a 2-D numpy, CuPy or dask array (n_samples, n_features), an astropy Table, "
                "a pandas or dask DataFrame, or a parquet/FITS/VOTable/ECSV path with `columns`")
 
 
 # ----------------------------------------------------------------------------- input parsing
+def _path_of(x: Any) -> str | None:
+    """The absolute path of data given as a file or folder, else None (in memory)."""
+    return str(os.path.abspath(os.fspath(x))) if isinstance(x, str | os.PathLike) else None
+
+
+def _columns_json(columns: Any) -> Any:
+    if columns is None or isinstance(columns, str):
+        return columns
+    return [str(c) for c in columns]
+
+
 def _is_dask_array(x: Any) -> bool:
     return type(x).__module__.startswith("dask.array") and hasattr(x, "chunks")
 
@@ -256,6 +268,7 @@ class SOM:
         self.converged = False
         self.provenance: dict[str, Any] | None = None
         self.labels: SOMLabels | None = None
+        self._label_record: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -410,8 +423,9 @@ class SOM:
         from ..provenance import record
 
         params = {**self.params(), "tol": tol, "nan": nan, "device": dev,
+                  "X": _path_of(X), "columns": _columns_json(columns),
                   "n_samples": int(x.shape[0]), "n_features": int(x.shape[1])}  # fmt: skip
-        with record("som.fit", params, seed=self.seed if isinstance(self.seed, int) else None
+        with record(ACTIVITY, params, seed=self.seed if isinstance(self.seed, int) else None
                     ) as prov:  # fmt: skip
             if isinstance(X, str | os.PathLike):
                 prov.add_input(X)
@@ -583,6 +597,8 @@ class SOM:
         """
         from astropy.table import Table
 
+        self._label_record = {"X": _path_of(X), "y": y if isinstance(y, str) else None,
+                              "columns": _columns_json(columns)}  # fmt: skip
         if isinstance(y, str) and not isinstance(X, np.ndarray):
             table = X
             if isinstance(X, str | os.PathLike):
@@ -643,7 +659,13 @@ class SOM:
     # ------------------------------------------------------------------ GUASOM JSON
     def to_guasom(self, path: str | os.PathLike, X: Any = None, *, ids: Any = None,
                   columns: Any = None, overwrite: bool = False):
-        """Write the map as GUASOM-compatible JSON (see `vanotebook.som._guasom`)."""
+        """Write the map as GUASOM-compatible JSON (see `vanotebook.som._guasom`).
+
+        Beside it goes ``<path>.prov.json``: the fit's record plus what the
+        export used (the samples ``X``, the last `label` call), so a map fitted,
+        labelled and exported from files reruns to the same bytes
+        (``vanotebook rerun``).
+        """
         from ._guasom import write_guasom
 
         return write_guasom(self, path, X, ids=ids, columns=columns, overwrite=overwrite)

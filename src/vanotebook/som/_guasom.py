@@ -96,8 +96,17 @@ def guasom_dict(som: SOM, X: Any = None, *, ids: Any = None, columns: Any = None
         "prototypes": som.prototypes.reshape(som.n_units, -1).astype(float).tolist(),
         "neurons": neurons,
         "samples": samples,
-        "provenance": som.provenance,
+        "provenance": _reproducible(som.provenance),
     }
+
+
+def _reproducible(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fit's record without times, host or outputs, so a rerun writes the same bytes."""
+    if record is None:
+        return None
+    from ..provenance import Provenance
+
+    return Provenance.from_dict(record).reproducible_dict()
 
 
 def write_guasom(som: SOM, path: str | os.PathLike, X: Any = None, *, ids: Any = None,
@@ -109,7 +118,25 @@ def write_guasom(som: SOM, path: str | os.PathLike, X: Any = None, *, ids: Any =
     text = json.dumps(doc, allow_nan=False)
     with atomic_path(path, overwrite=overwrite) as tmp:
         Path(tmp).write_text(text)
+    if som.provenance is not None:
+        export_record(som, path, X, ids=ids, columns=columns).write_sidecar(path)
     return Path(path)
+
+
+def export_record(som: SOM, path: Any, X: Any = None, *, ids: Any = None, columns: Any = None):
+    """The fit's record with the export's inputs (``export``, ``label``) and its output."""
+    from ..provenance import Provenance
+    from ._core import _columns_json, _path_of
+
+    prov = Provenance.from_dict(som.provenance)
+    prov.parameters = dict(prov.parameters)
+    prov.parameters["export"] = {"X": _path_of(X), "in_memory": X is not None and _path_of(X)
+                                 is None, "ids": ids is not None,
+                                 "columns": _columns_json(columns)}  # fmt: skip
+    prov.parameters["label"] = som._label_record
+    prov.outputs = []
+    prov.add_output(path)
+    return prov
 
 
 def _need(doc: dict[str, Any], key: str, path: Any) -> Any:
