@@ -637,6 +637,13 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             page.goto(f"{url}/services/dashboards/", timeout=60_000)
             # the dashboards are in carol's own server: the hub asks which resources first
             page.locator("select[name=profile]").wait_for(timeout=60_000)
+            offered = page.locator("select[name=profile] option").evaluate_all(
+                "els => els.map(e => e.value)")
+            from vanotebook.cluster import gpu_count
+
+            assert "small" in offered
+            assert ("gpu" in offered) == (gpu_count() > 0 and (os.cpu_count() or 1) >= 4)
+            assert ("large" in offered) == ((os.cpu_count() or 1) >= 4)
             page.locator("input[type=submit], button[type=submit]").first.click()
             page.wait_for_url(re.compile(r"/user/carol/dashboards/"), timeout=180_000)
             # Panel renders into shadow DOM: locators pierce it, inner_text does not

@@ -107,6 +107,34 @@ PROFILES = {
 }
 
 
+def machine_profiles(profiles: dict[str, dict[str, Any]], *, cpus: int, memory: int,
+                     gpus: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The profiles this machine can honour, and why the others were left out.
+
+    A profile asking for more cores, memory (bytes) or GPUs than the machine
+    has is not offered (the cgroup limits could not give it). When none is
+    left, the first one is cut down to the machine's cores and memory.
+    """
+    from ._limits import parse_memory
+
+    kept, dropped = {}, []
+    for key, p in profiles.items():
+        mem = parse_memory(p.get("mem", "4G"))
+        why = [what for what, need, have in (("cores", p.get("cpu", 1), cpus),
+                                            ("bytes of memory", mem, memory),
+                                            ("GPUs", p.get("gpu", 0), gpus)) if need > have]
+        if why:
+            dropped.append(f"{key} (needs more {' and '.join(why)} than this machine has)")
+        else:
+            kept[key] = p
+    if not kept and profiles:
+        key, p = next(iter(profiles.items()))
+        cpu, mem_gib = max(1, min(int(p.get("cpu", 1)), cpus)), max(1, memory // 2**30)
+        kept[key] = {**p, "cpu": cpu, "mem": f"{mem_gib}G", "gpu": 0,
+                     "display_name": f"{key.capitalize()}: {cpu} core(s), {mem_gib} GiB"}
+    return kept, dropped
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -417,10 +445,22 @@ def _configure_spawner(c: Any, s: HubSettings, ca_dir: Path | None) -> None:
         c.GatewaySpawner.notebooks = str(s.notebooks or "")
         c.GatewaySpawner.ca_dir = str(ca_dir or "")
         c.GatewaySpawner.numba_seed = str(_numba_seed(s))
-        c.GatewaySpawner.profiles = s.profiles
+        import psutil
+
+        from ..cluster import gpu_count
+
+        profiles, dropped = machine_profiles(s.profiles, cpus=os.cpu_count() or 1,
+                                             memory=psutil.virtual_memory().total,
+                                             gpus=gpu_count())
+        if dropped:
+            print("vanotebook gateway: not offering the profiles " + "; ".join(dropped),
+                  flush=True)
+        c.GatewaySpawner.profiles = profiles
+        c.GatewaySpawner.default_profile = "small" if "small" in profiles else next(
+            iter(profiles))
         c.GatewaySpawner.concurrency = s.spawn_concurrency
-        c.Spawner.options_form = _profiles_form(s.profiles)
-        c.Spawner.options_from_form = _options_from_form(s.profiles)
+        c.Spawner.options_form = _profiles_form(profiles)
+        c.Spawner.options_from_form = _options_from_form(profiles)
     else:
         c.JupyterHub.spawner_class = s.spawner
         if "kubespawner" in s.spawner.lower():

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from traitlets import Dict, Integer, Unicode
 
+from .._errors import VanotebookInputError
 from ._accounts import ensure_account, unix_name
 from ._limits import CgroupLimits, parse_memory
 from ._tls import ClusterCA, dask_tls_env
@@ -67,6 +68,10 @@ class GatewaySpawner(LocalProcessSpawner):
     @property
     def profile(self) -> dict[str, Any]:
         key = self.user_options.get("profile") or self.default_profile
+        if self.profiles and key not in self.profiles:
+            # a profile this machine does not offer (asked for through the REST API):
+            # refused, never started without limits
+            raise VanotebookInputError("profile", f"one of {tuple(self.profiles)}", key)
         return {"key": key, **self.profiles.get(key, {})}
 
     @property
