@@ -392,3 +392,17 @@ def test_crossmatch_many_reports_progress(capsys):
     again = crossmatch_many(cats, radius=1 * u.arcsec, progress=True)  # a tqdm bar
     assert "N-way match" in capsys.readouterr().err
     assert list(again["probability"]) == list(out["probability"])
+
+
+def test_sexagesimal_dask_catalogue_matches_like_in_memory():
+    import dask.dataframe as dd
+
+    rng = np.random.default_rng(5)
+    ra, dec, right = _sexagesimal_pair(rng, 300)
+    df = pd.DataFrame({"id": np.arange(300), "ra": ra, "dec": dec})
+    mem = crossmatch(Table.from_pandas(df), right, radius=1 * u.arcsec)
+    lazy = crossmatch(dd.from_pandas(df, npartitions=3), right, radius=1 * u.arcsec)
+    assert len(lazy) == len(mem) == 300
+    np.testing.assert_array_equal(np.sort(lazy["id_left"]), np.sort(mem["id_left"]))
+    np.testing.assert_allclose(np.sort(lazy["separation"]), np.sort(mem["separation"]),
+                               atol=1e-9)

@@ -412,7 +412,22 @@ def _parse(catalogue: Any, spec: MatchSpec, argument: str):
         # may not reach the folder (`crossmatch_dask` decides where the partitions are read)
         with dask.config.set(scheduler="sync"):
             catalogue = healpix.read_partitioned(catalogue, lazy=True)
-    return parse_catalogue(catalogue, ra=spec.ra, dec=spec.dec, argument=argument)
+    out = parse_catalogue(catalogue, ra=spec.ra, dec=spec.dec, argument=argument)
+    if _is_lazy(out):
+        text = [c for c in (spec.ra, spec.dec) if out[c].dtype.kind not in "biuf"]
+        if text:  # sexagesimal text, read partition by partition as tables in memory are
+            meta = out._meta.assign(**{c: np.float64(0) for c in text})
+            out = out.map_partitions(_degrees_frame, spec.ra, spec.dec, meta=meta)
+    return out
+
+
+def _degrees_frame(df, ra: str, dec: str):
+    """A pandas partition with text RA/Dec read as degrees (`io.coordinates_in_degrees`)."""
+    from ..io import coordinates_in_degrees
+
+    table = coordinates_in_degrees(Table({ra: df[ra].to_numpy(), dec: df[dec].to_numpy()}),
+                                   ra, dec)
+    return df.assign(**{ra: np.asarray(table[ra], float), dec: np.asarray(table[dec], float)})
 
 
 def _is_lazy(table) -> bool:
