@@ -370,6 +370,14 @@ def _gateway_pids(proc: subprocess.Popen) -> set[int]:
     return {proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))}
 
 
+def test_dask_dashboard_link_is_the_one_behind_the_hub(gateway):
+    """The link a user's client prints opens the dashboard the hub serves (not loopback)."""
+    hub = gateway["hub"]
+    out = hub.execute(hub.spawn("alice"), "import vanotebook\n"
+                                          "print('LINK', vanotebook.connect().dashboard_link)\n")
+    assert "LINK /services/dask/status" in out, out
+
+
 def test_nothing_listens_beyond_loopback(gateway):
     hub = gateway["hub"]
     server = hub.spawn("alice")

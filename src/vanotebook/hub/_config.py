@@ -627,6 +627,8 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
         env["VANOTEBOOK_ALADIN_LITE"] = str(aladin)
     if s.user_scheduler_address:
         env[SCHEDULER_ENV] = s.user_scheduler_address
+    if s.managed_cluster:  # the dashboard is behind the hub, not on the machine's loopback
+        env["DASK_DISTRIBUTED__DASHBOARD__LINK"] = "/services/dask/status"
     if s.dask_gateway:
         env["DASK_GATEWAY__ADDRESS"] = s.dask_gateway
 
