@@ -154,3 +154,102 @@ def test_sizes_pa_and_fluxes_on_a_car_map(dec_c):
             assert abs(row["major_deconv"].to_value(u.arcmin) / np.sqrt(maj**2 - 1) - 1) < 0.05
         else:  # a beam-sized source is a point source wherever it is
             assert row["cls"] == "point"
+
+
+def _point_field(seed, noise_fwhm, *, fwhm=3.0, n=120, shape=(600, 600), snr=(8.0, 80.0),
+                 size=1.0):
+    """Isolated round Gaussians (``size`` x the PSF) on a grid, peak S/N log-uniform."""
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    g = int(np.sqrt(n)) + 1
+    gx, gy = np.meshgrid(np.linspace(25, nx - 25, g), np.linspace(25, ny - 25, g))
+    x = gx.ravel()[:n] + rng.uniform(-2, 2, n)
+    y = gy.ravel()[:n] + rng.uniform(-2, 2, n)
+    amp = np.exp(rng.uniform(np.log(snr[0]), np.log(snr[1]), n))
+    s = fwhm * FWHM_TO_SIGMA * size
+    img = correlated_noise(rng, shape, noise_fwhm)
+    yy, xx = np.mgrid[:ny, :nx]
+    for xi, yi, ai in zip(x, y, amp, strict=True):
+        sl = (slice(int(yi) - 20, int(yi) + 21), slice(int(xi) - 20, int(xi) + 21))
+        img[sl] += ai * np.exp(-0.5 * ((xx[sl] - xi) ** 2 + (yy[sl] - yi) ** 2) / s**2)
+    return img.astype(np.float32), x, y, amp, 2 * np.pi * s * s * amp
+
+
+@pytest.mark.parametrize("size", [1.0, 1.6], ids=["point", "resolved"])
+@pytest.mark.parametrize("noise_fwhm", [0.0, 3.0], ids=["white", "beam"])
+def test_error_pulls_on_white_and_beam_correlated_noise(noise_fwhm, size):
+    """Quoted errors match the scatter (pull std 0.8-1.25, no bias) over 240 injected
+    sources. Beam-correlated noise comes in a radio header (BMAJ, Jy/beam), whose beam the
+    errors take as the noise correlation by default. Before: peak pulls of 1.7-2.4 on
+    beam-correlated noise (errors for independent pixels) and, on white noise, flux
+    pulls biased by +0.5 to +1.3 (only the pixels above the merge threshold fitted)."""
+    from astropy.io import fits
+    from scipy.spatial import cKDTree
+
+    from vanotebook.units import Beam
+
+    pulls = {k: [] for k in ("peak", "flux", "x", "y")}
+    for seed in range(2):
+        img, x, y, amp, flux = _point_field(seed, noise_fwhm, size=size)
+        if noise_fwhm:
+            import astropy.units as u
+
+            w = _tan(img.shape[0])
+            header = w.to_header()
+            header["BUNIT"] = "Jy/beam"
+            header.update({k: v[0] for k, v in Beam.circular(
+                3.0 * 2.0 * u.arcsec).header_cards().items()})
+            res = detect(fits.PrimaryHDU(img, header), background=0.0, rms=1.0,
+                         extended=False, classify=False)
+            beam_pix = 2 * np.pi * (3.0 * FWHM_TO_SIGMA) ** 2  # Jy -> pixel sum
+            fit_flux = res.catalogue["flux"].value * beam_pix
+            fit_flux_err = res.catalogue["flux_err"].value * beam_pix
+        else:
+            res = detect(img, psf_fwhm=3.0, background=0.0, rms=1.0, extended=False,
+                         classify=False)
+            fit_flux = res.catalogue["flux"].value
+            fit_flux_err = res.catalogue["flux_err"].value
+        cat = res.catalogue
+        d, i = cKDTree(np.c_[x, y]).query(np.c_[cat["x"].value, cat["y"].value])
+        ok = (d < 2) & (cat["n_components"] == 1)
+        assert ok.sum() >= 0.95 * len(x)
+        c, i = cat[ok], i[ok]
+        pulls["peak"] += list((c["peak"].value - amp[i]) / c["peak_err"].value)
+        pulls["flux"] += list((fit_flux[ok] - flux[i]) / fit_flux_err[ok])
+        pulls["x"] += list((c["x"].value - x[i]) / c["x_err"].value)
+        pulls["y"] += list((c["y"].value - y[i]) / c["y_err"].value)
+    for key, v in pulls.items():
+        assert len(v) >= 200
+        assert 0.8 < np.std(v) < 1.25, (key, np.std(v))
+        assert abs(np.median(v)) < 0.3, (key, np.median(v))
+
+
+def test_correlated_noise_factors_are_condon_for_the_peak():
+    """The linearised estimate's variance factor of the peak (every parameter free) is
+    Condon (1997) eq. 41 against eq. 21, for point and resolved sources and elliptical
+    noise correlation; larger sources tend to the correlation area in pixels."""
+    from vanotebook.detect._condon import inflation_factors, sandwich_factors
+
+    s = 3.0 * FWHM_TO_SIGMA
+    for src, noise in ((np.eye(2) * s * s, np.eye(2) * s * s),
+                       (np.diag([4.0, 1.5]) * s * s, np.eye(2) * s * s),
+                       (np.eye(2) * 2 * s * s, np.array([[1.2, 0.3], [0.3, 0.8]]) * s * s)):
+        inv = np.linalg.inv(src)
+        params = np.array([[5.0, 0.0, 0.0, inv[0, 0], inv[0, 1], inv[1, 1]]])
+        exact = sandwich_factors(params, noise, np.array([True]))["params"][0, 0]
+        condon = inflation_factors(src[None], noise)["amp"][0]
+        assert abs(exact / condon - 1) < 0.03, (exact, condon)
+    big = np.eye(2) * (20 * s) ** 2
+    inv = np.linalg.inv(big)
+    params = np.array([[5.0, 0.0, 0.0, inv[0, 0], inv[0, 1], inv[1, 1]]])
+    f = sandwich_factors(params, np.eye(2) * s * s, np.array([True]))["params"][0, 0]
+    assert abs(f / (2 * np.pi * s * s) - 1) < 0.05
+
+
+def test_noise_fwhm_is_checked():
+    from vanotebook import VanotebookInputError
+
+    img = np.random.default_rng(0).normal(0, 1, (64, 64)).astype(np.float32)
+    for bad in ("beamish", -1.0, float("nan"), [3.0]):
+        with pytest.raises(VanotebookInputError, match="noise_fwhm"):
+            detect(img, noise_fwhm=bad)

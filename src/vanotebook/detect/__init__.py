@@ -161,6 +161,7 @@ def detect(
     rms=None,
     box: int = 64,
     psf_fwhm: float | None = None,
+    noise_fwhm: float | str = "auto",
     max_components: int = 5,
     fit: bool = True,
     nested: bool = True,
@@ -192,6 +193,12 @@ def detect(
         Background cell side in pixels.
     psf_fwhm : float, optional
         PSF FWHM in pixels; by default the image's beam (3 pixels if none).
+    noise_fwhm : float, "auto" or "psf"
+        The noise's correlation length, for the parameter errors (Condon 1997):
+        the FWHM in pixels of its (Gaussian) correlation function, 0 for
+        independent pixels; "psf": correlated like the PSF; "auto" (default):
+        like the beam for an image in Jy/beam (an interferometric image's noise
+        is correlated over the beam), else independent.
     max_components : int
         Most Gaussians fitted per island (its brightest peaks).
     fit : bool
@@ -254,10 +261,12 @@ def detect(
         raise VanotebookInputError("image", f"a beam (BMAJ/BMIN) for an image in {unit}",
                                    "no beam")
     psf_cov, beam = _psf_cov(beam, wcs, psf_fwhm)
+    noise = _noise_correlation(noise_fwhm, beam if _per_beam(unit) else None, wcs, psf_cov)
     psf_sigma = float(np.linalg.det(psf_cov)) ** 0.25
     params = {"seed_threshold": seed_threshold, "merge_threshold": merge_threshold,
               "min_pixels": min_pixels, "box": box, "psf_fwhm": psf_fwhm,
-              "max_components": max_components, "fit": fit, "nested": nested,
+              "noise_fwhm": noise_fwhm, "max_components": max_components, "fit": fit,
+              "nested": nested,
               "extended": extended, "classify": classify,
               "extended_threshold": extended_threshold,
               "extended_min_area": extended_min_area, "tile": tile, "overlap": overlap,
@@ -288,7 +297,7 @@ def detect(
 
             pixel_area = (proj_plane_pixel_area(wcs) * u.deg**2).to(u.sr)
         cat = compact_table(comps, rms=rms_map, wcs=wcs, unit=unit, beam=beam,
-                            pixel_area=pixel_area)
+                            pixel_area=pixel_area, noise=noise)
         cat["cut_by_tile"] = comps.get("tile_cut", np.zeros(len(cat), bool))
         # classes: point if not resolved, compact if resolved, extended if much larger
         if len(cat):
@@ -343,6 +352,33 @@ def detect(
     result.extended = ext
     result.provenance = record_dict
     return result
+
+
+def _per_beam(unit) -> bool:
+    """Whether pixels are in Jy/beam (an interferometric image: noise correlated over it)."""
+    return unit is not None and unit.is_equivalent(u.Jy / u.beam)
+
+
+def _noise_correlation(noise_fwhm, beam, wcs, psf_cov):
+    """The noise correlation for `compact_table`: None (white), pixels^2 or a sky `Beam`."""
+    if isinstance(noise_fwhm, str):
+        if noise_fwhm == "auto":
+            return beam if (beam is not None and wcs is not None) else None
+        if noise_fwhm == "psf":
+            return psf_cov
+        raise VanotebookInputError("noise_fwhm", '"auto", "psf" or a FWHM in pixels (>= 0)',
+                                   noise_fwhm)
+    try:
+        fwhm = float(noise_fwhm)
+    except (TypeError, ValueError):
+        fwhm = -1.0
+    if not (np.isfinite(fwhm) and fwhm >= 0):
+        raise VanotebookInputError("noise_fwhm", '"auto", "psf" or a FWHM in pixels (>= 0)',
+                                   noise_fwhm)
+    if fwhm == 0:
+        return None
+    s = fwhm * FWHM_TO_SIGMA
+    return np.eye(2) * s * s
 
 
 def has_noise(rms_map) -> bool:

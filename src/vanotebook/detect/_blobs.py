@@ -53,7 +53,7 @@ def log_blobs(image: np.ndarray, sigmas, *, threshold: float, mask: np.ndarray |
 
 def nested_refit(sub: np.ndarray, rms: np.ndarray, snr: np.ndarray, idx, lab, comps: dict,
                  *, psf_cov, threshold: float, max_components: int, merge: float = 2.6,
-                 iterations: int = 40, xp=np, min_gain: float = 25.0):
+                 iterations: int = 40, xp=np, min_gain: float = 25.0, fit_pixels=None):
     """Nested sources: compact LoG blobs left in an island's fit residual become components.
 
     Only islands larger than a single point source of their peak S/N would
@@ -74,6 +74,9 @@ def nested_refit(sub: np.ndarray, rms: np.ndarray, snr: np.ndarray, idx, lab, co
     idx, lab : from `island_pixels`.
     comps : dict
         `fit_islands` output for these islands (island = label - 1).
+    fit_pixels : (idx, lab), optional
+        The pixels ``comps`` were fitted on (the islands grown by a margin), on
+        which the refits are made too, so that their chi-squares compare.
 
     Returns
     -------
@@ -148,12 +151,14 @@ def nested_refit(sub: np.ndarray, rms: np.ndarray, snr: np.ndarray, idx, lab, co
     chosen = np.asarray(chosen)
     relabel = np.zeros(n + 1, np.int32)
     relabel[chosen + 1] = np.arange(1, chosen.size + 1, dtype=np.int32)
-    sel = relabel[lab] > 0
+    f_idx, f_lab = fit_pixels if fit_pixels is not None else (idx, lab)
+    sel = relabel[f_lab] > 0
     p_y, p_x, p_lab = np.asarray(new_y), np.asarray(new_x), np.asarray(new_lab, np.int32)
     order = np.lexsort((-sub[p_y, p_x], p_lab))
     refit = fit_islands(sub, rms, None, chosen.size, (p_y[order], p_x[order], p_lab[order]),
                         psf_cov=psf_cov, max_components=max_components,
-                        iterations=iterations, xp=xp, pixels=(idx[sel], relabel[lab[sel]]))
+                        iterations=iterations, xp=xp,
+                        pixels=(f_idx[sel], relabel[f_lab[sel]]))
     refit["island"] = chosen[refit["island"]]
     # keep a refit only where the added components pay for themselves in chi-square
     def chi2(c, isl):

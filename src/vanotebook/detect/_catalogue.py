@@ -144,14 +144,33 @@ def flux_factor(unit, beam: Beam | None, pixel_area):
 
 
 def compact_table(comps: dict, *, rms: np.ndarray, wcs, unit, beam: Beam | None,
-                  pixel_area) -> QTable:
-    """The compact-source QTable (one row per fitted component)."""
+                  pixel_area, noise=None) -> QTable:
+    """The compact-source QTable (one row per fitted component).
+
+    ``noise`` is the noise correlation function: None (independent pixels), a
+    (2, 2) covariance in pixels, or a `Beam` (on the sky: turned into pixels
+    where each source is). Parameter errors are then inflated after Condon
+    (1997) (see `_condon`).
+    """
     n = len(comps["island"])
     if n == 0:
         return empty_compact(unit, wcs is not None, beam, pixel_area)
     M, cel = sky_geometry(wcs, rms.shape)
     p, cov = comps["params"], comps["cov"]
     amp, x, y, a, b, c = (p[:, i] for i in range(6))
+    M = local_jacobian(cel, x, y)  # the pixel's scale, shape and solid angle at each source
+    f_flux = None
+    if noise is not None:
+        from ._condon import inflate
+
+        if isinstance(noise, Beam):
+            if cel is None:
+                raise ValueError("a noise correlation given on the sky needs a WCS")
+            minv = np.linalg.inv(M)
+            noise_pix = np.einsum("nij,jk,nlk->nil", minv, noise.covariance(), minv)
+        else:
+            noise_pix = np.asarray(noise, float)
+        cov, f_flux = inflate(p, cov, noise_pix)
     var = np.diagonal(cov, axis1=1, axis2=2)
     sig = np.sqrt(np.clip(var, 0, None))
     det = a * c - b * b
@@ -160,13 +179,13 @@ def compact_table(comps: dict, *, rms: np.ndarray, wcs, unit, beam: Beam | None,
     g = np.stack([2 * math.pi / sqd, np.zeros(n), np.zeros(n), -math.pi * amp * c / sqd**3,
                   2 * math.pi * amp * b / sqd**3, -math.pi * amp * a / sqd**3], axis=1)
     pixsum_err = np.sqrt(np.clip(np.einsum("ni,nij,nj->n", g, cov, g), 0, None))
+    if f_flux is not None:  # the flux's own factor (its terms no longer cancel alike)
+        pixsum_err = np.sqrt(np.clip(np.einsum("ni,nij,nj->n", g, comps["cov"], g), 0, None)
+                             * f_flux)
     factor, funit = flux_factor(unit, beam, pixel_area)
-    if cel is not None:  # the pixel's scale, shape and solid angle at each source
-        M = local_jacobian(cel, x, y)
+    if cel is not None:
         local_area = (np.abs(np.linalg.det(M)) * u.deg**2).to_value(u.sr)
         factor = local_flux_factor(unit, beam, pixel_area, local_area)
-    else:
-        M = local_jacobian(None, x, y)
     # sizes on the sky and their errors (finite differences over a, b, c)
     scale = 3600.0 if cel is not None else 1.0
     size_unit = u.arcsec if cel is not None else u.pix

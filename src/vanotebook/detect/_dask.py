@@ -29,14 +29,16 @@ def tile_slices(shape, tile: int, overlap: int):
 
 def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, peak_size,
                  iterations=40, xp=np, core=None, offset=(0, 0), full_shape=None, snr=None,
-                 above=None, nested=False):
+                 above=None, nested=False, fit_margin=1.0):
     """Islands, peaks and fits of one image (or one tile); positions in global pixels.
 
     ``core`` = (y0, y1, x0, x1) in the tile's pixels: keep only islands whose
     peak lies there. ``snr`` and ``above`` (``snr >= merge``) are computed
     when not given. Islands are handled as a sparse list of their pixels
-    after the labelling: no further pass over the whole image.
+    after the labelling: no further pass over the whole image. Fits see each
+    island grown by ``fit_margin`` PSF FWHM into the pixels of no island.
     """
+    from ..units import FWHM_TO_SIGMA
     from ._fit import FLAGS, fit_islands
     from ._islands import island_pixels, peaks_in_islands
 
@@ -62,15 +64,25 @@ def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, 
         n = int(keep.sum())
         sel = keep[peaks[2]]
         peaks = (peaks[0][sel], peaks[1][sel], new[peaks[2][sel]])
+    fpix = (idx, lab)
+    if fit_margin > 0 and n:
+        # fitted on the island grown by ``fit_margin`` PSF FWHM: only pixels above the
+        # merge threshold (noise pushed up at the island's rim, the source's wings cut)
+        # biased fluxes by +0.5 to +1.3 sigma and peaks by -0.7 sigma
+        from ._islands import grow_islands
+
+        fwhm = float(np.linalg.det(psf_cov)) ** 0.25 / FWHM_TO_SIGMA
+        fpix = grow_islands(idx, lab, snr.shape, fit_margin * fwhm,
+                            valid=np.isfinite(snr) & (rms > 0))
     comps = fit_islands(sub, rms, None, n, peaks, psf_cov=psf_cov,
                         max_components=max_components, iterations=iterations, xp=xp,
-                        pixels=(idx, lab))
+                        pixels=fpix)
     if nested and n and iterations > 0:
         from ._blobs import nested_refit
 
         comps = nested_refit(sub, rms, snr, idx, lab, comps, psf_cov=psf_cov,
                              threshold=seed, max_components=max_components, merge=merge,
-                             iterations=iterations, xp=xp)
+                             iterations=iterations, xp=xp, fit_pixels=fpix)
     # island key = its brightest pixel in global raster order (same tiled or not)
     if len(comps["island"]):
         _, py, px = _brightest_pixels(idx, lab, snr)

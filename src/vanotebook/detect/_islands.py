@@ -154,3 +154,31 @@ def local_peaks(snr, labels, *, size: int = 3, threshold: float = 5.0):
     lab = labels[y, x]
     order = np.lexsort((-filled[y, x], lab))
     return y[order], x[order], lab[order]
+
+
+def grow_islands(idx: np.ndarray, lab: np.ndarray, shape, radius: float, valid=None):
+    """Island pixels grown by ``radius`` pixels into pixels of no island (sparse lists).
+
+    Each added pixel goes to its nearest island (`skimage.segmentation.expand_labels`),
+    so grown islands do not overlap; ``valid`` (bool image) limits the growth to
+    measured pixels. Returns ``(idx, lab)`` grouped by island as `island_pixels` does.
+    """
+    from skimage.segmentation import expand_labels
+
+    if idx.size == 0 or radius <= 0:
+        return idx, lab
+    ny, nx = shape
+    py, px = np.divmod(idx, nx)
+    r = int(np.ceil(radius))
+    y0, y1 = max(0, int(py.min()) - r), min(ny, int(py.max()) + r + 1)
+    x0, x1 = max(0, int(px.min()) - r), min(nx, int(px.max()) + r + 1)
+    img = np.zeros((y1 - y0, x1 - x0), np.int32)
+    img[py - y0, px - x0] = lab
+    grown = expand_labels(img, distance=radius)
+    if valid is not None:
+        grown[~valid[y0:y1, x0:x1]] = 0
+    gy, gx = np.nonzero(grown)
+    glab = grown[gy, gx]
+    gidx = (gy + y0).astype(np.int64) * nx + (gx + x0)
+    order = np.argsort(glab, kind="stable")
+    return gidx[order], glab[order].astype(np.int32)
