@@ -253,3 +253,38 @@ def test_noise_fwhm_is_checked():
     for bad in ("beamish", -1.0, float("nan"), [3.0]):
         with pytest.raises(VanotebookInputError, match="noise_fwhm"):
             detect(img, noise_fwhm=bad)
+
+
+def test_write_is_all_or_nothing(tmp_path, monkeypatch):
+    """A failure while writing (here the regions) leaves no product behind (it left
+    ``catalogue.ecsv``); existing files are refused before anything is written."""
+    from regions import Regions
+
+    from vanotebook import VanotebookInputError
+
+    img = np.random.default_rng(1).normal(0, 1, (96, 96)).astype(np.float32)
+    img[40:44, 50:54] += 30
+    res = detect(img, psf_fwhm=3.0, classify=False)
+    out = tmp_path / "out"
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(Regions, "write", fail)
+        with pytest.raises(OSError, match="disk full"):
+            res.write(out)
+    assert not out.exists() or list(out.iterdir()) == []
+    paths = res.write(out)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([p.name for p in paths.values()]
+                           + [f"{p.name}.prov.json" for p in paths.values()])
+    before = paths["catalogue"].read_bytes()
+    with pytest.raises(FileExistsError):
+        res.write(out)
+    assert paths["catalogue"].read_bytes() == before
+    res.write(out, overwrite=True)
+    with pytest.raises(VanotebookInputError, match="folder"):
+        res.write(paths["catalogue"])
+    with pytest.raises(VanotebookInputError, match="folder"):
+        res.write(3)

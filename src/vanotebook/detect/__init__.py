@@ -98,34 +98,57 @@ class DetectionResult:
         return fits.PrimaryHDU(self.residual.astype(np.float32), header)
 
     def write(self, folder: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Path]:
-        """Write catalogue (ECSV + FITS), extended table, DS9 regions and residual FITS.
+        """Write catalogue (ECSV), extended table, DS9 regions and residual FITS.
 
-        Every file is written atomically; the provenance goes in the FITS
-        headers and in a JSON sidecar beside each file.
+        The provenance goes in the FITS header and in a JSON sidecar beside each
+        file. All or nothing: every file is first written into a hidden folder
+        inside ``folder`` and moved into place only once all are complete, so a
+        failure leaves no partial product; existing files are refused (before
+        anything is written) unless ``overwrite``.
         """
-        from ..io import atomic_path, write_fits, write_table
+        import shutil
+        import tempfile
+
+        from ..io import write_fits, write_table
         from ..provenance import Provenance
 
+        if not isinstance(folder, str | os.PathLike):
+            raise VanotebookInputError("folder", "a folder path (str or os.PathLike)", folder)
         folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise VanotebookInputError("folder", "a folder (not an existing file)", str(folder))
+        names = {"catalogue": "catalogue.ecsv", "extended": "extended.ecsv",
+                 "residual": "residual.fits", "regions": "sources.reg"}
+        if not overwrite:
+            for name in names.values():
+                for target in (folder / name, folder / f"{name}.prov.json"):
+                    if target.exists():
+                        raise FileExistsError(f"{target} exists; pass overwrite=True to "
+                                              "replace it")
         folder.mkdir(parents=True, exist_ok=True)
         prov = Provenance.from_dict(self.provenance)
-        paths = {}
-        cat = self.catalogue.copy()
-        paths["catalogue"] = write_table(cat, folder / "catalogue.ecsv", overwrite=overwrite)
-        ext = self.extended.copy()
-        for name in ("contour_x", "contour_y"):
-            ext[name] = [" ".join(f"{v:.2f}" for v in c) for c in ext[name]] if len(ext) else \
-                np.zeros(0, dtype="U1")
-        paths["extended"] = write_table(ext, folder / "extended.ecsv", overwrite=overwrite)
-        hdul = fits.HDUList([self.residual_hdu()])
-        prov.attach(hdul)
-        paths["residual"] = write_fits(hdul, folder / "residual.fits", overwrite=overwrite)
-        reg = folder / "sources.reg"
-        with atomic_path(reg, overwrite=overwrite) as tmp:
-            self.regions.write(str(tmp), format="ds9", overwrite=True)
-        paths["regions"] = reg
-        for p in paths.values():
-            prov.write_sidecar(p)
+        stage = Path(tempfile.mkdtemp(prefix=".detect.", suffix=".part", dir=folder))
+        try:
+            staged = {key: stage / name for key, name in names.items()}
+            write_table(self.catalogue.copy(), staged["catalogue"])
+            ext = self.extended.copy()
+            for name in ("contour_x", "contour_y"):
+                ext[name] = [" ".join(f"{v:.2f}" for v in c) for c in ext[name]] if len(ext) \
+                    else np.zeros(0, dtype="U1")
+            write_table(ext, staged["extended"])
+            hdul = fits.HDUList([self.residual_hdu()])
+            prov.attach(hdul)
+            write_fits(hdul, staged["residual"])
+            self.regions.write(str(staged["regions"]), format="ds9", overwrite=True)
+            for p in staged.values():
+                prov.write_sidecar(p)
+            paths = {}
+            for key, p in staged.items():  # everything is written: move it into place
+                for src in (p, Path(f"{p}.prov.json")):
+                    os.replace(src, folder / src.name)
+                paths[key] = folder / p.name
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
         return paths
 
 
