@@ -70,3 +70,21 @@ def test_maps_from_memory_are_refused(catalogue, tmp_path):
     with pytest.raises(VanotebookInputError, match="samples"):
         rerun(tmp_path / "c.json.prov.json", tmp_path / "c2.json")
     assert not any((tmp_path / n).exists() for n in ("a2.json", "b2.json", "c2.json"))
+
+
+def test_map_trained_on_dask_partitions_reruns(catalogue, tmp_path):
+    """A parquet input trains on Dask partitions; the rerun (another process, default
+    partition size) writes the same bytes."""
+    import dask
+    import pandas as pd
+
+    _, s = catalogue
+    cols = [f"f{i}" for i in range(12)]
+    pd.DataFrame(s.flux[:, ::10][:, :12], columns=cols).to_parquet(tmp_path / "x.parquet",
+                                                                   row_group_size=100)
+    with dask.config.set({"vanotebook.partition-rows": 150}):
+        som = SOM((4, 4), n_epochs=4, seed=2).fit(tmp_path / "x.parquet", columns=cols)
+    product = som.to_guasom(tmp_path / "m.json")
+    done = _cli_rerun(Path(f"{product}.prov.json"), tmp_path / "m2.json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "m2.json").read_bytes() == product.read_bytes()
