@@ -221,9 +221,15 @@ def test_options_are_keyword_only(random_pair):
 
 def test_result_carries_provenance(random_pair):
     left, right = random_pair
-    out = crossmatch(left, right, radius=2 * u.arcsec)
-    prov = out.meta["provenance"]
-    assert "vanotebook.xmatch.crossmatch" in str(prov)
+    out = crossmatch(left, right, radius=2 * u.arcsec, how="k", k=2)
+    from vanotebook import Provenance
+
+    prov = Provenance.from_dict(out.meta["provenance"])
+    assert prov.activity == "vanotebook.xmatch.crossmatch"
+    assert (prov.parameters["radius_arcsec"], prov.parameters["how"], prov.parameters["k"]) == (
+        2.0, "k", 2)
+    assert prov.parameters["left"] is None and prov.inputs == []  # tables in memory
+    assert prov.ended is not None and prov.outputs == []
 
 
 def test_three_catalogue_match_recovers_truth():
