@@ -127,11 +127,18 @@ class DetectionResult:
                                               "replace it")
         folder.mkdir(parents=True, exist_ok=True)
         prov = Provenance.from_dict(self.provenance)
+        prov.outputs = []
+        # in the files: the record's deterministic part (no times, host or outputs), so
+        # the same image and settings write the same bytes (`rerun` checks them)
+        file_record = prov.reproducible_dict() | {"digest": prov.digest}
         stage = Path(tempfile.mkdtemp(prefix=".detect.", suffix=".part", dir=folder))
         try:
             staged = {key: stage / name for key, name in names.items()}
-            write_table(self.catalogue.copy(), staged["catalogue"])
+            cat = self.catalogue.copy()
+            cat.meta["provenance"] = file_record
+            write_table(cat, staged["catalogue"])
             ext = self.extended.copy()
+            ext.meta["provenance"] = file_record
             for name in ("contour_x", "contour_y"):
                 ext[name] = [" ".join(f"{v:.2f}" for v in c) for c in ext[name]] if len(ext) \
                     else np.zeros(0, dtype="U1")
@@ -141,6 +148,9 @@ class DetectionResult:
             write_fits(hdul, staged["residual"])
             self.regions.write(str(staged["regions"]), format="ds9", overwrite=True)
             for p in staged.values():
+                prov.add_output(p)
+                prov.outputs[-1]["path"] = str((folder / p.name).resolve())
+            for p in staged.values():
                 prov.write_sidecar(p)
             paths = {}
             for key, p in staged.items():  # everything is written: move it into place
@@ -149,6 +159,7 @@ class DetectionResult:
                 paths[key] = folder / p.name
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+        self.provenance = prov.to_dict()
         return paths
 
 
@@ -293,8 +304,13 @@ def detect(
               "extended": extended, "classify": classify,
               "extended_threshold": extended_threshold,
               "extended_min_area": extended_min_area, "tile": tile, "overlap": overlap,
-              "given_background": background is not None, "given_rms": rms is not None}
+              "background": _recorded_map(background), "rms": _recorded_map(rms),
+              "device": device,
+              "image": str(Path(image).resolve()) if isinstance(image, str | os.PathLike)
+              else None}
     with record(_ACTIVITY, params, seed=seed) as prov:
+        if params["image"] is not None:
+            prov.add_input(params["image"])
         pass_params = {"seed": seed_threshold, "merge": merge_threshold,
                        "min_pixels": min_pixels, "psf_cov": psf_cov,
                        "max_components": max_components,
@@ -375,6 +391,16 @@ def detect(
     result.extended = ext
     result.provenance = record_dict
     return result
+
+
+def _recorded_map(value):
+    """A background/rms as recorded: None, a number, or "array" (in memory: no rerun)."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.ndim == 0 and np.issubdtype(arr.dtype, np.number):
+        return float(arr)
+    return "array"
 
 
 def _per_beam(unit) -> bool:
