@@ -25,22 +25,31 @@ NWAY_SECONDS = 145.0  # NWAY 4.8, three-way, 3 x 1e5 (issue 20)
 
 
 def make(n: int, seed: int = 0, side: float = 3.0, sigma: float = 0.3):
-    """Three catalogues of one field: 60% of the primary's sources in each other one,
-    offset with ``sigma`` arcsec errors per axis, plus field sources."""
+    """Three catalogues of one field: the primary's sources, 60% of them again in each
+    other one, every catalogue measuring the true positions with ``sigma`` arcsec
+    errors per axis (so offsets between catalogues share the primary's error, as
+    the Budavari & Szalay model has it), plus field sources."""
     rng = np.random.default_rng(seed)
-    ra = 150 + rng.uniform(-side / 2, side / 2, n)
-    dec = rng.uniform(-side / 2, side / 2, n)
+    true_ra = 150 + rng.uniform(-side / 2, side / 2, n)
+    true_dec = rng.uniform(-side / 2, side / 2, n)
+
+    def measured(rows):
+        off = rng.normal(0, sigma / 3600, (2, rows.size))
+        return (true_ra[rows] + off[0] / np.cos(np.radians(true_dec[rows])),
+                true_dec[rows] + off[1])
+
+    ra, dec = measured(np.arange(n))
     cats = {"a": Table({"id": np.arange(n), "ra": ra, "dec": dec,
                         "error": np.full(n, sigma) * u.arcsec})}
     for name in "bc":
         has = rng.random(n) < 0.6
         k = int(has.sum())
-        off = rng.normal(0, sigma * np.sqrt(2) / 3600, (2, k))
+        mra, mdec = measured(np.flatnonzero(has))
         fra = 150 + rng.uniform(-side / 2, side / 2, n - k)
         fdec = rng.uniform(-side / 2, side / 2, n - k)
         cats[name] = Table({
-            "ra": np.concatenate([ra[has] + off[0] / np.cos(np.radians(dec[has])), fra]),
-            "dec": np.concatenate([dec[has] + off[1], fdec]),
+            "ra": np.concatenate([mra, fra]),
+            "dec": np.concatenate([mdec, fdec]),
             "error": np.full(n, sigma) * u.arcsec,
             "truth": np.concatenate([np.flatnonzero(has), np.full(n - k, -1)])})
     return cats
