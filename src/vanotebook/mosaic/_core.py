@@ -19,8 +19,8 @@ from astropy.wcs import WCS
 
 from .._errors import VanotebookInputError, check_choice, check_positive
 from ..cluster import get_client, image_chunk, resolve_device
-from ..io import Image, parse_images
-from ..provenance import Provenance, record
+from ..io import _FITS_SUFFIXES, Image, parse_images, write_dataset
+from ..provenance import record
 from ..units import convert_brightness, fits_string
 from ._background import MODELS, fit_overlaps, solve_corrections
 from ._coadd import COMBINES, namespace_for
@@ -79,7 +79,7 @@ def _check_finite(source: LazySource, argument: str, rows: int = 512) -> None:
 def _lazy_item(item, argument: str):
     """A FITS path as ``(FitsSource, header)`` (pixels stay on disk); anything else as is."""
     if isinstance(item, str | os.PathLike) and Path(item).is_file() and \
-            str(item).lower().endswith((".fits", ".fit", ".fts")):
+            str(item).lower().endswith(_FITS_SUFFIXES):
         source, header = FitsSource.open(item, argument)
         if source.lead and any(
                 header[f"NAXIS{i}"] != 1 for i in range(3, header["NAXIS"] + 1)):
@@ -96,12 +96,14 @@ def prepare_images(images: Any, *, argument: str = "images", lazy: bool = False)
     region by region by the block tasks (`FitsSource`), so inputs larger than
     memory can be mosaicked.
     """
+    if isinstance(images, fits.HDUList):  # one image (its first image HDU), not a list
+        images = [images]
     if lazy:
         if isinstance(images, str | os.PathLike):
             text = str(images)
             if Path(text).is_dir():
                 images = sorted(p for p in Path(text).iterdir()
-                                if p.name.lower().endswith((".fits", ".fit", ".fts")))
+                                if p.name.lower().endswith(_FITS_SUFFIXES))
             else:
                 import glob
 
@@ -115,10 +117,20 @@ def prepare_images(images: Any, *, argument: str = "images", lazy: bool = False)
 
 
 def unit_scales(images: list[Image], unit=None, *, argument: str = "images"):
-    """The target unit and the factor that brings each image to it."""
+    """The target unit and the factor that brings each image to it.
+
+    Images in the target unit are taken as they are, whatever it is (DN,
+    electron/s, K, mag...). Others are converted: by plain unit scaling where
+    astropy converts them (mJy/beam to Jy/beam, mK to K, DN/min to DN/s), else as
+    surface brightness through the beam or pixel area (Jy/beam to MJy/sr); units
+    with no conversion between them (DN and K) are refused by name.
+    """
     target = unit if unit is not None else images[0].unit
     if target is not None:
-        target = u.Unit(target)
+        try:
+            target = u.Unit(target)
+        except (TypeError, ValueError) as exc:
+            raise VanotebookInputError("unit", "an astropy unit (str or Unit)", unit) from exc
     ref_beam = next((im.beam for im in images if im.unit == target), images[0].beam)
     scales = []
     for i, im in enumerate(images):
@@ -129,6 +141,15 @@ def unit_scales(images: list[Image], unit=None, *, argument: str = "images"):
             raise VanotebookInputError(f"{argument}[{i}]", f"a BUNIT like the others ({target})",
                                        im.unit)
         try:
+            scales.append(float(im.unit.to(target)))
+            continue
+        except u.UnitsError:
+            pass
+        if not (_is_brightness(im.unit) and _is_brightness(target)):
+            raise VanotebookInputError(
+                f"{argument}[{i}]", f"a unit convertible to {target} (or unit= one of them)",
+                f"BUNIT {im.unit}")
+        try:
             jy_sr = float(convert_brightness(1.0, im.unit, _JY_SR, beam=im.beam,
                                              pixel_area=im.pixel_area))
             scales.append(float(convert_brightness(jy_sr, _JY_SR, target, beam=ref_beam,
@@ -138,6 +159,12 @@ def unit_scales(images: list[Image], unit=None, *, argument: str = "images"):
                 f"{argument}[{i}]", f"a beam (BMAJ/BMIN) to convert {im.unit} to {target}",
                 f"unit {im.unit} with {exc.argument} {exc.got!r}") from exc
     return target, scales
+
+
+def _is_brightness(unit) -> bool:
+    """Whether a unit is a surface brightness or flux per beam / pixel (Jy/sr, Jy/beam...)."""
+    return any(unit.is_equivalent(other) for other in (_JY_SR, u.Jy / u.beam, u.Jy / u.pix,
+                                                       u.Jy))
 
 
 def _digest(im: Image) -> str:
@@ -153,18 +180,28 @@ def _digest(im: Image) -> str:
 def _check_weights(weights, images: list[Image]):
     if weights is None:
         return None
-    if np.isscalar(weights) or len(weights) != len(images):
+    if np.isscalar(weights) or not hasattr(weights, "__len__") or len(weights) != len(images):
         raise VanotebookInputError("weights", f"a list of {len(images)} numbers or arrays",
                                    weights)
     out = []
     for i, (w, im) in enumerate(zip(weights, images, strict=True)):
+        if isinstance(w, str | bytes) or (np.ndim(w) == 0 and not isinstance(
+                w, int | float | np.integer | np.floating)) or isinstance(w, bool):
+            raise VanotebookInputError(f"weights[{i}]", "a positive number or a weight map", w)
         if np.ndim(w) == 0:
             out.append(float(check_positive(f"weights[{i}]", float(w))))
-        elif np.shape(w) == im.shape:
-            out.append(np.asarray(w, dtype=np.float32))
-        else:
+            continue
+        if np.shape(w) != tuple(im.shape):
             raise VanotebookInputError(f"weights[{i}]", f"a number or an array of shape "
                                        f"{im.shape}", w)
+        try:
+            wmap = np.asarray(w, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise VanotebookInputError(f"weights[{i}]", "a numeric weight map", w) from exc
+        if np.any(wmap < 0):
+            raise VanotebookInputError(f"weights[{i}]", "a weight map >= 0 (NaN: no weight)",
+                                       f"a map with minimum {np.nanmin(wmap)}")
+        out.append(wmap)
     return out
 
 
@@ -400,32 +437,10 @@ def _open_zarr(path, *, dask: bool = True):
     return xr.open_zarr(path, consolidated=False, **({} if dask else {"chunks": None}))
 
 
-def to_fits(dataset, path: str | os.PathLike | None = None, *, overwrite: bool = False
-            ) -> fits.HDUList:
-    """A mosaic Dataset as FITS: the mosaic (primary), WEIGHT, COVERAGE and PROVENANCE HDUs.
-
-    Written atomically to ``path`` when given; the HDUList is returned either way.
-    """
-    from ..io import write_fits as _write
-
-    header = fits.Header.fromstring(dataset.attrs["header"])
-    hdul = fits.HDUList([
-        fits.PrimaryHDU(np.asarray(dataset["mosaic"].values, np.float32), header),
-        fits.ImageHDU(np.asarray(dataset["weight"].values, np.float32), _wcs_only(header),
-                      name="WEIGHT"),
-        fits.ImageHDU(np.asarray(dataset["coverage"].values, np.int16), _wcs_only(header),
-                      name="COVERAGE"),
-    ])
-    prov = dataset.attrs.get("provenance")
-    if prov:
-        Provenance.from_dict(prov).attach(hdul)
-    if path is not None:
-        _write(hdul, path, overwrite=overwrite)
-    return hdul
-
-
-def _wcs_only(header: fits.Header) -> fits.Header:
-    return WCS(header).celestial.to_header(relax=True)
+#: ``to_fits(dataset, path=None, *, overwrite=False)``: a mosaic Dataset as FITS (the
+#: mosaic, WEIGHT, COVERAGE and PROVENANCE HDUs), written atomically when ``path`` is given.
+#: It lives in `vanotebook.io` (the archive writes Datasets too, without the mosaic).
+to_fits = write_dataset
 
 
 def from_fits(path: str | os.PathLike | fits.HDUList):
