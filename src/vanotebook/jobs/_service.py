@@ -1,0 +1,451 @@
+"""The UWS 1.1 job service: ``/<prefix>/<pipeline>/jobs`` for every registered pipeline.
+
+Each job runs as its own process (`vanotebook.jobs._run`) in a new process
+group, which joins the cluster the service's environment names; ABORT and
+an execution-duration overrun end that group. The store is a SQLite file:
+after a restart, queued jobs run and jobs that were executing end in ERROR
+("service restarted"). A reaper deletes jobs past their destruction time.
+Every request needs a user: the hub's login (as a hub service) or, outside
+the hub, a bearer token of ``--tokens``; each user sees only their own jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as _dt
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tornado import web
+
+from .._errors import VanotebookInputError
+from . import _xml
+from ._registry import PIPELINES
+from ._store import Job, JobStore, utcnow
+
+__all__ = ["JobRunner", "main", "make_app"]
+
+LIFETIME_S = 7 * 86400
+MAX_DURATION_S = 6 * 3600
+MAX_WAIT_S = 600
+_XML = "text/xml; charset=UTF-8"
+
+
+class JobRunner:
+    """Runs queued jobs, at most ``slots`` at once, and enforces ABORT and durations."""
+
+    def __init__(self, store: JobStore, *, slots: int = 2, env: dict | None = None) -> None:
+        self.store, self.slots = store, int(slots)
+        self.env = env
+        self.procs: dict[str, tuple[subprocess.Popen, float]] = {}
+
+    def recover(self) -> None:
+        """After a restart: what was executing ends in ERROR; the queue stays."""
+        for job in self.store.jobs(phases=["EXECUTING"]):
+            self.store.update(job.id, phase="ERROR", ended=utcnow(),
+                              error="service restarted while the job was executing")
+
+    def _start(self, job: Job) -> None:
+        work = self.store.workdir(job.id)
+        (work / "job.json").write_text(json.dumps({"pipeline": job.pipeline,
+                                                   "parameters": job.parameters}))
+        log = (work / "log.txt").open("w")
+        proc = subprocess.Popen([sys.executable, "-m", "vanotebook.jobs._run", str(work)],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=self.env)
+        log.close()
+        self.procs[job.id] = (proc, asyncio.get_event_loop().time())
+        self.store.update(job.id, phase="EXECUTING", started=utcnow())
+
+    def _stop(self, job_id: str) -> None:
+        proc, _ = self.procs.pop(job_id)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def step(self) -> None:
+        """One pass: finish, abort or time out running jobs; start queued ones; reap."""
+        now = asyncio.get_event_loop().time()
+        for job_id, (proc, t0) in list(self.procs.items()):
+            job = self.store.get(job_id)
+            if job is None or job.phase == "ABORTED":  # deleted or aborted: end its work
+                self._stop(job_id)
+                continue
+            work = self.store.workdir(job_id)
+            progress = work / "progress.txt"
+            if progress.exists():
+                lines = progress.read_text().splitlines()
+                if lines and lines[-1] != job.progress:
+                    self.store.update(job_id, progress=lines[-1])
+            if proc.poll() is not None:
+                self.procs.pop(job_id)
+                outcome_path = work / "outcome.json"
+                outcome = json.loads(outcome_path.read_text()) if outcome_path.exists() else {
+                    "error": f"the job's process ended with code {proc.returncode}"}
+                if "error" in outcome:
+                    self.store.move(job_id, ("EXECUTING",), "ERROR", ended=utcnow(),
+                                    error=outcome["error"])
+                else:
+                    self.store.move(job_id, ("EXECUTING",), "COMPLETED", ended=utcnow(),
+                                    results=outcome["results"])
+            elif job.execution_duration > 0 and now - t0 > job.execution_duration:
+                self._stop(job_id)
+                self.store.move(job_id, ("EXECUTING",), "ERROR", ended=utcnow(),
+                                error=f"execution duration of {job.execution_duration} s "
+                                "exceeded: the job was stopped")
+        for job in self.store.jobs(phases=["QUEUED"]):
+            if len(self.procs) >= self.slots:
+                break
+            self._start(job)
+        stamp = utcnow()
+        for job in self.store.jobs():
+            if job.destruction <= stamp:
+                if job.id in self.procs:
+                    self._stop(job.id)
+                self.store.delete(job.id)
+
+    async def loop(self, interval: float = 0.2) -> None:
+        while True:
+            self.step()
+            await asyncio.sleep(interval)
+
+
+def _when(text: str, name: str) -> _dt.datetime:
+    try:
+        t = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise VanotebookInputError(name, "an ISO 8601 time such as 2026-12-31T00:00:00Z",
+                                   text) from exc
+    return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
+
+
+def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | None],
+             base_class: type = web.RequestHandler, settings: dict | None = None
+             ) -> web.Application:
+    """The tornado application of the job service.
+
+    Parameters
+    ----------
+    store : JobStore
+    prefix : str
+        URL prefix (``/services/uws/`` on the hub).
+    user : callable
+        ``user(handler)`` → the user's name, or None (answered 403).
+    base_class : type
+        The request handler to derive from (the hub's ``HubOAuthenticated``).
+    """
+    base = prefix.rstrip("/")
+
+    class Base(base_class):
+        def get_current_user(self):
+            return user(self)
+
+        def prepare(self) -> None:
+            super().prepare()
+            if self.current_user is None:
+                raise web.HTTPError(403, reason="log in to the hub first")
+
+        def write_error(self, status_code: int, **kwargs: Any) -> None:
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.finish(self._reason)
+
+        @property
+        def owner(self) -> str:
+            u = self.current_user
+            return u["name"] if isinstance(u, dict) else str(u)
+
+        def pipeline(self, name: str):
+            if name not in PIPELINES:
+                raise web.HTTPError(404, reason=f"no pipeline {name!r} "
+                                    f"(there are {', '.join(PIPELINES)})")
+            return PIPELINES[name]
+
+        def job(self, pipeline: str, job_id: str) -> Job:
+            job = self.store_job(job_id)
+            if job is None or job.owner != self.owner or job.pipeline != pipeline:
+                raise web.HTTPError(404, reason=f"no job {job_id}")
+            return job
+
+        def store_job(self, job_id: str) -> Job | None:
+            return store.get(job_id)
+
+        def params(self) -> dict[str, str]:
+            """Request parameters, names as sent (UWS names are case-insensitive)."""
+            return {k: self.get_argument(k) for k in self.request.arguments}
+
+        def xml(self, text: str) -> None:
+            self.set_header("Content-Type", _XML)
+            self.finish(text)
+
+        def job_url(self, job: Job) -> str:
+            return f"{base}/{job.pipeline}/jobs/{job.id}"
+
+        def absolute(self, path: str) -> str:
+            """``path`` as the URL the client reached us by (links in documents)."""
+            proto = self.request.headers.get("X-Forwarded-Proto", self.request.protocol)
+            return f"{proto}://{self.request.host}{path}"
+
+    def _split(args: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        control = {k.upper(): v for k, v in args.items()
+                   if k.upper() in ("PHASE", "RUNID", "ACTION", "EXECUTIONDURATION",
+                                    "DESTRUCTION")}
+        rest = {k: v for k, v in args.items() if k.upper() not in control}
+        return control, rest
+
+    def _apply(handler: Base, job: Job, control: dict[str, str], params: dict[str, str],
+               files: dict[str, list]) -> None:
+        pipeline = PIPELINES[job.pipeline]
+        if params or files:
+            if job.phase != "PENDING":
+                raise web.HTTPError(409, reason="parameters change only while PENDING")
+            merged = {**job.parameters, **params}
+            work = store.workdir(job.id)
+            for name, parts in files.items():
+                (work / f"upload_{name}").write_bytes(parts[0]["body"])
+                merged[name] = f"upload:upload_{name}"
+            try:
+                pipeline.parse(merged, partial=True)
+            except VanotebookInputError as exc:
+                raise web.HTTPError(400, reason=str(exc)) from exc
+            store.update(job.id, parameters=merged)
+        if "EXECUTIONDURATION" in control:
+            try:
+                seconds = int(control["EXECUTIONDURATION"])
+            except ValueError as exc:
+                raise web.HTTPError(400, reason="EXECUTIONDURATION: expected whole seconds, "
+                                    f"got {control['EXECUTIONDURATION']!r}") from exc
+            if seconds < 0:
+                raise web.HTTPError(400, reason="EXECUTIONDURATION: expected >= 0 seconds")
+            store.update(job.id, execution_duration=min(seconds or MAX_DURATION_S,
+                                                        MAX_DURATION_S))
+        if "DESTRUCTION" in control:
+            try:
+                when = _when(control["DESTRUCTION"], "DESTRUCTION")
+            except VanotebookInputError as exc:
+                raise web.HTTPError(400, reason=str(exc)) from exc
+            store.update(job.id, destruction=min(when, utcnow() + _dt.timedelta(
+                seconds=LIFETIME_S)))
+        if "RUNID" in control:
+            store.update(job.id, run_id=control["RUNID"])
+        phase = control.get("PHASE", "").upper()
+        if phase == "RUN":
+            missing = [k for k, p in pipeline.params.items() if p.required and k not in
+                       {n.lower() for n in store.get(job.id).parameters}]
+            if missing:
+                raise web.HTTPError(400, reason=f"{missing[0]}: expected a value "
+                                    f"({pipeline.params[missing[0]].doc}), got nothing")
+            store.move(job.id, ("PENDING", "HELD"), "QUEUED")
+        elif phase == "ABORT":
+            store.move(job.id, ("PENDING", "QUEUED", "EXECUTING", "HELD", "SUSPENDED"),
+                       "ABORTED", ended=utcnow())
+        elif phase:
+            raise web.HTTPError(400, reason=f"PHASE: expected RUN or ABORT, got {phase!r}")
+
+    class Jobs(Base):
+        def get(self, pipeline: str) -> None:
+            self.pipeline(pipeline)
+            phases = [p.upper() for p in self.get_arguments("PHASE") or
+                      self.get_arguments("phase")]
+            jobs = store.jobs(self.owner, pipeline, phases=phases or None)
+            if not phases:
+                jobs = [j for j in jobs if j.phase != "ARCHIVED"]
+            after = self.get_argument("AFTER", None) or self.get_argument("after", None)
+            if after:
+                try:
+                    t = _when(after, "AFTER")
+                except VanotebookInputError as exc:
+                    raise web.HTTPError(400, reason=str(exc)) from exc
+                jobs = [j for j in jobs if j.created > t]
+            jobs.sort(key=lambda j: j.created, reverse=True)
+            last = self.get_argument("LAST", None) or self.get_argument("last", None)
+            if last:
+                if not last.isdigit() or int(last) < 1:
+                    raise web.HTTPError(400, reason=f"LAST: expected a positive integer, "
+                                        f"got {last!r}")
+                jobs = jobs[: int(last)]
+            self.xml(_xml.job_list(jobs, self.absolute(f"{base}/{pipeline}/jobs")))
+
+        def post(self, pipeline: str) -> None:
+            spec = self.pipeline(pipeline)
+            control, params = _split(self.params())
+            job = store.create(self.owner, spec.name, {}, run_id=control.get("RUNID"),
+                               lifetime_s=LIFETIME_S, execution_duration=MAX_DURATION_S)
+            try:
+                _apply(self, job, control, params, dict(self.request.files))
+            except web.HTTPError:
+                store.delete(job.id)
+                raise
+            self.redirect(self.job_url(job), status=303)
+
+    class JobResource(Base):
+        async def get(self, pipeline: str, job_id: str) -> None:
+            job = self.job(pipeline, job_id)
+            wait = self.get_argument("WAIT", None) or self.get_argument("wait", None)
+            if wait is not None:
+                try:
+                    seconds = float(wait)
+                except ValueError as exc:
+                    raise web.HTTPError(400, reason=f"WAIT: expected seconds, got {wait!r}"
+                                        ) from exc
+                seconds = MAX_WAIT_S if seconds < 0 else min(seconds, MAX_WAIT_S)
+                phase = (self.get_argument("PHASE", None) or
+                         self.get_argument("phase", None) or job.phase).upper()
+                active = ("PENDING", "QUEUED", "EXECUTING", "HELD", "SUSPENDED")
+                if job.phase == phase and phase in active:
+                    loop = asyncio.get_event_loop()
+                    end = loop.time() + seconds
+                    while loop.time() < end:
+                        await asyncio.sleep(0.1)
+                        now = store.get(job_id)
+                        if now is None or now.phase != phase:
+                            break
+                    job = store.get(job_id) or job
+            self.xml(_xml.job_document(job, self.absolute(self.job_url(job))))
+
+        def post(self, pipeline: str, job_id: str) -> None:
+            job = self.job(pipeline, job_id)
+            control, params = _split(self.params())
+            if control.get("ACTION", "").upper() == "DELETE":
+                store.delete(job.id)
+                self.redirect(f"{base}/{pipeline}/jobs", status=303)
+                return
+            if "ACTION" in control:
+                raise web.HTTPError(400, reason="ACTION: expected DELETE")
+            _apply(self, job, control, params, dict(self.request.files))
+            self.redirect(self.job_url(job), status=303)
+
+        def delete(self, pipeline: str, job_id: str) -> None:
+            self.job(pipeline, job_id)
+            store.delete(job_id)
+            self.redirect(f"{base}/{pipeline}/jobs", status=303)
+
+    class Attribute(Base):
+        def get(self, pipeline: str, job_id: str, what: str) -> None:
+            job = self.job(pipeline, job_id)
+            text = {"phase": job.phase, "executionduration": str(job.execution_duration),
+                    "destruction": _xml._t(job.destruction), "owner": job.owner,
+                    "quote": "", "error": job.error or ""}
+            if what == "parameters":
+                self.xml(_xml.wrapped("parameters", _xml.parameters(job)))
+            elif what == "results":
+                self.xml(_xml.wrapped("results", _xml.results(
+                    job, self.absolute(self.job_url(job)))))
+            elif what in text:
+                if what == "error" and job.phase != "ERROR":
+                    raise web.HTTPError(404, reason="the job has no error")
+                self.set_header("Content-Type", "text/plain; charset=UTF-8")
+                self.finish(text[what])
+            else:
+                raise web.HTTPError(404, reason=f"no {what}")
+
+        def post(self, pipeline: str, job_id: str, what: str) -> None:
+            job = self.job(pipeline, job_id)
+            names = {"phase": "PHASE", "executionduration": "EXECUTIONDURATION",
+                     "destruction": "DESTRUCTION"}
+            args = self.params()
+            if what == "parameters":
+                _control, params = _split(args)
+                _apply(self, job, {}, params, dict(self.request.files))
+            elif what in names:
+                value = next((v for k, v in args.items() if k.upper() == names[what]), None)
+                if value is None:
+                    raise web.HTTPError(400, reason=f"{names[what]}: expected a value")
+                _apply(self, job, {names[what]: value}, {}, {})
+            else:
+                raise web.HTTPError(405, reason=f"{what} cannot be changed")
+            self.redirect(self.job_url(job), status=303)
+
+    class Result(Base):
+        def get(self, pipeline: str, job_id: str, name: str) -> None:
+            job = self.job(pipeline, job_id)
+            if name not in job.results:
+                raise web.HTTPError(404, reason=f"no result {name!r}")
+            path = Path(job.results[name])
+            self.set_header("Content-Type", "application/octet-stream")
+            self.set_header("Content-Disposition", f'attachment; filename="{path.name}"')
+            self.finish(path.read_bytes())
+
+    class Availability(Base):
+        def prepare(self) -> None:  # VOSI is public metadata: no login needed
+            pass
+
+        def get(self) -> None:
+            self.xml("<?xml version='1.0' encoding='UTF-8'?>\n"
+                     '<vosi:availability xmlns:vosi="http://www.ivoa.net/xml/VOSIAvailability/'
+                     'v1.0"><vosi:available>true</vosi:available></vosi:availability>')
+
+    class Capabilities(Availability):
+        def get(self) -> None:
+            caps = "".join(
+                f'<capability standardID="ivo://ivoa.net/std/UWS#async-1.1">'
+                f'<interface xsi:type="vs:ParamHTTP" role="std"><accessURL use="base">'
+                f"{base}/{name}/jobs</accessURL></interface></capability>"
+                for name in PIPELINES)
+            self.xml("<?xml version='1.0' encoding='UTF-8'?>\n"
+                     '<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/'
+                     'v1.0" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" '
+                     f'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">{caps}'
+                     "</vosi:capabilities>")
+
+    name = r"([a-z][a-z0-9_]*)"
+    jid = r"([0-9a-f]{16})"
+    return web.Application([
+        (rf"{base}/availability", Availability),
+        (rf"{base}/capabilities", Capabilities),
+        (rf"{base}/{name}/jobs/?", Jobs),
+        (rf"{base}/{name}/jobs/{jid}/?", JobResource),
+        (rf"{base}/{name}/jobs/{jid}/results/([A-Za-z0-9_]+)", Result),
+        (rf"{base}/{name}/jobs/{jid}/([a-z]+)", Attribute),
+    ], **(settings or {}))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the job service on 127.0.0.1 (blocking)."""
+    from tornado import ioloop
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state", required=True, help="folder of the job store")
+    parser.add_argument("--slots", type=int, default=2, help="jobs running at once")
+    parser.add_argument("--tokens", default=None,
+                        help="outside the hub: a JSON file of bearer token -> user name")
+    args = parser.parse_args(argv)
+    os.umask(0o077)
+    store = JobStore(args.state)
+    runner = JobRunner(store, slots=args.slots)
+    runner.recover()
+    if args.tokens:
+        tokens = json.loads(Path(args.tokens).read_text())
+
+        def user(handler) -> str | None:
+            auth = handler.request.headers.get("Authorization", "")
+            kind, _, token = auth.partition(" ")
+            return tokens.get(token) if kind.lower() in ("bearer", "token") else None
+
+        app = make_app(store, prefix="/", user=user)
+    else:
+        from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/uws/")
+        app = make_app(store, prefix=prefix, user=lambda h: HubOAuthenticated.get_current_user(h),
+                       base_class=HubOAuthenticated,
+                       settings={"cookie_secret": os.urandom(32)})
+        app.add_handlers(".*", [(rf"{prefix.rstrip('/')}/oauth_callback",
+                                 HubOAuthCallbackHandler)])
+    app.listen(args.port, address="127.0.0.1")
+    loop = ioloop.IOLoop.current()
+    loop.spawn_callback(runner.loop)
+    loop.start()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
