@@ -247,3 +247,21 @@ def test_write_dataset_writes_what_the_mosaic_holds(tmp_path, radio_tile):
     np.testing.assert_array_equal(np.asarray(back["mosaic"]), np.asarray(ds["mosaic"],
                                                                           np.float32))
     np.testing.assert_array_equal(np.asarray(back["coverage"]), np.asarray(ds["coverage"]))
+
+
+def test_parquet_with_nulls_reads_as_masked_numbers(tmp_path):
+    """Nulls in numeric parquet columns are masked values of the column's type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vanotebook.io import read_catalogue
+
+    pq.write_table(pa.table({"ra": pa.array([10.0, None, 12.0]), "dec": [1.0, 2.0, 3.0],
+                             "n": pa.array([1, None, 3], pa.int64()),
+                             "name": pa.array(["a", None, "c"])}), tmp_path / "c.parquet")
+    table = read_catalogue(tmp_path / "c.parquet")
+    assert table["ra"].dtype.kind == "f" and list(table["ra"].mask) == [False, True, False]
+    assert table["n"].dtype.kind == "i" and table["n"].mask[1]
+    assert table["name"][0] == "a" and table["name"].mask[1]
+    parsed = parse_catalogue(tmp_path / "c.parquet")
+    assert np.isnan(parsed["ra"][1]) and parsed["ra"][2] == 12.0

@@ -34,6 +34,7 @@ from .units import Beam, fits_string, parse_unit
 __all__ = [
     "IMAGE_FORMS",
     "Image",
+    "arrow_to_table",
     "atomic_dir",
     "atomic_path",
     "casa_beam",
@@ -611,13 +612,42 @@ def read_catalogue(path: str | os.PathLike, *, lazy: bool = False):
     dataset = ds.dataset(path, format="parquet")
     meta = dataset.schema.metadata or {}
     units = json.loads(meta.get(UNITS_KEY, b"{}"))
-    table = Table(dataset.to_table().to_pandas().to_dict("list"))
+    table = arrow_to_table(dataset.to_table())
     for name, unit in units.items():
         if name in table.colnames:
             table[name].unit = unit
     if b"vanotebook.meta" in meta:
         table.meta.update(json.loads(meta[b"vanotebook.meta"]))
     return table
+
+
+def arrow_to_table(arrow: Any) -> Table:
+    """An astropy Table from a pyarrow Table: nulls are masked, never ``None`` objects.
+
+    A numeric column with nulls becomes a masked column of its own type (so
+    `masked_as_nan` and the coordinate checks see missing values), not a
+    column of Python objects.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from astropy.table import MaskedColumn
+
+    columns = {}
+    for name, col in zip(arrow.column_names, arrow.columns, strict=True):
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if col.null_count:
+            mask = np.asarray(pc.is_null(col).to_numpy(zero_copy_only=False), bool)
+            if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or \
+                    pa.types.is_boolean(col.type):
+                fill = False if pa.types.is_boolean(col.type) else 0
+                values = pc.fill_null(col, fill).to_numpy(zero_copy_only=False)
+            else:
+                values = np.asarray(pc.fill_null(col.cast(pa.string()), "").to_numpy(
+                    zero_copy_only=False), dtype=str)
+            columns[name] = MaskedColumn(values, mask=mask)
+        else:
+            columns[name] = col.to_numpy(zero_copy_only=False)
+    return Table(columns)
 
 
 def parquet_units(path: str | os.PathLike) -> dict[str, str]:
