@@ -59,10 +59,19 @@ def test_combines_against_reproject(radio, radio_mosaic, combine):
         cov = radio_mosaic["coverage"].values
         np.testing.assert_array_equal(np.nan_to_num(ours), cov)
         return
-    if combine == "median":  # reproject has no median; the median of 1-2 values is their mean
+    if combine == "median":  # reproject has no median: the median of the stacked tiles
+        from reproject import reproject_interp
+
+        header = fits.Header.fromstring(radio_mosaic.attrs["header"])
+        stack = np.stack([reproject_interp(t[0], WCS(header).celestial,
+                                           shape_out=ours.shape)[0] for t in radio])
         cov = radio_mosaic["coverage"].values
-        ref = radio_mosaic["mosaic"].values
-        sel = (cov > 0) & (cov <= 2)
+        assert (cov >= 3).sum() > 100  # where a median differs from a mean
+        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore", RuntimeWarning)  # uncovered pixels
+            ref = np.nanmedian(stack, axis=0)
+        sel = cov >= 1
+        assert np.max(np.abs(ours - ref)[cov >= 3]) < 0.01 * noise
     else:
         ref, footprint = _reference(radio, radio_mosaic, combine_function=combine)
         sel = footprint > 0
@@ -108,11 +117,19 @@ def test_flux_conserving(radio):
     m, wt = ds["mosaic"].values.astype(float), ds["weight"].values.astype(float)
     flux_out = np.nansum(m * wt) * out_area.to_value(u.sr)
     assert flux_out == pytest.approx(flux_in, rel=1e-4)
-    # bilinear sampling of a 2.5x coarser grid does not conserve it as well
+    # and it is reproject_exact's answer, pixel by pixel, over the whole footprint
+    from reproject import reproject_exact
+
+    ref, fp = reproject_exact(tile[0], out, shape_out=(280, 280))
+    foot = fp > 0
+    assert np.isfinite(m[foot]).all()
+    assert np.max(np.abs(m - ref)[foot]) < 1e-3 * header["NOISE"]
+    # bilinear sampling of a 2.5x coarser grid does not conserve flux: it samples, so the
+    # summed flux is off by far more than the flux-conserving mode's 1e-4
     bl = mosaic([tile], wcs=out, shape=(280, 280), method="bilinear", match_background=False)
-    per_pix = np.nansum(tile[0].data.astype(float) ** 2) * in_area.to_value(u.sr)
-    assert per_pix > 0
-    assert np.isfinite(bl["mosaic"].values).sum() > 0
+    b = bl["mosaic"].values.astype(float)
+    flux_bl = np.nansum(b * bl["weight"].values) * out_area.to_value(u.sr)
+    assert abs(flux_bl / flux_in - 1) > 10 * abs(flux_out / flux_in - 1)
 
 
 def test_nearest_matches_reproject_nearest(radio, radio_mosaic):

@@ -447,11 +447,12 @@ def reproject_window(tile, window, *, method: str, xp, centre, oversample: int =
     if method != "flux-conserving" and is_numpy_namespace(xp) and numba_kernels() is not None:
         values, weight = fused_resample(tile, ys, xs, method=method, centre=centre)
         return box, values, weight
-    data = as_namespace(full_data(tile.data), xp)
-    X, Y = inverse_map(tile, ys, xs, xp)
     if method == "flux-conserving":
-        values, weight = _drizzle_window(tile, data, X, Y, ys, xs, xp, oversample)
+        values, weight = exact_window(tile, ys, xs)
+        values, weight = as_namespace(values, xp), as_namespace(weight, xp)
     else:
+        data = as_namespace(full_data(tile.data), xp)
+        X, Y = inverse_map(tile, ys, xs, xp)
         values, inside = sample(data, X, Y, method=method)
         good = inside & ~xp.isnan(values)
         weight = xp.astype(good, values.dtype)
@@ -543,34 +544,48 @@ def fused_resample(tile, ys, xs, *, method: str, centre, mode: int = -1, out=Non
     return values, weight
 
 
-def _drizzle_window(tile, data, X, Y, ys, xs, xp, k):
-    """Flux-conserving resampling of one tile onto output pixels ``ys x xs`` (a box)."""
-    ny, nx = data.shape
-    ok = (X >= -0.5) & (nx - 0.5 >= X) & (Y >= -0.5) & (ny - 0.5 >= Y)
-    shape = (len(ys), len(xs))
-    nan = xp.full(shape, xp.nan, dtype=data.dtype)
-    if not bool(xp.any(ok)):
-        return nan, xp.zeros(shape, dtype=data.dtype)
-    xin = to_numpy(X)[to_numpy(ok)]
-    yin = to_numpy(Y)[to_numpy(ok)]
-    ix0, ix1 = max(0, int(np.floor(xin.min())) - 2), min(nx, int(np.ceil(xin.max())) + 3)
-    iy0, iy1 = max(0, int(np.floor(yin.min())) - 2), min(ny, int(np.ceil(yin.max())) + 3)
-    f = tile.forward
-    px = ix0 - 0.5 + (np.arange((ix1 - ix0) * k) + 0.5) / k
-    py = iy0 - 0.5 + (np.arange((iy1 - iy0) * k) + 0.5) / k
-    fny, fnx = f.nodes_x.shape
-    wy = _pairs(py, f.ky0, fny, f.step, xp)
-    wx = _pairs(px, f.kx0, fnx, f.step, xp)
-    ox = upsample_nodes(as_namespace(f.nodes_x, xp), wy, wx) - float(xs[0])
-    oy = upsample_nodes(as_namespace(f.nodes_y, xp), wy, wx) - float(ys[0])
-    rows = as_namespace(np.repeat(np.arange(iy0, iy1), k), xp)
-    cols = as_namespace(np.repeat(np.arange(ix0, ix1), k), xp)
-    sub = xp.take(xp.take(data, rows, axis=0), cols, axis=1)
-    flux, area = drizzle(sub, ox, oy, shape, tile.area_ratio / (k * k))
-    covered = area > 0
-    values = xp.where(covered, flux / xp.where(covered, area, xp.asarray(1.0, dtype=area.dtype)),
-                      xp.asarray(xp.nan, dtype=area.dtype))
-    return xp.astype(values, data.dtype), xp.astype(area, data.dtype)
+def exact_window(tile, ys, xs, margin: int = 3):
+    """Flux-conserving resampling of one tile onto the output box ``ys x xs``: the exact
+    spherical-polygon overlap of every input pixel with every output pixel
+    (``reproject_exact``'s algorithm, run on the part of the input the box touches).
+
+    NaN input pixels carry no area; a weight map weights every input pixel's area.
+    Returns ``(values, weight)``: the (weighted) mean surface brightness over the covered
+    part of each output pixel, and the covered (weighted) area in output pixels, so
+    ``sum(values * weight) * output pixel area`` is the input's flux. Only the input
+    region the box samples is read (`input_box`, a lazy `FitsSource` reads no more).
+    """
+    from reproject import reproject_exact
+
+    ys = np.asarray(ys)
+    xs = np.asarray(xs)
+    shape = (ys.size, xs.size)
+    nan = np.full(shape, np.nan, np.float32)
+    zero = np.zeros(shape, np.float32)
+    ny, nx = tile.data.shape
+    iy0, iy1, ix0, ix1 = input_box(tile, ys, xs)
+    iy0, ix0 = max(iy0 - margin, 0), max(ix0 - margin, 0)
+    iy1, ix1 = min(iy1 + margin, ny), min(ix1 + margin, nx)
+    if iy0 >= iy1 or ix0 >= ix1:
+        return nan, zero
+    data = np.asarray(tile.data[iy0:iy1, ix0:ix1], dtype=np.float64)
+    valid = np.isfinite(data)
+    if not valid.any():
+        return nan, zero
+    w = valid.astype(np.float64)
+    if getattr(tile.weight_map, "ndim", 0) == 2:
+        wmap = np.asarray(tile.weight_map[iy0:iy1, ix0:ix1], dtype=np.float64)
+        w = np.where(np.isfinite(wmap) & (wmap > 0), wmap, 0.0) * w
+    stack = np.stack([np.where(valid, data, 0.0) * w, w])
+    y0, x0 = int(ys[0]), int(xs[0])
+    out_wcs = tile.grid_wcs[y0:y0 + shape[0], x0:x0 + shape[1]]
+    in_wcs = tile.wcs[iy0:iy1, ix0:ix1]
+    res, footprint = reproject_exact((stack, in_wcs), out_wcs, shape_out=shape)
+    footprint = footprint[1]  # the same for both planes
+    with np.errstate(invalid="ignore", divide="ignore"):
+        area = np.nan_to_num(res[1]) * np.nan_to_num(footprint)  # weighted covered area
+        values = np.where(area > 0, res[0] / res[1], np.nan)
+    return values.astype(np.float32), area.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- fused CPU path

@@ -392,6 +392,7 @@ class TilePlan:
     plane: tuple[float, float, float] = (0.0, 0.0, 0.0)
     forward: NodeMap | None = None
     area_ratio: float = 1.0
+    grid_wcs: WCS | None = None
 
 
 def node_map(wcs_from: WCS, wcs_to: WCS, bbox: tuple[int, int, int, int], *,
@@ -432,15 +433,12 @@ def plan_tiles(images: Sequence[Image], grid: Grid, *, tolerance: float, method:
             wmap, w = np.asarray(w, dtype=np.float32), 1.0
         fwd = None
         in_area = float(np.prod(np.radians(proj_plane_pixel_scales(im.celestial))))
-        if method == "flux-conserving":
-            ny, nx = im.shape
-            fwd = node_map(im.celestial, grid.wcs, (0, ny, 0, nx), tolerance=tolerance)
         plans.append(TilePlan(
             index=i, data=im.data, wcs=im.celestial, bbox=bbox, step=inv.step, ky0=inv.ky0,
             kx0=inv.kx0, nodes_x=inv.nodes_x, nodes_y=inv.nodes_y,
             error=max(inv.error, fwd.error if fwd else 0.0), weight=float(w), weight_map=wmap,
             scale=1.0 if scales is None else float(scales[i]), forward=fwd,
-            area_ratio=in_area / out_area,
+            area_ratio=in_area / out_area, grid_wcs=grid.wcs,
         ))
     if not plans:
         raise VanotebookInputError("wcs", "an output grid that overlaps at least one image",
