@@ -193,7 +193,7 @@ def detect(
     min_pixels: int = 5,
     background=None,
     rms=None,
-    box: int = 64,
+    box: int | str = 64,
     psf_fwhm: float | None = None,
     noise_fwhm: float | str = "auto",
     max_components: int = 5,
@@ -223,8 +223,12 @@ def detect(
         Smallest island kept.
     background, rms : array or float, optional
         Pre-computed maps; otherwise from clipped statistics in ``box`` cells.
-    box : int
-        Background cell side in pixels.
+    box : int or "auto"
+        Background cell side in pixels; "auto": 64, halved (down to 8 PSF FWHM,
+        16 pixels at least) while the background curves on the cells' scale
+        (`_background.adaptive_box`; small cells also take in extended emission,
+        hence not the default). The noise is measured about the interpolated
+        background, so a gradient within a cell is not noise.
     psf_fwhm : float, optional
         PSF FWHM in pixels; by default the image's beam (3 pixels if none).
     noise_fwhm : float, "auto" or "psf"
@@ -275,7 +279,8 @@ def detect(
         raise VanotebookInputError("merge_threshold", f"<= seed_threshold ({seed_threshold})",
                                    merge_threshold)
     check_positive("min_pixels", min_pixels, integer=True)
-    check_positive("box", box, integer=True)
+    if box != "auto":
+        check_positive("box", box, integer=True)
     check_positive("max_components", max_components, integer=True)
     if tile is not None:
         check_positive("tile", tile, integer=True)
@@ -315,9 +320,12 @@ def detect(
                        "min_pixels": min_pixels, "psf_cov": psf_cov,
                        "max_components": max_components,
                        "peak_size": max(3, 2 * round(0.75 * psf_sigma / FWHM_TO_SIGMA) + 1),
-                       "iterations": 40 if fit else 0, "xp": xp, "nested": nested}
+                       "iterations": 40 if fit else 0, "xp": xp, "nested": nested,
+                       "chi2_scale": _chi2_scale(noise, psf_cov)}
+        # background cells: adaptive, from ``box`` down to 8 PSF FWHM (16 pixels at least)
+        min_box = max(16, int(8 * psf_sigma / FWHM_TO_SIGMA))
         bkg_map, rms_map, sub, snr, above = _snr_maps(data, background, rms, box,
-                                                      merge_threshold)
+                                                      merge_threshold, min_box)
         if not has_noise(rms_map):  # constant image: nothing can stand above the noise
             from ._fit import _empty_components
 
@@ -403,6 +411,15 @@ def _recorded_map(value):
     return "array"
 
 
+def _chi2_scale(noise, psf_cov) -> float:
+    """How much a chi-square over independent pixels over-counts: the noise correlation
+    area in pixels (``2 pi sqrt(det N)``), 1 for white noise."""
+    if noise is None:
+        return 1.0
+    cov = psf_cov if isinstance(noise, Beam) else np.asarray(noise, float)
+    return max(1.0, 2 * np.pi * float(np.sqrt(np.linalg.det(cov))))
+
+
 def _per_beam(unit) -> bool:
     """Whether pixels are in Jy/beam (an interferometric image: noise correlated over it)."""
     return unit is not None and unit.is_equivalent(u.Jy / u.beam)
@@ -435,12 +452,14 @@ def has_noise(rms_map) -> bool:
     return bool(np.any(rms_map > 0))
 
 
-def _snr_maps(data, background, rms, box, merge):
+def _snr_maps(data, background, rms, box, merge, min_box=16):
     """(background, rms, data - background, S/N, S/N >= merge) maps, float32."""
-    from ._background import background_grids, background_maps, effective_box
+    from ._background import adaptive_box, background_grids, background_maps, effective_box
     from ._fused import HAVE_FUSED, snr_pass
 
-    box = effective_box(box, data.shape)  # an image smaller than a box: cells clipped to it
+    if box == "auto" and background is None:  # smaller cells where the background curves
+        box = adaptive_box(data, 64, min_box=min_box)
+    box = effective_box(64 if box == "auto" else box, data.shape)  # clipped to the image
 
     if background is None and rms is None and HAVE_FUSED:  # one fused pass
         bkg_g, rms_g = background_grids(data, box=box)

@@ -29,7 +29,7 @@ def tile_slices(shape, tile: int, overlap: int):
 
 def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, peak_size,
                  iterations=40, xp=np, core=None, offset=(0, 0), full_shape=None, snr=None,
-                 above=None, nested=False, fit_margin=1.0):
+                 above=None, nested=False, fit_margin=1.0, chi2_scale=1.0):
     """Islands, peaks and fits of one image (or one tile); positions in global pixels.
 
     ``core`` = (y0, y1, x0, x1) in the tile's pixels: keep only islands whose
@@ -76,7 +76,7 @@ def compact_pass(sub, rms, *, seed, merge, min_pixels, psf_cov, max_components, 
                             valid=np.isfinite(snr) & (rms > 0))
     comps = fit_islands(sub, rms, None, n, peaks, psf_cov=psf_cov,
                         max_components=max_components, iterations=iterations, xp=xp,
-                        pixels=fpix)
+                        pixels=fpix, chi2_scale=chi2_scale)
     if nested and n and iterations > 0:
         from ._blobs import nested_refit
 

@@ -182,7 +182,8 @@ def _inverse_cov(cov_pix: np.ndarray) -> tuple[float, float, float]:
 def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, peaks,
                 *, psf_cov: np.ndarray, max_components: int = 5, iterations: int = 40,
                 xp=np, batch_pixels: int = 2_000_000, max_pixels: int = 600,
-                shape_min_beams: float = 1.5, pixels=None):
+                shape_min_beams: float = 1.5, pixels=None, select: bool = True,
+                chi2_scale: float = 1.0):
     """Fit every island of ``labels`` with Gaussians started at its peaks.
 
     Parameters
@@ -207,6 +208,13 @@ def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, pe
     pixels : (idx, lab), optional
         The island pixels from `island_pixels` (flat indices grouped by island),
         which saves a pass over ``labels``.
+    select : bool
+        Model selection: an island with several peaks (and a free shape) is also
+        fitted with one component, kept unless the extra components lower the
+        chi-square by more than the BIC penalty ``6 (k - 1) ln(npix) * chi2_scale``.
+    chi2_scale : float
+        How much the chi-square over-counts independent pixels (the noise
+        correlation area in pixels for correlated noise, 1 for white).
 
     Returns
     -------
@@ -291,6 +299,27 @@ def fit_islands(sub: np.ndarray, rms: np.ndarray, labels: np.ndarray, n: int, pe
                                    (xmin, xmax, ymin, ymax), iterations, xp, free))
             pos = end
     out = {key: np.concatenate([r[key] for r in rows]) for key in rows[0]}
+    multi = np.flatnonzero((ncomp > 1) & free)
+    if select and multi.size:
+        # model selection (BIC): the extra components of an island must lower the
+        # chi-square by more than ln(npix) per added parameter, else one component
+        # (noise peaks on a broad source are not sources of their own)
+        multi = multi[np.argsort(counts[multi], kind="stable")]
+        one = _fit_batch(multi, 1, starts, counts, px, py, vals, wts, pk_x, pk_y, pk_start,
+                         sub, (a0, b0, c0), smin2, smax2, (xmin, xmax, ymin, ymax),
+                         iterations, xp, free)
+        first = {int(i): j for j, i in enumerate(out["island"]) if out["component"][j] == 0}
+        rows_k = np.array([first[int(i)] for i in multi])
+        k = out["n_components"][rows_k]
+        dof_k = np.maximum(counts[multi] - k * NPAR, 1)
+        chi2_k = out["chi2_red"][rows_k] * dof_k
+        chi2_1 = one["chi2_red"] * np.maximum(counts[multi] - NPAR, 1)
+        penalty = NPAR * (k - 1) * np.log(counts[multi]) * chi2_scale
+        single = multi[(chi2_1 - chi2_k) <= penalty]
+        if single.size:
+            keep = ~np.isin(out["island"], single)
+            take = np.isin(one["island"], single)
+            out = {key: np.concatenate([out[key][keep], one[key][take]]) for key in out}
     isl = out["island"]
     out["flags"] |= np.where(too_many[isl], FLAGS["too_many_peaks"], 0)
     out["flags"] |= np.where(edge[isl], FLAGS["edge"], 0)
