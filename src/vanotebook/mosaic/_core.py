@@ -167,11 +167,34 @@ def _is_brightness(unit) -> bool:
                                                        u.Jy))
 
 
-def _digest(im: Image) -> str:
-    if isinstance(im.data, FitsSource):
+def source_paths(images: Any) -> list[str | None]:
+    """The absolute path of the file each image comes from (None for one in memory), in
+    the order `prepare_images` parses them: what a rerun needs to remake the mosaic."""
+    if isinstance(images, str | os.PathLike):
+        text = str(images)
+        if Path(text).is_dir():
+            found = sorted(p for p in Path(text).iterdir()
+                           if p.name.lower().endswith(_FITS_SUFFIXES))
+        elif any(ch in text for ch in "*?["):
+            import glob
+
+            found = sorted(Path(p) for p in glob.glob(text))
+        else:
+            found = [Path(text)]
+        return [str(p.resolve()) if p.is_file() else None for p in found]
+    if isinstance(images, list | tuple) and not isinstance(images, fits.HDUList) and not (
+            isinstance(images, tuple) and len(images) == 2
+            and not isinstance(images[0], str | os.PathLike)):
+        return [str(Path(im).resolve()) if isinstance(im, str | os.PathLike)
+                and Path(im).is_file() else None for im in images]
+    return [None]
+
+
+def _digest(im: Image, path: str | None = None) -> str:
+    if path is not None or isinstance(im.data, FitsSource):
         from ..provenance import sha256_file
 
-        return sha256_file(im.data.path)
+        return sha256_file(path or im.data.path)
     h = hashlib.sha256(np.ascontiguousarray(im.data).tobytes())
     h.update(im.celestial.to_header_string(relax=True).encode())
     return h.hexdigest()
@@ -316,12 +339,19 @@ def mosaic(
     chunk = image_chunk(chunks)
     device = resolve_device(device)
     client = get_client(client)
+    paths = source_paths(images)
     images = prepare_images(images, lazy=output is not None)
+    if len(paths) != len(images):
+        paths = [None] * len(images)
     weights = _check_weights(weights, images)
     target_unit, scales = unit_scales(images, unit)
     grid = resolve_grid(images, wcs, frame=frame, shape=shape)
-    params = {"wcs": _wcs_param(wcs), "shape": list(shape) if shape else None, "frame": frame,
-              "combine": combine, "weights": None if weights is None else "given",
+    if weights is None or any(isinstance(w, np.ndarray) for w in weights):
+        weight_param = None if weights is None else "maps"
+    else:
+        weight_param = [float(w) for w in weights]
+    params = {"images": paths, "wcs": _wcs_param(wcs), "shape": list(shape) if shape else None,
+              "frame": frame, "combine": combine, "weights": weight_param,
               "match_background": match_background or False, "method": method,
               "tolerance": tolerance, "unit": None if unit is None else str(unit),
               "chunks": chunk}
@@ -329,9 +359,9 @@ def mosaic(
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:  # hashlib frees the GIL
-            digests = list(pool.map(_digest, images))
-        for i, digest in enumerate(digests):
-            prov.inputs.append({"path": f"images[{i}]", "sha256": digest})
+            digests = list(pool.map(_digest, images, paths))
+        for i, (digest, path) in enumerate(zip(digests, paths, strict=True)):
+            prov.inputs.append({"path": path or f"images[{i}]", "sha256": digest})
         tiles = plan_tiles(images, grid, tolerance=tolerance, method=method, weights=weights,
                            scales=scales)
         centre = ((grid.shape[0] - 1) / 2.0, (grid.shape[1] - 1) / 2.0)
