@@ -93,6 +93,7 @@ def gateway():
                VANOTEBOOK_HUB_API_PORT=str(_free_port()),
                VANOTEBOOK_PROXY_API_PORT=str(_free_port()),
                VANOTEBOOK_PUBLISH_PORT=str(_free_port()),
+               VANOTEBOOK_UWS_PORT=str(_free_port()),
                VANOTEBOOK_DASK_GATEWAY_PORT=str(_free_port()),
                VANOTEBOOK_DASK_GATEWAY_PROXY_PORT=str(_free_port()),
                VANOTEBOOK_DASK_GATEWAY_API_PORT=str(_free_port()),
@@ -551,6 +552,49 @@ def test_users_publish_to_the_vo_through_the_publishing_service(gateway):
 
     gavo = grp.getgrgid(Path("/var/gavo/inputs").stat().st_gid).gr_gid
     assert str(gavo) not in out.split("GROUPS", 1)[1], out
+
+
+def _user_token(hub, name: str) -> str:
+    r = requests.post(f"{hub.api}/users/{name}/tokens", headers=hub.headers, timeout=30,
+                      json={"scopes": ["access:services!service=uws"], "note": "uws test"})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+def test_uws_jobs_run_as_their_owner_behind_the_hub(gateway, tmp_path):
+    """A detect job through /services/uws/: hub token, run as alice's account, hers only."""
+    import pwd
+
+    from vanotebook.sky import demo_sky
+
+    hub = gateway["hub"]
+    hub.spawn("alice"), hub.spawn("bob")  # their accounts exist once their servers ran
+    jobs = f"{gateway['url']}/services/uws/detect/jobs"
+    assert requests.get(jobs, allow_redirects=False, timeout=30).status_code in (302, 403)
+    alice = requests.Session()
+    alice.headers["Authorization"] = f"token {_user_token(hub, 'alice')}"
+    bob = requests.Session()
+    bob.headers["Authorization"] = f"token {_user_token(hub, 'bob')}"
+    tile = tmp_path / "radio.fits"
+    demo_sky(0, size=0.3, n_catalogue=100, n_spectra=10).observe("radio").tiles[0].writeto(tile)
+    with tile.open("rb") as f:
+        r = alice.post(jobs, data={"PHASE": "RUN"}, files={"image": ("radio.fits", f)},
+                       allow_redirects=False, timeout=60)
+    assert r.status_code == 303, r.text
+    job = gateway["url"] + r.headers["Location"]
+    for _ in range(120):
+        phase = alice.get(f"{job}/phase", timeout=30).text
+        if phase in ("COMPLETED", "ERROR", "ABORTED"):
+            break
+        alice.get(job, params={"WAIT": 5, "PHASE": phase}, timeout=60)
+    assert phase == "COMPLETED", alice.get(f"{job}/error", timeout=30).text
+    assert alice.get(f"{job}/results/catalogue", timeout=30).content.startswith(b"<?xml")
+    assert bob.get(job, timeout=30).status_code == 404
+    job_dir = gateway["state"] / "jobs" / job.rsplit("/", 1)[1]
+    owner = pwd.getpwuid(job_dir.stat().st_uid).pw_name
+    assert owner == f"{PREFIX}alice" and (job_dir.stat().st_mode & 0o077) == 0
+    assert any(pwd.getpwuid(p.stat().st_uid).pw_name == f"{PREFIX}alice"
+               for p in (job_dir / "results").rglob("*") if p.is_file())
 
 
 def test_hips_viewer_finds_aladin_lite_in_a_users_server(gateway):

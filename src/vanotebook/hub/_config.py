@@ -58,6 +58,8 @@ Production switches are environment variables, read by `HubSettings`:
     inputs folder (default ``/var/gavo/inputs``): the publishing service then
     also publishes users' catalogues to the VO (TAP and cone search) as
     ``gw_<user>_<name>``. Its account joins DaCHS's group; no user does.
+``VANOTEBOOK_UWS_PORT``
+    port of the UWS job service (``/services/uws/<pipeline>/jobs``; default 8795).
 ``VANOTEBOOK_CULL_TIMEOUT``
     seconds of inactivity before a user server is culled (default 3600).
 ``VANOTEBOOK_SPAWN_CONCURRENCY``
@@ -97,6 +99,7 @@ from ..cluster import SCHEDULER_ENV, gpu_count
 __all__ = ["HubSettings", "configure", "proxy_command"]
 
 PUBLISH_SERVICE = "archive-publisher"
+UWS_SERVICE = "uws"
 
 # server extensions users' servers start without by default: ~0.7 s of CPU each
 _SLOW_EXTENSIONS = ("jupyter_lsp", "panel.io.jupyter_server_extension")
@@ -212,6 +215,7 @@ class HubSettings:
         "VANOTEBOOK_DASK_INTERNAL_PORT", 8788))
     app_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_APP_PORT", 8790))
     publish_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_PUBLISH_PORT", 8791))
+    uws_port: int = field(default_factory=lambda: _env_int("VANOTEBOOK_UWS_PORT", 8795))
     dachs_url: str | None = field(default_factory=lambda: os.environ.get(
         "VANOTEBOOK_DACHS_URL") or None)
     dachs_inputs: Path = field(default_factory=lambda: Path(os.environ.get(
@@ -637,7 +641,8 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
     roles = [{"name": "user", "scopes": ["self", "access:services"]},
              # the token of each user's server: the hub's defaults, plus the publishing path
              {"name": "server", "scopes": ["users:activity!user", "access:servers!server",
-                                           f"access:services!service={PUBLISH_SERVICE}"]}]
+                                           f"access:services!service={PUBLISH_SERVICE}",
+                                           f"access:services!service={UWS_SERVICE}"]}]
     if s.managed_cluster:
         services += _cluster_services(s, ca_dir)[0]
     if s.private_clusters and s.local_accounts and not s.dask_gateway:
@@ -666,6 +671,13 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
             f"http://127.0.0.1:{s.publish_port}/services/{PUBLISH_SERVICE}/"
         if s.dachs_url:
             env["VANOTEBOOK_DACHS_URL"] = s.dachs_url  # to query what was published
+    if s.local_accounts:  # UWS jobs, each run as its owner's account
+        services.append({
+            "name": UWS_SERVICE, "url": f"http://127.0.0.1:{s.uws_port}", "oauth_no_confirm": True,
+            "command": [_python(), "-m", "vanotebook.hub._uws", "--port", str(s.uws_port),
+                        "--state", str(s.state_dir / "jobs"), "--user-prefix", s.user_prefix],
+        })
+        env["VANOTEBOOK_UWS_URL"] = f"http://127.0.0.1:{s.port}/services/{UWS_SERVICE}/"
     # the dashboards run in each user's own server (jupyter-server-proxy, as that
     # account); this service only sends a logged-in user there
     services.append({

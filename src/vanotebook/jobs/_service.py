@@ -31,7 +31,7 @@ from . import _xml
 from ._registry import PIPELINES
 from ._store import Job, JobStore, utcnow
 
-__all__ = ["JobRunner", "main", "make_app"]
+__all__ = ["JobRunner", "main", "make_app", "serve"]
 
 LIFETIME_S = 7 * 86400
 MAX_DURATION_S = 6 * 3600
@@ -42,9 +42,11 @@ _XML = "text/xml; charset=UTF-8"
 class JobRunner:
     """Runs queued jobs, at most ``slots`` at once, and enforces ABORT and durations."""
 
-    def __init__(self, store: JobStore, *, slots: int = 2, env: dict | None = None) -> None:
+    def __init__(self, store: JobStore, *, slots: int = 2, env: dict | None = None,
+                 account: Callable[[str], str] | None = None) -> None:
         self.store, self.slots = store, int(slots)
         self.env = env
+        self.account = account  # owner -> unix account the job runs as (None: ours)
         self.procs: dict[str, tuple[subprocess.Popen, float]] = {}
 
     def recover(self) -> None:
@@ -57,10 +59,26 @@ class JobRunner:
         work = self.store.workdir(job.id)
         (work / "job.json").write_text(json.dumps({"pipeline": job.pipeline,
                                                    "parameters": job.parameters}))
+        cmd = [sys.executable, "-m", "vanotebook.jobs._run", str(work)]
+        env = dict(self.env if self.env is not None else os.environ)
+        if self.account is not None:  # the job runs as its owner's account, in its folder
+            import pwd
+
+            try:
+                entry = pwd.getpwnam(self.account(job.owner))
+            except KeyError:
+                self.store.update(job.id, phase="ERROR", ended=utcnow(),
+                                  error=f"{job.owner} has no account on this machine yet: "
+                                  "start your server on the hub once")
+                return
+            for path in (work, *work.rglob("*")):
+                os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+            cmd = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                   "--init-groups", "--", *cmd]
+            env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
         log = (work / "log.txt").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "vanotebook.jobs._run", str(work)],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=self.env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work,
+                                start_new_session=True, env=env)
         log.close()
         self.procs[job.id] = (proc, asyncio.get_event_loop().time())
         self.store.update(job.id, phase="EXECUTING", started=utcnow())
@@ -408,43 +426,41 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
     ], **(settings or {}))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Serve the job service on 127.0.0.1 (blocking)."""
+def serve(store: JobStore, app: web.Application, *, port: int, slots: int = 2,
+          account: Callable[[str], str] | None = None) -> None:
+    """Listen on 127.0.0.1:``port`` and run the jobs of ``store`` (blocking)."""
     from tornado import ioloop
 
+    runner = JobRunner(store, slots=slots, account=account)
+    runner.recover()
+    app.listen(port, address="127.0.0.1")
+    loop = ioloop.IOLoop.current()
+    loop.spawn_callback(runner.loop)
+    loop.start()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the job service outside the hub, users known by bearer token (blocking).
+
+    On the gateway the hub runs `vanotebook.hub._uws` instead: the hub's
+    login, and each job as its owner's unix account.
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state", required=True, help="folder of the job store")
     parser.add_argument("--slots", type=int, default=2, help="jobs running at once")
-    parser.add_argument("--tokens", default=None,
-                        help="outside the hub: a JSON file of bearer token -> user name")
+    parser.add_argument("--tokens", required=True,
+                        help="a JSON file of bearer token -> user name")
     args = parser.parse_args(argv)
     os.umask(0o077)
+    tokens = json.loads(Path(args.tokens).read_text())
+
+    def user(handler) -> str | None:
+        kind, _, token = handler.request.headers.get("Authorization", "").partition(" ")
+        return tokens.get(token) if kind.lower() in ("bearer", "token") else None
+
     store = JobStore(args.state)
-    runner = JobRunner(store, slots=args.slots)
-    runner.recover()
-    if args.tokens:
-        tokens = json.loads(Path(args.tokens).read_text())
-
-        def user(handler) -> str | None:
-            auth = handler.request.headers.get("Authorization", "")
-            kind, _, token = auth.partition(" ")
-            return tokens.get(token) if kind.lower() in ("bearer", "token") else None
-
-        app = make_app(store, prefix="/", user=user)
-    else:
-        from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
-
-        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/uws/")
-        app = make_app(store, prefix=prefix, user=lambda h: HubOAuthenticated.get_current_user(h),
-                       base_class=HubOAuthenticated,
-                       settings={"cookie_secret": os.urandom(32)})
-        app.add_handlers(".*", [(rf"{prefix.rstrip('/')}/oauth_callback",
-                                 HubOAuthCallbackHandler)])
-    app.listen(args.port, address="127.0.0.1")
-    loop = ioloop.IOLoop.current()
-    loop.spawn_callback(runner.loop)
-    loop.start()
+    serve(store, make_app(store, prefix="/", user=user), port=args.port, slots=args.slots)
 
 
 if __name__ == "__main__":  # pragma: no cover
