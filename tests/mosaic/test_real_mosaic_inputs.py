@@ -161,3 +161,16 @@ def test_zero_beam_accepted_or_named():
         assert "BMAJ" in str(exc) or "beam" in str(exc)
     else:
         assert np.isfinite(ds["mosaic"].values).any()
+
+
+def test_output_fits_dataset_reads_from_the_file(tmp_path):
+    """``output=".fits"`` returns a Dataset backed by the file (dask over regions of it)."""
+    tiles = _tiles()
+    ds = mosaic(tiles, match_background=False, output=tmp_path / "m.fits", chunks=64)
+    assert ds["mosaic"].chunks is not None  # dask-backed: nothing loaded yet
+    assert type(ds["mosaic"].data).__name__ == "Array"
+    ref = mosaic(tiles, match_background=False)
+    np.testing.assert_array_equal(ds["mosaic"].values, ref["mosaic"].values)
+    np.testing.assert_array_equal(ds["coverage"].values, ref["coverage"].values)
+    assert ds["coverage"].dtype == np.int16
+    assert ds.attrs["provenance"]["vanotebook"]["activity"] == "vanotebook.mosaic.mosaic"

@@ -429,7 +429,7 @@ def mosaic(
         prov.outputs.append({"path": str(output), "sha256": "" if str(output).endswith(".zarr")
                              else _sha(output)})
         if str(output).endswith(".fits"):
-            ds = from_fits(output)
+            ds = from_fits(output, chunks=chunk)
         else:
             from .._remote import workers_can_read
 
@@ -473,14 +473,31 @@ def _open_zarr(path, *, dask: bool = True):
 to_fits = write_dataset
 
 
-def from_fits(path: str | os.PathLike | fits.HDUList):
-    """Read a mosaic written by `to_fits` or ``mosaic(output="....fits")`` back into a Dataset."""
+def from_fits(path: str | os.PathLike | fits.HDUList, *, chunks: int | None = None):
+    """Read a mosaic written by `to_fits` or ``mosaic(output="....fits")`` back into a Dataset.
+
+    With ``chunks`` (a path only), the Dataset is dask-backed and reads the file
+    region by region, ``chunks``-square blocks at a time, on access: nothing is loaded.
+    """
     if isinstance(path, str | os.PathLike):
         if not Path(path).is_file():
             raise VanotebookInputError("path", "an existing mosaic FITS file", str(path))
-        with fits.open(path, memmap=False) as hdul:
-            return from_fits(hdul)
+        with fits.open(path, memmap=False, lazy_load_hdus=chunks is not None) as hdul:
+            if chunks is None:
+                return from_fits(hdul)
+            return _lazy_fits(path, hdul, check_positive("chunks", chunks, integer=True))
     hdul = path
+    header, names = _mosaic_header(hdul)
+    values = [np.asarray(hdul[0].data, np.float32),
+              np.asarray(hdul["WEIGHT"].data, np.float32),
+              np.asarray(hdul["COVERAGE"].data, np.float32)]
+    unit = header.get("BUNIT", "")
+    ds = _dataset(np.stack(values), header, {"unit": unit})
+    _read_provenance(ds, hdul, names)
+    return ds
+
+
+def _mosaic_header(hdul) -> tuple[fits.Header, list[str]]:
     names = [h.name for h in hdul]
     if "WEIGHT" not in names or "COVERAGE" not in names:
         raise VanotebookInputError("path", "a mosaic FITS file with WEIGHT and COVERAGE HDUs",
@@ -488,17 +505,39 @@ def from_fits(path: str | os.PathLike | fits.HDUList):
     header = hdul[0].header.copy()
     for key in ("SIMPLE", "EXTEND"):
         header.remove(key, ignore_missing=True)
-    values = [np.asarray(hdul[0].data, np.float32),
-              np.asarray(hdul["WEIGHT"].data, np.float32),
-              np.asarray(hdul["COVERAGE"].data, np.float32)]
-    unit = header.get("BUNIT", "")
-    ds = _dataset(np.stack(values), header, {"unit": unit})
+    return header, names
+
+
+def _read_provenance(ds, hdul, names) -> None:
     if "PROVENANCE" in names:
         import json
 
         ds.attrs["provenance"] = {"vanotebook": json.loads(hdul["PROVENANCE"].data["record"][0])}
-    return ds
 
+
+def _lazy_fits(path, hdul, chunk: int):
+    """The mosaic file as a dask-backed Dataset over `FitsSource` regions of each HDU."""
+    import dask.array as da
+    import xarray as xr
+
+    header, names = _mosaic_header(hdul)
+    arrays = []
+    for name in ("PRIMARY", "WEIGHT", "COVERAGE"):
+        k = names.index(name)
+        h = hdul[k].header
+        shape = (h["NAXIS2"], h["NAXIS1"])
+        source = FitsSource(path, k, shape, np.float64 if h["BITPIX"] == -64 else np.float32)
+        arrays.append(da.from_array(source, chunks=(chunk, chunk), asarray=True,
+                                    name=f"mosaic-file-{name.lower()}-{_sha(path)[:16]}"))
+    text = header.tostring()
+    unit = header.get("BUNIT", "")
+    ds = xr.Dataset(
+        {"mosaic": (("y", "x"), arrays[0].astype(np.float32), {"header": text, "unit": unit}),
+         "weight": (("y", "x"), arrays[1].astype(np.float32)),
+         "coverage": (("y", "x"), arrays[2].astype(np.int16))},
+        attrs={"header": text, "unit": unit})
+    _read_provenance(ds, hdul, names)
+    return ds
 
 
 # ----------------------------------------------------------------------------- cubes
