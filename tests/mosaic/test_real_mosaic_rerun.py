@@ -61,3 +61,30 @@ def test_rerun_refuses_changed_inputs(tmp_path):
         hdul[0].data[0, 0] += 1
     with pytest.raises((VanotebookInputError, RuntimeError), match="changed"):
         rerun(tmp_path / "m.fits", tmp_path / "again.fits")
+
+
+def test_cube_rerun_same_bytes(tmp_path):
+    import astropy.units as u
+
+    from vanotebook.mosaic import mosaic_cube, to_fits
+
+    folder = tmp_path / "cubes"
+    folder.mkdir()
+    for i in range(2):
+        w = WCS(naxis=3)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN", "VRAD"]
+        w.wcs.cunit = ["deg", "deg", "km/s"]
+        w.wcs.crval = [150.0, 2.0, -10.0]
+        w.wcs.crpix = [30.5 - 40 * i, 30.5, 1.0]
+        w.wcs.cdelt = [-1e-3, 1e-3, 2.0]
+        data = np.random.default_rng(i).normal(size=(12, 60, 60)).astype(np.float32)
+        h = w.to_header()
+        h["BUNIT"] = "K"
+        fits.PrimaryHDU(data, h).writeto(folder / f"c{i}.fits")
+    ds = mosaic_cube(folder, velocity=(-5 * u.km / u.s, 5 * u.km / u.s))
+    to_fits(ds, tmp_path / "cube.fits")
+    run = subprocess.run([sys.executable, "-m", "vanotebook.cli", "rerun",
+                          str(tmp_path / "cube.fits"), str(tmp_path / "again.fits")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "again.fits").read_bytes() == (tmp_path / "cube.fits").read_bytes()

@@ -621,7 +621,10 @@ def mosaic_cube(
     chunk = image_chunk(chunks)
     device = resolve_device(device)
     client = get_client(client)
+    paths = source_paths(cubes)
     parsed = parse_images(cubes, argument="cubes")
+    if len(paths) != len(parsed):
+        paths = [None] * len(parsed)
     selected, ref_v = [], None
     for i, im in enumerate(parsed):
         v = _velocities(im, f"cubes[{i}]")
@@ -647,11 +650,15 @@ def mosaic_cube(
     images = [_as_2d(p, f"cubes[{i}]") for i, p in enumerate(planes0)]
     target_unit, scales = unit_scales(images, None, argument="cubes")
     grid = resolve_grid(images, wcs, frame=frame, shape=shape)
-    params = {"velocity": [float(vmin.value), float(vmax.value)], "wcs": _wcs_param(wcs),
+    params = {"cubes": paths, "velocity": [float(vmin.value), float(vmax.value)],
+              "wcs": _wcs_param(wcs),
               "shape": list(shape) if shape else None, "frame": frame, "combine": combine,
               "method": method, "tolerance": tolerance, "chunks": chunk}
     with record(CUBE_ACTIVITY, params) as prov:
         for i, (im, d, _) in enumerate(selected):
+            if paths[i] is not None:  # a file: its sha256, as rerun checks it
+                prov.inputs.append({"path": paths[i], "sha256": _sha(paths[i])})
+                continue
             h = hashlib.sha256(np.ascontiguousarray(d).tobytes())
             h.update(im.wcs.to_header_string(relax=True).encode())
             prov.inputs.append({"path": f"cubes[{i}]", "sha256": h.hexdigest()})

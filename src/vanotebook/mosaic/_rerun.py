@@ -141,3 +141,27 @@ def _rerun_to_hips(output, *, image, order, tile_width=512, formats=("fits", "pn
                 cut=None if cut is None else tuple(cut), frame=frame, title=title,
                 creator_did=creator_did)
     return Provenance.from_dict(h.provenance)
+
+
+@reproducible("vanotebook.mosaic.mosaic_cube", with_record=True)
+def _mosaic_cube(output, record: Provenance, *, cubes, velocity, wcs, shape, frame, combine,
+                 method, tolerance, chunks) -> Provenance:
+    """A cube mosaic, remade and written to ``output`` with `to_fits` (as it was saved)."""
+    import astropy.units as u
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from ..io import write_dataset
+    from ._core import mosaic_cube
+
+    paths = input_files(record, cubes)
+    grid = wcs if wcs == "optimal" else fits.Header.fromstring(wcs)
+    if shape is not None and not isinstance(grid, str):
+        grid = WCS(grid)
+    ds = mosaic_cube(paths, velocity=tuple(v * u.km / u.s for v in velocity), wcs=grid,
+                     shape=None if shape is None else tuple(shape), frame=frame,
+                     combine=combine, method=method, tolerance=tolerance, chunks=chunks)
+    write_dataset(ds, output)
+    new = Provenance.from_dict(ds.attrs["provenance"])
+    new.outputs.append({"path": str(output), "sha256": sha256_file(output)})
+    return new
