@@ -194,3 +194,23 @@ def test_background_run_and_panel(sky):
     # changing the image clears the result
     dash.tile_index = 0
     assert dash.result is None and dash.n_sources == 0 and len(dash.table.value) == 0
+
+
+def test_run_shows_detect_progress(sky):
+    """The bar follows `detect`'s stages (it was a spinner only): increasing values
+    up to 100, and `detect` itself reports fractions in order ending at 1."""
+    dash = DetectDashboard(sky=sky, extended=False)
+    seen = []
+
+    def watch(event):
+        seen.append(event.new)
+
+    dash._progress.param.watch(watch, "value")
+    assert dash.run(sync=True).exception() is None
+    assert seen[0] == 0 and seen[-1] == 100 and seen == sorted(seen) and len(seen) >= 4
+    assert dash.fraction == 1.0 and not dash._progress.visible
+    fractions = []
+    detect(sky.images("radio")[0], extended=False, classify=False, progress=fractions.append)
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    with pytest.raises(VanotebookInputError, match="progress"):
+        detect(np.ones((16, 16), np.float32), progress="yes")

@@ -111,6 +111,7 @@ class DetectDashboard(pn.viewable.Viewer):
         self._image: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.future: Future | None = None
+        self.fraction = 0.0  # of the current run, from `detect`'s progress callback
         self._progress = pn.indicators.Progress(value=-1, active=False, visible=False,
                                                 width=250, label="detect-progress")
         self._upload = pn.widgets.FileInput(accept=".fits,.fit,.fts,.fits.gz", multiple=False,
@@ -229,7 +230,20 @@ class DetectDashboard(pn.viewable.Viewer):
 
     # ---------------------------------------------------------------- work
     def _work(self, image: Any, settings: dict[str, Any]) -> DetectionResult:
-        return detect(image, client=self._client, **settings)
+        return detect(image, client=self._client, progress=self._advance, **settings)
+
+    def _advance(self, fraction: float) -> None:
+        """`detect`'s progress callback (a worker thread): the bar shows the stage reached."""
+        value = round(100 * fraction)
+        self.fraction = fraction
+
+        def show():
+            self._progress.value = value
+
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.execute(show)  # served: on the document's event loop
+        else:
+            show()
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments a run passes to `detect`."""
@@ -251,6 +265,8 @@ class DetectDashboard(pn.viewable.Viewer):
             self.status = f"error: {exc}"
             return None
         self.running, self.status = True, "detecting..."
+        self.fraction = 0.0
+        self._progress.value = 0
         self._progress.visible, self._progress.active = True, True
         settings = self.settings()
         if sync:

@@ -208,6 +208,7 @@ def detect(
     client=None,
     device: str = "auto",
     seed: int = 0,
+    progress=False,
 ) -> DetectionResult:
     """Find, fit, score and classify compact and extended sources in an image.
 
@@ -259,6 +260,10 @@ def detect(
         Array backend of the fit kernel.
     seed : int
         Seed of the classifier's training set.
+    progress : bool or callable
+        A callable gets the fraction done (0..1) after each stage (background,
+        islands and fits, catalogue and score, extended segmentation); True
+        prints the stages' percentages on stderr.
 
     Returns
     -------
@@ -286,6 +291,7 @@ def detect(
         check_positive("tile", tile, integer=True)
     if not (isinstance(overlap, int) and overlap >= 0):
         raise VanotebookInputError("overlap", "a non-negative integer", overlap)
+    tell = _progress_function(progress)
     dev = resolve_device(device)
     xp = np
     if dev == "gpu":  # pragma: no cover - needs a GPU
@@ -314,6 +320,7 @@ def detect(
               "image": str(Path(image).resolve()) if isinstance(image, str | os.PathLike)
               else None}
     with record(_ACTIVITY, params, seed=seed) as prov:
+        tell(0.0)
         if params["image"] is not None:
             prov.add_input(params["image"])
         pass_params = {"seed": seed_threshold, "merge": merge_threshold,
@@ -326,6 +333,7 @@ def detect(
         min_box = max(16, int(8 * psf_sigma / FWHM_TO_SIGMA))
         bkg_map, rms_map, sub, snr, above = _snr_maps(data, background, rms, box,
                                                       merge_threshold, min_box)
+        tell(0.15)
         if not has_noise(rms_map):  # constant image: nothing can stand above the noise
             from ._fit import _empty_components
 
@@ -338,6 +346,7 @@ def detect(
                               client=get_client(client), params=pass_params, snr=snr,
                               above=above)
         del snr, above
+        tell(0.7)
         pixel_area = None
         if wcs is not None:
             from astropy.wcs.utils import proj_plane_pixel_area
@@ -369,6 +378,7 @@ def detect(
         if classify and len(cat):
             feat = features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value)
             cat["score"] = classify_sources(feat, seed=seed)
+        tell(0.85)
         factor, funit = flux_factor(unit, beam, pixel_area)
         result = DetectionResult(cat, None, bkg_map, rms_map, header, {}, wcs, sub, model_params)
         ext_regions = []
@@ -393,12 +403,30 @@ def detect(
         ext = extended_table(ext_regions, wcs=wcs, factor=efactor, funit=funit,
                              pixel_area_arcsec2=parea, catalogue=cat)
         cat.meta["unit"] = str(unit) if unit is not None else None
+    tell(1.0)
     record_dict = prov.to_dict()
     cat.meta["provenance"] = record_dict
     ext.meta["provenance"] = record_dict
     result.extended = ext
     result.provenance = record_dict
     return result
+
+
+def _progress_function(progress):
+    """``f(fraction)`` for `detect`'s ``progress`` (False: nothing; True: stderr)."""
+    if progress is False or progress is None:
+        return lambda fraction: None
+    if progress is True:
+        import sys
+
+        def show(fraction):
+            print(f"detect: {100 * fraction:3.0f}%", file=sys.stderr, flush=True)
+
+        return show
+    if callable(progress):
+        return progress
+    raise VanotebookInputError("progress", "True, False or a callable taking the fraction "
+                               "done", progress)
 
 
 def _recorded_map(value):
