@@ -572,14 +572,20 @@ def exact_window(tile, ys, xs, margin: int = 3):
     valid = np.isfinite(data)
     if not valid.any():
         return nan, zero
-    w = valid.astype(np.float64)
-    if getattr(tile.weight_map, "ndim", 0) == 2:
-        wmap = np.asarray(tile.weight_map[iy0:iy1, ix0:ix1], dtype=np.float64)
-        w = np.where(np.isfinite(wmap) & (wmap > 0), wmap, 0.0) * w
-    stack = np.stack([np.where(valid, data, 0.0) * w, w])
     y0, x0 = int(ys[0]), int(xs[0])
     out_wcs = tile.grid_wcs[y0:y0 + shape[0], x0:x0 + shape[1]]
     in_wcs = tile.wcs[iy0:iy1, ix0:ix1]
+    has_map = getattr(tile.weight_map, "ndim", 0) == 2
+    if valid.all() and not has_map:  # one plane: the overlap-weighted mean is the answer
+        res, footprint = reproject_exact((data, in_wcs), out_wcs, shape_out=shape)
+        area = np.nan_to_num(footprint)
+        values = np.where(area > 0, res, np.nan)
+        return values.astype(np.float32), area.astype(np.float32)
+    w = valid.astype(np.float64)
+    if has_map:
+        wmap = np.asarray(tile.weight_map[iy0:iy1, ix0:ix1], dtype=np.float64)
+        w = np.where(np.isfinite(wmap) & (wmap > 0), wmap, 0.0) * w
+    stack = np.stack([np.where(valid, data, 0.0) * w, w])
     res, footprint = reproject_exact((stack, in_wcs), out_wcs, shape_out=shape)
     footprint = footprint[1]  # the same for both planes
     with np.errstate(invalid="ignore", divide="ignore"):
