@@ -400,7 +400,7 @@ class Image:
 
 
 def _header_from(wcs: WCS, unit=None, beam: Beam | None = None) -> fits.Header:
-    header = wcs.to_header()
+    header = wcs.to_header(relax=True)  # keeps SIP and other distortion terms
     if unit is not None:
         header["BUNIT"] = fits_string(unit) if hasattr(unit, "to_string") else str(unit)
     if beam is not None:

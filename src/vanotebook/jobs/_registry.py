@@ -115,11 +115,9 @@ def _detect(params: dict[str, Any], work: Path, say: Callable[[str], None]) -> d
     import vanotebook
     from vanotebook.io import write_table
 
-    say("reading the image")
-    image = vanotebook.io.parse_image(params["image"])
     say("detecting")
     options = {k: params[k] for k in ("seed_threshold", "merge_threshold", "min_pixels")}
-    result = vanotebook.detect(image, **options)
+    result = vanotebook.detect(params["image"], **options)  # the path: its record reruns
     say(f"writing {len(result.catalogue)} sources")
     paths = result.write(work / "detect")
     catalogue = write_table(result.catalogue, work / "catalogue.vot")
