@@ -46,6 +46,7 @@ __all__ = [
     "parse_image",
     "parse_images",
     "read_catalogue",
+    "sky_wcs",
     "table_units",
     "write_dataset",
     "write_fits",
@@ -409,6 +410,19 @@ def _header_from(wcs: WCS, unit=None, beam: Beam | None = None) -> fits.Header:
     return header
 
 
+def sky_wcs(header: fits.Header, hdulist: fits.HDUList | None = None) -> WCS:
+    """The WCS of a real header, quietly: wcslib's fixes of old cards (RADECSYS,
+    dates) are applied as astropy does, without the `FITSFixedWarning` noise;
+    with ``hdulist``, lookup-table distortions (CPDIS/D2IM) are read too."""
+    import warnings
+
+    from astropy.wcs import FITSFixedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(header, hdulist)
+
+
 def _from_header(data, header: fits.Header, *, wcs: WCS | None = None, unit=None,
                  beam: Beam | None = None, argument: str) -> Image:
     header = fits.Header(header)
@@ -419,7 +433,7 @@ def _from_header(data, header: fits.Header, *, wcs: WCS | None = None, unit=None
     data = native_byteorder(data)  # FITS is big-endian; kernels want native
     if wcs is None:
         try:
-            wcs = WCS(header)
+            wcs = sky_wcs(header)
         except Exception as exc:
             raise VanotebookInputError(argument, "a header with a valid celestial WCS",
                                        header) from exc
@@ -494,6 +508,14 @@ def parse_image(image: Any, *, hdu: int | str | None = None, unit: Any = None,
             raise VanotebookInputError("hdu", f"an HDU of the {len(image)} present", hdu) from exc
         if beam is None and Beam.from_header(chosen.header) is None:
             beam = casa_beam(image, argument=argument)
+        if isinstance(chosen, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+            try:  # with the file: lookup-table distortions live in WCSDVARR extensions
+                wcs = sky_wcs(chosen.header, image)
+            except Exception as exc:
+                raise VanotebookInputError(argument, "a header with a valid celestial WCS",
+                                           chosen.header) from exc
+            return _from_header(chosen.data, chosen.header, wcs=wcs, unit=unit, beam=beam,
+                                argument=argument)
         return parse_image(chosen, unit=unit, beam=beam, argument=argument)
     if isinstance(image, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
         return _from_header(image.data, image.header, unit=unit, beam=beam, argument=argument)
