@@ -231,7 +231,10 @@ def detect(
         hence not the default). The noise is measured about the interpolated
         background, so a gradient within a cell is not noise.
     psf_fwhm : float, optional
-        PSF FWHM in pixels; by default the image's beam (3 pixels if none).
+        PSF FWHM in pixels; by default the image's beam, else estimated from
+        the image's compact, isolated, bright sources (`_psf.estimate_psf`),
+        else 3 pixels. ``catalogue.meta["psf"]`` says which, and
+        ``meta["psf_fwhm_pix"]`` its size.
     noise_fwhm : float, "auto" or "psf"
         The noise's correlation length, for the parameter errors (Condon 1997):
         the FWHM in pixels of its (Gaussian) correlation function, 0 for
@@ -333,6 +336,19 @@ def detect(
         min_box = max(16, int(8 * psf_sigma / FWHM_TO_SIGMA))
         bkg_map, rms_map, sub, snr, above = _snr_maps(data, background, rms, box,
                                                       merge_threshold, min_box)
+        psf_source = "psf_fwhm" if psf_fwhm is not None else "beam" if beam is not None \
+            else "assumed 3 pixels"
+        if psf_fwhm is None and beam is None:  # no beam: the PSF from the image's stars
+            from ._psf import estimate_psf
+
+            found = estimate_psf(sub, rms_map)
+            if found is not None:
+                psf_cov, psf_source = found, "estimated from the image"
+                psf_sigma = float(np.linalg.det(psf_cov)) ** 0.25
+                noise = _noise_correlation(noise_fwhm, None, wcs, psf_cov)
+                pass_params.update(
+                    psf_cov=psf_cov, chi2_scale=_chi2_scale(noise, psf_cov),
+                    peak_size=max(3, 2 * round(0.75 * psf_sigma / FWHM_TO_SIGMA) + 1))
         tell(0.15)
         if not has_noise(rms_map):  # constant image: nothing can stand above the noise
             from ._fit import _empty_components
@@ -403,6 +419,8 @@ def detect(
         ext = extended_table(ext_regions, wcs=wcs, factor=efactor, funit=funit,
                              pixel_area_arcsec2=parea, catalogue=cat)
         cat.meta["unit"] = str(unit) if unit is not None else None
+        cat.meta["psf_fwhm_pix"] = float(psf_sigma / FWHM_TO_SIGMA)
+        cat.meta["psf"] = psf_source
     tell(1.0)
     record_dict = prov.to_dict()
     cat.meta["provenance"] = record_dict
