@@ -428,13 +428,14 @@ def mosaic(
     if output is not None:
         prov.outputs.append({"path": str(output), "sha256": "" if str(output).endswith(".zarr")
                              else _sha(output)})
-        if str(output).endswith(".fits"):
-            ds = from_fits(output, chunks=chunk)
-        else:
-            from .._remote import workers_can_read
+        from .._remote import workers_can_read
 
-            # dask-backed only where the workers can read the store; else read here on access
-            ds = _open_zarr(output, dask=workers_can_read(client, [output]))
+        # dask-backed only where the workers can read the product; else read here on access
+        readable = workers_can_read(client, [output])
+        if str(output).endswith(".fits"):
+            ds = from_fits(output, chunks=chunk, dask=readable)
+        else:
+            ds = _open_zarr(output, dask=readable)
         ds.attrs.update(dict(attrs.items()))
     ds.attrs["provenance"] = prov.to_dict()
     return ds
@@ -473,11 +474,14 @@ def _open_zarr(path, *, dask: bool = True):
 to_fits = write_dataset
 
 
-def from_fits(path: str | os.PathLike | fits.HDUList, *, chunks: int | None = None):
+def from_fits(path: str | os.PathLike | fits.HDUList, *, chunks: int | None = None,
+              dask: bool = True):
     """Read a mosaic written by `to_fits` or ``mosaic(output="....fits")`` back into a Dataset.
 
-    With ``chunks`` (a path only), the Dataset is dask-backed and reads the file
-    region by region, ``chunks``-square blocks at a time, on access: nothing is loaded.
+    With ``chunks`` (a path only), the Dataset reads the file region by region
+    on access, nothing loaded: dask-backed in ``chunks``-square blocks, or with
+    ``dask=False`` lazily indexed arrays read in this process (for a file the
+    cluster's workers cannot open).
     """
     if isinstance(path, str | os.PathLike):
         if not Path(path).is_file():
@@ -485,7 +489,8 @@ def from_fits(path: str | os.PathLike | fits.HDUList, *, chunks: int | None = No
         with fits.open(path, memmap=False, lazy_load_hdus=chunks is not None) as hdul:
             if chunks is None:
                 return from_fits(hdul)
-            return _lazy_fits(path, hdul, check_positive("chunks", chunks, integer=True))
+            return _lazy_fits(path, hdul, check_positive("chunks", chunks, integer=True),
+                              dask=dask)
     hdul = path
     header, names = _mosaic_header(hdul)
     values = [np.asarray(hdul[0].data, np.float32),
@@ -515,8 +520,9 @@ def _read_provenance(ds, hdul, names) -> None:
         ds.attrs["provenance"] = {"vanotebook": json.loads(hdul["PROVENANCE"].data["record"][0])}
 
 
-def _lazy_fits(path, hdul, chunk: int):
-    """The mosaic file as a dask-backed Dataset over `FitsSource` regions of each HDU."""
+def _lazy_fits(path, hdul, chunk: int, *, dask: bool = True):
+    """The mosaic file as a Dataset over `FitsSource` regions of each HDU (dask-backed,
+    or lazily indexed in this process)."""
     import dask.array as da
     import xarray as xr
 
@@ -527,17 +533,51 @@ def _lazy_fits(path, hdul, chunk: int):
         h = hdul[k].header
         shape = (h["NAXIS2"], h["NAXIS1"])
         source = FitsSource(path, k, shape, np.float64 if h["BITPIX"] == -64 else np.float32)
-        arrays.append(da.from_array(source, chunks=(chunk, chunk), asarray=True,
-                                    name=f"mosaic-file-{name.lower()}-{_sha(path)[:16]}"))
+        if dask:
+            arrays.append(da.from_array(source, chunks=(chunk, chunk), asarray=True,
+                                        name=f"mosaic-file-{name.lower()}-{_sha(path)[:16]}"))
+        else:
+            arrays.append(_local_plane(source, np.int16 if name == "COVERAGE" else np.float32))
+    if not dask:
+        from xarray.core.indexing import LazilyIndexedArray
+
+        arrays = [LazilyIndexedArray(a) for a in arrays]
     text = header.tostring()
     unit = header.get("BUNIT", "")
+    if dask:
+        arrays = [arrays[0].astype(np.float32), arrays[1].astype(np.float32),
+                  arrays[2].astype(np.int16)]
     ds = xr.Dataset(
-        {"mosaic": (("y", "x"), arrays[0].astype(np.float32), {"header": text, "unit": unit}),
-         "weight": (("y", "x"), arrays[1].astype(np.float32)),
-         "coverage": (("y", "x"), arrays[2].astype(np.int16))},
+        {"mosaic": (("y", "x"), arrays[0], {"header": text, "unit": unit}),
+         "weight": (("y", "x"), arrays[1]),
+         "coverage": (("y", "x"), arrays[2])},
         attrs={"header": text, "unit": unit})
     _read_provenance(ds, hdul, names)
     return ds
+
+
+def _local_plane_class():
+    from xarray.backends import BackendArray
+    from xarray.core import indexing
+
+    class LocalPlane(BackendArray):
+        """One HDU of a mosaic file, read region by region in this process."""
+
+        def __init__(self, source: FitsSource, dtype) -> None:
+            self.source, self.shape, self.dtype = source, source.shape, np.dtype(dtype)
+
+        def __getitem__(self, key):
+            return indexing.explicit_indexing_adapter(
+                key, self.shape, indexing.IndexingSupport.BASIC, self._raw)
+
+        def _raw(self, key):
+            return np.asarray(self.source[key]).astype(self.dtype)
+
+    return LocalPlane
+
+
+def _local_plane(source: FitsSource, dtype):  # the class is built on first use (xarray)
+    return _local_plane_class()(source, dtype)
 
 
 # ----------------------------------------------------------------------------- cubes
