@@ -7,116 +7,12 @@ against the UWS 1.1 schema DaCHS ships when it is installed.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
 import requests
 
-UWS_XSD = Path("/usr/lib/python3/dist-packages/gavo/resources/schemata/UWS.xsd")
-NS = {"uws": "http://www.ivoa.net/xml/UWS/v1.0"}
 
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Service:
-    def __init__(self, state: Path, slots: int = 2) -> None:
-        self.state, self.slots = state, slots
-        self.port = _port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        tokens = state.parent / "tokens.json"
-        tokens.write_text(json.dumps({"tok-alice": "alice", "tok-bob": "bob"}))
-        self.tokens = tokens
-        self.proc = None
-
-    def start(self) -> Service:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vanotebook.jobs._service", "--port", str(self.port),
-             "--state", str(self.state), "--slots", str(self.slots), "--tokens",
-             str(self.tokens)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                if requests.get(f"{self.url}/availability", timeout=1).ok:
-                    return self
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("the job service did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def session(self, user: str) -> requests.Session:
-        s = requests.Session()
-        s.headers["Authorization"] = f"Bearer tok-{user}"
-        return s
-
-
-@pytest.fixture
-def service(tmp_path):
-    svc = Service(tmp_path / "state").start()
-    yield svc
-    svc.stop()
-
-
-def _doc(response):
-    from xml.etree import ElementTree as ET
-
-    return ET.fromstring(response.content)
-
-
-def _phase(session, url) -> str:
-    return session.get(f"{url}/phase").text
-
-
-def _wait(session, url, timeout=120) -> str:
-    end = time.time() + timeout
-    while time.time() < end:
-        phase = _phase(session, url)
-        if phase in ("COMPLETED", "ERROR", "ABORTED"):
-            return phase
-        session.get(url, params={"WAIT": 5, "PHASE": phase})
-    raise AssertionError(f"job still {phase}")
-
-
-def _validate(text: bytes) -> None:
-    if not UWS_XSD.exists():
-        if os.environ.get("VANOTEBOOK_REQUIRE_DACHS") == "1":
-            raise AssertionError(f"no UWS schema at {UWS_XSD}")
-        return
-    from lxml import etree
-
-    class Local(etree.Resolver):  # the schemas DaCHS ships beside UWS.xsd, not the web
-        def resolve(self, url, pubid, context):
-            return self.resolve_filename(str(UWS_XSD.parent / url.rsplit("/", 1)[-1]), context)
-
-    parser = etree.XMLParser(no_network=True)
-    parser.resolvers.add(Local())
-    schema = etree.XMLSchema(etree.parse(str(UWS_XSD), parser))
-    doc = etree.fromstring(text)
-    assert schema.validate(doc), schema.error_log
-
-
-@pytest.fixture(scope="module")
-def tile(tmp_path_factory):
-    from vanotebook.sky import demo_sky
-
-    path = tmp_path_factory.mktemp("tile") / "radio.fits"
-    demo_sky(0, size=0.3, n_catalogue=100, n_spectra=10).observe("radio").tiles[0].writeto(path)
-    return path
-
-
-def test_anonymous_and_other_users_are_refused(service):
+def test_anonymous_and_other_users_are_refused(service, uws):
     assert requests.get(f"{service.url}/sleep/jobs").status_code == 403
     alice, bob = service.session("alice"), service.session("bob")
     r = alice.post(f"{service.url}/sleep/jobs", data={"seconds": "0.1"}, allow_redirects=False)
@@ -124,11 +20,11 @@ def test_anonymous_and_other_users_are_refused(service):
     job = service.url + r.headers["Location"]
     assert bob.get(job).status_code == 404
     assert bob.delete(job, allow_redirects=False).status_code == 404
-    assert _doc(bob.get(f"{service.url}/sleep/jobs")).findall("uws:jobref", NS) == []
-    assert len(_doc(alice.get(f"{service.url}/sleep/jobs")).findall("uws:jobref", NS)) == 1
+    assert uws.doc(bob.get(f"{service.url}/sleep/jobs")).findall("uws:jobref", uws.NS) == []
+    assert len(uws.doc(alice.get(f"{service.url}/sleep/jobs")).findall("uws:jobref", uws.NS)) == 1
 
 
-def test_detect_job_with_an_uploaded_image(service, tile):
+def test_detect_job_with_an_uploaded_image(service, tile, uws):
     from astropy.io import fits
     from astropy.table import Table
 
@@ -139,10 +35,10 @@ def test_detect_job_with_an_uploaded_image(service, tile):
                        files={"image": ("radio.fits", f)}, allow_redirects=False)
     assert r.status_code == 303, r.text
     job = service.url + r.headers["Location"]
-    assert _wait(alice, job) == "COMPLETED", alice.get(f"{job}/error").text
+    assert uws.wait_final(alice, job) == "COMPLETED", alice.get(f"{job}/error").text
     doc = alice.get(job)
-    _validate(doc.content)
-    names = {e.get("id") for e in _doc(doc).iter(f"{{{NS['uws']}}}result")}
+    uws.validate(doc.content)
+    names = {e.get("id") for e in uws.doc(doc).iter(f"{{{uws.NS['uws']}}}result")}
     assert {"catalogue", "regions", "residual"} <= names
     vot = alice.get(f"{job}/results/catalogue")
     cat = Table.read(__import__("io").BytesIO(vot.content), format="votable")
@@ -154,41 +50,41 @@ def test_detect_job_with_an_uploaded_image(service, tile):
     res = fits.open(__import__("io").BytesIO(alice.get(f"{job}/results/residual").content))
     assert res[0].data.shape == fits.getdata(tile).shape
     params = alice.get(f"{job}/parameters")
-    _validate(params.content)
+    uws.validate(params.content)
     assert "seed_threshold" in params.text
     assert service.session("bob").get(f"{job}/results/catalogue").status_code == 404
 
 
-def test_bad_parameters_are_named_before_the_job_exists(service):
+def test_bad_parameters_are_named_before_the_job_exists(service, uws):
     alice = service.session("alice")
     r = alice.post(f"{service.url}/sleep/jobs", data={"seconds": "soon"},
                    allow_redirects=False)
     assert r.status_code == 400 and r.text.startswith("seconds: expected a number"), r.text
     r = alice.post(f"{service.url}/detect/jobs", data={"image": "/etc/passwd"},
                    allow_redirects=False)
-    assert r.status_code == 400 and r.text.startswith("image: expected a file uploaded")
+    assert r.status_code == 400 and r.text.startswith("image: expected a file uploaded"), r.text
     r = alice.post(f"{service.url}/detect/jobs", data={"PHASE": "RUN"}, allow_redirects=False)
     assert r.status_code == 400 and r.text.startswith("image: expected a value"), r.text
     r = alice.post(f"{service.url}/sleep/jobs", data={"colour": "red"}, allow_redirects=False)
     assert r.status_code == 400 and r.text.startswith("colour: expected a parameter of sleep")
-    assert _doc(alice.get(f"{service.url}/sleep/jobs")).findall("uws:jobref", NS) == []
+    assert uws.doc(alice.get(f"{service.url}/sleep/jobs")).findall("uws:jobref", uws.NS) == []
 
 
-def test_phases_abort_duration_delete_and_destruction(service):
+def test_phases_abort_duration_delete_and_destruction(service, uws):
     alice = service.session("alice")
     jobs = f"{service.url}/sleep/jobs"
     r = alice.post(jobs, data={"seconds": "30"}, allow_redirects=False)
     job = service.url + r.headers["Location"]
-    assert _phase(alice, job) == "PENDING"
-    _validate(alice.get(job).content)
+    assert uws.phase_of(alice, job) == "PENDING"
+    uws.validate(alice.get(job).content)
     alice.post(f"{job}/phase", data={"PHASE": "RUN"})
     t0 = time.time()
     doc = alice.get(job, params={"WAIT": 10, "PHASE": "QUEUED"})  # returns at the change
     assert time.time() - t0 < 5
-    while _phase(alice, job) != "EXECUTING":
+    while uws.phase_of(alice, job) != "EXECUTING":
         time.sleep(0.1)
     alice.post(f"{job}/phase", data={"PHASE": "ABORT"})
-    assert _phase(alice, job) == "ABORTED"
+    assert uws.phase_of(alice, job) == "ABORTED"
     time.sleep(1)  # the runner ends the job's process
     assert not any("vanotebook.jobs._run" in " ".join(p.cmdline()) and
                    job.rsplit("/", 1)[1] in " ".join(p.cmdline())
@@ -197,11 +93,11 @@ def test_phases_abort_duration_delete_and_destruction(service):
     r = alice.post(jobs, data={"seconds": "30", "EXECUTIONDURATION": "1", "PHASE": "RUN"},
                    allow_redirects=False)
     slow = service.url + r.headers["Location"]
-    assert _wait(alice, slow, timeout=30) == "ERROR"
+    assert uws.wait_final(alice, slow, timeout=30) == "ERROR"
     assert "execution duration of 1 s exceeded" in alice.get(f"{slow}/error").text
     doc = alice.get(slow)
-    _validate(doc.content)
-    assert _doc(doc).find("uws:errorSummary", NS) is not None
+    uws.validate(doc.content)
+    assert uws.doc(doc).find("uws:errorSummary", uws.NS) is not None
     # DELETE answers 303 to the list; the job is then 404 (ACTION=DELETE too)
     r = alice.delete(slow, allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"].endswith("/sleep/jobs")
@@ -218,43 +114,43 @@ def test_phases_abort_duration_delete_and_destruction(service):
     assert alice.get(soon).status_code == 404
 
 
-def test_job_list_filters(service):
+def test_job_list_filters(service, uws):
     alice = service.session("alice")
     jobs = f"{service.url}/sleep/jobs"
     made = [service.url + alice.post(jobs, data={"seconds": "0.1"},
                                      allow_redirects=False).headers["Location"]
             for _ in range(3)]
     alice.post(f"{made[0]}/phase", data={"PHASE": "RUN"})
-    _wait(alice, made[0])
+    uws.wait_final(alice, made[0])
     listed = alice.get(jobs, params={"PHASE": "PENDING"})
-    _validate(listed.content)
-    assert len(_doc(listed).findall("uws:jobref", NS)) == 2
-    last = _doc(alice.get(jobs, params={"LAST": 1})).findall("uws:jobref", NS)
+    uws.validate(listed.content)
+    assert len(uws.doc(listed).findall("uws:jobref", uws.NS)) == 2
+    last = uws.doc(alice.get(jobs, params={"LAST": 1})).findall("uws:jobref", uws.NS)
     assert [e.get("id") for e in last] == [made[2].rsplit("/", 1)[1]]
     assert alice.get(jobs, params={"LAST": "x"}).status_code == 400
 
 
-def test_a_restart_loses_no_job(tmp_path):
-    svc = Service(tmp_path / "state", slots=1).start()
+def test_a_restart_loses_no_job(tmp_path, uws):
+    svc = uws.Service(tmp_path / "state", slots=1).start()
     alice = svc.session("alice")
     try:
         urls = [svc.url + alice.post(f"{svc.url}/sleep/jobs",
                                      data={"seconds": s, "PHASE": "RUN"},
                                      allow_redirects=False).headers["Location"]
                 for s in ("20", "0.2", "0.2")]
-        while _phase(alice, urls[0]) != "EXECUTING":
+        while uws.phase_of(alice, urls[0]) != "EXECUTING":
             time.sleep(0.1)
-        assert [_phase(alice, u) for u in urls[1:]] == ["QUEUED", "QUEUED"]
+        assert [uws.phase_of(alice, u) for u in urls[1:]] == ["QUEUED", "QUEUED"]
         svc.stop()
         svc.start()
-        assert _phase(alice, urls[0]) == "ERROR"
+        assert uws.phase_of(alice, urls[0]) == "ERROR"
         assert "service restarted" in alice.get(f"{urls[0]}/error").text
-        assert [_wait(alice, u, timeout=60) for u in urls[1:]] == ["COMPLETED", "COMPLETED"]
+        assert [uws.wait_final(alice, u, timeout=60) for u in urls[1:]] == ["COMPLETED"] * 2
     finally:
         svc.stop()
 
 
-def test_pyvo_drives_our_jobs(service):
+def test_pyvo_drives_our_jobs(service, uws):
     from pyvo.dal import AsyncTAPJob
 
     alice = service.session("alice")

@@ -15,7 +15,9 @@ from typing import Any
 
 from .._errors import VanotebookInputError
 
-__all__ = ["PIPELINES", "Param", "Pipeline", "register"]
+__all__ = ["FILE_KINDS", "PIPELINES", "PLUGINS", "Param", "Pipeline", "register"]
+
+FILE_KINDS = ("file", "files", "table")
 
 
 @dataclass(frozen=True)
@@ -24,9 +26,10 @@ class Param:
 
     Parameters
     ----------
-    kind : {"float", "int", "bool", "str", "file"}
-        How the text of the request is read; a ``file`` is an upload under
-        the parameter's name (or an ``http(s)`` URL).
+    kind : {"float", "int", "bool", "str", "file", "files", "table"}
+        How the text of the request is read. ``file`` (one), ``files`` (one
+        or more) and ``table`` (a catalogue) are uploads under the
+        parameter's name, URLs or archive references (`vanotebook.jobs._refs`).
     doc : str
         What it means, with its unit.
     default : optional
@@ -35,6 +38,8 @@ class Param:
     unit : str
         The unit of a number (documentation and clients).
     required : bool
+    choices : tuple of str
+        The values a ``str`` may take (empty: any).
     """
 
     kind: str
@@ -42,6 +47,12 @@ class Param:
     default: Any = None
     unit: str = ""
     required: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def is_file(self) -> bool:
+        """An upload, URL or archive reference (resolved in the job's process)."""
+        return self.kind in FILE_KINDS
 
     def parse(self, name: str, text: str | None) -> Any:
         """The value of ``text`` (None: the default), or a named error."""
@@ -62,6 +73,12 @@ class Param:
             if low not in ("true", "false", "1", "0", "yes", "no"):
                 raise VanotebookInputError(name, "true or false", text)
             return low in ("true", "1", "yes")
+        if self.is_file:
+            from ._refs import check_reference
+
+            check_reference(name, text)
+        elif self.choices and text not in self.choices:
+            raise VanotebookInputError(name, f"one of {', '.join(self.choices)}", text)
         return text
 
 
@@ -79,9 +96,9 @@ class Pipeline:
     def parse(self, values: dict[str, str], *, partial: bool = False) -> dict[str, Any]:
         """Every parameter's value from the request's text, refusing unknown names.
 
-        Files are ``upload:<name>`` references to an upload (the service
-        resolves them to paths before the run); with ``partial`` (a job being
-        made) missing required parameters are allowed.
+        File parameters stay text (checked: an upload, a URL or an archive
+        reference; `resolve` reads them in the job); with ``partial`` (a job
+        being made) missing required parameters are allowed.
         """
         unknown = sorted(k for k in values if k.lower() not in self.params)
         if unknown:
@@ -90,77 +107,38 @@ class Pipeline:
         lowered = {k.lower(): v for k, v in values.items()}
         out = {}
         for k, p in self.params.items():
-            if p.kind == "file" and k in lowered and partial and \
-                    not lowered[k].startswith("upload:"):
-                raise VanotebookInputError(k, "a file uploaded under this name "
-                                           "(multipart/form-data)", lowered[k])
             if partial and k not in lowered:
                 continue
-            out[k] = lowered[k] if p.kind == "file" and k in lowered else \
-                p.parse(k, lowered.get(k))
+            out[k] = p.parse(k, lowered.get(k))
         return out
+
+    def resolve(self, params: dict[str, Any], work: Path) -> dict[str, Any]:
+        """``params`` with each file parameter read: paths, or a table (in the job)."""
+        from ._refs import resolve
+
+        return {k: resolve(k, v, work, many=self.params[k].kind == "files")
+                if self.params[k].is_file and isinstance(v, str) else v
+                for k, v in params.items()}
 
 
 PIPELINES: dict[str, Pipeline] = {}
+#: modules outside this package whose pipelines were registered (the hub's): each
+#: job's process imports them too, so it knows every pipeline the service offers
+PLUGINS: list[str] = []
 
 
 def register(pipeline: Pipeline) -> Pipeline:
-    """Add a pipeline to `PIPELINES` (the service offers it at ``/<name>/jobs``)."""
+    """Add (or replace) a pipeline in `PIPELINES`: the service offers it at ``/<name>/jobs``.
+
+    A pipeline declared outside `vanotebook.jobs` (the gateway's ``publish``)
+    names its module in `PLUGINS`, so the jobs' processes import it as well.
+    """
     PIPELINES[pipeline.name] = pipeline
+    module = getattr(pipeline.run, "__module__", "")
+    if module and not module.startswith(__package__) and module not in PLUGINS:
+        PLUGINS.append(module)
     return pipeline
 
 
-# ----------------------------------------------------------------------------- pipelines
-def _detect(params: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Path]:
-    import vanotebook
-    from vanotebook.io import write_table
-
-    say("detecting")
-    options = {k: params[k] for k in ("seed_threshold", "merge_threshold", "min_pixels")}
-    result = vanotebook.detect(params["image"], **options)  # the path: its record reruns
-    say(f"writing {len(result.catalogue)} sources")
-    paths = result.write(work / "detect")
-    catalogue = write_table(result.catalogue, work / "catalogue.vot")
-    out = {"catalogue": catalogue, "regions": paths["regions"], "residual": paths["residual"]}
-    prov = next((p for p in (work / "detect").glob("*.prov.json")), None)
-    if prov is not None:
-        out["provenance"] = prov
-    return out
-
-
-register(Pipeline(
-    name="detect",
-    doc="Compact and extended sources of one image (vanotebook.detect).",
-    params={
-        "image": Param("file", "the image: a FITS file with a celestial WCS", required=True),
-        "seed_threshold": Param("float", "peak S/N that seeds a source", 5.0, "sigma"),
-        "merge_threshold": Param("float", "S/N down to which a source grows", 2.6, "sigma"),
-        "min_pixels": Param("int", "fewest pixels in a source", 5, "pix"),
-    },
-    results={"catalogue": "the sources (VOTable)", "regions": "DS9 regions",
-             "residual": "the image less the fitted sources (FITS)",
-             "provenance": "how it was made (PROV-JSON)"},
-    run=_detect,
-))
-
-
-def _sleep(params: dict[str, Any], work: Path, say: Callable[[str], None]) -> dict[str, Path]:
-    import time
-
-    steps = max(1, int(params["seconds"] * 10))
-    for i in range(steps):
-        time.sleep(0.1)
-        if i % 10 == 0:
-            say(f"{i / 10:.0f} of {params['seconds']:g} s")
-    out = work / "slept.txt"
-    out.write_text(f"slept {params['seconds']} s\n")
-    return {"log": out}
-
-
-register(Pipeline(
-    name="sleep",
-    doc="Wait a while and report progress: for checking a job service end to end.",
-    params={"seconds": Param("float", "how long", 1.0, "s")},
-    results={"log": "what it did"},
-    run=_sleep,
-))
+# the services' pipelines register themselves on import
+from . import _pipelines  # noqa: E402, F401

@@ -28,7 +28,8 @@ from tornado import web
 
 from .._errors import VanotebookInputError
 from . import _xml
-from ._registry import PIPELINES
+from ._refs import upload_name
+from ._registry import PIPELINES, PLUGINS
 from ._store import Job, JobStore, utcnow
 
 __all__ = ["JobRunner", "main", "make_app", "serve"]
@@ -36,6 +37,7 @@ __all__ = ["JobRunner", "main", "make_app", "serve"]
 LIFETIME_S = 7 * 86400
 MAX_DURATION_S = 6 * 3600
 MAX_WAIT_S = 600
+STOP_GRACE_S = 5.0  # an aborted job's process gets this long to cancel its cluster work
 _XML = "text/xml; charset=UTF-8"
 
 
@@ -43,11 +45,14 @@ class JobRunner:
     """Runs queued jobs, at most ``slots`` at once, and enforces ABORT and durations."""
 
     def __init__(self, store: JobStore, *, slots: int = 2, env: dict | None = None,
-                 account: Callable[[str], str] | None = None) -> None:
+                 account: Callable[[str], str] | None = None,
+                 job_env: Callable[[Job, Path, Any], dict[str, str]] | None = None) -> None:
         self.store, self.slots = store, int(slots)
         self.env = env
         self.account = account  # owner -> unix account the job runs as (None: ours)
+        self.job_env = job_env  # (job, folder, pwd entry or None) -> more environment
         self.procs: dict[str, tuple[subprocess.Popen, float]] = {}
+        self.stopping: dict[str, float] = {}
 
     def recover(self) -> None:
         """After a restart: what was executing ends in ERROR; the queue stays."""
@@ -58,9 +63,11 @@ class JobRunner:
     def _start(self, job: Job) -> None:
         work = self.store.workdir(job.id)
         (work / "job.json").write_text(json.dumps({"pipeline": job.pipeline,
-                                                   "parameters": job.parameters}))
+                                                   "parameters": job.parameters,
+                                                   "plugins": PLUGINS}))
         cmd = [sys.executable, "-m", "vanotebook.jobs._run", str(work)]
         env = dict(self.env if self.env is not None else os.environ)
+        entry = None
         if self.account is not None:  # the job runs as its owner's account, in its folder
             import pwd
 
@@ -76,6 +83,13 @@ class JobRunner:
             cmd = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
                    "--init-groups", "--", *cmd]
             env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+        if self.job_env is not None:
+            try:
+                env.update(self.job_env(job, work, entry))
+            except Exception as exc:  # no credentials, no job: say why
+                self.store.update(job.id, phase="ERROR", ended=utcnow(),
+                                  error=f"the job could not be prepared: {exc}")
+                return
         log = (work / "log.txt").open("w")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work,
                                 start_new_session=True, env=env)
@@ -83,12 +97,24 @@ class JobRunner:
         self.procs[job.id] = (proc, asyncio.get_event_loop().time())
         self.store.update(job.id, phase="EXECUTING", started=utcnow())
 
-    def _stop(self, job_id: str) -> None:
-        proc, _ = self.procs.pop(job_id)
+    def _stop(self, job_id: str, grace: float = 0.0) -> bool:
+        """End a job's process group: SIGTERM first (its cluster work is cancelled),
+        SIGKILL after ``grace`` seconds. True once it is gone."""
+        proc, _ = self.procs[job_id]
+        now = asyncio.get_event_loop().time()
         if proc.poll() is None:
+            first = self.stopping.setdefault(job_id, now)
+            sig = signal.SIGTERM if now - first < grace else signal.SIGKILL
+            if sig == signal.SIGTERM and first != now:
+                return False  # asked already: give it its grace
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, sig)
+            if sig == signal.SIGTERM:
+                return False
         proc.wait()
+        self.procs.pop(job_id)
+        self.stopping.pop(job_id, None)
+        return True
 
     def step(self) -> None:
         """One pass: finish, abort or time out running jobs; start queued ones; reap."""
@@ -96,7 +122,7 @@ class JobRunner:
         for job_id, (proc, t0) in list(self.procs.items()):
             job = self.store.get(job_id)
             if job is None or job.phase == "ABORTED":  # deleted or aborted: end its work
-                self._stop(job_id)
+                self._stop(job_id, grace=STOP_GRACE_S)
                 continue
             work = self.store.workdir(job_id)
             progress = work / "progress.txt"
@@ -116,7 +142,7 @@ class JobRunner:
                     self.store.move(job_id, ("EXECUTING",), "COMPLETED", ended=utcnow(),
                                     results=outcome["results"])
             elif job.execution_duration > 0 and now - t0 > job.execution_duration:
-                self._stop(job_id)
+                self._stop(job_id, grace=0.0)
                 self.store.move(job_id, ("EXECUTING",), "ERROR", ended=utcnow(),
                                 error=f"execution duration of {job.execution_duration} s "
                                 "exceeded: the job was stopped")
@@ -135,6 +161,16 @@ class JobRunner:
         while True:
             self.step()
             await asyncio.sleep(interval)
+
+
+def _refuse(code: int, text: str) -> web.HTTPError:
+    """An HTTP error whose body is ``text`` (the status line gets a safe copy of it)."""
+    import re
+
+    phrase = re.sub(r"[^ -;=?-~]", " ", text)[:120].strip() or "refused"
+    error = web.HTTPError(code, reason=phrase)
+    error.text = text
+    return error
 
 
 def _when(text: str, name: str) -> _dt.datetime:
@@ -170,11 +206,12 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
         def prepare(self) -> None:
             super().prepare()
             if self.current_user is None:
-                raise web.HTTPError(403, reason="log in to the hub first")
+                raise _refuse(403, "log in to the hub first")
 
         def write_error(self, status_code: int, **kwargs: Any) -> None:
+            exc = kwargs.get("exc_info", (None, None, None))[1]
             self.set_header("Content-Type", "text/plain; charset=UTF-8")
-            self.finish(self._reason)
+            self.finish(getattr(exc, "text", None) or self._reason)
 
         @property
         def owner(self) -> str:
@@ -183,14 +220,14 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
 
         def pipeline(self, name: str):
             if name not in PIPELINES:
-                raise web.HTTPError(404, reason=f"no pipeline {name!r} "
+                raise _refuse(404, f"no pipeline {name!r} "
                                     f"(there are {', '.join(PIPELINES)})")
             return PIPELINES[name]
 
         def job(self, pipeline: str, job_id: str) -> Job:
             job = self.store_job(job_id)
             if job is None or job.owner != self.owner or job.pipeline != pipeline:
-                raise web.HTTPError(404, reason=f"no job {job_id}")
+                raise _refuse(404, f"no job {job_id}")
             return job
 
         def store_job(self, job_id: str) -> Job | None:
@@ -224,32 +261,43 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
         pipeline = PIPELINES[job.pipeline]
         if params or files:
             if job.phase != "PENDING":
-                raise web.HTTPError(409, reason="parameters change only while PENDING")
+                raise _refuse(409, "parameters change only while PENDING")
             merged = {**job.parameters, **params}
             work = store.workdir(job.id)
-            for name, parts in files.items():
-                (work / f"upload_{name}").write_bytes(parts[0]["body"])
-                merged[name] = f"upload:upload_{name}"
             try:
+                for name, parts in files.items():
+                    spec = pipeline.params.get(name.lower())
+                    if spec is None or not spec.is_file:
+                        raise VanotebookInputError(name, "a file parameter of "
+                                                   f"{pipeline.name}", "an upload")
+                    if len(parts) > 1 and spec.kind != "files":
+                        raise VanotebookInputError(name, "one file", f"{len(parts)} files")
+                    names = [upload_name(name.lower(), i, part.get("filename", ""))
+                             for i, part in enumerate(parts)]
+                    for old in work.glob(f"upload_{name.lower()}_*"):
+                        old.unlink()
+                    for target, part in zip(names, parts, strict=True):
+                        (work / target).write_bytes(part["body"])
+                    merged[name.lower()] = ";".join(f"upload:{n}" for n in names)
                 pipeline.parse(merged, partial=True)
             except VanotebookInputError as exc:
-                raise web.HTTPError(400, reason=str(exc)) from exc
+                raise _refuse(400, str(exc)) from exc
             store.update(job.id, parameters=merged)
         if "EXECUTIONDURATION" in control:
             try:
                 seconds = int(control["EXECUTIONDURATION"])
             except ValueError as exc:
-                raise web.HTTPError(400, reason="EXECUTIONDURATION: expected whole seconds, "
+                raise _refuse(400, "EXECUTIONDURATION: expected whole seconds, "
                                     f"got {control['EXECUTIONDURATION']!r}") from exc
             if seconds < 0:
-                raise web.HTTPError(400, reason="EXECUTIONDURATION: expected >= 0 seconds")
+                raise _refuse(400, "EXECUTIONDURATION: expected >= 0 seconds")
             store.update(job.id, execution_duration=min(seconds or MAX_DURATION_S,
                                                         MAX_DURATION_S))
         if "DESTRUCTION" in control:
             try:
                 when = _when(control["DESTRUCTION"], "DESTRUCTION")
             except VanotebookInputError as exc:
-                raise web.HTTPError(400, reason=str(exc)) from exc
+                raise _refuse(400, str(exc)) from exc
             store.update(job.id, destruction=min(when, utcnow() + _dt.timedelta(
                 seconds=LIFETIME_S)))
         if "RUNID" in control:
@@ -259,14 +307,14 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
             missing = [k for k, p in pipeline.params.items() if p.required and k not in
                        {n.lower() for n in store.get(job.id).parameters}]
             if missing:
-                raise web.HTTPError(400, reason=f"{missing[0]}: expected a value "
+                raise _refuse(400, f"{missing[0]}: expected a value "
                                     f"({pipeline.params[missing[0]].doc}), got nothing")
             store.move(job.id, ("PENDING", "HELD"), "QUEUED")
         elif phase == "ABORT":
             store.move(job.id, ("PENDING", "QUEUED", "EXECUTING", "HELD", "SUSPENDED"),
                        "ABORTED", ended=utcnow())
         elif phase:
-            raise web.HTTPError(400, reason=f"PHASE: expected RUN or ABORT, got {phase!r}")
+            raise _refuse(400, f"PHASE: expected RUN or ABORT, got {phase!r}")
 
     class Jobs(Base):
         def get(self, pipeline: str) -> None:
@@ -281,13 +329,13 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
                 try:
                     t = _when(after, "AFTER")
                 except VanotebookInputError as exc:
-                    raise web.HTTPError(400, reason=str(exc)) from exc
+                    raise _refuse(400, str(exc)) from exc
                 jobs = [j for j in jobs if j.created > t]
             jobs.sort(key=lambda j: j.created, reverse=True)
             last = self.get_argument("LAST", None) or self.get_argument("last", None)
             if last:
                 if not last.isdigit() or int(last) < 1:
-                    raise web.HTTPError(400, reason=f"LAST: expected a positive integer, "
+                    raise _refuse(400, f"LAST: expected a positive integer, "
                                         f"got {last!r}")
                 jobs = jobs[: int(last)]
             self.xml(_xml.job_list(jobs, self.absolute(f"{base}/{pipeline}/jobs")))
@@ -312,7 +360,7 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
                 try:
                     seconds = float(wait)
                 except ValueError as exc:
-                    raise web.HTTPError(400, reason=f"WAIT: expected seconds, got {wait!r}"
+                    raise _refuse(400, f"WAIT: expected seconds, got {wait!r}"
                                         ) from exc
                 seconds = MAX_WAIT_S if seconds < 0 else min(seconds, MAX_WAIT_S)
                 phase = (self.get_argument("PHASE", None) or
@@ -337,7 +385,7 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
                 self.redirect(f"{base}/{pipeline}/jobs", status=303)
                 return
             if "ACTION" in control:
-                raise web.HTTPError(400, reason="ACTION: expected DELETE")
+                raise _refuse(400, "ACTION: expected DELETE")
             _apply(self, job, control, params, dict(self.request.files))
             self.redirect(self.job_url(job), status=303)
 
@@ -359,11 +407,11 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
                     job, self.absolute(self.job_url(job)))))
             elif what in text:
                 if what == "error" and job.phase != "ERROR":
-                    raise web.HTTPError(404, reason="the job has no error")
+                    raise _refuse(404, "the job has no error")
                 self.set_header("Content-Type", "text/plain; charset=UTF-8")
                 self.finish(text[what])
             else:
-                raise web.HTTPError(404, reason=f"no {what}")
+                raise _refuse(404, f"no {what}")
 
         def post(self, pipeline: str, job_id: str, what: str) -> None:
             job = self.job(pipeline, job_id)
@@ -376,17 +424,17 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
             elif what in names:
                 value = next((v for k, v in args.items() if k.upper() == names[what]), None)
                 if value is None:
-                    raise web.HTTPError(400, reason=f"{names[what]}: expected a value")
+                    raise _refuse(400, f"{names[what]}: expected a value")
                 _apply(self, job, {names[what]: value}, {}, {})
             else:
-                raise web.HTTPError(405, reason=f"{what} cannot be changed")
+                raise _refuse(405, f"{what} cannot be changed")
             self.redirect(self.job_url(job), status=303)
 
     class Result(Base):
         def get(self, pipeline: str, job_id: str, name: str) -> None:
             job = self.job(pipeline, job_id)
             if name not in job.results:
-                raise web.HTTPError(404, reason=f"no result {name!r}")
+                raise _refuse(404, f"no result {name!r}")
             path = Path(job.results[name])
             self.set_header("Content-Type", "application/octet-stream")
             self.set_header("Content-Disposition", f'attachment; filename="{path.name}"')

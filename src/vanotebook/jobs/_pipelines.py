@@ -1,0 +1,460 @@
+"""Every service as a pipeline of the job service, declared once.
+
+Each ``_name(params, work, say)`` takes the parsed parameters (file
+parameters already read by `Pipeline.resolve`), a folder for its results and
+a progress callback, calls the service's public API and returns its result
+files by name. The declarations below are what the UWS service, its
+documentation page, the Jobs tab's form and the client read.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ._registry import Param, Pipeline, register
+
+Say = Callable[[str], None]
+
+__all__: list[str] = []
+
+
+def _fraction(say: Say, what: str) -> Callable[[float], None]:
+    """A services' ``progress`` callable (fraction done) that reports in whole percent."""
+    last = [-1]
+
+    def report(fraction: float) -> None:
+        pct = int(100 * float(fraction))
+        if pct != last[0]:
+            last[0] = pct
+            say(f"{what}: {pct}%")
+
+    return report
+
+
+def _arcsec(value: float | None):
+    import astropy.units as u
+
+    return None if value is None else value * u.arcsec
+
+
+def _provenance(product: Path, out: dict[str, Path]) -> dict[str, Path]:
+    prov = Path(f"{product}.prov.json")
+    if prov.exists():
+        out["provenance"] = prov
+    return out
+
+
+# ----------------------------------------------------------------------------- mosaic
+_IMAGES = Param("files", "the images: FITS files with a celestial WCS (several uploads under "
+                "this name, or an archive query)", required=True)
+_FRAME = Param("str", "the frame of the output grid (default: the inputs')", None,
+               choices=("icrs", "fk5", "galactic"))
+_MATCH = Param("bool", "match the backgrounds of overlapping images", True)
+
+
+def _mosaic(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    import vanotebook
+
+    say(f"mosaicking {len(params['images'])} images")
+    out = work / "mosaic.fits"
+    vanotebook.mosaic(params["images"], frame=params["frame"], combine=params["combine"],
+                      match_background=params["match_background"], method=params["method"],
+                      unit=params["unit"] or None, output=out,
+                      progress=_fraction(say, "mosaicking"))
+    return _provenance(out, {"mosaic": out})
+
+
+register(Pipeline(
+    name="mosaic",
+    doc="Merge images onto one grid (vanotebook.mosaic): reprojected, background-matched, "
+        "co-added.",
+    params={
+        "images": _IMAGES,
+        "frame": _FRAME,
+        "combine": Param("str", "how overlapping pixels combine", "mean",
+                         choices=("mean", "median", "sum", "first", "last", "count")),
+        "match_background": _MATCH,
+        "method": Param("str", "the interpolation", "bilinear",
+                        choices=("bilinear", "nearest", "flux-conserving")),
+        "unit": Param("str", "the output unit (default: the inputs')", None),
+    },
+    results={"mosaic": "the mosaic, its WEIGHT and COVERAGE (FITS)",
+             "provenance": "how it was made (PROV-JSON)"},
+    run=_mosaic,
+))
+
+
+def _homogenise(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    import vanotebook
+
+    resolution = params["resolution"]
+    if resolution not in ("coarsest", "none"):
+        from .._errors import VanotebookInputError
+
+        try:
+            from ..units import Beam
+
+            resolution = Beam.circular(_arcsec(float(resolution)))
+        except ValueError as exc:
+            raise VanotebookInputError("resolution", "coarsest, none or a FWHM in arcsec",
+                                       resolution) from exc
+    elif resolution == "none":
+        resolution = None
+    out = work / "homogenised.fits"
+    say(f"homogenising {len(params['images'])} images")
+    vanotebook.homogenise(params["images"], frame=params["frame"],
+                          pixel_scale=_arcsec(params["pixel_scale"]), resolution=resolution,
+                          unit=params["unit"], match_background=params["match_background"],
+                          output=out, progress=_fraction(say, "homogenising"))
+    return _provenance(out, {"images": out})
+
+
+register(Pipeline(
+    name="homogenise",
+    doc="Bring surveys to one grid, one beam and one unit (vanotebook.homogenise).",
+    params={
+        "images": _IMAGES,
+        "frame": _FRAME,
+        "pixel_scale": Param("float", "the output pixel (default: the finest input's)", None,
+                             "arcsec"),
+        "resolution": Param("str", "the common beam: coarsest, none, or a FWHM in arcsec",
+                            "coarsest"),
+        "unit": Param("str", "the common unit", "MJy/sr"),
+        "match_background": _MATCH,
+    },
+    results={"images": "one HDU per survey, then PROVENANCE (FITS)",
+             "provenance": "how it was made (PROV-JSON)"},
+    run=_homogenise,
+))
+
+
+def _cutouts(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    import astropy.units as u
+    from astropy.table import Table
+
+    from vanotebook.mosaic import cutouts
+
+    positions = params["positions"]
+    if positions is None:
+        from .._errors import VanotebookInputError
+
+        if params["ra"] is None or params["dec"] is None:
+            raise VanotebookInputError("positions", "a catalogue of positions, or ra and dec",
+                                       "neither")
+        positions = Table({"ra": [params["ra"]], "dec": [params["dec"]]})
+    out = work / "cutouts"
+    say("cutting")
+    cutouts(params["images"], positions, params["size"] * u.arcmin,
+            pixel_scale=_arcsec(params["pixel_scale"]), unit=params["unit"], output=out,
+            progress=_fraction(say, "cutting"))
+    archive = shutil.make_archive(str(work / "cutouts"), "zip", out)
+    return {"cutouts": Path(archive), "provenance": out / "provenance.json"}
+
+
+register(Pipeline(
+    name="cutouts",
+    doc="Cutouts of every survey around positions, homogenised (vanotebook.mosaic.cutouts).",
+    params={
+        "images": _IMAGES,
+        "positions": Param("table", "a catalogue with ra/dec columns in degrees", None),
+        "ra": Param("float", "one position's right ascension (without positions)", None, "deg"),
+        "dec": Param("float", "one position's declination (without positions)", None, "deg"),
+        "size": Param("float", "the side of each cutout", 2.0, "arcmin"),
+        "pixel_scale": Param("float", "the cutouts' pixel", 2.0, "arcsec"),
+        "unit": Param("str", "the common unit", "MJy/sr"),
+    },
+    results={"cutouts": "cutout_<row>.fits, one HDU per survey, and provenance.json (zip)",
+             "provenance": "how they were made (PROV-JSON)"},
+    run=_cutouts,
+))
+
+
+# ----------------------------------------------------------------------------- detect
+def detect_files(image: Any, work: Path, say: Say, **options: Any) -> dict[str, Path]:
+    """Run `vanotebook.detect` on ``image`` and write its result files into ``work``."""
+    import vanotebook
+    from vanotebook.io import write_table
+
+    say("detecting")
+    result = vanotebook.detect(image, progress=_fraction(say, "detecting"), **options)
+    say(f"writing {len(result.catalogue)} sources")
+    paths = result.write(work / "detect")
+    catalogue = write_table(result.catalogue, work / "catalogue.vot")
+    out = {"catalogue": catalogue, "regions": paths["regions"], "residual": paths["residual"]}
+    prov = next((p for p in (work / "detect").glob("*.prov.json")), None)
+    if prov is not None:
+        out["provenance"] = prov
+    return out
+
+
+_DETECT = {
+    "seed_threshold": Param("float", "peak S/N that seeds a source", 5.0, "sigma"),
+    "merge_threshold": Param("float", "S/N down to which a source grows", 2.6, "sigma"),
+    "min_pixels": Param("int", "fewest pixels in a source", 5, "pix"),
+}
+
+
+def _detect(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    return detect_files(params["image"], work, say,
+                        **{k: params[k] for k in _DETECT})
+
+
+register(Pipeline(
+    name="detect",
+    doc="Compact and extended sources of one image (vanotebook.detect).",
+    params={"image": Param("file", "the image: a FITS file with a celestial WCS",
+                           required=True), **_DETECT},
+    results={"catalogue": "the sources (VOTable)", "regions": "DS9 regions",
+             "residual": "the image less the fitted sources (FITS)",
+             "provenance": "how it was made (PROV-JSON)"},
+    run=_detect,
+))
+
+
+# ----------------------------------------------------------------------------- som
+def _som(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    import numpy as np
+    from astropy.io import fits
+
+    from vanotebook.som import SOM
+
+    som = SOM((params["rows"], params["columns"]), n_epochs=params["epochs"],
+              seed=params["seed"])
+    data = params["spectra"]
+    features = [c.strip() for c in params["features"].split(",")]
+    features = features[0] if len(features) == 1 else features
+
+    def epoch(record: dict) -> None:
+        say(f"epoch {record.get('epoch', '?')} of {params['epochs']}")
+
+    som.fit(data, columns=features, nan=params["nan"], progress=epoch)
+    out = work / "som.json"
+    som.to_guasom(out, data, columns=features)
+    maps = work / "maps.fits"
+    fits.HDUList([fits.PrimaryHDU(),
+                  fits.ImageHDU(np.asarray(som.umatrix(), np.float32), name="UMATRIX"),
+                  fits.ImageHDU(np.asarray(som.hits(data, columns=features), np.int32),
+                                name="HITS")]).writeto(maps)
+    return _provenance(out, {"som": out, "maps": maps})
+
+
+register(Pipeline(
+    name="som",
+    doc="A self-organising map of spectra (vanotebook.som.SOM), exported as GUASOM JSON.",
+    params={
+        "spectra": Param("table", "the spectra: a table (parquet, FITS, VOTable) with a 2-D "
+                         "flux column or scalar feature columns", required=True),
+        "features": Param("str", "the feature column(s), comma-separated", "flux"),
+        "rows": Param("int", "map rows", 16),
+        "columns": Param("int", "map columns", 16),
+        "epochs": Param("int", "training epochs", 45),
+        "seed": Param("int", "the random seed", 0),
+        "nan": Param("str", "rows with NaN: raise or drop", "raise", choices=("raise", "drop")),
+    },
+    results={"som": "the map as GUASOM JSON", "maps": "U-matrix and hits (FITS)",
+             "provenance": "how it was made (PROV-JSON)"},
+    run=_som,
+))
+
+
+# ----------------------------------------------------------------------------- crossmatch
+def match_files(left: Any, right: Any, work: Path, say: Say, *, radius: float,
+                how: str = "nearest", ra: str = "ra", dec: str = "dec") -> dict[str, Path]:
+    """Cross-match two catalogues and write the pairs (VOTable) and their record."""
+    import astropy.units as u
+
+    import vanotebook
+    from vanotebook.io import write_table
+
+    def progress(done: int, total: int) -> None:
+        say(f"matching: {done} of {total} partitions")
+
+    say("matching")
+    pairs = vanotebook.crossmatch(left, right, radius=radius * u.arcsec, how=how, ra=ra,
+                                  dec=dec, progress=progress)
+    say(f"writing {len(pairs)} pairs")
+    out = write_table(pairs, work / "matches.vot")
+    prov = pairs.meta.get("provenance")
+    if prov:
+        from vanotebook.provenance import Provenance
+
+        return {"matches": out, "provenance": Provenance.from_dict(prov).write_sidecar(out)}
+    return {"matches": out}
+
+
+def _crossmatch(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    return match_files(params["left"], params["right"], work, say, radius=params["radius"],
+                       how=params["how"], ra=params["ra"], dec=params["dec"])
+
+
+register(Pipeline(
+    name="crossmatch",
+    doc="Pairs of two catalogues within a radius, with a probability each "
+        "(vanotebook.crossmatch).",
+    params={
+        "left": Param("table", "the first catalogue", required=True),
+        "right": Param("table", "the second catalogue", required=True),
+        "radius": Param("float", "the largest separation", 1.0, "arcsec"),
+        "how": Param("str", "which pairs", "nearest", choices=("nearest", "all")),
+        "ra": Param("str", "the right-ascension column of both", "ra"),
+        "dec": Param("str", "the declination column of both", "dec"),
+    },
+    results={"matches": "the pairs with separation and probability (VOTable)",
+             "provenance": "how it was made (PROV-JSON)"},
+    run=_crossmatch,
+))
+
+
+# ----------------------------------------------------------------------------- hips
+def _hips(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    from vanotebook.mosaic import to_hips
+
+    say("writing the HiPS")
+    hips = to_hips(params["image"], work / "hips", order=params["order"],
+                   title=params["title"] or None, progress=_fraction(say, "tiling"))
+    archive = shutil.make_archive(str(work / "hips"), "zip", hips.path)
+    return {"hips": Path(archive), "properties": hips.path / "properties"}
+
+
+register(Pipeline(
+    name="hips",
+    doc="An image as a HiPS (levels of detail for Aladin; vanotebook.mosaic.to_hips).",
+    params={
+        "image": Param("file", "the image: a FITS file with a celestial WCS", required=True),
+        "order": Param("int", "the deepest order (default: from the pixel scale)", None),
+        "title": Param("str", "obs_title of the HiPS", None),
+    },
+    results={"hips": "the HiPS folder (zip)", "properties": "its properties file"},
+    run=_hips,
+))
+
+
+# ----------------------------------------------------------------------------- publish
+def save_to_archive(table: Any, name: str, *, description: str = "",
+                    overwrite: bool = False) -> str:
+    """Add a catalogue to the job owner's own archive; return where it went."""
+    from vanotebook.archive import personal_archive
+
+    from ..io import parse_catalogue
+
+    archive = personal_archive()
+    archive.add_catalogue(name, parse_catalogue(table), overwrite=overwrite,
+                          description=description or None)
+    return f"catalogue {name} of {archive.path}"
+
+
+def _publish(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    say(f"adding {params['name']} to your archive")
+    where = save_to_archive(params["catalogue"], params["name"],
+                            description=params["description"], overwrite=params["overwrite"])
+    out = work / "published.txt"
+    out.write_text(f"{where}\n")
+    return {"published": out}
+
+
+PUBLISH_PARAMS = {
+    "catalogue": Param("table", "the catalogue, with ra/dec columns in degrees",
+                       required=True),
+    "name": Param("str", "its name", required=True),
+    "to": Param("str", "where: your own archive", "archive", choices=("archive",)),
+    "description": Param("str", "shown with the catalogue", ""),
+    "overwrite": Param("bool", "replace an earlier catalogue of this name (yours)", False),
+}
+
+register(Pipeline(
+    name="publish",
+    doc="Put a catalogue into an archive, to query by region like any other.",
+    params=PUBLISH_PARAMS,
+    results={"published": "where it went"},
+    run=_publish,
+))
+
+
+# ----------------------------------------------------------------------------- workflow
+def _workflow(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    from ._registry import PIPELINES
+
+    out: dict[str, Path] = {}
+    step = work / "1-mosaic"
+    step.mkdir()
+    say("1/4 mosaic")
+    made = _mosaic({"images": params["images"], "frame": params["frame"], "combine": "mean",
+                    "match_background": True, "method": "bilinear", "unit": None},
+                   step, lambda m: say(f"1/4 {m}"))
+    out["mosaic"] = made["mosaic"]
+    out["mosaic_provenance"] = made.get("provenance")
+    step = work / "2-detect"
+    step.mkdir()
+    found = detect_files(str(made["mosaic"]), step, lambda m: say(f"2/4 {m}"),
+                         **{k: params[k] for k in _DETECT})
+    out.update(catalogue=found["catalogue"], regions=found["regions"],
+               detect_provenance=found.get("provenance"))
+    step = work / "3-crossmatch"
+    step.mkdir()
+    matched = match_files(found["catalogue"], params["survey"], step,
+                          lambda m: say(f"3/4 {m}"), radius=params["radius"])
+    out["matches"] = matched["matches"]
+    out["matches_provenance"] = matched.get("provenance")
+    if params["publish_name"]:
+        step = work / "4-publish"
+        step.mkdir()
+        published = PIPELINES["publish"].run(
+            {"catalogue": found["catalogue"], "name": params["publish_name"],
+             "to": params["publish_to"], "description": "sources found by a workflow job",
+             "overwrite": True}, step, lambda m: say(f"4/4 {m}"))
+        out["published"] = published["published"]
+    say("done")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+register(Pipeline(
+    name="workflow",
+    doc="Mosaic -> detect -> cross-match with a survey catalogue -> publish, in one job.",
+    params={
+        "images": _IMAGES,
+        "frame": _FRAME,
+        **_DETECT,
+        "survey": Param("table", "the survey catalogue to cross-match the sources with",
+                        required=True),
+        "radius": Param("float", "the cross-match radius", 2.0, "arcsec"),
+        "publish_name": Param("str", "publish the sources under this name (empty: not)", ""),
+        "publish_to": Param("str", "where to publish", "archive", choices=("archive",)),
+    },
+    results={"mosaic": "the mosaic (FITS)", "catalogue": "its sources (VOTable)",
+             "regions": "DS9 regions", "matches": "sources x survey pairs (VOTable)",
+             "published": "where the sources were published",
+             "mosaic_provenance": "PROV-JSON", "detect_provenance": "PROV-JSON",
+             "matches_provenance": "PROV-JSON"},
+    run=_workflow,
+))
+
+
+# ----------------------------------------------------------------------------- sleep
+def _sleep(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    import time
+
+    if params["fail"]:
+        from .._errors import VanotebookInputError
+
+        raise VanotebookInputError("fail", "false", True)
+    steps = max(1, int(params["seconds"] * 10))
+    for i in range(steps):
+        time.sleep(0.1)
+        if i % 10 == 0:
+            say(f"{i / 10:.0f} of {params['seconds']:g} s")
+    out = work / "slept.txt"
+    out.write_text(f"slept {params['seconds']} s\n")
+    return {"log": out}
+
+
+register(Pipeline(
+    name="sleep",
+    doc="Wait a while and report progress: for checking a job service end to end.",
+    params={"seconds": Param("float", "how long", 1.0, "s"),
+            "fail": Param("bool", "end in ERROR instead (a named error)", False)},
+    results={"log": "what it did"},
+    run=_sleep,
+))
