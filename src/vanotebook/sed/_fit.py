@@ -304,8 +304,8 @@ def _mcmc(spec: FitSpec, rows: np.ndarray, lsq: dict, ln_cc, *, steps: int, walk
             np.full(k, 0.05)
         p0 = start + 0.1 * scale * rng.standard_normal((walkers, k))
         p0 = np.clip(p0, lo + 1e-6, hi - 1e-6)
-        sampler = emcee.EnsembleSampler(walkers, k, log_prob, vectorize=True,
-                                        seed=int(rng.integers(2**31)))
+        sampler = emcee.EnsembleSampler(walkers, k, log_prob, vectorize=True)
+        sampler.random_state = np.random.RandomState(int(rng.integers(2**31))).get_state()
         sampler.run_mcmc(p0, steps, progress=False)
         chain = sampler.get_chain(discard=burn, flat=True)
         full = np.empty((chain.shape[0], 3))

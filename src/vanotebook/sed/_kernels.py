@@ -100,6 +100,20 @@ def _log_expm1(x, xp):
     return x + xp.log(-xp.expm1(-x))
 
 
+def _log_one_minus_exp(tau, ln_tau, xp):
+    """ln(1 - exp(-tau)), also where tau underflows (then ~ ln tau - tau / 2)."""
+    small = tau < 1e-10
+    safe = xp.where(small, 1.0, tau)
+    return xp.where(small, ln_tau - tau / 2, xp.log(-xp.expm1(-safe)))
+
+
+def _thick_h(tau, xp):
+    """d ln(1 - e^-tau) / d ln tau = tau e^-tau / (1 - e^-tau), without overflow."""
+    small = tau < 1e-10
+    safe = xp.where(small, 1.0, tau)
+    return xp.where(small, 1.0 - tau / 2, safe * xp.exp(-safe) / (-xp.expm1(-safe)))
+
+
 # ----------------------------------------------------------------------------- models
 def log_model(p, ln_nu, ln_a, spec: ModelSpec, *, ln_omega=None, ln_nu_tau=None,
               ln_cc=None, jacobian: bool = True):
@@ -140,15 +154,15 @@ def log_model(p, ln_nu, ln_a, spec: ModelSpec, *, ln_omega=None, ln_nu_tau=None,
     elif spec.model == "thick_size":
         ln_tau = ln_m + ln_a + spec.ln_kappa0 + beta * big_l - ln_omega
         tau = xp.exp(ln_tau)
-        ln_s = ln_omega + ln_b + xp.log(-xp.expm1(-tau)) + LN_JY
-        h = xp.where(tau > 1e-8, tau / xp.expm1(xp.where(tau > 1e-8, tau, 1.0)), 1.0 - tau / 2)
+        ln_s = ln_omega + ln_b + _log_one_minus_exp(tau, ln_tau, xp) + LN_JY
+        h = _thick_h(tau, xp)
         d_m, d_beta = h, h * big_l
     elif spec.model == "thick_lambda0":
         ln_tau = beta * (ln_nu - ln_nu_tau)
         tau = xp.exp(ln_tau)
         ln_omega_ = ln_m + ln_a + spec.ln_kappa0 + beta * (ln_nu_tau - spec.ln_nu0)
-        ln_s = ln_omega_ + ln_b + xp.log(-xp.expm1(-tau)) + LN_JY
-        h = xp.where(tau > 1e-8, tau / xp.expm1(xp.where(tau > 1e-8, tau, 1.0)), 1.0 - tau / 2)
+        ln_s = ln_omega_ + ln_b + _log_one_minus_exp(tau, ln_tau, xp) + LN_JY
+        h = _thick_h(tau, xp)
         d_m, d_beta = one, (ln_nu_tau - spec.ln_nu0) + h * (ln_nu - ln_nu_tau)
     else:  # pragma: no cover - checked by the caller
         msg = f"unknown model {spec.model!r}"
