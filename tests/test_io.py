@@ -265,3 +265,27 @@ def test_parquet_with_nulls_reads_as_masked_numbers(tmp_path):
     assert table["name"][0] == "a" and table["name"].mask[1]
     parsed = parse_catalogue(tmp_path / "c.parquet")
     assert np.isnan(parsed["ra"][1]) and parsed["ra"][2] == 12.0
+
+
+def test_votables_are_written_without_the_c_tabledata_writer(tmp_path):
+    """astropy's C TABLEDATA writer corrupts memory (astropy issue 20419): this table
+    crashed the process one run in two; written as BINARY2, ten writes read back equal."""
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np
+from astropy.table import Table
+from vanotebook.io import write_table
+from vanotebook.sky import demo_sky
+left, _ = demo_sky(0, size=0.3, n_catalogue=200, n_spectra=10).catalogues.chunk(0)
+t = Table.from_pandas(left)
+for i in range(10):
+    p = write_table(t, {str(tmp_path)!r} + f"/c{{i}}.vot")
+    back = Table.read(p)
+    assert all(np.array_equal(back[c], t[c]) for c in t.colnames)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

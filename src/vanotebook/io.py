@@ -274,7 +274,12 @@ def write_dataset(dataset: Any, path: str | os.PathLike | None = None, *,
 
 
 def write_table(table: Table, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write a table atomically; the format follows the suffix (fits, xml/vot, ecsv, parquet)."""
+    """Write a table atomically; the format follows the suffix (fits, xml/vot, ecsv, parquet).
+
+    VOTables are written with BINARY2 serialisation (VOTable 1.3+; it keeps
+    nulls): astropy's C TABLEDATA writer corrupts memory on some tables
+    (astropy issue 20419, seen here as a segfault writing a 200-row catalogue).
+    """
     path = Path(path)
     fmt = _table_format(path)
     if fmt is None:
@@ -283,6 +288,8 @@ def write_table(table: Table, path: str | os.PathLike, *, overwrite: bool = Fals
     with atomic_path(path, overwrite=overwrite) as tmp:
         if fmt == "parquet":
             _write_parquet(Table(table), tmp)
+        elif fmt == "votable":
+            table.write(tmp, format=fmt, overwrite=True, tabledata_format="binary2")
         else:
             table.write(tmp, format=fmt, overwrite=True)
     return path

@@ -95,7 +95,7 @@ def publish_catalogue(table: Any, name: str, *, overwrite: bool = False,
     if len(table) == 0:
         raise VanotebookInputError("table", "a catalogue with rows", "an empty table")
     buf = io.BytesIO()
-    table.write(buf, format="votable")
+    table.write(buf, format="votable", tabledata_format="binary2")  # astropy 20419
     if not isinstance(name, str) or not name or not name[0].isalpha() or not all(
             ch.isalnum() or ch == "_" for ch in name):
         raise VanotebookInputError("name", "a letter then letters, digits or _", name)
