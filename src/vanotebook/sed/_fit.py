@@ -427,12 +427,14 @@ def fit_greybody(
     """
     from ..cluster import get_client
     from ..provenance import record
-    from ..xmatch._core import Steps, check_progress
 
     spec = validate(flux, error, wavelength, distance=distance, beta=beta,
                     upper_limit=upper_limit, model=model, kappa0=kappa0, nu0=nu0, size=size,
                     lambda0=lambda0, colour_correction=colour_correction, method=method)
-    check_progress(progress)
+    if progress is not None and progress is not False:
+        from ..xmatch._core import Steps, check_progress  # the shared progress helpers
+
+        check_progress(progress)
     chunks = DEFAULT_CHUNK if chunks is None else check_positive("chunks", chunks, integer=True)
     if method == "mcmc":
         for name, val in (("mcmc_steps", mcmc_steps), ("mcmc_walkers", mcmc_walkers)):
@@ -488,7 +490,7 @@ def fit_greybody(
 
 
 def _table(spec: FitSpec, res, mc, rows, n, n_used) -> QTable:
-    from scipy.stats import chi2
+    from scipy.special import chdtrc  # chi-square survival function (lighter than stats)
 
     free_beta = spec.beta is None
     p = np.full((n, 3), np.nan)
@@ -509,7 +511,7 @@ def _table(spec: FitSpec, res, mc, rows, n, n_used) -> QTable:
     dof = n_used - spec.n_free
     with np.errstate(invalid="ignore", divide="ignore"):
         chi2_red = np.where(dof > 0, fmin / np.where(dof > 0, dof, 1), np.nan)
-        prob = np.where(dof > 0, chi2.sf(fmin, np.where(dof > 0, dof, 1)), 1.0)
+        prob = np.where(dof > 0, chdtrc(np.where(dof > 0, dof, 1), fmin), 1.0)
     flags |= np.where(np.isfinite(fmin) & (prob < _POOR_FIT_P), FLAGS["poor_fit"], 0)
     temp, mass = np.exp(p[:, 0]), np.exp(p[:, 1])
     t_err = temp * np.sqrt(cov[:, 0, 0])
