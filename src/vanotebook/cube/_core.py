@@ -179,7 +179,7 @@ def moments(
         Where to run; by default the current client, else threads here.
     chunks : int, optional
         Side of the square sky patches of each block (every block holds all
-        channels); by default whole rows, about 32 MiB per block.
+        channels); by default whole rows, about 16 MiB per block.
     output : path, optional
         Also write the maps to this FITS file (one HDU per map, plus PROVENANCE).
     overwrite : bool
@@ -511,11 +511,12 @@ def pv_slice(cube: Any, path: Any, *, width: Any = None, spacing: Any = 1.0, ord
         else:
             if w is None:
                 index, weight = line_weights(xs, ys, (ny, nx), order)
-                any_nan = True
             else:
                 index, weight = polygon_weights(x, y, step, w, (ny, nx))
-                any_nan = False
-            values = _gather_pv(data, index, weight, any_nan, client)
+            values = _gather_pv(data, index, weight, w is None and order == 1, client)
+            if w is None and order == 1:  # map_coordinates' cval outside the plane
+                out = (xs < 0) | (ys < 0) | (xs > nx - 1) | (ys > ny - 1)
+                values[:, out] = np.nan
     v = parsed.velocity[sl]
     n_off = values.shape[1]
     offset = np.arange(n_off) * step * scale
@@ -547,7 +548,7 @@ def _bbox(index: np.ndarray, weight: np.ndarray, nx: int):
     return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
 
 
-def _gather_pv(data, index: np.ndarray, weight: np.ndarray, any_nan: bool, client):
+def _gather_pv(data, index: np.ndarray, weight: np.ndarray, interpolate: bool, client):
     import dask.array as da
 
     nv, _, nx = (int(n) for n in data.shape)
@@ -563,13 +564,14 @@ def _gather_pv(data, index: np.ndarray, weight: np.ndarray, any_nan: bool, clien
     itemsize = np.dtype(getattr(data, "dtype", np.float32)).itemsize
     per = max(1, min(nv, BLOCK_BYTES // max(npix * itemsize, 1)))
     blocks = spatial_blocks(sub, chunks=None, spectral=per).rechunk((per, y1 - y0, bx))
-    out = da.map_blocks(_gather_block, blocks, index=local, weight=weight, any_nan=any_nan,
+    out = da.map_blocks(_gather_block, blocks, index=local, weight=weight,
+                        interpolate=interpolate,
                         chunks=(blocks.chunks[0], (index.shape[0],)), drop_axis=2,
                         dtype=np.float64, meta=np.empty((0, 0)))
     return compute(out, client)
 
 
-def _gather_block(block, *, index, weight, any_nan):
+def _gather_block(block, *, index, weight, interpolate):
     from array_api_compat import array_namespace
 
     xp = array_namespace(block)
@@ -578,7 +580,7 @@ def _gather_block(block, *, index, weight, any_nan):
     pad = xp.full((nv, 1), float("nan"), dtype=flat.dtype)
     flat = xp.concat([flat, pad], axis=1)
     return K.pv_gather(flat, xp.asarray(index), xp.asarray(weight, dtype=xp.float64),
-                       any_nan=any_nan)
+                       interpolate=interpolate)
 
 
 def _spline_pv(data, xs: np.ndarray, ys: np.ndarray, client):

@@ -18,7 +18,7 @@ from .._errors import check_positive
 __all__ = ["BLOCK_BYTES", "compute", "spatial_blocks"]
 
 #: Bytes of input per block when ``chunks`` is not given.
-BLOCK_BYTES = 32 << 20
+BLOCK_BYTES = 16 << 20
 
 
 def spatial_blocks(data: Any, chunks: int | None = None, *, spectral: int | None = None):

@@ -91,8 +91,8 @@ def moment_maps(block, velocity, width, names: tuple[str, ...], *, threshold: An
             grown = grown | xp.concat([hot[1:, ...], pad], axis=0) | \
                 xp.concat([pad, hot[:-1, ...]], axis=0)
         valid = valid & grown
-    xd = xp.astype(x, f64)
-    w = xp.where(valid, xd, xp.zeros_like(xd))
+    # one float64 copy, zero where not counted (NaNs, masked); sums in float64
+    w = xp.astype(xp.where(valid, x, xp.zeros_like(x)), f64)
     v0 = velocity[0]
     vr = velocity - v0
     anyv = xp.any(valid, axis=0)
@@ -117,24 +117,24 @@ def moment_maps(block, velocity, width, names: tuple[str, ...], *, threshold: An
         nsafe = xp.where(n > 0, n, nan)
         mean = xp.sum(w, axis=0) / nsafe
         out["mean"] = mean
-        d = xp.where(valid, xd - mean[None, :], xp.zeros_like(xd))
+        d = xp.where(valid, w - mean[None, :], xp.zeros_like(w))
         n1 = xp.where(n > 1, n - 1, nan)
         out["std"] = xp.sqrt(xp.sum(d * d, axis=0) / n1)
         out["rms"] = xp.sqrt(xp.sum(w * w, axis=0) / nsafe)
         out["abs_mean_deviation"] = xp.sum(xp.abs(d), axis=0) / nsafe
     if need & {"peak", "velocity_of_peak"}:
-        hi = xp.where(valid, xd, xp.full_like(xd, -math.inf))
+        hi = xp.where(valid, w, xp.full_like(w, -math.inf))
         k = xp.argmax(hi, axis=0)
         out["peak"] = xp.where(anyv, xp.max(hi, axis=0), nan)
         out["velocity_of_peak"] = xp.where(anyv, xp.take(velocity, k), nan)
     if need & {"min", "velocity_of_min"}:
-        lo = xp.where(valid, xd, xp.full_like(xd, math.inf))
+        lo = xp.where(valid, w, xp.full_like(w, math.inf))
         k = xp.argmin(lo, axis=0)
         out["min"] = xp.where(anyv, xp.min(lo, axis=0), nan)
         out["velocity_of_min"] = xp.where(anyv, xp.take(velocity, k), nan)
     if "median" in need:
         n = xp.sum(xp.astype(valid, xp.int64), axis=0)
-        out["median"] = _median(xp, xd, valid, n)
+        out["median"] = _median(xp, w, valid, n)
     maps = [xp.reshape(out[name], (ny, nx)) for name in names]
     return xp.stack(maps)
 
@@ -156,8 +156,8 @@ def binned_sum(block, width, starts: tuple[int, ...], stops: tuple[int, ...]):
     return xp.stack(maps)
 
 
-def pv_gather(block, index, weight, *, any_nan: bool = False):
-    """Weighted means of pixels per PV column: ``(v, n_offset)``.
+def pv_gather(block, index, weight, *, interpolate: bool = False):
+    """Weighted sums of pixels per PV column: ``(v, n_offset)``.
 
     Parameters
     ----------
@@ -167,27 +167,31 @@ def pv_gather(block, index, weight, *, any_nan: bool = False):
         ``(n_offset, m)`` indices into the flattened pixels (padding: any index).
     weight : array
         ``(n_offset, m)`` weights (0 for padding).
-
-    Notes
-    -----
-    A NaN pixel drops out, its weight with it (pvextractor's polygon rule);
-    a column with no finite weighted pixel is NaN. With ``any_nan`` a column
-    with any NaN pixel of non-zero weight is NaN (interpolation along a line).
+    interpolate : bool
+        False: the area-weighted mean of the finite pixels (pvextractor's
+        polygon rule; a column with none is NaN). True: interpolation weights
+        summing to 1 (pvextractor's line rule, as ``map_coordinates`` on the
+        NaN-zeroed cube): NaN pixels count as 0, and a column is NaN when its NaN
+        pixels carry half the weight or more.
     """
     xp = array_namespace(block)
     nv = block.shape[0]
     no, m = index.shape
     vals = xp.take(xp.astype(block, xp.float64), xp.reshape(index, (-1,)), axis=1)
     vals = xp.reshape(vals, (nv, no, m))
-    good = xp.isfinite(vals) & (weight[None, ...] > 0)
+    finite = xp.isfinite(vals)
+    zeroed = xp.where(finite, vals, xp.zeros_like(vals))
+    nan = xp.full((nv, no), math.nan, dtype=xp.float64)
+    if interpolate:
+        num = xp.sum(zeroed * weight[None, ...], axis=2)
+        bad = xp.sum(xp.where(finite, xp.zeros_like(vals), xp.ones_like(vals))
+                     * weight[None, ...], axis=2)
+        return xp.where(bad >= 0.5, nan, num)
+    good = finite & (weight[None, ...] > 0)
     wv = xp.where(good, weight[None, ...], xp.zeros_like(vals))
-    num = xp.sum(xp.where(good, vals, xp.zeros_like(vals)) * wv, axis=2)
+    num = xp.sum(zeroed * wv, axis=2)
     den = xp.sum(wv, axis=2)
-    if any_nan:
-        bad = xp.any(~xp.isfinite(vals) & (weight[None, ...] > 0), axis=2)
-        den = xp.where(bad, xp.zeros_like(den), den)
-    return xp.where(den > 0, num / xp.where(den > 0, den, xp.ones_like(den)),
-                    xp.full_like(den, math.nan))
+    return xp.where(den > 0, num / xp.where(den > 0, den, xp.ones_like(den)), nan)
 
 
 def region_sums(block, inside):

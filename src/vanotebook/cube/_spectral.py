@@ -149,7 +149,7 @@ class FitsCubeReader:
         self.ndim = len(shape)
         self.dtype = np.dtype(np.float64 if bitpix == -64 else np.float32)
 
-    def chunks(self, budget: int = 32 << 20) -> tuple[int, ...]:
+    def chunks(self, budget: int = 16 << 20) -> tuple[int, ...]:
         """Whole planes in x, rows in y, one block of planes: about ``budget`` bytes."""
         plane = self.shape[-1] * self.dtype.itemsize
         lead = int(np.prod(self.shape[:-2])) if self.ndim > 2 else 1
