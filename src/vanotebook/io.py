@@ -655,7 +655,8 @@ def arrow_to_table(arrow: Any) -> Table:
 
     A numeric column with nulls becomes a masked column of its own type (so
     `masked_as_nan` and the coordinate checks see missing values), not a
-    column of Python objects.
+    column of Python objects. A fixed-size list of numbers without nulls (a
+    spectrum per row) becomes a 2-D column.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -664,7 +665,12 @@ def arrow_to_table(arrow: Any) -> Table:
     columns = {}
     for name, col in zip(arrow.column_names, arrow.columns, strict=True):
         col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        if col.null_count:
+        if pa.types.is_fixed_size_list(col.type) and not col.null_count and \
+                not col.flatten().null_count and (pa.types.is_integer(col.type.value_type) or
+                                                  pa.types.is_floating(col.type.value_type)):
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            columns[name] = flat.reshape(len(col), col.type.list_size)
+        elif col.null_count:
             mask = np.asarray(pc.is_null(col).to_numpy(zero_copy_only=False), bool)
             if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or \
                     pa.types.is_boolean(col.type):

@@ -144,7 +144,9 @@ class Provenance:
         for kind, items in (("input", self.inputs), ("output", self.outputs)):
             for n, item in enumerate(items):
                 eid = f"vanotebook:{kind}/{item['sha256'][:16]}"
-                entities[eid] = {"prov:label": item["path"], "vanotebook:sha256": item["sha256"]}
+                # records embedded in FITS keep only checksums (the bytes don't name paths)
+                label = item.get("path", f"sha256:{item['sha256']}")
+                entities[eid] = {"prov:label": label, "vanotebook:sha256": item["sha256"]}
                 rel = {"prov:activity": act, "prov:entity": eid}
                 (used if kind == "input" else generated)[f"_:{kind}{n}"] = rel
         return {

@@ -24,8 +24,9 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, state: Path, slots: int = 2) -> None:
+    def __init__(self, state: Path, slots: int = 2, env: dict | None = None) -> None:
         self.state, self.slots = state, slots
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         tokens = state.parent / "tokens.json"
@@ -37,7 +38,8 @@ class Service:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vanotebook.jobs._service", "--port", str(self.port),
              "--state", str(self.state), "--slots", str(self.slots), "--tokens",
-             str(self.tokens)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             str(self.tokens)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self.env)
         for _ in range(200):
             try:
                 if requests.get(f"{self.url}/availability", timeout=1).ok:
@@ -55,6 +57,18 @@ class Service:
         s = requests.Session()
         s.headers["Authorization"] = f"Bearer tok-{user}"
         return s
+
+    def run(self, pipeline: str, data: dict, files=None, *, user: str = "alice",
+            timeout: float = 300) -> tuple[str, requests.Session]:
+        """Submit a job with PHASE=RUN, wait for it to end; its URL (it must complete)."""
+        s = self.session(user)
+        r = s.post(f"{self.url}/{pipeline}/jobs", data={"PHASE": "RUN", **data}, files=files,
+                   allow_redirects=False)
+        assert r.status_code == 303, r.text
+        job = self.url + r.headers["Location"]
+        phase = wait_final(s, job, timeout=timeout)
+        assert phase == "COMPLETED", (phase, s.get(f"{job}/error").text)
+        return job, s
 
 
 @pytest.fixture
@@ -125,6 +139,6 @@ class UWS:
     free_port = staticmethod(free_port)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def uws():
     return UWS

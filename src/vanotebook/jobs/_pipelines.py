@@ -41,11 +41,39 @@ def _arcsec(value: float | None):
 
 
 def _provenance(product: Path, out: dict[str, Path]) -> dict[str, Path]:
+    """``out`` with the product's record as PROV-JSON (its sidecar, or from its FITS)."""
     prov = Path(f"{product}.prov.json")
+    if not prov.exists() and product.suffix == ".fits":
+        from ..provenance import Provenance
+
+        try:
+            prov = Provenance.read(product).write_sidecar(product)
+        except Exception:  # a product without a record: say nothing rather than guess
+            return out
     if prov.exists():
         out["provenance"] = prov
     return out
 
+
+def _by_survey(params: dict[str, Any]) -> dict[str, list]:
+    """The images grouped by survey: ``surveys`` names each image's, in order."""
+    from .._errors import VanotebookInputError
+
+    images = params["images"]
+    names = [n.strip() for n in (params.get("surveys") or "").split(",") if n.strip()]
+    if not names:
+        return {"images": images}
+    if len(names) != len(images):
+        raise VanotebookInputError("surveys", f"one survey name per image ({len(images)})",
+                                   f"{len(names)} names")
+    groups: dict[str, list] = {}
+    for name, image in zip(names, images, strict=True):
+        groups.setdefault(name, []).append(image)
+    return groups
+
+
+_SURVEYS = Param("str", "the survey of each image, comma-separated in upload order (default: "
+                 "all one survey)", None)
 
 # ----------------------------------------------------------------------------- mosaic
 _IMAGES = Param("files", "the images: FITS files with a celestial WCS (several uploads under "
@@ -105,7 +133,7 @@ def _homogenise(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]
         resolution = None
     out = work / "homogenised.fits"
     say(f"homogenising {len(params['images'])} images")
-    vanotebook.homogenise(params["images"], frame=params["frame"],
+    vanotebook.homogenise(_by_survey(params), frame=params["frame"],
                           pixel_scale=_arcsec(params["pixel_scale"]), resolution=resolution,
                           unit=params["unit"], match_background=params["match_background"],
                           output=out, progress=_fraction(say, "homogenising"))
@@ -117,6 +145,7 @@ register(Pipeline(
     doc="Bring surveys to one grid, one beam and one unit (vanotebook.homogenise).",
     params={
         "images": _IMAGES,
+        "surveys": _SURVEYS,
         "frame": _FRAME,
         "pixel_scale": Param("float", "the output pixel (default: the finest input's)", None,
                              "arcsec"),
@@ -147,7 +176,7 @@ def _cutouts(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
         positions = Table({"ra": [params["ra"]], "dec": [params["dec"]]})
     out = work / "cutouts"
     say("cutting")
-    cutouts(params["images"], positions, params["size"] * u.arcmin,
+    cutouts(_by_survey(params), positions, params["size"] * u.arcmin,
             pixel_scale=_arcsec(params["pixel_scale"]), unit=params["unit"], output=out,
             progress=_fraction(say, "cutting"))
     archive = shutil.make_archive(str(work / "cutouts"), "zip", out)
@@ -159,6 +188,7 @@ register(Pipeline(
     doc="Cutouts of every survey around positions, homogenised (vanotebook.mosaic.cutouts).",
     params={
         "images": _IMAGES,
+        "surveys": _SURVEYS,
         "positions": Param("table", "a catalogue with ra/dec columns in degrees", None),
         "ra": Param("float", "one position's right ascension (without positions)", None, "deg"),
         "dec": Param("float", "one position's declination (without positions)", None, "deg"),
@@ -223,7 +253,11 @@ def _som(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
 
     som = SOM((params["rows"], params["columns"]), n_epochs=params["epochs"],
               seed=params["seed"])
+    from ..io import read_catalogue
+
     data = params["spectra"]
+    if not hasattr(data, "colnames"):  # a file: read whole, so 2-D (spectrum) columns work
+        data = read_catalogue(data)
     features = [c.strip() for c in params["features"].split(",")]
     features = features[0] if len(features) == 1 else features
 
@@ -433,20 +467,40 @@ register(Pipeline(
 
 
 # ----------------------------------------------------------------------------- sleep
+def _nap(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
 def _sleep(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
     import time
+
+    from ..cluster import get_client
 
     if params["fail"]:
         from .._errors import VanotebookInputError
 
         raise VanotebookInputError("fail", "false", True)
-    steps = max(1, int(params["seconds"] * 10))
+    seconds = params["seconds"]
+    client = get_client()
+    out = work / "slept.txt"
+    if client is not None:  # the waiting runs on the cluster, as tasks of 0.5 s
+        from distributed import as_completed
+
+        n = max(1, round(seconds / 0.5))
+        futures = client.map(_nap, [seconds / n] * n, pure=False)
+        for i, _ in enumerate(as_completed(futures), 1):
+            say(f"{i} of {n} tasks done on the cluster")
+        out.write_text(f"slept {seconds} s in {n} tasks on the cluster\n")
+        return {"log": out}
+    steps = max(1, int(seconds * 10))
     for i in range(steps):
         time.sleep(0.1)
         if i % 10 == 0:
-            say(f"{i / 10:.0f} of {params['seconds']:g} s")
-    out = work / "slept.txt"
-    out.write_text(f"slept {params['seconds']} s\n")
+            say(f"{i / 10:.0f} of {seconds:g} s")
+    out.write_text(f"slept {seconds} s\n")
     return {"log": out}
 
 

@@ -129,6 +129,8 @@ def resolve(param: str, text: str, work: Path, *, many: bool = False) -> Any:
     many : bool
         Several files are allowed (a list is returned); else exactly one.
     """
+    import astropy.units as u
+
     check_reference(param, text)
     if text.startswith("upload:"):
         found: list[Any] = [work / part.removeprefix("upload:") for part in text.split(";")]
@@ -143,8 +145,8 @@ def resolve(param: str, text: str, work: Path, *, many: bool = False) -> Any:
             catalogue = archive.catalogue(path.removeprefix("catalogue/"))
             if "cone" in args:
                 ra, dec, radius = _cone(param, args["cone"][0])
-                return catalogue.cone(ra, dec, radius)
-            return catalogue.cone(0.0, 90.0, 180.0)  # the whole sphere
+                return catalogue.cone(ra * u.deg, dec * u.deg, radius * u.deg)
+            return catalogue.cone(0.0 * u.deg, 90.0 * u.deg, 180.0 * u.deg)  # the sphere
         if path.startswith("image/"):
             prefix = path.removeprefix("image/").lower()
             table = archive.images()
@@ -153,7 +155,8 @@ def resolve(param: str, text: str, work: Path, *, many: bool = False) -> Any:
                 raise VanotebookInputError(param, f"an image of the {which} archive", text)
             found = [_image(rows[0])]
         else:
-            cone = _cone(param, args["cone"][0]) if "cone" in args else None
+            cone = (tuple(v * u.deg for v in _cone(param, args["cone"][0]))
+                    if "cone" in args else None)
             table = archive.images(cone, survey=args.get("survey", [None])[0],
                                    band=args.get("band", [None])[0])
             if len(table) == 0:
