@@ -30,7 +30,7 @@ from .._errors import VanotebookInputError
 from . import _xml
 from ._refs import upload_name
 from ._registry import PIPELINES, PLUGINS
-from ._store import Job, JobStore, utcnow
+from ._store import PHASES, Job, JobStore, utcnow
 
 __all__ = ["JobRunner", "main", "make_app", "serve"]
 
@@ -174,11 +174,17 @@ def _refuse(code: int, text: str) -> web.HTTPError:
 
 
 def _when(text: str, name: str) -> _dt.datetime:
+    """A UWS time: ISO 8601 in UTC (``Z``, ``+00:00`` or no zone), down to a year alone."""
+    value = text.strip()
+    if value.isdigit() and len(value) == 4:
+        value += "-01-01"
     try:
-        t = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise VanotebookInputError(name, "an ISO 8601 time such as 2026-12-31T00:00:00Z",
-                                   text) from exc
+        raise VanotebookInputError(name, "an ISO 8601 time in UTC such as "
+                                   "2026-12-31T00:00:00Z", text) from exc
+    if t.tzinfo is not None and t.utcoffset() != _dt.timedelta(0):
+        raise VanotebookInputError(name, "a time in UTC (UWS times carry no other zone)", text)
     return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
 
 
@@ -321,6 +327,9 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
             self.pipeline(pipeline)
             phases = [p.upper() for p in self.get_arguments("PHASE") or
                       self.get_arguments("phase")]
+            bad = [p for p in phases if p not in PHASES]
+            if bad:
+                raise _refuse(400, f"PHASE: expected one of {', '.join(PHASES)}, got {bad[0]!r}")
             jobs = store.jobs(self.owner, pipeline, phases=phases or None)
             if not phases:
                 jobs = [j for j in jobs if j.phase != "ARCHIVED"]
