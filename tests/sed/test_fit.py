@@ -142,6 +142,12 @@ def test_upper_limit_pulls_the_fit_the_right_way(synth):
     s70_cen = synth.greybody(t_cen, _v(cen["mass"]), 2.0)[0, 0]
     assert s70_cen < lim + 2 * lim / 3  # the model now respects the limit
     assert cen["n_upper"][0] == 1 and cen["flags"][0] & FLAGS["upper_limits"]
+    # the violated limit is a penalty in the likelihood: chi2 grows by more than the
+    # detections' share alone would allow
+    chi2_free = free["chi2_red"][0] * (4 - 2)
+    chi2_cen = cen["chi2_red"][0] * (5 - 2)
+    resid = (obs[0, 1:] - synth.greybody(t_cen, _v(cen["mass"]), 2.0)[0, 1:]) / err[0, 1:]
+    assert chi2_cen > np.sum(resid**2) + 0.5 and chi2_cen > chi2_free
     assert cen["n_bands"][0] == 5
     # a loose limit (100x above the model) leaves the fit as it was
     flux[0, 0], error[0, 0] = 100 * s70, 100 * s70 / 3
@@ -279,7 +285,7 @@ def test_mcmc_agrees_with_lsq(synth):
         diff = np.abs(_v(mc[name]) - _v(lsq[name])) / _v(lsq[f"{name}_err"])
         assert np.all(diff < 0.35), (name, diff)
         ratio = _v(mc[f"{name}_err"]) / _v(lsq[f"{name}_err"])
-        assert np.all((ratio > 0.7) & (ratio < 1.4)), (name, ratio)
+        assert np.all((ratio > 0.8) & (ratio < 1.25)), (name, ratio)
     assert mc.meta["samples"].shape[0] == 3
     again = fit_greybody(flux, err, synth.bands, distance=D, method="mcmc", mcmc_steps=1200,
                          mcmc_burn=400, seed=1)
@@ -294,7 +300,7 @@ def test_dask_equals_local(synth):
     local = fit_greybody(flux, err, synth.bands, distance=D)
     seen = []
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         dist = fit_greybody(flux, err, synth.bands, distance=D, chunks=50, client=client,
                             progress=lambda done, total: seen.append((done, total)))
     for c in local.colnames:

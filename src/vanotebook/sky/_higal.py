@@ -189,7 +189,7 @@ def higal_field(
     # one background sky (a gradient plus structure on ~3 arcmin) seen in every band with a
     # cold-dust-like spectrum
     bk_grid = rng_bkg.standard_normal((64, 64))
-    bk_grid = gaussian_filter(bk_grid, 6.0)
+    bk_grid = gaussian_filter(bk_grid, 10.0)
     bk_grid /= bk_grid.std()
     images = {}
     for (k, band), rng_b in zip(HIGAL_BANDS.items(), noise_rngs, strict=True):
@@ -224,8 +224,9 @@ def higal_field(
 
             sky = map_coordinates(bk_grid, np.meshgrid(gy, gy, indexing="ij"), order=1)
             nu_ratio = (250 * u.um / band.wavelength).to_value(u.one)
-            level = 20.0 * nu_ratio ** 3 / np.expm1(0.0 + 2.9 * nu_ratio)  # ~ 18 K grey
-            img += level * (1.0 + 0.3 * sky + 0.2 * (xx / npix))
+            # ~ 18 K dust, 40 MJy/sr at 250 um (a quiet stretch of the plane)
+            level = 40.0 * 17.2 * nu_ratio ** 5 / np.expm1(2.9 * nu_ratio)
+            img += level * (1.0 + 0.15 * sky + 0.2 * (xx / npix))
         hdr = w.to_header()
         hdr["BUNIT"] = "MJy/sr"
         for key, card in beam.header_cards().items():
