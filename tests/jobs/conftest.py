@@ -24,13 +24,14 @@ def free_port() -> int:
 
 
 class Service:
-    def __init__(self, state: Path, slots: int = 2, env: dict | None = None) -> None:
+    def __init__(self, state: Path, slots: int = 2, env: dict | None = None,
+                 users: list[str] | None = None) -> None:
         self.state, self.slots = state, slots
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         tokens = state.parent / "tokens.json"
-        tokens.write_text(json.dumps({"tok-alice": "alice", "tok-bob": "bob"}))
+        tokens.write_text(json.dumps({f"tok-{u}": u for u in users or ["alice", "bob"]}))
         self.tokens = tokens
         self.proc = None
 

@@ -50,6 +50,7 @@ def _cancel_on_term(client) -> None:
 
 
 def main(folder: str) -> int:
+    import os
     from importlib import import_module
 
     from .._errors import VanotebookInputError
@@ -58,6 +59,8 @@ def main(folder: str) -> int:
     work = Path(folder)
     spec = json.loads((work / "job.json").read_text())
     progress = work / "progress.txt"
+    with (work / "runs.txt").open("a") as f:  # one line per start: a job never runs twice
+        f.write(f"{os.getpid()}\n")
     for module in spec.get("plugins", []):
         import_module(module)
 
