@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import astropy.units as u
@@ -201,6 +203,8 @@ def build_seds(
     box: int | None = None,
     client=None,
     progress: bool | Callable[[int, int], None] | None = None,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> QTable:
     """One SED per source: per-band flux densities and errors in Jy, upper limits flagged.
 
@@ -250,6 +254,13 @@ def build_seds(
         Passed to the cross-match.
     progress : bool or callable, optional
         True: a tqdm bar of the bands done; a callable gets ``(done, total)``.
+    output : path, optional
+        Also write the table there (``.ecsv`` or ``.parquet``, atomically) with a
+        ``<output>.prov.json`` record; made from files (sources, catalogues or
+        maps given as paths), it reruns from that record to the same bytes
+        (`vanotebook.provenance.rerun`).
+    overwrite : bool
+        Replace an existing ``output``.
 
     Returns
     -------
@@ -263,13 +274,20 @@ def build_seds(
         `sed_arrays` turns it into `fit_greybody`'s inputs.
     """
     from ..provenance import record
-    from ..xmatch._core import Steps, check_progress
+    from ..xmatch._core import Steps, check_progress, errors_to_json
 
     if (catalogues is None) == (images is None):
         raise VanotebookInputError("catalogues/images", "exactly one of catalogues "
                                    "(cross-match) or images (forced photometry)",
                                    "both" if catalogues is not None else "neither")
     check_positive("nsigma", nsigma)
+    if output is not None:
+        name = str(output).lower()
+        if not name.endswith((".ecsv", ".parquet")):
+            raise VanotebookInputError("output", "None or an .ecsv or .parquet file name",
+                                       str(output))
+        if Path(output).exists() and not overwrite:
+            raise VanotebookInputError("output", "a new file (or overwrite=True)", str(output))
     cal = calibration if isinstance(calibration, dict) else None
     for name, value in (cal or {"calibration": calibration}).items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not (
@@ -303,7 +321,9 @@ def build_seds(
               "wavelength_um": {n: float(w.value) for n, w in waves.items()},
               "radius_arcsec": None if radius is None else float(radius.to_value(u.arcsec)),
               "flux": flux, "flux_err": flux_err, "box": box, "calibration": calibration,
-              "limits_jy": {n: float(v.to_value(_JY)) for n, v in limits.items()}}
+              "limits_jy": {n: float(v.to_value(_JY)) for n, v in limits.items()},
+              "sources": _path_of(sources), "inputs": {b: _path_of(items[b]) for b in names},
+              "ra": ra, "dec": dec, "errors": errors_to_json(errors)}
     n = len(table)
     upstream = {}
     if method == "forced" and "provenance" in getattr(images, "attrs", {}):
@@ -342,18 +362,33 @@ def build_seds(
             table[f"upper_{band}"] = up
             if steps is not None:
                 steps(i + 1, len(names))
-        for path in _files(items):
+        for path in _files({"sources": sources, **items}):
             prov.add_input(path)
+        file_meta = {"bands": names, "wavelength_um": params["wavelength_um"],
+                     "method": method, "nsigma": float(nsigma)}
+        if output is not None:
+            from ..io import write_table
+
+            out = QTable(table, copy=False)
+            out.meta = file_meta
+            write_table(out, output, overwrite=overwrite)
+            prov.add_output(output)
+    if output is not None:
+        prov.write_sidecar(output)
     table.meta = {"bands": names, "wavelength_um": params["wavelength_um"], "method": method,
                   "nsigma": float(nsigma), "provenance": prov.to_dict(),
                   "upstream_provenance": upstream}
     return table
 
 
-def _files(items: dict) -> list:
-    import os
-    from pathlib import Path
+def _path_of(value: Any) -> str | None:
+    """The absolute path of an input given as a file, else None (in memory)."""
+    if isinstance(value, str | os.PathLike):
+        return str(Path(value).resolve())
+    return None
 
+
+def _files(items: dict) -> list:
     return [Path(v) for v in items.values()
             if isinstance(v, str | os.PathLike) and Path(v).is_file()]
 
