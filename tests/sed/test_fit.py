@@ -374,3 +374,17 @@ def test_one_source_1d(synth, good):
 
     prov = Provenance.from_dict(fit.meta["provenance"])
     assert prov.activity == "vanotebook.sed.fit_greybody"
+
+
+def test_greybody_sed_reproduces_the_model(synth):
+    from vanotebook.sed import greybody_sed
+
+    t, m, b = synth.population(5, seed=31)
+    s = synth.greybody(t, m, b)
+    for kw in ({}, {"model": "thick", "size": 20 * u.arcsec},
+               {"model": "thick", "lambda0": 150 * u.um}):
+        fit = fit_greybody(s * u.Jy, 0.05 * s * u.Jy, synth.bands, distance=D, **kw)
+        model, lo, hi = greybody_sed(fit, synth.bands, n_samples=200)
+        ref = synth.greybody(_v(fit["temperature"]), _v(fit["mass"]), _v(fit["beta"]), **kw)
+        np.testing.assert_allclose(model.to_value(u.Jy), ref, rtol=1e-9)
+        assert np.all((lo <= model * 1.0001) & (model <= hi * 1.0001))

@@ -12,7 +12,7 @@ option for posteriors), upper limits entering the likelihood as censored terms.
 from __future__ import annotations
 
 from ._build import build_seds, forced_photometry, sed_arrays
-from ._fit import FLAGS, METHODS, MODELS, fit_greybody
+from ._fit import FLAGS, METHODS, MODELS, fit_greybody, greybody_sed
 
 __all__ = ["FLAGS", "METHODS", "MODELS", "build_seds", "fit_greybody", "forced_photometry",
-           "sed_arrays"]
+           "greybody_sed", "sed_arrays"]

@@ -14,7 +14,7 @@ from astropy.table import QTable
 from .._errors import VanotebookInputError, check_choice, check_positive
 from . import _kernels as K
 
-__all__ = ["FLAGS", "METHODS", "MODELS", "FitSpec", "fit_greybody", "validate"]
+__all__ = ["FLAGS", "METHODS", "MODELS", "FitSpec", "fit_greybody", "greybody_sed", "validate"]
 
 MODELS = ("thin", "thick")
 METHODS = ("lsq", "mcmc")
@@ -535,20 +535,87 @@ def _table(spec: FitSpec, res, mc, rows, n, n_used) -> QTable:
     out["luminosity"] = lum * u.Lsun
     out["luminosity_err"] = lum_err * u.Lsun
     ln_a = K.LN_MSUN - np.log(spec.d_m**2)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if spec.model == "thick_size":
             ln_nu_tau = spec.kspec.ln_nu0 - (p[:, 1] + ln_a + spec.kspec.ln_kappa0
                                              - spec.ln_omega) / bet
             out["lambda0"] = (K.C_LIGHT / np.exp(ln_nu_tau) * u.m).to(u.um)
+            out["size"] = (2 * np.sqrt(np.exp(spec.ln_omega) / math.pi) * u.rad).to(u.arcsec)
         elif spec.model == "thick_lambda0":
             ln_omega = (p[:, 1] + ln_a + spec.kspec.ln_kappa0
                         + bet * (spec.ln_nu_tau - spec.kspec.ln_nu0))
             out["size"] = (2 * np.sqrt(np.exp(ln_omega) / math.pi) * u.rad).to(u.arcsec)
+            out["lambda0"] = (K.C_LIGHT / np.exp(spec.ln_nu_tau) * u.m).to(u.um)
+    out["distance"] = (spec.d_m * u.m).to(u.pc)
+    out["covariance"] = cov  # of (ln T, ln M, beta); zeros for a fixed beta
     out["chi2_red"] = chi2_red
     out["n_bands"] = n_used.astype(np.int32)
     out["n_upper"] = n_up.astype(np.int32)
     out["flags"] = flags
-    out.meta.update({"model": spec.model, "kappa0_m2_kg": spec.params["kappa0_m2_kg"],
+    out.meta.update({"model": spec.model, "kind": spec.model,
+                     "kappa0_m2_kg": spec.params["kappa0_m2_kg"],
                      "nu0_hz": spec.params["nu0_hz"], "method": spec.method,
                      "wavelength_um": spec.params["wavelength_um"], "flags": dict(FLAGS)})
     return out
+
+
+def greybody_sed(fit: QTable, wavelength: u.Quantity, *, n_samples: int = 0, seed: int = 0
+                 ) -> tuple[u.Quantity, u.Quantity | None, u.Quantity | None]:
+    """The fitted greybodies of a `fit_greybody` table at any wavelengths.
+
+    Parameters
+    ----------
+    fit : QTable
+        A `fit_greybody` result (its rows, or a subset of them).
+    wavelength : Quantity
+        Where to evaluate the model, shape (n_wave,).
+    n_samples : int
+        With more than 0, also the 16th and 84th percentiles of the model over that
+        many draws from each source's fit covariance (in ``ln T``, ``ln M``,
+        ``beta``): the uncertainty band.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    (flux, lower, upper)
+        Quantities in Jy of shape (n_sources, n_wave); ``lower``/``upper`` None
+        without samples.
+    """
+    wavelength = _as_quantity(wavelength, "wavelength", "wavelength or frequency",
+                              equivalencies=u.spectral())
+    if not isinstance(fit, QTable) or "covariance" not in fit.colnames:
+        raise VanotebookInputError("fit", "a fit_greybody() table", fit)
+    kind = fit.meta.get("kind", "thin")
+    kspec = K.ModelSpec(kind, math.log(fit.meta["nu0_hz"]), math.log(fit.meta["kappa0_m2_kg"]))
+    ln_nu = np.log(np.atleast_1d(wavelength.to_value(u.Hz, equivalencies=u.spectral())))
+    n = len(fit)
+    d_m = fit["distance"].to_value(u.m)
+    base = np.column_stack([np.log(fit["temperature"].to_value(u.K)),
+                            np.log(fit["mass"].to_value(u.Msun)),
+                            np.asarray(fit["beta"], np.float64)])
+    extra: dict[str, Any] = {}
+    if kind == "thick_size":
+        extra["ln_omega"] = np.log(math.pi * (fit["size"].to_value(u.rad) / 2) ** 2)
+    elif kind == "thick_lambda0":
+        extra["ln_nu_tau"] = np.log(fit["lambda0"].to_value(u.Hz, equivalencies=u.spectral()))
+
+    def evaluate(p, reps=1):
+        ln_a = np.repeat(K.LN_MSUN - np.log(d_m**2), reps)[:, None]
+        ex = {k: np.repeat(v, reps)[:, None] for k, v in extra.items()}
+        with np.errstate(invalid="ignore", over="ignore"):
+            ln_s, _ = K.log_model(p, ln_nu, ln_a, kspec, **ex, jacobian=False)
+        return np.exp(ln_s)
+
+    flux = evaluate(base) * u.Jy
+    if n_samples <= 0:
+        return flux, None, None
+    check_positive("n_samples", n_samples, integer=True)
+    rng = np.random.default_rng(seed)
+    cov = np.nan_to_num(np.asarray(fit["covariance"], np.float64))
+    vals, vecs = np.linalg.eigh(cov)
+    z = rng.standard_normal((n, n_samples, 3)) * np.sqrt(np.clip(vals, 0, None))[:, None, :]
+    draws = base[:, None, :] + np.einsum("nij,nsj->nsi", vecs, z)
+    model = evaluate(draws.reshape(n * n_samples, 3), n_samples).reshape(n, n_samples, -1)
+    lo, hi = np.nanpercentile(model, [16, 84], axis=1)
+    return flux, lo * u.Jy, hi * u.Jy
