@@ -69,3 +69,20 @@ def test_median_and_noise_ignore_nans():
     rng = np.random.default_rng(0)
     noise = K.mad_noise(rng.normal(0, 2.0, (20_000, 3)))
     np.testing.assert_allclose(noise, 2.0, rtol=0.03)
+
+
+def test_fused_pass_equals_the_array_kernel(M):
+    from vanotebook._optional import HAS_NUMBA
+    from vanotebook.cube._fused import fused_sums
+
+    if not HAS_NUMBA:
+        return
+    block = _block(M)[:, 1:, :]  # a strided view, NaNs included
+    v = M.velocities(60)
+    dv = np.full(60, 0.5)
+    names = ("moment0", "moment1", "moment2", "linewidth_fwhm")
+    for threshold in (None, 0.05):
+        sums, count = fused_sums(block, v - v[0], dv, threshold)
+        got = K.moments_from_sums(sums, count, float(v[0]), names, block.shape[1:])
+        ref = K.moment_maps(block, v, dv, names, threshold=threshold)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12, equal_nan=True)

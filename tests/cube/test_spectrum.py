@@ -35,9 +35,10 @@ def test_cone_spectrum_is_the_mean_of_the_pixels_inside(M):
         ref = np.nanmean(hdu.data.astype(float)[:, inside], axis=1)
     np.testing.assert_allclose(sp["flux"].value, ref, rtol=1e-6)
     assert sp["flux"].unit == u.K and sp["velocity"].unit == KMS
-    np.testing.assert_array_equal(sp["npix"], np.isfinite(hdu.data.astype(float)[:, inside]).sum(axis=1))
+    cube = hdu.data.astype(float)
+    np.testing.assert_array_equal(sp["npix"], np.isfinite(cube[:, inside]).sum(axis=1))
     total = spectrum(hdu, (c, radius), how="sum")
-    np.testing.assert_allclose(total["flux"].value, np.nansum(hdu.data.astype(float)[:, inside], axis=1),
+    np.testing.assert_allclose(total["flux"].value, np.nansum(cube[:, inside], axis=1),
                                rtol=1e-6)
 
 

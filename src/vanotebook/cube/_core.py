@@ -7,7 +7,12 @@ xarray object or an astropy table with its unit, WCS header and provenance.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ from astropy.io import fits
 
 from .._errors import VanotebookInputError, check_choice, check_positive
 from ..cluster import get_client
-from ..provenance import Provenance, record
+from ..provenance import Provenance, software_versions
 from ..units import fits_string
 from . import _kernels as K
 from ._dask import BLOCK_BYTES, compute, spatial_blocks
@@ -36,6 +41,37 @@ _CASA = {v: k for k, v in K.MOMENTS.items() if v is not None}
 
 
 # ----------------------------------------------------------------------------- helpers
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
+    # importlib.metadata takes ~0.1 s for the seven packages: once per process
+    return tuple(software_versions().items())
+
+
+@contextlib.contextmanager
+def record(activity: str, parameters: dict[str, Any]) -> Iterator[Provenance]:
+    """`vanotebook.provenance.record` with the software versions read once per process."""
+    prov = Provenance(activity=activity, parameters=dict(parameters),
+                      versions=dict(_versions()))
+    try:
+        json.dumps(prov.parameters)
+    except (TypeError, ValueError) as exc:
+        raise VanotebookInputError("parameters", "JSON-serialisable values",
+                                   prov.parameters) from exc
+    yield prov
+    prov.finish()
+
+
+@contextlib.contextmanager
+def _digesting(prov: Provenance, cube: Cube, argument: str = "cube") -> Iterator[None]:
+    """Hash the input in a thread while the work runs (hashlib releases the GIL)."""
+    thread = threading.Thread(target=_digest_input, args=(prov, cube, argument))
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+
+
 def _orders(orders: Any) -> tuple[str, ...]:
     if isinstance(orders, int | str):
         orders = (orders,)
@@ -211,8 +247,7 @@ def moments(
     client = get_client(client)
     params = _params(cube, parsed, orders=list(names), velocity=_velocity_json(parsed, sl),
                      mask=mask_json, chunks=chunks)
-    with record(ACTIVITY, params) as prov:
-        _digest_input(prov, parsed)
+    with record(ACTIVITY, params) as prov, _digesting(prov, parsed):
         values = _moment_values(parsed, sl, names, threshold, auto_sigma, mask_array,
                                 client, chunks)
     ds = _moment_dataset(parsed, sl, names, values, prov)
@@ -249,6 +284,12 @@ def _moment_values(cube: Cube, sl: slice, names, threshold, auto_sigma, mask_arr
 def _moment_block(block, mask=None, *, v, dv, names, threshold, auto_sigma):
     from array_api_compat import array_namespace
 
+    from ._fused import available, fused_sums
+
+    if available(block, names, mask, auto_sigma):
+        _, ny, nx = block.shape
+        sums, count = fused_sums(block, v - v[0], dv, threshold)
+        return K.moments_from_sums(sums, count, float(v[0]), names, (ny, nx))
     xp = array_namespace(block)
     return K.moment_maps(block, xp.asarray(v), xp.asarray(dv), names, threshold=threshold,
                          auto_sigma=auto_sigma, mask=mask)
@@ -503,8 +544,7 @@ def pv_slice(cube: Any, path: Any, *, width: Any = None, spacing: Any = 1.0, ord
     params = _params(cube, parsed, velocity=_velocity_json(parsed, sl),
                      path=np.column_stack([x, y]).tolist(), width_px=w, spacing_px=step,
                      order=order)
-    with record("vanotebook.cube.pv_slice", params) as prov:
-        _digest_input(prov, parsed)
+    with record("vanotebook.cube.pv_slice", params) as prov, _digesting(prov, parsed):
         data = parsed.data[sl]
         if w is None and order == 3:
             values = _spline_pv(data, xs, ys, client)

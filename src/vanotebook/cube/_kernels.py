@@ -102,16 +102,7 @@ def moment_maps(block, velocity, width, names: tuple[str, ...], *, threshold: An
     if need & {"moment0", "moment1", "moment2", "linewidth_sigma", "linewidth_fwhm"}:
         coef = xp.stack([width, width * vr, width * vr * vr])  # (3, v)
         s = coef @ w  # (3, npix): one pass through BLAS
-        s0 = s[0, ...]
-        safe = xp.where(s0 != 0, s0, nan)
-        m1r = s[1, ...] / safe
-        m2 = s[2, ...] / safe - m1r * m1r
-        out["moment0"] = xp.where(anyv, s0, nan)
-        out["moment1"] = m1r + v0
-        out["moment2"] = m2
-        sig = xp.sqrt(xp.where(m2 >= 0, m2, nan))
-        out["linewidth_sigma"] = sig
-        out["linewidth_fwhm"] = sig * _SIGMA_TO_FWHM
+        _moments012(xp, s, anyv, v0, out)
     if need & {"mean", "std", "rms", "abs_mean_deviation"}:
         n = xp.sum(xp.astype(valid, f64), axis=0)
         nsafe = xp.where(n > 0, n, nan)
@@ -137,6 +128,29 @@ def moment_maps(block, velocity, width, names: tuple[str, ...], *, threshold: An
         out["median"] = _median(xp, w, valid, n)
     maps = [xp.reshape(out[name], (ny, nx)) for name in names]
     return xp.stack(maps)
+
+
+def _moments012(xp, s, anyv, v0, out: dict) -> None:
+    """Moments 0-2 and the line widths from the sums ``s = (I dv, I v' dv, I v'^2 dv)``."""
+    s0 = s[0, ...]
+    nan = xp.full(s0.shape, math.nan, dtype=s0.dtype)
+    safe = xp.where(s0 != 0, s0, nan)
+    m1r = s[1, ...] / safe
+    m2 = s[2, ...] / safe - m1r * m1r
+    out["moment0"] = xp.where(anyv, s0, nan)
+    out["moment1"] = m1r + v0
+    out["moment2"] = m2
+    sig = xp.sqrt(xp.where(m2 >= 0, m2, nan))
+    out["linewidth_sigma"] = sig
+    out["linewidth_fwhm"] = sig * _SIGMA_TO_FWHM
+
+
+def moments_from_sums(s, count, v0: float, names: tuple[str, ...], shape: tuple[int, int]):
+    """The maps ``names`` (a subset of moments 0-2 and widths) from precomputed sums."""
+    xp = array_namespace(s)
+    out: dict[str, Any] = {}
+    _moments012(xp, s, count > 0, v0, out)
+    return xp.stack([xp.reshape(out[name], shape) for name in names])
 
 
 def binned_sum(block, width, starts: tuple[int, ...], stops: tuple[int, ...]):
