@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -182,6 +183,78 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job(args: argparse.Namespace) -> int:
+    from .jobs import PIPELINES, JobClient, JobError
+
+    if args.action == "pipelines":
+        for name, spec in PIPELINES.items():
+            print(f"{name}: {spec.doc}")
+            for key, param in spec.params.items():
+                unit = f" [{param.unit}]" if param.unit else ""
+                need = "required" if param.required else f"default {param.default!r}"
+                print(f"    {key} ({param.kind}{unit}, {need}): {param.doc}")
+            print(f"    results: {', '.join(spec.results)}")
+        return 0
+    client = JobClient(args.url, token=args.token)
+    if args.action == "list":
+        for job in client.jobs(args.ref, phase=args.phase, last=args.last):
+            print(f"{job.pipeline}/{job.id}  {job.phase}  {job.url}")
+        return 0
+    if args.action == "submit":
+        if args.ref not in PIPELINES:
+            print(f"vanotebook job: no pipeline {args.ref!r} ({', '.join(PIPELINES)})",
+                  file=sys.stderr)
+            return 2
+        params: dict[str, Any] = {}
+        for item in args.params:
+            key, sep, value = item.partition("=")
+            if not sep:
+                print(f"vanotebook job: expected name=value, got {item!r}", file=sys.stderr)
+                return 2
+            spec = PIPELINES[args.ref].params.get(key)
+            if spec is not None and spec.kind == "files" and key in params:
+                params[key] = [*params[key], value] if isinstance(params[key], list) \
+                    else [params[key], value]
+            else:
+                params[key] = value
+        try:
+            job = client.submit(args.ref, **params)
+        except ValueError as exc:
+            print(f"vanotebook job: {exc}", file=sys.stderr)
+            return 2
+        print(job.url, flush=True)
+        if args.no_wait:
+            return 0
+    else:
+        job = client.job(args.ref)
+    if args.action == "show":
+        print(f"{job.pipeline}/{job.id}: {job.phase}")
+        for key, value in job.parameters.items():
+            print(f"  {key} = {value}")
+        for key, value in job.results.items():
+            print(f"  result {key}: {value}")
+        if job.error:
+            print(f"  error: {job.error}")
+        return 0
+    if args.action == "abort":
+        print(job.abort().phase)
+        return 0
+    if args.action == "delete":
+        job.delete()
+        return 0
+    try:  # submit (waiting), wait, results
+        phase = job.wait(progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))
+    except JobError as exc:
+        print(f"vanotebook job: {exc}", file=sys.stderr)
+        return 1
+    print(phase)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        for name in job.results:
+            print(job.download(name, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``vanotebook`` command."""
     parser = argparse.ArgumentParser(
@@ -242,6 +315,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-password", default=None,
                    help="first password of the admins (default: generated and printed once)")
     p.set_defaults(func=_gateway)
+
+    p = sub.add_parser("job", help="run pipelines as UWS jobs on the gateway's job service",
+                       description="Submit, follow and collect UWS jobs (the service is "
+                       "$VANOTEBOOK_UWS_URL, logged in with $JUPYTERHUB_API_TOKEN). File "
+                       "parameters take paths (uploaded), URLs or archive references; repeat "
+                       "images=... for several.")
+    p.add_argument("action", choices=["pipelines", "submit", "list", "show", "wait",
+                                      "results", "abort", "delete"])
+    p.add_argument("ref", nargs="?", default=None,
+                   help="submit/list: a pipeline; otherwise a job URL or pipeline/id")
+    p.add_argument("params", nargs="*", help="submit: name=value parameters")
+    p.add_argument("--no-wait", action="store_true", help="submit: do not wait for the end")
+    p.add_argument("--out", default=None, help="download every result into this folder")
+    p.add_argument("--phase", action="append", default=None, help="list: only this phase")
+    p.add_argument("--last", type=int, default=None, help="list: the newest N")
+    p.add_argument("--url", default=None, help="the job service (default $VANOTEBOOK_UWS_URL)")
+    p.add_argument("--token", default=None, help="a hub token (default $JUPYTERHUB_API_TOKEN)")
+    p.set_defaults(func=_job)
 
     p = sub.add_parser("info", help="versions, GPUs and the cluster this session would use",
                        description="Print software versions, GPUs and the configured cluster.")
