@@ -357,6 +357,23 @@ def test_named_errors(synth, good):
         fit_greybody(flux, err, synth.bands[:4], distance=D)
     with pytest.raises(VanotebookInputError, match="upper_limit"):
         fit_greybody(flux, err, synth.bands, distance=D, upper_limit=np.ones(3, bool))
+    with pytest.raises(VanotebookInputError, match="progress"):
+        fit_greybody(flux, err, synth.bands, distance=D, progress="yes")
+    with pytest.raises(VanotebookInputError, match="device"):
+        fit_greybody(flux, err, synth.bands, distance=D, device="tpu")
+    with pytest.raises(VanotebookInputError, match="mcmc_walkers"):
+        fit_greybody(flux, err, synth.bands, distance=D, method="mcmc", mcmc_walkers=4)
+    with pytest.raises(VanotebookInputError, match="error: expected positive errors"):
+        fit_greybody(flux, 0 * err, synth.bands, distance=D)
+
+
+def test_progress_bar_and_callback(synth, good):
+    flux, err = good
+    seen = []
+    fit_greybody(flux, err, synth.bands, distance=D, chunks=2,
+                 progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(0, 2), (1, 2), (2, 2)]
+    fit_greybody(flux, err, synth.bands, distance=D, progress=True)  # a tqdm bar, no error
 
 
 def test_options_are_keyword_only():

@@ -45,6 +45,7 @@ class FitSpec:
     method: str
     n_free: int
     params: dict
+    device: str = "cpu"
 
 
 def _as_quantity(value: Any, argument: str, physical: str, *, equivalencies=None):
@@ -186,20 +187,30 @@ def validate(flux, error, wavelength, *, distance, beta, upper_limit, model, kap
 
 
 def fit_block(flux, sigma, used, censored, ln_nu, d_m, kspec, beta=None, ln_omega=None,
-              ln_nu_tau=None, ln_cc=None) -> dict[str, np.ndarray]:
-    """Fit one block of sources (numpy in, numpy out): the task of a Dask partition."""
+              ln_nu_tau=None, ln_cc=None, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Fit one block of sources (numpy in, numpy out): the task of a Dask partition.
+
+    With ``device="gpu"`` the kernels run on CuPy arrays (the same array-API code).
+    """
     n = flux.shape[0]
+    xp = np
+    if device == "gpu":  # pragma: no cover - needs a GPU
+        import cupy as xp
 
     def col(a):
-        return None if a is None else np.asarray(a, np.float64).reshape(n, 1)
+        return None if a is None else xp.asarray(np.asarray(a, np.float64).reshape(n, 1))
 
-    ln_a = (K.LN_MSUN - np.log(d_m**2)).reshape(n, 1)
+    def arr(a):
+        return None if a is None else xp.asarray(a)
+
+    ln_a = col(K.LN_MSUN - np.log(d_m**2))
     extra = {"ln_omega": col(ln_omega), "ln_nu_tau": col(ln_nu_tau)}
-    out = K.fit_batch(flux, sigma, used, censored, ln_nu, ln_a, kspec, beta=col(beta),
-                      ln_cc=ln_cc, **extra)
-    lum, lum_err = K.luminosity(out["p"], out["cov"], ln_a, kspec, d2=(d_m**2).reshape(n, 1),
-                                **extra)
+    out = K.fit_batch(arr(flux), arr(sigma), arr(used), arr(censored), arr(ln_nu), ln_a, kspec,
+                      beta=col(beta), ln_cc=arr(ln_cc), **extra)
+    lum, lum_err = K.luminosity(out["p"], out["cov"], ln_a, kspec, d2=col(d_m**2), **extra)
     out["luminosity"], out["luminosity_err"] = lum, lum_err
+    if xp is not np:  # pragma: no cover - needs a GPU
+        out = {k: xp.asnumpy(v) for k, v in out.items()}
     return out
 
 
@@ -217,7 +228,7 @@ def _block_args(spec: FitSpec, sl: slice, ln_cc) -> tuple[tuple, dict]:
     args = (spec.flux[sl], spec.sigma[sl], spec.used[sl], spec.censored[sl], spec.ln_nu,
             spec.d_m[sl], spec.kspec)
     kw = {"beta": cut(spec.beta), "ln_omega": cut(spec.ln_omega),
-          "ln_nu_tau": cut(spec.ln_nu_tau), "ln_cc": cut(ln_cc)}
+          "ln_nu_tau": cut(spec.ln_nu_tau), "ln_cc": cut(ln_cc), "device": spec.device}
     return args, kw
 
 
@@ -240,7 +251,8 @@ def _run(spec: FitSpec, fit_rows: np.ndarray, ln_cc, *, chunks: int, client, ste
         futures = {}
         for i, sl in enumerate(slices):
             args, kw = _block_args(sub, sl, ln_cc)
-            futures[client.submit(fit_block, *args, **kw, pure=False)] = i
+            res = {"resources": {"GPU": 1}} if kw["device"] == "gpu" else {}
+            futures[client.submit(fit_block, *args, **kw, pure=False, **res)] = i
         for done, fut in enumerate(as_completed(futures), start=1):
             results[futures[fut]] = fut.result()
             if steps is not None:
@@ -341,6 +353,7 @@ def fit_greybody(
     seed: int = 0,
     chunks: int | None = None,
     client=None,
+    device: str = "auto",
     progress: bool | Callable[[int, int], None] | None = None,
 ) -> QTable:
     """Fit greybodies to the SEDs of many sources at once.
@@ -402,6 +415,10 @@ def fit_greybody(
     client : distributed.Client, optional
         The cluster; default: the current client when there is more than one
         partition, else this process.
+    device : {"auto", "cpu", "gpu"}
+        Array backend of the least-squares kernels (CuPy on "gpu"; on a cluster,
+        "gpu" partitions ask for a worker with the ``GPU`` resource). The MCMC
+        runs on the CPU.
     progress : bool or callable, optional
         True shows a tqdm bar of the partitions (MCMC: sources) done; a callable is
         called as ``progress(done, total)``.
@@ -425,7 +442,7 @@ def fit_greybody(
         Before any work: fewer bands than free parameters, negative errors,
         wavelengths, fluxes or a distance without units, a bad option.
     """
-    from ..cluster import get_client
+    from ..cluster import get_client, resolve_device
     from ..provenance import record
 
     spec = validate(flux, error, wavelength, distance=distance, beta=beta,
@@ -445,13 +462,14 @@ def fit_greybody(
         if mcmc_walkers < 2 * spec.n_free:
             raise VanotebookInputError("mcmc_walkers", f">= {2 * spec.n_free} (twice the "
                                        "free parameters)", mcmc_walkers)
+    spec.device = resolve_device(device)
     n = spec.flux.shape[0]
     n_used = spec.used.sum(axis=1)
     fit_rows = np.flatnonzero(n_used >= spec.n_free)
     n_parts = -(-len(fit_rows) // chunks)
     client = get_client(client) if (client is not None or n_parts > 1) else None
     steps = Steps(progress, "greybody fits") if progress else None
-    params = {**spec.params, "chunks": chunks,
+    params = {**spec.params, "chunks": chunks, "device": spec.device,
               "mcmc": {"steps": mcmc_steps, "walkers": mcmc_walkers, "burn": mcmc_burn}
               if method == "mcmc" else None}
     with record("vanotebook.sed.fit_greybody", params,
