@@ -595,6 +595,34 @@ def test_uws_jobs_run_as_their_owner_behind_the_hub(gateway, tmp_path):
     assert owner == f"{PREFIX}alice" and (job_dir.stat().st_mode & 0o077) == 0
     assert any(pwd.getpwuid(p.stat().st_uid).pw_name == f"{PREFIX}alice"
                for p in (job_dir / "results").rglob("*") if p.is_file())
+    assert "on the cluster tls://" in (job_dir / "progress.txt").read_text()
+
+    def run(pipeline, data, files=None):
+        r = alice.post(f"{gateway['url']}/services/uws/{pipeline}/jobs", files=files,
+                       data={"PHASE": "RUN", **data}, allow_redirects=False, timeout=60)
+        assert r.status_code == 303, r.text
+        url = gateway["url"] + r.headers["Location"]
+        for _ in range(120):
+            phase = alice.get(f"{url}/phase", timeout=30).text
+            if phase in ("COMPLETED", "ERROR", "ABORTED"):
+                break
+            alice.get(url, params={"WAIT": 5, "PHASE": phase}, timeout=60)
+        assert phase == "COMPLETED", alice.get(f"{url}/error", timeout=30).text
+        return url
+
+    # its work runs on the shared cluster (TLS, alice's own certificate in the job)
+    url = run("sleep", {"seconds": "1"})
+    assert "tasks on the cluster" in alice.get(f"{url}/results/log", timeout=30).text
+    # publishing for others goes through the publishing service, as alice
+    catalogue = alice.get(f"{job}/results/catalogue", timeout=30).content
+    url = run("publish", {"name": "alice_uws", "to": "shared"},
+              files={"catalogue": ("sources.vot", catalogue)})
+    done = alice.get(f"{url}/results/published", timeout=30).json()
+    assert done["owner"] == "alice" and done["name"] == "alice_uws" and done["rows"] >= 1
+    out = hub.execute(hub.spawn("bob"), (
+        "from vanotebook.archive import shared_archive\n"
+        "print('ROWS', shared_archive().catalogue('alice_uws').n_rows)\n"))
+    assert f"ROWS {done['rows']}" in out, out
 
 
 def test_hips_viewer_finds_aladin_lite_in_a_users_server(gateway):

@@ -170,3 +170,12 @@ def test_pyvo_drives_our_jobs(service, uws):
     url = long.url
     long.delete()
     assert alice.get(url).status_code == 404
+
+
+def test_a_job_never_holds_the_services_credentials(uws):
+    """The service's hub token and OAuth settings are not in a job's environment."""
+    from vanotebook.jobs._service import job_environment
+
+    env = job_environment({"JUPYTERHUB_API_TOKEN": "secret", "JUPYTERHUB_CLIENT_ID": "x",
+                           "PATH": "/bin", "VANOTEBOOK_ARCHIVE": "~/archive"})
+    assert env == {"PATH": "/bin", "VANOTEBOOK_ARCHIVE": "~/archive"}

@@ -675,8 +675,15 @@ def configure(c: Any, settings: HubSettings | None = None) -> HubSettings:
         services.append({
             "name": UWS_SERVICE, "url": f"http://127.0.0.1:{s.uws_port}", "oauth_no_confirm": True,
             "command": [_python(), "-m", "vanotebook.hub._uws", "--port", str(s.uws_port),
-                        "--state", str(s.state_dir / "jobs"), "--user-prefix", s.user_prefix],
+                        "--state", str(s.state_dir / "jobs"), "--user-prefix", s.user_prefix,
+                        "--publish-service", PUBLISH_SERVICE,
+                        *(["--ca-dir", str(ca_dir)] if ca_dir else [])],
+            # what a user's server sees (the cluster, the archives, publishing); each job
+            # adds its owner's certificate and token (vanotebook.hub._uws)
+            "environment": dict(env),
         })
+        # to give each job a short-lived token of its owner that reaches publishing only
+        roles.append({"name": "uws", "services": [UWS_SERVICE], "scopes": ["tokens"]})
         env["VANOTEBOOK_UWS_URL"] = f"http://127.0.0.1:{s.port}/services/{UWS_SERVICE}/"
     # the dashboards run in each user's own server (jupyter-server-proxy, as that
     # account); this service only sends a logged-in user there

@@ -32,13 +32,22 @@ from ._refs import upload_name
 from ._registry import PIPELINES, PLUGINS
 from ._store import PHASES, Job, JobStore, utcnow
 
-__all__ = ["JobRunner", "main", "make_app", "serve"]
+__all__ = ["JobRunner", "job_environment", "main", "make_app", "serve"]
 
 LIFETIME_S = 7 * 86400
 MAX_DURATION_S = 6 * 3600
 MAX_WAIT_S = 600
 STOP_GRACE_S = 5.0  # an aborted job's process gets this long to cancel its cluster work
 _XML = "text/xml; charset=UTF-8"
+
+
+def job_environment(env: dict[str, str] | os._Environ) -> dict[str, str]:
+    """The service's environment less its own credentials: a job never holds them.
+
+    ``JUPYTERHUB_*`` (the service's hub token and OAuth settings) are left
+    out; on the hub each job gets its owner's own short-lived token instead.
+    """
+    return {k: v for k, v in env.items() if not k.startswith("JUPYTERHUB_")}
 
 
 class JobRunner:
@@ -66,7 +75,7 @@ class JobRunner:
                                                    "parameters": job.parameters,
                                                    "plugins": PLUGINS}))
         cmd = [sys.executable, "-m", "vanotebook.jobs._run", str(work)]
-        env = dict(self.env if self.env is not None else os.environ)
+        env = job_environment(self.env if self.env is not None else os.environ)
         entry = None
         if self.account is not None:  # the job runs as its owner's account, in its folder
             import pwd
@@ -484,11 +493,12 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
 
 
 def serve(store: JobStore, app: web.Application, *, port: int, slots: int = 2,
-          account: Callable[[str], str] | None = None) -> None:
+          account: Callable[[str], str] | None = None,
+          job_env: Callable[[Job, Path, Any], dict[str, str]] | None = None) -> None:
     """Listen on 127.0.0.1:``port`` and run the jobs of ``store`` (blocking)."""
     from tornado import ioloop
 
-    runner = JobRunner(store, slots=slots, account=account)
+    runner = JobRunner(store, slots=slots, account=account, job_env=job_env)
     runner.recover()
     app.listen(port, address="127.0.0.1")
     loop = ioloop.IOLoop.current()
