@@ -100,3 +100,17 @@ def test_channel_maps_sum_to_moment0(M):
     assert by_width["channel_map"].shape[0] == 4
     with pytest.raises(ValueError, match="n"):
         channel_maps(hdu, 1000)
+
+
+def test_find_lines_needs_min_channels():
+    from astropy.table import QTable
+
+    flux = np.zeros(40)
+    flux[5] = 10.0  # a one-channel spike
+    flux[20:24] = [4.0, 8.0, 9.0, 4.0]  # a four-channel line
+    sp = QTable({"velocity": np.arange(40.0) * KMS, "flux": flux * u.K,
+                 "noise": np.ones(40) * u.K})
+    lines = find_lines(sp, nsigma=3, min_channels=2)
+    assert len(lines) == 1 and lines["n_channels"][0] == 4
+    assert lines["v_peak"][0] == 22 * KMS and lines["integral"][0] == 25 * u.K * KMS
+    assert len(find_lines(sp, nsigma=3, min_channels=1)) == 2
