@@ -179,3 +179,21 @@ def test_a_job_never_holds_the_services_credentials(uws):
     env = job_environment({"JUPYTERHUB_API_TOKEN": "secret", "JUPYTERHUB_CLIENT_ID": "x",
                            "PATH": "/bin", "VANOTEBOOK_ARCHIVE": "~/archive"})
     assert env == {"PATH": "/bin", "VANOTEBOOK_ARCHIVE": "~/archive"}
+
+
+def test_the_service_documents_every_pipeline_from_the_registry(service):
+    from vanotebook.jobs import PIPELINES
+
+    page = requests.get(f"{service.url}/", timeout=30)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    declared = requests.get(f"{service.url}/pipelines.json", timeout=30).json()
+    assert set(declared) == set(PIPELINES) >= {"mosaic", "homogenise", "cutouts", "detect",
+                                                "som", "crossmatch", "hips", "publish",
+                                                "workflow"}
+    for name, spec in PIPELINES.items():
+        assert f"<h2 id='{name}'>" in page.text
+        for key in spec.params:
+            assert f"<code>{key}</code>" in page.text
+        assert declared[name]["parameters"].keys() == spec.params.keys()
+    assert declared["crossmatch"]["parameters"]["radius"]["unit"] == "arcsec"
+    assert "nearest" in declared["crossmatch"]["parameters"]["how"]["choices"]

@@ -480,9 +480,25 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
                      f'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">{caps}'
                      "</vosi:capabilities>")
 
+    class Docs(Availability):
+        def get(self) -> None:
+            from ._docs import page
+
+            self.set_header("Content-Type", "text/html; charset=UTF-8")
+            self.finish(page(self.absolute(base)))
+
+    class Declarations(Availability):
+        def get(self) -> None:
+            from ._docs import describe
+
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(describe()))
+
     name = r"([a-z][a-z0-9_]*)"
     jid = r"([0-9a-f]{16})"
     return web.Application([
+        (rf"{base}/?", Docs),
+        (rf"{base}/pipelines.json", Declarations),
         (rf"{base}/availability", Availability),
         (rf"{base}/capabilities", Capabilities),
         (rf"{base}/{name}/jobs/?", Jobs),
