@@ -169,3 +169,37 @@ def test_output_and_rerun(field, tmp_path):
                      output=tmp_path / "mem.ecsv")
     with pytest.raises(VanotebookInputError, match="in memory"):
         rerun(mem.meta["provenance"], tmp_path / "mem2.ecsv")
+
+
+@pytest.mark.slow
+def test_whole_chain_by_crossmatch(field, homogenised):
+    """homogenise -> detect in every band -> build_seds(catalogues=) -> fit_greybody.
+
+    The per-band Gaussian-fit fluxes of `detect` are matched to the 250 um sources
+    (nearest within 12"). Positional errors: 1" for every catalogue (at a 36" beam,
+    the bands' positions differ by ~0.2" from the regridding while `detect`'s
+    formal errors at S/N ~ 1000 are ~0.05": with those the probabilities would be
+    tiny for pairs that are certainly right). Tolerances: T to a median 3%, 85% of
+    sources within 3 sigma (5% calibration errors), the masses to a median 10%.
+    """
+    from vanotebook.detect import detect
+
+    cats = {b: detect(homogenised[b], extended=False, classify=False).catalogue
+            for b in field.wavelengths}
+    one = 1 * u.arcsec
+    seds = build_seds(cats["spire250"], catalogues=cats, wavelengths=field.wavelengths,
+                      radius=12 * u.arcsec, calibration=0.05,
+                      errors={"sources": one, **dict.fromkeys(cats, one)})
+    assert np.nanmedian(seds["probability_pacs70"]) > 0.9
+    flux, err, wl, up = sed_arrays(seds)
+    fit = fit_greybody(flux, err, wl, distance=field.distance, upper_limit=up)
+    got = SkyCoord(seds["ra"], seds["dec"])
+    idx, sep, _ = got.match_to_catalog_sky(SkyCoord(field.truth["ra"], field.truth["dec"]))
+    ok = sep < 10 * u.arcsec
+    assert len(np.unique(idx[ok])) >= 22
+    t_true = field.truth["temperature"].value[idx[ok]]
+    t_fit, t_err = fit["temperature"].value[ok], fit["temperature_err"].value[ok]
+    assert np.median(np.abs(t_fit / t_true - 1)) < 0.03
+    assert np.mean(np.abs(t_fit - t_true) < 3 * t_err) >= 0.85
+    m_ratio = fit["mass"].value[ok] / field.truth["mass"].value[idx[ok]]
+    assert abs(np.median(m_ratio) - 1) < 0.1

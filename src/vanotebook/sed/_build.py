@@ -399,10 +399,14 @@ def _matched_band(table, ra_deg, dec_deg, catalogue, band, *, radius, flux, flux
 
     n = len(table)
     left = Table({"_row": np.arange(n), "ra": ra_deg, "dec": dec_deg})
-    if errors is not None:
+    if errors is not None:  # the sources' error columns travel with the positions
         err = errors.get("sources") if isinstance(errors, dict) else errors
-        if isinstance(err, str):
-            left[err] = table[err]
+        for c in ([err] if isinstance(err, str) else list(err) if isinstance(err, tuple | list)
+                  else []):
+            if c not in table.colnames:
+                raise VanotebookInputError("errors['sources']", "columns of the sources",
+                                           c)
+            left[c] = table[c]
     cat = catalogue
     if isinstance(cat, Table):
         cols = set(cat.colnames)
