@@ -6,7 +6,7 @@ import astropy.units as u
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
-from astropy.table import QTable, Table
+from astropy.table import QTable
 
 from vanotebook._errors import VanotebookInputError
 from vanotebook.sed import build_seds, fit_greybody, forced_photometry, sed_arrays
@@ -69,7 +69,8 @@ def test_build_by_crossmatch():
     n = 200
     ra = 150 + rng.uniform(-0.5, 0.5, n)
     dec = rng.uniform(-0.5, 0.5, n)
-    src = Table({"name": np.arange(n), "ra": ra, "dec": dec})
+    src = QTable({"name": np.arange(n), "ra": ra * u.deg, "dec": dec * u.deg,
+                  "pos_err": np.full(n, 0.3) * u.arcsec})
     cats = {}
     for k, band in enumerate(("a", "b")):
         keep = rng.random(n) < 0.8
@@ -81,13 +82,14 @@ def test_build_by_crossmatch():
                       "dec_error": np.full(keep.sum(), 0.5) * u.arcsec})
         cats[band] = cat
     seds = build_seds(src, catalogues=cats, wavelengths={"a": 250 * u.um, "b": 350 * u.um},
-                      radius=3 * u.arcsec, errors={"sources": 0.3 * u.arcsec,
+                      radius=3 * u.arcsec, errors={"sources": "pos_err",
                                                    "a": "ra_error", "b": "ra_error"},
                       limits={"b": 0.2 * u.mJy})
     assert len(seds) == n and seds["flux_a"].unit == u.Jy
     got = np.isfinite(seds["flux_a"])
     np.testing.assert_allclose(seds["flux_a"][got].to_value(u.mJy), np.arange(n)[got])
     assert np.all(np.isfinite(seds["probability_a"][got]))
+    assert np.median(seds["probability_a"][got]) > 0.9
     assert np.all(seds["separation_a"][got] < 3 * u.arcsec)
     miss_b = ~np.isfinite(seds["probability_b"])
     assert np.all(seds["upper_b"][miss_b]) and not np.any(seds["upper_b"][~miss_b])
