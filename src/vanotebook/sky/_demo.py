@@ -16,6 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 
 from .._errors import VanotebookInputError
 from ..io import atomic_dir, atomic_path, write_fits, write_table
@@ -28,7 +29,7 @@ from ._surveys import SURVEYS, Observation, observe
 __all__ = ["DemoSky", "demo_sky", "read_spectra", "write_demo_data", "write_spectra"]
 
 ACTIVITY = "vanotebook.sky.write_demo_data"
-_PARTS = ("model", "surveys", "catalogues", "spectra")
+_PARTS = ("model", "surveys", "catalogues", "spectra", "cubes")
 
 
 def _derived_seed(seed: int, part: str) -> int:
@@ -167,9 +168,11 @@ def write_demo_data(
     ``truth/<survey>_sources.ecsv``, ``truth/<survey>_offsets.ecsv``,
     ``truth/sky_model.ecsv``, ``catalogues/left.parquet`` and
     ``catalogues/right.parquet`` (truth column ``truth_left_id``),
-    ``spectra/spectra.parquet``, then ``manifest.json`` (every file with its
-    size and sha256) and ``provenance.json``. The folder is built under a
-    temporary name and renamed at the end, so a failure leaves nothing.
+    ``spectra/spectra.parquet``, ``cubes/co.fits`` and ``cubes/hi.fits`` (line cubes,
+    `vanotebook.sky._cubes`) with ``truth/<cube>_moments.fits``, then
+    ``manifest.json`` (every file with its size and sha256) and ``provenance.json``.
+    The folder is built under a temporary name and renamed at the end, so a
+    failure leaves nothing.
 
     Parameters
     ----------
@@ -244,6 +247,17 @@ def write_demo_data(
             say("spectra")
             path = write_spectra(sky.spectra, tmp / "spectra" / "spectra.parquet")
             add(path, "spectra", f"{len(sky.spectra):,} labelled Gaia-XP-like spectra")
+            say("line cubes")
+            from ._cubes import demo_cubes
+
+            cubes = demo_cubes(_derived_seed(seed, "cubes"), center=tuple(center), size=size)
+            for name, cube in cubes.items():
+                hdul = fits.HDUList([cube.hdu])
+                Provenance(ACTIVITY, params, seed=seed, started="", host="").attach(hdul)
+                add(write_fits(hdul, tmp / "cubes" / f"{name}.fits"), "cube",
+                    cube.description, cube=name)
+                add(write_fits(cube.truth_hdul(), tmp / "truth" / f"{name}_moments.fits"),
+                    "truth", f"{name}: the noise-free moment 0, 1, 2 and peak maps", cube=name)
             manifest = {"activity": ACTIVITY, "seed": seed, "parameters": params,
                         "files": files}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
