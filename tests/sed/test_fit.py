@@ -96,6 +96,13 @@ def test_thick_with_size(synth):
     assert np.median(_v(thin["temperature"]) / t) < 0.9  # thin fits of thick sources are cold
     pull = _pulls(fit, "temperature", t)
     assert 0.8 < np.std(pull) < 1.2
+    b_free = synth.population(n, seed=10)[2]
+    flux, err = synth.observe(synth.greybody(t, m, b_free, model="thick", size=size), rel=0.03,
+                              seed=12)
+    free = fit_greybody(flux, err, synth.bands, distance=D, model="thick", size=size)
+    assert np.median(np.abs(_v(free["temperature"]) / t - 1)) < 0.03
+    assert np.median(np.abs(_v(free["beta"]) - b_free)) < 0.08
+    assert 0.8 < np.std(_pulls(free, "beta", b_free)) < 1.2
 
 
 def test_thick_with_lambda0(synth):
