@@ -7,6 +7,7 @@ import contextlib
 import astropy.units as u
 import numpy as np
 import panel as pn
+import pytest
 from astropy.table import QTable, Table
 
 from vanotebook.dashboards._sed import SEDDashboard
@@ -88,3 +89,31 @@ def test_errors_are_shown_not_raised():
     with contextlib.suppress(Exception):
         dash.future.result(timeout=60)
     assert dash.status.startswith("error: distance") and dash.fit is None and not dash.running
+
+
+def test_pick_on_the_map():
+    from vanotebook.sky._higal import higal_field
+
+    field = higal_field(0, n_sources=6)
+    dash = SEDDashboard(field.truth[["ra", "dec"]], distance=2 * u.kpc,
+                        image=field.images["spire250"])
+    seds, _ = _seds(6)
+    seds["ra"], seds["dec"] = field.truth["ra"], field.truth["dec"]
+    dash._seds = seds
+    figs = dash.figures()
+    md = dash.map_data()
+    x, y = field.images["spire250"].header["NAXIS1"], field.images["spire250"].header["NAXIS2"]
+    assert md["image"].shape == (y, x)
+    assert np.all((md["x"] > 0) & (md["x"] < x) & (md["y"] > 0) & (md["y"] < y))
+    dash._tapped([3])  # what a tap on the fourth marker does
+    assert dash.picked == 3
+    np.testing.assert_allclose(figs["det"].data["y"], sed_arrays(seds)[0][3].value)
+    assert "map" in figs and len(figs["map_source"].data["x"]) == 6
+
+
+@pytest.mark.slow
+def test_demo_builds_its_seds_on_the_first_fit():
+    dash = SEDDashboard()
+    dash.start().result(timeout=300)
+    assert dash.status == "fitted 25 of 25 sources" and dash.distance_pc == 2000.0
+    assert "map" in dash.figures()

@@ -5,7 +5,7 @@ No science here: the dashboard calls `vanotebook.sed.fit_greybody`,
 demo, `vanotebook.sky._higal.higal_field` with `homogenise`, `detect` and
 `build_seds`). The fit runs in a worker thread (which hands partitions to the
 Dask cluster for large tables), so the Panel event loop is never blocked. A
-source picked in the table or on the T-M / L-M diagrams shows its SED (detections
+source picked in the table, on the map or on the T-M / L-M diagrams shows its SED (detections
 with error bars, upper limits as down-pointing triangles) with the fitted curve
 and its 16-84% band; the fit table downloads as ECSV.
 """
@@ -41,7 +41,7 @@ def _demo_seds():
     ds = homogenise(field.images, pixel_scale=6 * u.arcsec, method="flux-conserving")
     det = detect(ds["spire250"], extended=False, classify=False)
     seds = build_seds(det, images=ds, wavelengths=field.wavelengths, calibration=0.05)
-    return seds, field.distance
+    return seds, field.distance, ds["spire250"]
 
 
 class SEDDashboard(pn.viewable.Viewer):
@@ -56,6 +56,9 @@ class SEDDashboard(pn.viewable.Viewer):
         Distance of the sources (one, or one per row); sets ``distance_pc``.
     client : distributed.Client, optional
         The cluster the fits run on (default: the current client, else in-process).
+    image : optional
+        A map to pick sources on (anything `vanotebook.io.parse_image` takes, e.g.
+        one band of the homogenised set); the demo uses its 250 um map.
     """
 
     distance_pc = param.Number(default=2000.0, bounds=(1e-3, 1e9), doc="Distance [pc]")
@@ -71,9 +74,10 @@ class SEDDashboard(pn.viewable.Viewer):
     run = param.Action(lambda self: self.start(), label="Fit greybodies")
 
     def __init__(self, seds: Any = None, *, distance: u.Quantity | None = None, client=None,
-                 **params):
+                 image: Any = None, **params):
         super().__init__(**params)
         self._seds, self._client = seds, client
+        self._image = image
         self._distance = distance
         if distance is not None and np.ndim(distance) == 0:
             self.distance_pc = float(distance.to_value(u.pc))
@@ -108,7 +112,7 @@ class SEDDashboard(pn.viewable.Viewer):
         try:
             if self._seds is None:
                 self.status = "building the demo SEDs (homogenise, detect, photometry)..."
-                self._seds, self._distance = _demo_seds()
+                self._seds, self._distance, self._image = _demo_seds()
                 self.distance_pc = float(self._distance.to_value(u.pc))
                 self.n_sources = len(self._seds)
             flux, err, wl, up = sed_arrays(self._seds)
@@ -152,6 +156,21 @@ class SEDDashboard(pn.viewable.Viewer):
                 "mass": self.fit["mass"].to_value(u.Msun),
                 "luminosity": self.fit["luminosity"].to_value(u.Lsun),
                 "index": np.arange(len(self.fit))}
+
+    def map_data(self) -> dict[str, Any] | None:
+        """The pick map (a percentile-stretched array) and the sources' pixel positions."""
+        if self._image is None or self._seds is None:
+            return None
+        from astropy.coordinates import SkyCoord
+
+        from ..io import parse_image
+
+        im = parse_image(self._image)
+        data = np.asarray(im.data, np.float64)
+        lo, hi = np.nanpercentile(data, [1, 99.5])
+        x, y = im.wcs.celestial.world_to_pixel(SkyCoord(self._seds["ra"], self._seds["dec"]))
+        return {"image": np.clip(np.nan_to_num(data, nan=lo), lo, hi),
+                "x": np.asarray(x, np.float64), "y": np.asarray(y, np.float64)}
 
     def download(self) -> io.BytesIO:
         """The fit table as ECSV bytes (for a `pn.widgets.FileDownload`)."""
@@ -203,7 +222,7 @@ class SEDDashboard(pn.viewable.Viewer):
                                         "lo": d["curve_lo"], "hi": d["curve_hi"]}
 
     def figures(self) -> dict[str, Any]:
-        """The Bokeh figures: ``sed``, ``tm`` (T-M) and ``lm`` (L-M)."""
+        """The Bokeh figures: ``sed``, ``tm`` (T-M), ``lm`` (L-M) and ``map`` (with an image)."""
         if "sed" in self._figs:
             return self._figs
         from bokeh.models import ColumnDataSource, TapTool, Whisker
@@ -232,6 +251,18 @@ class SEDDashboard(pn.viewable.Viewer):
         diag.selected.on_change("indices", lambda attr, old, new: self._tapped(new))
         self._figs = {"sed": sed, "tm": tm, "lm": lm, "det": det, "lim": lim, "curve": curve,
                       "diagram_source": diag}
+        md = self.map_data()
+        if md is not None:
+            ny, nx = md["image"].shape
+            sky = figure(height=320, width=320, title="map (tap a source)",
+                         x_range=(0, nx), y_range=(0, ny), tools="tap,pan,wheel_zoom,reset",
+                         match_aspect=True)
+            sky.image(image=[md["image"]], x=0, y=0, dw=nx, dh=ny, palette="Inferno256")
+            pos = ColumnDataSource({"x": md["x"] + 0.5, "y": md["y"] + 0.5,
+                                    "index": np.arange(len(md["x"]))})
+            sky.scatter("x", "y", source=pos, size=10, fill_alpha=0, line_color="cyan")
+            pos.selected.on_change("indices", lambda attr, old, new: self._tapped(new))
+            self._figs.update({"map": sky, "map_source": pos})
         if self._seds is not None:
             self._update_sed()
         return self._figs
@@ -255,6 +286,9 @@ class SEDDashboard(pn.viewable.Viewer):
             pn.widgets.IntInput.from_param(self.param.picked),
             pn.widgets.FileDownload(callback=self.download, filename="greybody_fits.ecsv"),
             width=300)
-        return pn.Column(pn.Row(controls, pn.pane.Bokeh(figs["sed"])),
+        top = [controls, pn.pane.Bokeh(figs["sed"])]
+        if "map" in figs:
+            top.append(pn.pane.Bokeh(figs["map"]))
+        return pn.Column(pn.Row(*top),
                          pn.Row(pn.pane.Bokeh(figs["tm"]), pn.pane.Bokeh(figs["lm"])),
                          self.table)
