@@ -51,3 +51,22 @@ def test_seeded():
     assert np.array_equal(a.hdu.data, b.hdu.data)
     assert not np.array_equal(a.hdu.data, c.hdu.data)
     assert len(a.truth_hdul()) == 4
+
+
+def test_demo_data_writes_the_cubes_and_their_truth(tmp_path):
+    from astropy.io import fits
+
+    from vanotebook.sky import write_demo_data
+
+    out = tmp_path / "demo"
+    write_demo_data(out, seed=2, size=0.3, surveys=["radio"], n_catalogue=500, n_spectra=200,
+                    archive=False)
+    for name in ("co", "hi"):
+        ds = moments(str(out / "cubes" / f"{name}.fits"), (1,))
+        with fits.open(out / "truth" / f"{name}_moments.fits") as hdul:
+            truth = hdul["MOMENT1"].data
+            peak = hdul["PEAK"].data
+        assert ds["moment1"].shape == truth.shape
+        bright = peak > 0.5 * np.nanmax(peak)
+        dv = float(np.median(parse_cube(str(out / "cubes" / f"{name}.fits")).width))
+        assert np.median(np.abs(ds["moment1"].values - truth)[bright]) < dv

@@ -186,3 +186,21 @@ def test_mosaic_cube_dataset_is_a_cube(M, sky):
     p = np.exp(-0.5 * ((v - 2.0) / 3.0) ** 2)
     np.testing.assert_allclose(mom["moment1"].values[bright], np.sum(v * p) / np.sum(p),
                                atol=1e-3)
+
+
+def test_spectral_axis_first_in_fits_order_equals_spectral_cube(M):
+    hdu = M.hdu("vrad")
+    h = hdu.header
+    # FITS axes (VRAD, RA, DEC): numpy (dec, ra, v)
+    data = np.ascontiguousarray(np.transpose(hdu.data, (1, 2, 0)))
+    swapped = fits.Header()
+    for new, old in ((1, 3), (2, 1), (3, 2)):
+        for key in ("CTYPE", "CUNIT", "CRVAL", "CDELT", "CRPIX"):
+            swapped[f"{key}{new}"] = h[f"{key}{old}"]
+    for key in ("BUNIT", "SPECSYS"):
+        swapped[key] = h[key]
+    other = fits.PrimaryHDU(data, swapped)
+    ds = moments(other)
+    np.testing.assert_allclose(ds["moment1"].values, moments(hdu)["moment1"].values,
+                               equal_nan=True)
+    _compare(ds, _sc(other))
