@@ -50,40 +50,45 @@ def line_weights(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], order: in
     return np.stack(idx, axis=1), np.stack(wts, axis=1)
 
 
-def _clip(poly: list[tuple[float, float]], axis: int, value: float, keep_below: bool):
-    out = []
-    n = len(poly)
-    for i in range(n):
-        p, q = poly[i], poly[(i + 1) % n]
-        pin = p[axis] <= value if keep_below else p[axis] >= value
-        qin = q[axis] <= value if keep_below else q[axis] >= value
-        if pin:
-            out.append(p)
-        if pin != qin:
-            t = (value - p[axis]) / (q[axis] - p[axis])
-            out.append((p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1])))
-    return out
+def _clip_all(poly: np.ndarray, n: np.ndarray, axis: int, value: np.ndarray, below: bool):
+    """Clip many convex polygons against one half-plane each (Sutherland-Hodgman, vectorised).
+
+    ``poly`` is ``(K, M, 2)`` with ``n[k]`` vertices in use; ``value`` is ``(K,)``.
+    Returns ``(poly, n)`` with at most ``M + 1`` vertices.
+    """
+    k, m, _ = poly.shape
+    idx = np.arange(m)[None, :]
+    valid = idx < n[:, None]
+    nxt = np.where(idx + 1 < n[:, None], idx + 1, 0)
+    q = np.take_along_axis(poly, nxt[..., None], axis=1)
+    pa, qa = poly[..., axis], q[..., axis]
+    lim = value[:, None]
+    pin = pa <= lim if below else pa >= lim
+    qin = qa <= lim if below else qa >= lim
+    keep = valid & pin
+    cross = valid & (pin != qin)
+    denom = np.where(cross, qa - pa, 1.0)
+    t = np.where(cross, (lim - pa) / denom, 0.0)
+    inter = poly + t[..., None] * (q - poly)
+    counts = keep.astype(np.int64) + cross
+    start = np.cumsum(counts, axis=1) - counts
+    out = np.zeros((k, m + 1, 2))
+    rows = np.broadcast_to(np.arange(k)[:, None], (k, m))
+    out[rows[keep], start[keep]] = poly[keep]
+    second = start + keep
+    out[rows[cross], second[cross]] = inter[cross]
+    return out, counts.sum(axis=1)
 
 
-def _area(poly) -> float:
-    if len(poly) < 3:
-        return 0.0
-    a = 0.0
-    for i in range(len(poly)):
-        x1, y1 = poly[i]
-        x2, y2 = poly[(i + 1) % len(poly)]
-        a += x1 * y2 - x2 * y1
-    return abs(a) / 2.0
-
-
-def _overlap(xmin: float, xmax: float, ymin: float, ymax: float, poly) -> float:
-    """Area of a convex polygon inside the square ``[xmin, xmax] x [ymin, ymax]``."""
-    for axis, value, below in ((0, xmin, False), (0, xmax, True), (1, ymin, False),
-                               (1, ymax, True)):
-        poly = _clip(poly, axis, value, below)
-        if not poly:
-            return 0.0
-    return _area(poly)
+def _areas(poly: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Shoelace areas of ``(K, M, 2)`` polygons with ``n`` vertices each (0 below 3)."""
+    m = poly.shape[1]
+    idx = np.arange(m)[None, :]
+    nxt = np.where(idx + 1 < n[:, None], idx + 1, 0)
+    q = np.take_along_axis(poly, nxt[..., None], axis=1)
+    cross = poly[..., 0] * q[..., 1] - q[..., 0] * poly[..., 1]
+    a = 0.5 * np.abs(np.sum(np.where(idx < n[:, None], cross, 0.0), axis=1))
+    return np.where(n >= 3, a, 0.0)
 
 
 def polygon_weights(x: np.ndarray, y: np.ndarray, spacing: float, width: float,
@@ -96,29 +101,40 @@ def polygon_weights(x: np.ndarray, y: np.ndarray, spacing: float, width: float,
     interval[0] = 0
     ux, uy = ux[interval], uy[interval]
     h = 0.5 * width
-    rows = []
-    for i in range(len(xs) - 1):
-        xb, yb = xs[i], ys[i]
-        xe, ye = xb + ux[i] * spacing, yb + uy[i] * spacing
-        poly = [(xb - uy[i] * h, yb + ux[i] * h), (xe - uy[i] * h, ye + ux[i] * h),
-                (xe + uy[i] * h, ye - ux[i] * h), (xb + uy[i] * h, yb - ux[i] * h)]
-        px = [p[0] for p in poly]
-        py = [p[1] for p in poly]
-        x0 = max(round(min(px)) - 1, 0)
-        x1 = min(round(max(px)) + 2, nx)
-        y0 = max(round(min(py)) - 1, 0)
-        y1 = min(round(max(py)) + 2, ny)
-        row = []
-        for xp in range(x0, x1):
-            for yp in range(y0, y1):
-                a = _overlap(xp - 0.5, xp + 0.5, yp - 0.5, yp + 0.5, poly)
-                if a > 0:
-                    row.append((yp * nx + xp, a))
-        rows.append(row)
-    m = max(1, max((len(r) for r in rows), default=1))
-    index = np.zeros((len(rows), m), np.int64)
-    weight = np.zeros((len(rows), m), float)
-    for i, row in enumerate(rows):
-        for j, (k, a) in enumerate(row):
-            index[i, j], weight[i, j] = k, a
+    nstep = len(xs) - 1
+    xb, yb = xs[:-1], ys[:-1]
+    xe, ye = xb + ux[:-1] * spacing, yb + uy[:-1] * spacing
+    ux, uy = ux[:-1], uy[:-1]
+    quads = np.stack([np.stack([xb - uy * h, yb + ux * h], -1),
+                      np.stack([xe - uy * h, ye + ux * h], -1),
+                      np.stack([xe + uy * h, ye - ux * h], -1),
+                      np.stack([xb + uy * h, yb - ux * h], -1)], axis=1)  # (nstep, 4, 2)
+    owner, px, py = [], [], []
+    for i in range(nstep):  # candidate pixels: the quad's box plus a margin, as pvextractor
+        qx, qy = quads[i, :, 0], quads[i, :, 1]
+        x0, x1 = max(round(qx.min()) - 1, 0), min(round(qx.max()) + 2, nx)
+        y0, y1 = max(round(qy.min()) - 1, 0), min(round(qy.max()) + 2, ny)
+        gx, gy = np.meshgrid(np.arange(x0, x1), np.arange(y0, y1), indexing="ij")
+        owner.append(np.full(gx.size, i))
+        px.append(gx.ravel())
+        py.append(gy.ravel())
+    owner, px, py = np.concatenate(owner), np.concatenate(px), np.concatenate(py)
+    poly = quads[owner]
+    n = np.full(owner.size, 4)
+    for axis, offset, below in ((0, -0.5, False), (0, 0.5, True), (1, -0.5, False),
+                                (1, 0.5, True)):
+        centre = px if axis == 0 else py
+        poly, n = _clip_all(poly, n, axis, centre + offset, below)
+    area = _areas(poly, n)
+    hit = area > 0
+    owner, flat, area = owner[hit], (py * nx + px)[hit], area[hit]
+    m = max(1, int(np.bincount(owner, minlength=nstep).max(initial=1)))
+    index = np.zeros((nstep, m), np.int64)
+    weight = np.zeros((nstep, m), float)
+    order = np.argsort(owner, kind="stable")
+    owner, flat, area = owner[order], flat[order], area[order]
+    first = np.searchsorted(owner, np.arange(nstep))
+    slot = np.arange(owner.size) - first[owner]
+    index[owner, slot] = flat
+    weight[owner, slot] = area
     return index, weight
