@@ -10,6 +10,7 @@ is timed in a subprocess.
 
     python benchmarks/cube.py            # the full workload
     python benchmarks/cube.py --small    # 128 x 128 x 256, seconds
+    python benchmarks/cube.py --big      # also a FITS cube 4x a worker's memory, on Dask
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -78,6 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="128 x 128 x 256")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--big", action="store_true", help="also a cube 4x a worker's memory")
+    parser.add_argument("--memory-limit", type=int, default=400, help="MiB per worker (--big)")
     args = parser.parse_args()
     nv, ny, nx = (256, 128, 128) if args.small else (512, 256, 256)
     from astropy import units as u
@@ -137,9 +141,58 @@ def main() -> None:
                                    equal_nan=True)
         print(f"  {label:<28s} ours {t_pv:7.3f} s  pvextractor {t_ref:7.3f} s  "
               f"ratio {t_ref / t_pv:6.1f}x  (equal)")
+    if args.big:
+        big(args.memory_limit)
     print(f"\ntarget: >= 8x spectral-cube on moments 0-2; "
           f"got {min(res.values()) / t_ours:.1f}x (the slower mode "
           f"{max(res.values()) / t_ours:.1f}x)")
+
+
+def big(limit_mib: int) -> None:
+    """Moments 0-1 of a FITS cube 4.1x one worker's memory, block by block on a LocalCluster."""
+    import tempfile
+    from pathlib import Path
+
+    from astropy.io import fits
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics import MemorySampler
+
+    from vanotebook.cube import moments
+
+    limit = limit_mib * 2**20
+    nx = ny = 1024
+    nv = int(np.ceil(4.1 * limit / (nx * ny * 4)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.fits"
+        _, h = make(4, 8, 8)
+        header = fits.Header()
+        header["SIMPLE"], header["BITPIX"], header["NAXIS"] = True, -32, 3
+        header["NAXIS1"], header["NAXIS2"], header["NAXIS3"] = nx, ny, nv
+        for key, value in h.items():
+            if not key.startswith(("NAXIS", "SIMPLE", "BITPIX", "EXTEND")):
+                header[key] = value
+        stream = fits.StreamingHDU(path, header)
+        rng = np.random.default_rng(1)
+        v = -50.0 + 0.25 * np.arange(nv)
+        for k in range(nv):
+            plane = np.exp(-0.5 * ((v[k] + 50 - nv * 0.125) / 4.0) ** 2) + \
+                rng.normal(0, 0.05, (ny, nx))
+            stream.write(plane.astype(">f4"))
+        stream.close()
+        size = path.stat().st_size
+        sampler = MemorySampler()
+        with LocalCluster(n_workers=1, threads_per_worker=1, memory_limit=limit,
+                          dashboard_address=None, worker_dashboard_address=None,
+                          silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
+            t = time.perf_counter()
+            with sampler.sample("big", client=client, interval=0.2):
+                moments(str(path), (0, 1), client=client)
+            dt = time.perf_counter() - t
+        peak = float(sampler.to_pandas()["big"].max())
+        print(f"\nbig: {size / 2**30:.2f} GiB FITS cube, {size / limit:.1f}x a "
+              f"{limit_mib} MiB worker: moments 0-1 in {dt:.1f} s "
+              f"({size / dt / 2**20:.0f} MiB/s), worker memory peak {peak / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
