@@ -752,6 +752,17 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             assert rows >= 10
             assert drawn.get("Ellipse", 0) >= rows  # one ellipse per source (table is paged)
             assert drawn.get("Image", 0) >= 1
+            # the Jobs tab: a sleep job through the job service, as carol, to COMPLETED
+            page.get_by_text("Jobs", exact=True).first.click(timeout=30_000)
+            page.locator("select:has(option[value='sleep'])").first.select_option("sleep")
+            page.locator("button", has_text="Submit").first.click(timeout=30_000)
+            page.get_by_text(re.compile(r"submitted sleep job")).first.wait_for(timeout=60_000)
+            for _ in range(60):
+                page.locator("button", has_text="Refresh").first.click()
+                if page.locator(".tabulator-cell", has_text="COMPLETED").count():
+                    break
+                page.wait_for_timeout(1000)
+            assert page.locator(".tabulator-cell", has_text="COMPLETED").count() >= 1
         finally:
             browser.close()
 
@@ -982,6 +993,7 @@ def test_dashboards_app_builds_without_warnings():
     titles = [tabs._names[i] for i in range(len(tabs))]
     assert titles[-1] == "Cluster"
     assert "Mosaic" in titles and "Cross-match" in titles
+    assert ("Jobs" in titles) == bool(os.environ.get("VANOTEBOOK_UWS_URL"))
     status = ClusterStatus(None)
     assert status.summary["n_workers"] == 0  # no client: runs in-process
     assert status.__panel__() is not None

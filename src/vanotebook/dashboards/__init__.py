@@ -14,6 +14,7 @@ _LAZY = {
     "ArchivePicker": "._archive",
     "DetectDashboard": "._detect",
     "HiPSViewer": "._hips",
+    "JobsDashboard": "._jobs",
     "MosaicDashboard": "._mosaic",
     "SOMDashboard": "._som",
     "XmatchDashboard": "._xmatch",

@@ -216,6 +216,8 @@ class Workflow(pn.viewable.Viewer):
                 extra = [pn.Row(self.match_detections,
                                 pn.widgets.Select.from_param(self.param.catalogue_survey))]
             tabs.append((title, pn.Column(*extra, dash)))
+        if os.environ.get("VANOTEBOOK_UWS_URL"):  # the gateway's job service, as this user
+            tabs.append(("Jobs", dashboards.JobsDashboard()))
         tabs.append(("Cluster", ClusterStatus(self.client, dashboard_url=self.dask_dashboard)))
         # dynamic=False: with lazily rendered tabs, Panel 1.9 left a tab blank when it was
         # opened after another one had been shown

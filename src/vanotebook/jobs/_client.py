@@ -55,10 +55,13 @@ def _text(value: Any, name: str, param) -> str:
 
 
 def _upload(name: str, value: Any) -> tuple[str, tuple[str, bytes]]:
-    """One multipart part for a file parameter: a path, a Table or an HDU(List)."""
+    """One multipart part for a file parameter: a path, a Table, an HDU(List), or a
+    ``(filename, bytes)`` pair (an upload received elsewhere, such as a dashboard's)."""
     from astropy.io import fits
     from astropy.table import Table
 
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], bytes | bytearray):
+        return name, (str(value[0] or name), bytes(value[1]))
     if isinstance(value, str | os.PathLike):
         path = Path(value)
         if not path.is_file():
@@ -312,7 +315,9 @@ class JobClient:
             param = spec.params[name]
             if param.is_file and not (isinstance(value, str) and (
                     value.startswith(("http://", "https://", "archive:", "shared:")))):
-                values = value if isinstance(value, list | tuple) else [value]
+                values = value if isinstance(value, list) or (
+                    isinstance(value, tuple) and not isinstance(value[-1], bytes | bytearray)
+                ) else [value]
                 if len(values) > 1 and param.kind != "files":
                     raise VanotebookInputError(name, "one file", f"{len(values)} files")
                 files += [_upload(name, v) for v in values]
