@@ -114,3 +114,20 @@ def test_find_lines_needs_min_channels():
     assert len(lines) == 1 and lines["n_channels"][0] == 4
     assert lines["v_peak"][0] == 22 * KMS and lines["integral"][0] == 25 * u.K * KMS
     assert len(find_lines(sp, nsigma=3, min_channels=1)) == 2
+
+
+def test_spectral_copy_gives_the_same_spectra_reading_few_chunks(M, tmp_path):
+    from vanotebook.cube import parse_cube, spectral_copy
+
+    hdu = M.hdu("freq", stokes=True)
+    store = spectral_copy(hdu, tmp_path / "cube.zarr", side=8)
+    copy = parse_cube(str(store))
+    assert copy.data.chunks[0] == (hdu.data.shape[1],)  # every channel in each chunk
+    np.testing.assert_allclose(copy.velocity, parse_cube(hdu).velocity, atol=1e-6)
+    c = WCS(hdu.header).celestial.pixel_to_world(10, 12)
+    np.testing.assert_allclose(spectrum(str(store), (c, 5 * u.arcsec))["flux"].value,
+                               spectrum(hdu, (c, 5 * u.arcsec))["flux"].value, rtol=1e-12)
+    np.testing.assert_allclose(moments(str(store))["moment1"].values,
+                               moments(hdu)["moment1"].values, equal_nan=True)
+    with pytest.raises(ValueError, match="path"):
+        spectral_copy(hdu, store)

@@ -22,6 +22,7 @@ from ._core import (
     from_fits,
     moments,
     pv_slice,
+    spectral_copy,
     spectrum,
     to_fits,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "moments",
     "parse_cube",
     "pv_slice",
+    "spectral_copy",
     "spectrum",
     "to_fits",
 ]

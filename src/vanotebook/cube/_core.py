@@ -30,7 +30,7 @@ from ._geometry import line_weights, polygon_weights, sample_edges
 from ._spectral import Cube, parse_cube
 
 __all__ = ["ACTIVITY", "channel_maps", "find_lines", "from_fits", "moments", "pv_slice",
-           "spectrum", "to_fits"]
+           "spectral_copy", "spectrum", "to_fits"]
 
 ACTIVITY = "vanotebook.cube.moments"
 KMS = u.km / u.s
@@ -857,3 +857,63 @@ def find_lines(spectrum_table: Any, *, nsigma: float = 3.0, min_channels: int = 
     out["snr"] = np.array([float(f[p] / noise[p]) for p in peaks], dtype=float)
     out.meta["nsigma"] = float(nsigma)
     return out
+
+
+# ----------------------------------------------------------------------------- spectral copy
+def spectral_copy(cube: Any, path: str | Path, *, side: int = 16, overwrite: bool = False,
+                  convention: str | None = None, rest: u.Quantity | None = None) -> Path:
+    """A spectral-order zarr copy of a cube, for instant spectra in interactive use.
+
+    Each zarr chunk holds every channel of a ``side x side`` patch of sky, so a
+    spectrum under the cursor reads one or a few chunks instead of a piece of
+    every plane. The store keeps the cube's FITS header (``attrs["header"]``)
+    and is written atomically (nothing is left on failure), block by block in
+    this process, so cubes larger than memory can be copied.
+
+    Parameters
+    ----------
+    cube
+        As in `moments`.
+    path : path
+        The ``.zarr`` folder to write.
+    side : int
+        Side of the sky patch of each chunk, pixels.
+    overwrite : bool
+        Replace an existing store.
+    convention, rest
+        As in `moments` (checked now; the copy keeps the original axis).
+
+    Returns
+    -------
+    pathlib.Path
+        The store; `parse_cube` (and so every function here) reads it lazily.
+    """
+    import dask.array as da
+
+    from ..io import atomic_dir
+
+    parsed = parse_cube(cube, convention=convention, rest=rest)
+    check_positive("side", side, integer=True)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise VanotebookInputError("path", "a path that does not exist (or overwrite=True)",
+                                   str(path))
+    nv, ny, nx = parsed.shape
+    header = parsed.wcs.to_header(relax=True)
+    header["NAXIS"], header["NAXIS1"], header["NAXIS2"], header["NAXIS3"] = 3, nx, ny, nv
+    for key in ("BUNIT", "BMAJ", "BMIN", "BPA", "SPECSYS", "RESTFRQ", "OBJECT", "LINE"):
+        if key in parsed.header and key not in header:
+            header[key] = parsed.header[key]
+    if parsed.unit is not None:
+        header["BUNIT"] = fits_string(parsed.unit)
+    data = spatial_blocks(parsed.data, side)
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        import zarr
+
+        store = zarr.open_group(str(tmp), mode="w")
+        store.attrs["header"] = header.tostring()
+        store.attrs["vanotebook"] = "spectral-order copy (vanotebook.cube.spectral_copy)"
+        arr = store.create_array("cube", shape=(nv, ny, nx), chunks=(nv, side, side),
+                                 dtype=np.dtype(data.dtype))
+        da.store(data, arr, lock=False, scheduler="threads")
+    return path

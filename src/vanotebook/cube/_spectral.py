@@ -253,7 +253,20 @@ def parse_cube(cube: Any, *, convention: str | None = None, rest: Any = None,
         return parse_cube((cube.data, cube.wcs), convention=convention or cube.convention,
                           rest=rest if rest is not None else cube.rest, argument=argument)
     path = None
-    if type(cube).__name__ == "Dataset" and hasattr(cube, "data_vars"):
+    if isinstance(cube, str | os.PathLike) and Path(cube).is_dir() and \
+            (Path(cube) / "zarr.json").is_file():
+        import dask.array as da
+        import zarr
+
+        group = zarr.open_group(str(cube), mode="r")
+        if "header" not in group.attrs or "cube" not in group:
+            raise VanotebookInputError(argument, "a zarr store written by spectral_copy",
+                                       str(cube))
+        header = fits.Header.fromstring(group.attrs["header"])
+        data = da.from_zarr(str(cube), component="cube")
+        im = parse_image((data, header), argument=argument)
+        data, header, wcs, unit, beam = im.data, im.header, im.wcs, im.unit, im.beam
+    elif type(cube).__name__ == "Dataset" and hasattr(cube, "data_vars"):
         data, header = _from_dataset(cube, argument)
         im = parse_image((data, header), argument=argument)
         data, header, wcs, unit, beam = im.data, im.header, im.wcs, im.unit, im.beam
