@@ -30,6 +30,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SOM": (".som", "SOM"),
     "crossmatch": (".xmatch", "crossmatch"),
     "crossmatch_many": (".xmatch", "crossmatch_many"),
+    "fit_greybody": (".sed", "fit_greybody"),
+    "build_seds": (".sed", "build_seds"),
 }
 
 __all__ = [
@@ -37,11 +39,13 @@ __all__ = [
     "Provenance",
     "VanotebookInputError",
     "__version__",
+    "build_seds",
     "connect",
     "crossmatch",
     "crossmatch_many",
     "cutout",
     "detect",
+    "fit_greybody",
     "homogenise",
     "mosaic",
     "rerun",

@@ -16,6 +16,7 @@ _LAZY = {
     "HiPSViewer": "._hips",
     "JobsDashboard": "._jobs",
     "MosaicDashboard": "._mosaic",
+    "SEDDashboard": "._sed",
     "SOMDashboard": "._som",
     "XmatchDashboard": "._xmatch",
 }

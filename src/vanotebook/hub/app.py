@@ -25,6 +25,7 @@ TABS = (
     ("Detect", "DetectDashboard"),
     ("Cross-match", "XmatchDashboard"),
     ("SOM", "SOMDashboard"),
+    ("SEDs", "SEDDashboard"),
 )
 
 
@@ -96,7 +97,7 @@ class Workflow(pn.viewable.Viewer):
                 continue
             if name == "SOMDashboard":
                 self.dashboards[title] = cls()
-            elif name == "XmatchDashboard":
+            elif name in ("XmatchDashboard", "SEDDashboard"):
                 self.dashboards[title] = cls(client=client)
             else:
                 self.dashboards[title] = cls(sky=self.sky, client=client)

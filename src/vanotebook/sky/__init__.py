@@ -7,12 +7,15 @@
   scattered by their errors).
 * `catalogue_pair` makes cross-match catalogues of any size, chunk by chunk.
 * `make_spectra` makes a labelled Gaia-XP-like spectra set.
+* `higal_field` makes a far-infrared field like Hi-GAL's (70-500 um) whose
+  compact sources follow greybodies of known temperature, beta and mass.
 * `demo_sky` holds all of it in memory; `write_demo_data` writes it to disk;
   `demo_archive` opens the shared archive, writing the demo sky's first if need be.
 """
 
 from ._catalogues import CataloguePair, catalogue_pair
 from ._demo import DemoSky, demo_archive, demo_sky, read_spectra, write_demo_data, write_spectra
+from ._higal import HIGAL_BANDS, HigalField, greybody_flux, higal_field
 from ._model import SkyModel, make_sky
 from ._sourcecat import survey_catalogue
 from ._spectra import GAIA_XP_CLASS_COUNTS, SpectraSet, make_spectra, spectra_wavelength
@@ -20,9 +23,11 @@ from ._surveys import SURVEYS, Observation, Survey, observe
 
 __all__ = [
     "GAIA_XP_CLASS_COUNTS",
+    "HIGAL_BANDS",
     "SURVEYS",
     "CataloguePair",
     "DemoSky",
+    "HigalField",
     "Observation",
     "SkyModel",
     "SpectraSet",
@@ -30,6 +35,8 @@ __all__ = [
     "catalogue_pair",
     "demo_archive",
     "demo_sky",
+    "greybody_flux",
+    "higal_field",
     "make_sky",
     "make_spectra",
     "observe",
