@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     app.add_handlers(".*", [(rf"{prefix.rstrip('/')}/oauth_callback", HubOAuthCallbackHandler)])
     serve(store, app, port=args.port, slots=args.slots,
           account=lambda owner: unix_name(owner, args.user_prefix),
-          job_env=lambda job, work, entry: _job_env(job, work, entry, args))
+          job_env=lambda job, work, entry: _job_env(job, work, entry, args),
+          warm_module="vanotebook.hub._warm")  # a user's next job starts warm
 
 
 def _job_env(job, work, entry, args) -> dict[str, str]:

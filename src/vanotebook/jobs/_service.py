@@ -38,7 +38,33 @@ LIFETIME_S = 7 * 86400
 MAX_DURATION_S = 6 * 3600
 MAX_WAIT_S = 600
 STOP_GRACE_S = 5.0  # an aborted job's process gets this long to cancel its cluster work
+SERVER_IDLE_S = 900  # an account's fork server unused for this long is ended
 _XML = "text/xml; charset=UTF-8"
+
+
+class _Forked:
+    """A job's process forked by a fork server: not our child, so watched by its pid."""
+
+    def __init__(self, pid: int, work: Path) -> None:
+        self.pid, self.work, self.returncode = pid, work, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, 0)  # its server reaps it as soon as it ends
+            except ProcessLookupError:
+                self.returncode = 0 if (self.work / "outcome.json").exists() else 1
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.02)
+        return self.returncode
 
 
 def job_environment(env: dict[str, str] | os._Environ) -> dict[str, str]:
@@ -55,13 +81,17 @@ class JobRunner:
 
     def __init__(self, store: JobStore, *, slots: int = 2, env: dict | None = None,
                  account: Callable[[str], str] | None = None,
-                 job_env: Callable[[Job, Path, Any], dict[str, str]] | None = None) -> None:
+                 job_env: Callable[[Job, Path, Any], dict[str, str]] | None = None,
+                 fork_servers: bool = True, warm_module: str | None = None) -> None:
         self.store, self.slots = store, int(slots)
         self.env = env
         self.account = account  # owner -> unix account the job runs as (None: ours)
         self.job_env = job_env  # (job, folder, pwd entry or None) -> more environment
         self.procs: dict[str, tuple[subprocess.Popen, float]] = {}
         self.stopping: dict[str, float] = {}
+        # a warm fork server per account that ran a job lately (vanotebook.jobs._run)
+        self.use_servers, self.warm_module = bool(fork_servers), warm_module
+        self.servers: dict[str | None, list] = {}  # key -> [Popen, ready, last used]
 
     def recover(self) -> None:
         """After a restart: what was executing ends in ERROR; the queue stays."""
@@ -74,9 +104,8 @@ class JobRunner:
         (work / "job.json").write_text(json.dumps({"pipeline": job.pipeline,
                                                    "parameters": job.parameters,
                                                    "plugins": PLUGINS}))
-        cmd = [sys.executable, "-m", "vanotebook.jobs._run", str(work)]
         env = job_environment(self.env if self.env is not None else os.environ)
-        entry = None
+        entry, prefix = None, []
         if self.account is not None:  # the job runs as its owner's account, in its folder
             import pwd
 
@@ -89,22 +118,84 @@ class JobRunner:
                 return
             for path in (work, *work.rglob("*")):
                 os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
-            cmd = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
-                   "--init-groups", "--", *cmd]
+            prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                      "--init-groups", "--"]
             env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+        extra: dict[str, str] = {}
         if self.job_env is not None:
             try:
-                env.update(self.job_env(job, work, entry))
+                extra = self.job_env(job, work, entry)
             except Exception as exc:  # no credentials, no job: say why
                 self.store.update(job.id, phase="ERROR", ended=utcnow(),
                                   error=f"the job could not be prepared: {exc}")
                 return
-        log = (work / "log.txt").open("w")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work,
-                                start_new_session=True, env=env)
-        log.close()
+        key = None if entry is None else entry.pw_name
+        proc = self._fork(key, prefix, env, work, extra, entry)
+        if proc is None:  # no warm server (yet): a fresh process
+            log = (work / "log.txt").open("w")
+            proc = subprocess.Popen([*prefix, sys.executable, "-m", "vanotebook.jobs._run",
+                                     str(work)], stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=work, start_new_session=True, env={**env, **extra})
+            log.close()
         self.procs[job.id] = (proc, asyncio.get_event_loop().time())
         self.store.update(job.id, phase="EXECUTING", started=utcnow())
+
+    def _fork(self, key: str | None, prefix: list[str], env: dict[str, str], work: Path,
+              extra: dict[str, str], entry: Any) -> _Forked | None:
+        """Start ``work`` in this account's warm fork server; None when it is not ready.
+
+        A server is started on an account's first job (that job and those
+        arriving while it warms up run in fresh processes).
+        """
+        import select
+
+        if not self.use_servers:
+            return None
+        now = asyncio.get_event_loop().time()
+        server = self.servers.get(key)
+        if server is None or server[0].poll() is not None:
+            warm = [self.warm_module] if self.warm_module else []
+            proc = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "vanotebook.jobs._run", "--forkserver",
+                 *warm], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, cwd=self.store.folder, start_new_session=True,
+                env=env)
+            self.servers[key] = [proc, False, now]
+            return None
+        proc = server[0]
+        server[2] = now
+        try:
+            if not server[1]:
+                if not select.select([proc.stdout], [], [], 0)[0]:
+                    return None  # still warming up
+                if proc.stdout.readline().strip() != b"ready":
+                    raise OSError("the fork server did not start")
+                server[1] = True
+            if extra:
+                env_file = work / "env.json"
+                env_file.write_text(json.dumps(extra))
+                env_file.chmod(0o600)
+                if entry is not None:
+                    os.chown(env_file, entry.pw_uid, entry.pw_gid)
+            proc.stdin.write(f"{work}\n".encode())
+            proc.stdin.flush()
+            pid = int(proc.stdout.readline())
+        except (OSError, ValueError):
+            self._end_server(key)
+            (work / "env.json").unlink(missing_ok=True)
+            return None
+        return _Forked(pid, work)
+
+    def _end_server(self, key: str | None) -> None:
+        proc = self.servers.pop(key)[0]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def _reap_servers(self, now: float) -> None:
+        for key, (proc, _ready, used) in list(self.servers.items()):
+            if proc.poll() is not None or now - used > SERVER_IDLE_S:
+                self._end_server(key)
 
     def _stop(self, job_id: str, grace: float = 0.0) -> bool:
         """End a job's process group: SIGTERM first (its cluster work is cancelled),
@@ -159,6 +250,7 @@ class JobRunner:
             if len(self.procs) >= self.slots:
                 break
             self._start(job)
+        self._reap_servers(now)
         stamp = utcnow()
         for job in self.store.jobs():
             if job.destruction <= stamp:
@@ -510,11 +602,13 @@ def make_app(store: JobStore, *, prefix: str = "/", user: Callable[[Any], str | 
 
 def serve(store: JobStore, app: web.Application, *, port: int, slots: int = 2,
           account: Callable[[str], str] | None = None,
-          job_env: Callable[[Job, Path, Any], dict[str, str]] | None = None) -> None:
+          job_env: Callable[[Job, Path, Any], dict[str, str]] | None = None,
+          fork_servers: bool = True, warm_module: str | None = None) -> None:
     """Listen on 127.0.0.1:``port`` and run the jobs of ``store`` (blocking)."""
     from tornado import ioloop
 
-    runner = JobRunner(store, slots=slots, account=account, job_env=job_env)
+    runner = JobRunner(store, slots=slots, account=account, job_env=job_env,
+                       fork_servers=fork_servers, warm_module=warm_module)
     runner.recover()
     app.listen(port, address="127.0.0.1")
     loop = ioloop.IOLoop.current()
@@ -534,6 +628,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--slots", type=int, default=2, help="jobs running at once")
     parser.add_argument("--tokens", required=True,
                         help="a JSON file of bearer token -> user name")
+    parser.add_argument("--no-fork-servers", action="store_true",
+                        help="start every job in a fresh process (no warm fork server)")
+    parser.add_argument("--warm-module", default=None,
+                        help="a module whose warm() readies the fork servers")
     args = parser.parse_args(argv)
     os.umask(0o077)
     tokens = json.loads(Path(args.tokens).read_text())
@@ -543,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return tokens.get(token) if kind.lower() in ("bearer", "token") else None
 
     store = JobStore(args.state)
-    serve(store, make_app(store, prefix="/", user=user), port=args.port, slots=args.slots)
+    serve(store, make_app(store, prefix="/", user=user), port=args.port, slots=args.slots,
+          fork_servers=not args.no_fork_servers, warm_module=args.warm_module)
 
 
 if __name__ == "__main__":  # pragma: no cover
