@@ -9,7 +9,7 @@ import pytest
 
 from vanotebook.cli import build_parser, main
 
-SUBCOMMANDS = ["demo-data", "worker", "rerun", "gateway", "info"]
+SUBCOMMANDS = ["demo-data", "worker", "rerun", "gateway", "job", "info"]
 
 
 def test_console_script_installed():

@@ -228,3 +228,31 @@ def test_file_parameters_are_checked_when_the_job_is_made(service, data, uws):
     job = service.url + r.headers["Location"]
     assert uws.wait_final(s, job) == "ERROR"
     assert s.get(f"{job}/error").text.startswith("images: expected a query that finds images")
+
+
+def test_sed_job_recovers_the_injected_temperatures(service, tmp_path):
+    """homogenise -> detect -> forced photometry -> greybody fits, as one job, on the
+    Hi-GAL-like field: the tolerances of tests/sed's own whole-chain test."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    from vanotebook.sky import higal_field
+
+    field = higal_field(0)
+    paths = []
+    for band, hdu in field.images.items():
+        paths.append(tmp_path / f"{band}.fits")
+        hdu.writeto(paths[-1])
+    bands = list(field.images)
+    waves = ",".join(f"{field.wavelengths[b].to_value(u.um):g}" for b in bands)
+    job, s = service.run("sed", {"bands": ",".join(bands), "wavelengths": waves,
+                                 "distance": f"{field.distance.to_value(u.pc):g}"},
+                         files=_files("images", paths))
+    fit = _table(s, f"{job}/results/fit")
+    got = SkyCoord(fit["ra"], fit["dec"], unit="deg")
+    true = SkyCoord(field.truth["ra"], field.truth["dec"])
+    idx, sep, _ = got.match_to_catalog_sky(true)
+    ok = sep < 10 * u.arcsec
+    assert len(np.unique(idx[ok])) >= 22  # of 25 injected
+    t_fit = np.asarray(fit["temperature"])[ok]
+    assert np.median(np.abs(t_fit / field.truth["temperature"].value[idx[ok]] - 1)) < 0.05

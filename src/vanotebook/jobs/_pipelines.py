@@ -466,6 +466,74 @@ register(Pipeline(
 ))
 
 
+# ----------------------------------------------------------------------------- seds
+def _sed(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    import astropy.units as u
+
+    import vanotebook
+    from vanotebook.io import write_table
+    from vanotebook.sed import build_seds, fit_greybody, sed_arrays
+
+    from .._errors import VanotebookInputError
+
+    bands = [b.strip() for b in params["bands"].split(",") if b.strip()]
+    try:
+        waves = [float(w) for w in params["wavelengths"].split(",")]
+    except ValueError as exc:
+        raise VanotebookInputError("wavelengths", "numbers in um, comma-separated",
+                                   params["wavelengths"]) from exc
+    if not (len(bands) == len(waves) == len(params["images"])):
+        raise VanotebookInputError("bands", f"one band name and one wavelength per image "
+                                   f"({len(params['images'])})",
+                                   f"{len(bands)} names, {len(waves)} wavelengths")
+    if params["detect_band"] not in bands and params["sources"] is None:
+        raise VanotebookInputError("detect_band", f"one of the bands ({', '.join(bands)})",
+                                   params["detect_band"])
+    say(f"homogenising {len(bands)} bands")
+    maps = vanotebook.homogenise(dict(zip(bands, params["images"], strict=True)),
+                                 progress=_fraction(say, "homogenising"))
+    sources = params["sources"]
+    if sources is None:
+        say(f"detecting in {params['detect_band']}")
+        sources = vanotebook.detect(maps[params["detect_band"]], extended=False,
+                                    classify=False).catalogue
+    say("photometry")
+    seds = build_seds(sources, images=maps, calibration=params["calibration"],
+                      wavelengths={b: w * u.um for b, w in zip(bands, waves, strict=True)})
+    flux, err, wl, limits = sed_arrays(seds)
+    say(f"fitting {len(seds)} sources")
+    fit = fit_greybody(flux, err, wl, distance=params["distance"] * u.pc,
+                       upper_limit=limits, model=params["model"], beta=params["beta"])
+    for name in ("ra", "dec"):
+        fit[name] = seds[name]
+    return {"seds": write_table(seds, work / "seds.ecsv"),
+            "fit": write_table(fit, work / "fit.vot")}
+
+
+register(Pipeline(
+    name="sed",
+    doc="SEDs of compact sources on far-infrared maps brought to one beam, with greybody "
+        "fits (vanotebook.sed): temperature, mass, beta, luminosity and their errors.",
+    params={
+        "images": _IMAGES,
+        "bands": Param("str", "the band name of each image, comma-separated in upload order",
+                       required=True),
+        "wavelengths": Param("str", "the wavelength of each image, comma-separated", None,
+                             "um", required=True),
+        "sources": Param("table", "the sources (ra/dec in degrees); default: detected in "
+                         "detect_band", None),
+        "detect_band": Param("str", "the band the sources are found in", "spire250"),
+        "distance": Param("float", "the sources' distance", None, "pc", required=True),
+        "model": Param("str", "the greybody", "thin", choices=("thin", "thick")),
+        "beta": Param("float", "the dust emissivity index (default: fitted)", None),
+        "calibration": Param("float", "fractional calibration error of each band", 0.05),
+    },
+    results={"seds": "per-band fluxes, errors and limits (ECSV)",
+             "fit": "temperature, mass, beta, luminosity with errors (VOTable)"},
+    run=_sed,
+))
+
+
 # ----------------------------------------------------------------------------- sleep
 def _nap(seconds: float) -> float:
     import time
