@@ -44,8 +44,8 @@ def test_unknown_attribute():
 
 # The layers of ../shared/DESIGN.md, bottom up: a module may import its own layer
 # and those below, never above (services never import the demo sky either).
-_CORE = ("io", "units", "provenance", "cluster", "healpix", "_errors", "_config", "_lazy",
-         "_optional", "_random", "_remote")
+_CORE = ("io", "units", "spectral", "provenance", "cluster", "healpix", "_errors", "_config",
+         "_lazy", "_optional", "_random", "_remote")
 _SERVICES = ("mosaic", "detect", "som", "xmatch", "cube", "sed")
 _ABOVE = {
     "core": set(_SERVICES) | {"archive", "sky", "dashboards", "hub", "jobs", "cli"},

@@ -34,7 +34,7 @@ from ..units import fits_string, parse_unit
 from . import _index
 from ._catalogue import Catalogue, write_catalogue
 from ._epochs import epoch_range, values_to_mjd
-from ._images import image_record, load_images
+from ._images import SPECTRAL_COLUMNS, image_record, load_images
 from ._index import ArchiveLockedError, connect, write_lock
 from ._regions import parse_region
 
@@ -47,8 +47,10 @@ _IMAGE_COLUMNS = ["path", "sha256", "hdu", "survey", "telescope", "band", "wavel
                   "epoch_mjd", "date_obs", "unit", "beam_major_arcsec", "beam_minor_arcsec",
                   "beam_pa_deg", "pixel_scale_arcsec", "frame", "naxis1", "naxis2",
                   "ra_center", "dec_center", "radius_deg", "area_deg2", "footprint_order",
-                  "footprint", "stored", "ingest_id"]
-_IMAGE_UNITS = {"wavelength_m": "m", "epoch_mjd": "d", "beam_major_arcsec": "arcsec",
+                  "footprint", "stored", "ingest_id", *SPECTRAL_COLUMNS]
+_IMAGE_UNITS = {"velocity_min_kms": "km/s", "velocity_max_kms": "km/s",
+                "wavelength_min_m": "m", "wavelength_max_m": "m",
+                "wavelength_m": "m", "epoch_mjd": "d", "beam_major_arcsec": "arcsec",
                 "beam_minor_arcsec": "arcsec", "beam_pa_deg": "deg",
                 "pixel_scale_arcsec": "arcsec", "ra_center": "deg", "dec_center": "deg",
                 "radius_deg": "deg", "area_deg2": "deg2"}
@@ -106,6 +108,13 @@ class Archive:
         try:  # tidy after a writer that died; skipped while someone writes
             with write_lock(self.path):
                 self._recover()
+                con = connect(self.path, read_only=True)
+                try:
+                    old = not set(_index.SPECTRAL_DDL) <= _index.image_columns(con)
+                finally:
+                    con.close()
+                if old:  # an archive made before cubes were indexed: add their columns
+                    _index.create(self.path)
         except ArchiveLockedError:
             pass
 
@@ -310,8 +319,8 @@ class Archive:
 
     def images(self, region: Any = None, *, band: str | Sequence[str] | None = None,
                survey: str | Sequence[str] | None = None, epoch: Any = None,
-               wavelength: Any = None):
-        """The images that overlap ``region``, with their metadata and footprints.
+               wavelength: Any = None, velocity: Any = None):
+        """The images (and cubes) that overlap ``region``, with their metadata and footprints.
 
         Parameters
         ----------
@@ -326,13 +335,21 @@ class Archive:
             Keep images observed between ``start`` and ``end`` (astropy Time,
             ISO strings or MJD numbers; either may be None).
         wavelength : (min, max) Quantity, optional
-            Keep images whose wavelength lies in the range (any spectral unit).
+            Keep images whose wavelength lies in the range (any spectral unit),
+            and cubes whose channels overlap it.
+        velocity : Quantity or (min, max) Quantity, optional
+            Keep cubes whose channels cover this velocity (or overlap the range),
+            in each cube's own Doppler convention (``spectral_convention``;
+            radio for frequency axes). Images without a velocity axis are left out.
 
         Returns
         -------
         astropy.table.Table
             One row per image (HDU): path, sha256, metadata, ``footprint`` (a
-            MOC in ASCII; `mocpy.MOC.from_string` reads it).
+            MOC in ASCII; `mocpy.MOC.from_string` reads it), and for cubes
+            ``naxis3``, ``spectral_ctype``, ``spectral_convention`` and the
+            coverage ``velocity_min_kms``/``velocity_max_kms`` and
+            ``wavelength_min_m``/``wavelength_max_m`` (masked for images).
         """
         from astropy.table import Table
 
@@ -353,14 +370,27 @@ class Archive:
             if hi is not None:
                 where.append("epoch_mjd <= ?")
                 params.append(hi)
-        if wavelength is not None:
-            lo, hi = _wavelength_range(wavelength)
-            where.append("wavelength_m BETWEEN ? AND ?")
-            params.extend([lo, hi])
         reg = None if region is None else parse_region(region)
+        vrange = None if velocity is None else _velocity_range(velocity)
         con = connect(self.path, read_only=True)
         try:
-            sql = f"SELECT {', '.join(_IMAGE_COLUMNS)}, relpath FROM images"
+            have = _index.image_columns(con)
+            select = [c if c in have else f"NULL AS {c}" for c in _IMAGE_COLUMNS]
+            if wavelength is not None:
+                lo, hi = _wavelength_range(wavelength)
+                if "wavelength_min_m" in have:  # cubes: their channels overlap the range
+                    where.append("COALESCE(wavelength_max_m, wavelength_m) >= ? AND "
+                                 "COALESCE(wavelength_min_m, wavelength_m) <= ?")
+                else:
+                    where.append("wavelength_m BETWEEN ? AND ?")
+                params.extend([lo, hi])
+            if vrange is not None:
+                if "velocity_min_kms" not in have:
+                    where.append("FALSE")
+                else:
+                    where.append("velocity_max_kms >= ? AND velocity_min_kms <= ?")
+                    params.extend(vrange)
+            sql = f"SELECT {', '.join(select)}, relpath FROM images"
             if reg is not None:
                 import pyarrow as pa
 
@@ -377,7 +407,7 @@ class Archive:
             table = Table(names=_IMAGE_COLUMNS,
                           dtype=[str, str, int, str, str, str, float, float, str, str, float,
                                  float, float, float, str, int, int, float, float, float,
-                                 float, int, str, bool, str])
+                                 float, int, str, bool, str, *SPECTRAL_COLUMNS.values()])
         else:
             table["path"] = [self._resolve(p, r) for p, r in zip(table["path"],
                                                                   table["relpath"],
@@ -395,7 +425,7 @@ class Archive:
             "activity": "vanotebook.archive.images", "archive": str(self.path),
             "parameters": {"region": None if reg is None else reg.describe(),
                            "band": band, "survey": survey, "epoch": str(epoch),
-                           "wavelength": str(wavelength)},
+                           "wavelength": str(wavelength), "velocity": str(velocity)},
             "inputs": [{"path": p, "sha256": s} for p, s in zip(table["path"], table["sha256"],
                                                                   strict=True)],
         }
@@ -684,7 +714,7 @@ def _insert_images(con, records, ingest_id: str, prov: Provenance) -> None:
             "wavelength_m", "epoch_mjd", "date_obs", "unit", "beam_major_arcsec",
             "beam_minor_arcsec", "beam_pa_deg", "pixel_scale_arcsec", "frame", "naxis1",
             "naxis2", "ra_center", "dec_center", "radius_deg", "footprint_order", "footprint",
-            "area_deg2"]
+            "area_deg2", *SPECTRAL_COLUMNS]
     for rec in records:
         rec.values["ingest_id"] = ingest_id
     con.executemany(
@@ -750,6 +780,21 @@ def _wavelength_range(wavelength: Any) -> tuple[float, float]:
         raise VanotebookInputError("wavelength", "(min, max) spectral Quantities, e.g. "
                                    "(20 * u.um, 30 * u.um)", wavelength) from exc
     return vals[0], vals[1]
+
+
+def _velocity_range(velocity: Any) -> tuple[float, float]:
+    """``(min, max)`` km/s of a velocity Quantity or a pair of them."""
+    import astropy.units as u
+
+    expected = "a velocity Quantity or (min, max) of them, e.g. (-20 * u.km / u.s, 40 * u.km / u.s)"
+    try:
+        q = u.Quantity(velocity)
+        kms = np.atleast_1d(q.to_value(u.km / u.s)).astype(float)
+    except (TypeError, ValueError, u.UnitsError) as exc:
+        raise VanotebookInputError("velocity", expected, velocity) from exc
+    if kms.size not in (1, 2) or not np.all(np.isfinite(kms)):
+        raise VanotebookInputError("velocity", expected, velocity)
+    return float(kms.min()), float(kms.max())
 
 
 def _bands(band: Any) -> list[str]:

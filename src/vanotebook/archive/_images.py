@@ -3,6 +3,9 @@
 For every image (HDU) the archive keeps the path and sha256 of its file, the
 survey, band and wavelength, epoch (``MJD-OBS`` or ``DATE-OBS``), brightness
 unit, beam, pixel scale, frame, size, and a footprint: a MOC of HEALPix cells.
+A cube also gets its spectral coverage: the number of channels, the spectral
+CTYPE, and the velocity (km/s, in the axis's Doppler convention, radio for
+frequency axes) and wavelength ranges its channels span, edges included.
 
 The footprint is conservative -- it holds every cell that any part of any
 pixel touches. The pixel grid, edges included, is sampled at a spacing ``s``
@@ -26,9 +29,16 @@ import numpy as np
 from .._errors import VanotebookInputError
 from ..healpix import pixel_resolution
 from ..io import Image, parse_image
+from ..spectral import spectral_coverage
 from ._index import INDEX_ORDER
 
-__all__ = ["FOOTPRINT_MAX_ORDER", "ImageRecord", "footprint_moc", "image_record", "load_images"]
+__all__ = ["FOOTPRINT_MAX_ORDER", "SPECTRAL_COLUMNS", "ImageRecord", "footprint_moc",
+           "image_record", "load_images", "spectral_values"]
+
+#: What the index records of a cube's spectral axis (NULL for 2-D images), with types.
+SPECTRAL_COLUMNS = {"naxis3": int, "spectral_ctype": str, "spectral_convention": str,
+                    "velocity_min_kms": float, "velocity_max_kms": float,
+                    "wavelength_min_m": float, "wavelength_max_m": float}
 
 FOOTPRINT_MAX_ORDER = 12
 """Finest footprint order (cells about 52 arcsec wide)."""
@@ -117,6 +127,29 @@ def _wavelength(header) -> float | None:
     return None
 
 
+def spectral_values(image: Image) -> dict[str, Any]:
+    """The `SPECTRAL_COLUMNS` of an image: its spectral coverage, or all None."""
+    out: dict[str, Any] = dict.fromkeys(SPECTRAL_COLUMNS)
+    wcs = image.wcs
+    spec = int(wcs.wcs.spec) if wcs.naxis >= 3 else -1
+    ndim = len(image.shape)
+    if spec < 0 or spec >= ndim:
+        return out
+    n = int(image.shape[ndim - 1 - spec])
+    try:
+        cov = spectral_coverage(wcs, n, argument="images")
+    except (ValueError, TypeError):  # an unreadable spectral axis: indexed as an image
+        return out
+    if cov is None:
+        return out
+    out.update(naxis3=n, spectral_ctype=cov.ctype, spectral_convention=cov.convention)
+    if cov.velocity is not None:
+        out["velocity_min_kms"], out["velocity_max_kms"] = cov.velocity
+    if cov.wavelength is not None:
+        out["wavelength_min_m"], out["wavelength_max_m"] = cov.wavelength
+    return out
+
+
 def image_record(image: Image, *, path: str, sha256: str, hdu: int, stored: bool,
                  survey: str | None, band: str | None, argument: str) -> ImageRecord:
     """Everything the index records about one parsed image."""
@@ -148,6 +181,7 @@ def image_record(image: Image, *, path: str, sha256: str, hdu: int, stored: bool
         "radius_deg": radius, "footprint_order": int(order),
         "footprint": moc.to_string(format="ascii"),
         "area_deg2": float(moc.sky_fraction * 41252.96124941927),
+        **spectral_values(image),
     }
     coarse = moc.degrade_to_order(INDEX_ORDER)
     shift = 2 * (29 - INDEX_ORDER)
@@ -202,7 +236,7 @@ def _sky_hdus(hdul, argument: str, where: Any, unit: Any) -> list[tuple[int, Ima
     HDUs without celestial axes (spectra, tables stored as images) are
     passed over; a file with no sky image at all is refused.
     """
-    from astropy.wcs import WCS
+    from ..io import sky_wcs
 
     hdul.verify("silentfix")
     found = []
@@ -212,7 +246,7 @@ def _sky_hdus(hdul, argument: str, where: Any, unit: Any) -> list[tuple[int, Ima
         if str(h.header.get("EXTNAME", "")).strip().upper() in ANCILLARY_HDUS:
             continue
         try:
-            celestial = WCS(h.header, hdul).has_celestial
+            celestial = sky_wcs(h.header, hdul).has_celestial
         except Exception:  # an unreadable WCS is no sky image
             celestial = False
         if celestial:

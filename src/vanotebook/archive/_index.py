@@ -5,7 +5,8 @@ Tables
 ``images``
     One row per ingested image (HDU): path, sha256, survey, band, wavelength,
     epoch, unit, beam, pixel scale, frame, size, centre and the footprint MOC
-    (ASCII serialisation) at ``footprint_order``.
+    (ASCII serialisation) at ``footprint_order``; for cubes, the spectral
+    coverage (`SPECTRAL_DDL`; added to archives made before it by `create`).
 ``image_cells``
     ``(sha256, hdu, cell)``: the footprint's cells at `INDEX_ORDER`, the
     coarse join that finds candidate images for a region.
@@ -33,8 +34,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["INDEX_FILE", "INDEX_ORDER", "LOCK_FILE", "SCHEMA_VERSION", "ArchiveLockedError",
-           "connect", "write_lock"]
+__all__ = ["INDEX_FILE", "INDEX_ORDER", "LOCK_FILE", "SCHEMA_VERSION", "SPECTRAL_DDL",
+           "ArchiveLockedError", "connect", "image_columns", "write_lock"]
 
 INDEX_FILE = "index.duckdb"
 LOCK_FILE = "archive.lock"
@@ -53,7 +54,9 @@ CREATE TABLE IF NOT EXISTS images (
     pixel_scale_arcsec DOUBLE, frame VARCHAR, naxis1 INTEGER, naxis2 INTEGER,
     ra_center DOUBLE, dec_center DOUBLE, radius_deg DOUBLE,
     footprint_order INTEGER, footprint VARCHAR, area_deg2 DOUBLE,
-    ingest_id VARCHAR, PRIMARY KEY (sha256, hdu));
+    ingest_id VARCHAR, naxis3 INTEGER, spectral_ctype VARCHAR, spectral_convention VARCHAR,
+    velocity_min_kms DOUBLE, velocity_max_kms DOUBLE, wavelength_min_m DOUBLE,
+    wavelength_max_m DOUBLE, PRIMARY KEY (sha256, hdu));
 CREATE TABLE IF NOT EXISTS image_cells (sha256 VARCHAR, hdu INTEGER, cell BIGINT);
 CREATE TABLE IF NOT EXISTS catalogues (
     name VARCHAR PRIMARY KEY, folder VARCHAR NOT NULL, ra VARCHAR, dec VARCHAR,
@@ -65,6 +68,14 @@ CREATE TABLE IF NOT EXISTS ingests (
     ingest_id VARCHAR PRIMARY KEY, activity VARCHAR, started VARCHAR, ended VARCHAR,
     parameters VARCHAR, inputs VARCHAR, outputs VARCHAR, provenance VARCHAR);
 """
+
+
+#: Columns added after the first schema, with their types: `create` adds them to older
+#: archives, and readers of an older read-only archive see them as NULL.
+SPECTRAL_DDL = {"naxis3": "INTEGER", "spectral_ctype": "VARCHAR",
+                "spectral_convention": "VARCHAR", "velocity_min_kms": "DOUBLE",
+                "velocity_max_kms": "DOUBLE", "wavelength_min_m": "DOUBLE",
+                "wavelength_max_m": "DOUBLE"}
 
 
 class ArchiveLockedError(RuntimeError):
@@ -119,7 +130,14 @@ def create(root: Path) -> None:
     con = connect(root, read_only=False)
     try:
         con.execute(SCHEMA)
+        for name, kind in SPECTRAL_DDL.items():
+            con.execute(f"ALTER TABLE images ADD COLUMN IF NOT EXISTS {name} {kind}")
         con.execute("INSERT OR IGNORE INTO archive_info VALUES ('schema_version', ?)",
                     [str(SCHEMA_VERSION)])
     finally:
         con.close()
+
+
+def image_columns(con) -> set[str]:
+    """The columns the ``images`` table of an open index has."""
+    return {r[1] for r in con.execute("PRAGMA table_info('images')").fetchall()}

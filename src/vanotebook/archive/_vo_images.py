@@ -378,8 +378,10 @@ def _col(table: Table, name: str) -> np.ndarray | None:
 
 def _empty_archive_table(n: int) -> Table:
     from ._archive import _IMAGE_COLUMNS
+    from ._images import SPECTRAL_COLUMNS
 
-    kinds = {"hdu": int, "naxis1": int, "naxis2": int, "footprint_order": int, "stored": bool,
+    kinds = {**SPECTRAL_COLUMNS, "hdu": int, "naxis1": int, "naxis2": int,
+             "footprint_order": int, "stored": bool,
              "wavelength_m": float, "epoch_mjd": float, "beam_major_arcsec": float,
              "beam_minor_arcsec": float, "beam_pa_deg": float, "pixel_scale_arcsec": float,
              "ra_center": float, "dec_center": float, "radius_deg": float,

@@ -4,9 +4,9 @@
 Dataset and FITS paths read lazily, plane region by plane region) and gives a
 `Cube`: the pixels in ``(v, y, x)`` order (numpy or dask), the 3-D WCS, and
 the velocity of every channel with its width, in the Doppler convention asked
-for. Conversions between conventions go through ``r = nu / nu0``, so a
-velocity axis changes convention without a rest frequency; frequency and
-wavelength axes need one.
+for (`vanotebook.spectral` does the conversions: through ``r = nu / nu0``, so
+a velocity axis changes convention without a rest frequency; frequency and
+wavelength axes need one).
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from astropy.wcs import WCS
 
 from .._errors import VanotebookInputError, check_choice
 from ..io import _FITS_SUFFIXES, IMAGE_FORMS, parse_image, sky_wcs
+from ..spectral import AXIS_CONVENTION as _AXIS_CONVENTION
+from ..spectral import C_KMS, CONVENTIONS
+from ..spectral import frequency_ratio as _ratio
+from ..spectral import velocity_from_ratio as _velocity
 from ..units import Beam, parse_unit
 
 __all__ = ["CONVENTIONS", "Cube", "parse_cube"]
 
-CONVENTIONS = ("radio", "optical", "relativistic")
-C_KMS = 299_792.458
 CUBE_FORMS = (f"a 3-D cube (or 4-D with a degenerate Stokes axis) as {IMAGE_FORMS}, "
               "or a mosaic_cube Dataset")
-_AXIS_CONVENTION = {"VRAD": "radio", "VOPT": "optical", "FELO": "optical", "ZOPT": "optical",
-                    "VELO": "relativistic", "BETA": "relativistic"}
 
 
 @dataclass(frozen=True)
@@ -163,46 +163,6 @@ class FitsCubeReader:
 
     def __repr__(self) -> str:
         return f"FitsCubeReader({self.path!r}, hdu={self.hdu}, shape={self.shape})"
-
-
-def _ratio(native: np.ndarray, head: str, rest_hz: float | None, restwav: float | None,
-           argument: str, ctype: str) -> np.ndarray:
-    """``r = nu / nu0`` of spectral world values in SI units (Hz, m, m/s, dimensionless)."""
-    c = C_KMS * 1e3
-    if head in ("VRAD",):
-        return 1.0 - native / c
-    if head in ("VOPT", "FELO"):
-        return 1.0 / (1.0 + native / c)
-    if head == "ZOPT":
-        return 1.0 / (1.0 + native)
-    if head in ("VELO", "BETA"):
-        b = native / c if head == "VELO" else native
-        return np.sqrt((1.0 - b) / (1.0 + b))
-    if head in ("FREQ", "WAVE", "WAVN", "ENER"):
-        if not rest_hz:
-            if head == "WAVE" and restwav:
-                rest_hz = c / restwav
-            else:
-                raise VanotebookInputError(
-                    argument, "a frequency or wavelength axis with a rest frequency (RESTFRQ "
-                    "in the header, or rest=...)", f"a {ctype} axis with no rest frequency")
-        if head == "FREQ":
-            return native / rest_hz
-        if head == "WAVE":
-            return (c / native) / rest_hz
-        if head == "WAVN":
-            return native * c / rest_hz
-        return (native / 6.62607015e-34) / rest_hz
-    raise VanotebookInputError(argument, "a spectral axis in velocity, frequency or wavelength",
-                               f"a {ctype} axis")
-
-
-def _velocity(r: np.ndarray, convention: str) -> np.ndarray:
-    if convention == "radio":
-        return C_KMS * (1.0 - r)
-    if convention == "optical":
-        return C_KMS * (1.0 / r - 1.0)
-    return C_KMS * (1.0 - r**2) / (1.0 + r**2)
 
 
 def _from_dataset(ds: Any, argument: str):
