@@ -63,8 +63,11 @@ def test_demo_archive_is_the_demo_sky_built_once(home):
     arc = demo_archive(progress=messages.append)
     assert arc.path == (home / ".cache" / "vanotebook" / "demo" / "archive").resolve()
     assert "archive" in messages
-    surveys = {str(s) for s in arc.images()["survey"]}
+    surveys = {str(s) for s in arc.images(cubes=False)["survey"]}
     assert len(surveys) == 3
+    cubes = arc.images(cubes=True)
+    assert sorted(cubes["survey"]) == ["co-cube", "hi-cube"]
+    assert sorted(cubes["spectral_ctype"]) == ["FREQ", "VRAD"]
     assert set(arc.catalogues()["name"]) == {"left", "right"}
     # the second call opens the same archive without writing the sky again
     messages.clear()

@@ -45,8 +45,13 @@ def data(tmp_path_factory):
     archive = Archive(root / "archive")
     archive.add_images([str(p) for p in tiles], survey="radio")
     archive.add_catalogue("left", Table.from_pandas(left))
+    from vanotebook.sky._cubes import co_cube
+
+    cube = root / "co.fits"
+    co_cube(0, size=0.3).hdu.writeto(cube)
+    archive.add_images(str(cube), survey="co")  # a cube: images? references pass it over
     return {"root": root, "tiles": tiles, "left": left_path, "right": right_path,
-            "survey": survey, "spectra": spectra, "archive": root / "archive"}
+            "survey": survey, "spectra": spectra, "archive": root / "archive", "cube": cube}
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +217,8 @@ def test_file_parameters_are_checked_when_the_job_is_made(service, data, uws):
         ({"images": "archive:nothing/here"}, None, "images: expected a file uploaded"),
         ({"images": "archive:images?colour=red"}, None, "images: expected query keys"),
         ({"images": "archive:images?cone=10,100,1"}, None, "images: expected cone=ra,dec"),
+        ({"images": "archive:images?velocity=3"}, None, "images: expected query keys"),
+        ({"images": "archive:cubes?velocity=fast"}, None, "images: expected velocity=vmin,"),
         ({"combine": "average"}, None, "combine: expected one of mean"),
         ({}, [("images", ("notes.txt", b"hello"))], "images: expected a file named with"),
     ]
@@ -256,3 +263,30 @@ def test_sed_job_recovers_the_injected_temperatures(service, tmp_path):
     assert len(np.unique(idx[ok])) >= 22  # of 25 injected
     t_fit = np.asarray(fit["temperature"])[ok]
     assert np.median(np.abs(t_fit / field.truth["temperature"].value[idx[ok]] - 1)) < 0.05
+
+
+def test_cube_job_is_the_api_moments_and_pv_slice(service, data):
+    """Moments and a PV slice of the demo CO cube, uploaded and by archive reference."""
+    import astropy.units as u
+
+    from vanotebook.cube import moments, pv_slice
+
+    params = {"orders": "0,1,peak", "vmin": "90", "vmax": "130", "pv_path": "3,4,40,30",
+              "pv_width": "3"}
+    job, s = service.run("cube", params, files=_files("cube", [data["cube"]]))
+    want = moments(str(data["cube"]), (0, 1, "peak"), velocity=(90, 130) * u.km / u.s)
+    with _fits(s, f"{job}/results/moments") as got:
+        for name in ("moment0", "moment1", "peak"):
+            np.testing.assert_allclose(got[name.upper()].data, want[name].values, rtol=1e-6,
+                                       equal_nan=True, err_msg=name)
+    pv = pv_slice(str(data["cube"]), [(3, 4), (40, 30)], width=3,
+                  velocity=(90, 130) * u.km / u.s)
+    with _fits(s, f"{job}/results/pv") as got:
+        np.testing.assert_allclose(got[0].data, pv.values, rtol=1e-6, equal_nan=True)
+    assert "provenance" in s.get(f"{job}/results").text
+    # the same cube found in the user's archive by the velocity it covers
+    job2, _ = service.run("cube", {"cube": "archive:cubes?velocity=100", "orders": "0"})
+    with _fits(s, f"{job2}/results/moments") as got:
+        np.testing.assert_allclose(got["MOMENT0"].data,
+                                   moments(str(data["cube"]), 0)["moment0"].values, rtol=1e-6,
+                                   equal_nan=True)

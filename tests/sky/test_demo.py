@@ -116,8 +116,9 @@ def test_demo_archive_indexes_the_written_files(demo_dir):
     out, _, _ = demo_dir
     arc = Archive(out / "archive")
     images = arc.images()
-    assert len(images) == 4 * len(SURVEYS)
+    assert len(images) == 4 * len(SURVEYS) + 2  # the tiles and the two line cubes
     on_disk = {str(p.resolve()) for p in (out / "images").rglob("*.fits")}
+    on_disk |= {str(p.resolve()) for p in (out / "cubes").glob("*.fits")}
     assert set(images["path"]) == on_disk
     for path, sha in zip(images["path"], images["sha256"], strict=True):
         assert sha256_file(path) == sha

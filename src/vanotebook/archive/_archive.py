@@ -319,7 +319,7 @@ class Archive:
 
     def images(self, region: Any = None, *, band: str | Sequence[str] | None = None,
                survey: str | Sequence[str] | None = None, epoch: Any = None,
-               wavelength: Any = None, velocity: Any = None):
+               wavelength: Any = None, velocity: Any = None, cubes: bool | None = None):
         """The images (and cubes) that overlap ``region``, with their metadata and footprints.
 
         Parameters
@@ -341,6 +341,9 @@ class Archive:
             Keep cubes whose channels cover this velocity (or overlap the range),
             in each cube's own Doppler convention (``spectral_convention``;
             radio for frequency axes). Images without a velocity axis are left out.
+        cubes : bool, optional
+            True: only cubes (images with a spectral axis); False: only 2-D
+            images (what mosaics and detection take); None: both.
 
         Returns
         -------
@@ -384,6 +387,10 @@ class Archive:
                 else:
                     where.append("wavelength_m BETWEEN ? AND ?")
                 params.extend([lo, hi])
+            if cubes is not None and "naxis3" in have:
+                where.append("naxis3 IS NOT NULL" if cubes else "naxis3 IS NULL")
+            elif cubes:
+                where.append("FALSE")
             if vrange is not None:
                 if "velocity_min_kms" not in have:
                     where.append("FALSE")

@@ -81,14 +81,14 @@ class ArchivePicker(pn.viewable.Viewer):
             The images found (also in ``found`` and the table widget).
         """
         arc = self.archive
-        everything = arc.images()
+        everything = arc.images(cubes=False)  # the services it feeds take 2-D images
         self._choices("band", everything["band"] if len(everything) else [])
         self._choices("survey", everything["survey"] if len(everything) else [])
         names = [str(n) for n in arc.catalogues()["name"]]
         self.param.catalogue.objects = [None, *names]
         if self.catalogue not in names:
             self.catalogue = names[0] if names else None
-        found = arc.images(self.region(),
+        found = arc.images(self.region(), cubes=False,
                            band=None if self.band == _ANY else self.band,
                            survey=None if self.survey == _ANY else self.survey)
         self.found, self.n_images = found, len(found)

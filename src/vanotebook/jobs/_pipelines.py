@@ -534,6 +534,90 @@ register(Pipeline(
 ))
 
 
+# ----------------------------------------------------------------------------- cube
+def _velocities(params: dict[str, Any]):
+    """The ``(vmin, vmax)`` slab in km/s, both or neither given."""
+    import astropy.units as u
+
+    from .._errors import VanotebookInputError
+
+    lo, hi = params["vmin"], params["vmax"]
+    if (lo is None) != (hi is None):
+        raise VanotebookInputError("vmin", "vmin and vmax both, or neither", (lo, hi))
+    return None if lo is None else (lo * u.km / u.s, hi * u.km / u.s)
+
+
+def _cube(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    import numpy as np
+
+    from vanotebook.cube import moments, pv_slice
+
+    from .._errors import VanotebookInputError
+
+    orders = [o.strip() for o in params["orders"].split(",") if o.strip()]
+    orders = [int(o) if o.lstrip("-").isdigit() else o for o in orders]
+    mask = params["mask"]
+    if mask not in (None, "auto"):
+        try:
+            mask = float(mask)
+        except ValueError as exc:
+            raise VanotebookInputError("mask", "'auto' or a threshold in the cube's unit",
+                                       mask) from exc
+    velocity = _velocities(params)
+    say(f"moments {', '.join(map(str, orders))}")
+    out = work / "moments.fits"
+    moments(params["cube"], orders, velocity=velocity, mask=mask,
+            convention=params["convention"], output=out)
+    result = _provenance(out, {"moments": out})
+    if params["pv_path"]:
+        try:
+            xy = np.array([float(v) for v in params["pv_path"].split(",")]).reshape(-1, 2)
+        except ValueError as exc:
+            raise VanotebookInputError("pv_path", "pixel vertices x1,y1,x2,y2[,...] (0-based)",
+                                       params["pv_path"]) from exc
+        if len(xy) < 2:
+            raise VanotebookInputError("pv_path", "at least two vertices", params["pv_path"])
+        say("position-velocity slice")
+        pv = pv_slice(params["cube"], xy, width=params["pv_width"], velocity=velocity,
+                      convention=params["convention"])
+        from astropy.io import fits
+
+        from ..io import write_fits
+
+        header = pv.attrs["header"]
+        header = fits.Header.fromstring(header) if isinstance(header, str) else header
+        result["pv"] = write_fits(fits.PrimaryHDU(np.asarray(pv.values), fits.Header(header)),
+                                  work / "pv.fits")
+    return result
+
+
+register(Pipeline(
+    name="cube",
+    doc="Moment maps of a spectral-line cube and, along a drawn path, a position-velocity "
+        "slice (vanotebook.cube), block by block on the cluster.",
+    params={
+        "cube": Param("file", "the cube: a FITS file with a spectral axis (velocity, "
+                      "frequency or wavelength), or archive:cubes?velocity=vmin,vmax",
+                      required=True),
+        "orders": Param("str", "the maps, comma-separated: 0,1,2 or CASA names (peak, "
+                        "velocity_of_peak, median, linewidth_fwhm, ...)", "0,1,2"),
+        "vmin": Param("float", "the slab's lower velocity (with vmax)", None, "km/s"),
+        "vmax": Param("float", "the slab's upper velocity (with vmin)", None, "km/s"),
+        "mask": Param("str", "voxels that count: all (empty), 'auto' (3 sigma of the noise, "
+                      "with neighbouring channels) or a threshold in the cube's unit", None),
+        "convention": Param("str", "the Doppler convention (default: the axis's; radio for "
+                            "frequency)", None, choices=("radio", "optical", "relativistic")),
+        "pv_path": Param("str", "a PV slice along these 0-based pixel vertices "
+                         "x1,y1,x2,y2[,...] (empty: none)", None),
+        "pv_width": Param("float", "the PV slice's width in pixels", 1.0),
+    },
+    results={"moments": "the moment maps (FITS, one HDU per map, with PROVENANCE)",
+             "pv": "the position-velocity slice (FITS), when pv_path is given",
+             "provenance": "how it was made (PROV-JSON)"},
+    run=_cube,
+))
+
+
 # ----------------------------------------------------------------------------- sleep
 def _nap(seconds: float) -> float:
     import time

@@ -9,8 +9,10 @@ A file parameter's text is one of
   shared one (``shared:``):
 
   - ``archive:image/<sha256 prefix>`` one image (its first sky HDU);
-  - ``archive:images?survey=ir24&band=...&cone=ra,dec,radius`` every image a
-    query finds (angles in degrees);
+  - ``archive:images?survey=ir24&band=...&cone=ra,dec,radius`` every 2-D image
+    a query finds (angles in degrees);
+  - ``archive:cubes?survey=...&cone=ra,dec,radius&velocity=vmin,vmax`` every
+    cube a query finds (velocities in km/s, a single one or a range);
   - ``archive:catalogue/<name>?cone=ra,dec,radius`` the rows of a catalogue
     in a cone (without ``cone``: the whole catalogue).
 
@@ -31,14 +33,16 @@ __all__ = ["FORMS", "check_reference", "resolve", "upload_name"]
 
 FORMS = ("a file uploaded under this name, an http(s) URL, or an archive reference "
          "(archive:image/<sha256>, archive:images?survey=...&cone=ra,dec,radius, "
-         "archive:catalogue/<name>?cone=ra,dec,radius; shared: for the shared archive)")
+         "archive:cubes?velocity=vmin,vmax, archive:catalogue/<name>?cone=ra,dec,radius; "
+         "shared: for the shared archive)")
 
 #: suffixes an upload keeps (others are refused: the readers go by suffix)
 SUFFIXES = (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz", ".vot", ".xml", ".ecsv",
             ".parquet", ".csv", ".json")
-_REF = re.compile(r"^(archive|shared):(image/[0-9a-fA-F]{8,64}|images(\?.*)?|"
+_REF = re.compile(r"^(archive|shared):(image/[0-9a-fA-F]{8,64}|(images|cubes)(\?.*)?|"
                   r"catalogue/[A-Za-z0-9_.\-]+(\?.*)?)$")
-_QUERY_KEYS = {"images": {"survey", "band", "cone"}, "catalogue": {"cone"}}
+_QUERY_KEYS = {"images": {"survey", "band", "cone"},
+               "cubes": {"survey", "band", "cone", "velocity"}, "catalogue": {"cone"}}
 _MAX_DOWNLOAD = 4 << 30
 
 
@@ -72,6 +76,21 @@ def check_reference(param: str, text: str) -> None:
                                        f"an archive {what} reference", key)
     if "cone" in query:
         _cone(param, query["cone"][0])
+    if "velocity" in query:
+        _velocity(param, query["velocity"][0])
+
+
+def _velocity(param: str, text: str):
+    """``velocity=v`` or ``velocity=vmin,vmax`` (km/s) as a Quantity."""
+    import astropy.units as u
+
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise VanotebookInputError(param, "velocity=vmin,vmax in km/s", text) from exc
+    if len(values) not in (1, 2):
+        raise VanotebookInputError(param, "velocity=vmin,vmax in km/s", text)
+    return values * u.km / u.s
 
 
 def _cone(param: str, text: str) -> tuple[float, float, float]:
@@ -157,10 +176,14 @@ def resolve(param: str, text: str, work: Path, *, many: bool = False) -> Any:
         else:
             cone = (tuple(v * u.deg for v in _cone(param, args["cone"][0]))
                     if "cone" in args else None)
+            cubes = path.startswith("cubes")
+            velocity = _velocity(param, args["velocity"][0]) if "velocity" in args else None
             table = archive.images(cone, survey=args.get("survey", [None])[0],
-                                   band=args.get("band", [None])[0])
+                                   band=args.get("band", [None])[0], cubes=cubes,
+                                   velocity=velocity)
             if len(table) == 0:
-                raise VanotebookInputError(param, f"a query that finds images in the {which} "
+                kind = "cubes" if cubes else "images"
+                raise VanotebookInputError(param, f"a query that finds {kind} in the {which} "
                                            "archive", text)
             found = [_image(r) for r in table]
     if not many and len(found) != 1:

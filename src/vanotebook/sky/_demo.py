@@ -305,6 +305,8 @@ def _build_archive(folder: Path) -> None:
 
     arc = Archive(folder / "archive")
     arc.add_images(sorted((folder / "images").rglob("*.fits")))
+    for cube in sorted((folder / "cubes").glob("*.fits")):  # found by velocity= queries
+        arc.add_images(cube, survey=f"{cube.stem}-cube", band=cube.stem)
     for side in ("left", "right"):
         path = folder / "catalogues" / f"{side}.parquet"
         if path.is_file():
