@@ -299,14 +299,31 @@ def _close_once(gateway: Any) -> Any:
     dask-gateway 2026.3 closes a gateway again when it is garbage collected,
     and that second ``close`` raises (distributed refuses to hand out a
     stopped loop), printing "Exception ignored in Gateway.__del__" after
-    every private cluster.
+    every private cluster. And when the collection happens on the event
+    loop's own thread, its blocking ``close`` deadlocks that thread and every
+    other gateway call with it; there, the session is closed on the loop.
     """
     close = gateway.close
 
     def close_if_open() -> Any:
-        if gateway.asynchronous or gateway._loop_runner.is_started():
+        if gateway.asynchronous:
             return close()
-        return None
+        if not gateway._loop_runner.is_started():
+            return None
+        import asyncio
+
+        loop = gateway.loop.asyncio_loop
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            # garbage collected on the loop's own thread: a blocking close would wait on
+            # itself for ever (seen in CI, inside another gateway's request); close the
+            # HTTP session on the loop instead and leave the shared loop running
+            loop.create_task(gateway._cleanup())
+            return None
+        return close()
 
     gateway.close = close_if_open
     return gateway

@@ -569,3 +569,26 @@ def test_private_cluster_runs_as_its_user_and_is_refused_to_others(gateway_serve
         time.sleep(0.5)
     assert not _processes_of(alice.pw_uid)
     assert not workdir.exists()
+
+
+def test_a_gateway_closed_on_its_own_loop_thread_does_not_deadlock():
+    """Garbage collection can close a gateway on its event loop's thread (CI hung there for
+    15 minutes inside another gateway's request): that close must not wait on itself."""
+    import threading
+
+    from dask_gateway import Gateway
+
+    from vanotebook.cluster import _close_once
+
+    gateway = _close_once(Gateway(address="http://127.0.0.1:9", auth="basic"))
+    done = threading.Event()
+
+    def on_the_loop() -> None:
+        gateway.close()  # what Gateway.__del__ does when collected there
+        done.set()
+
+    gateway.loop.add_callback(on_the_loop)
+    assert done.wait(20), "close on the loop's thread blocked it"
+    other = _close_once(Gateway(address="http://127.0.0.1:9", auth="basic"))
+    other.close()  # the shared loop still answers
+    gateway._loop_runner.stop()

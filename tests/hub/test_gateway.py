@@ -992,7 +992,7 @@ def test_dashboards_app_builds_without_warnings():
     tabs = build_app()
     titles = [tabs._names[i] for i in range(len(tabs))]
     assert titles[-1] == "Cluster"
-    assert "Mosaic" in titles and "Cross-match" in titles
+    assert "Mosaic" in titles and "Cross-match" in titles and "Cubes" in titles
     assert ("Jobs" in titles) == bool(os.environ.get("VANOTEBOOK_UWS_URL"))
     status = ClusterStatus(None)
     assert status.summary["n_workers"] == 0  # no client: runs in-process

@@ -12,6 +12,7 @@ from typing import Any
 
 _LAZY = {
     "ArchivePicker": "._archive",
+    "CubeDashboard": "._cube",
     "DetectDashboard": "._detect",
     "HiPSViewer": "._hips",
     "JobsDashboard": "._jobs",

@@ -1,11 +1,19 @@
-"""`CubeDashboard`: moment maps of a spectral cube, the spectrum under the cursor, a PV line.
+"""`CubeDashboard`: moment maps beside the continuum, spectra, PV cuts and a 3-D view of a cube.
 
 No science here: the dashboard calls `vanotebook.cube.moments`,
-`vanotebook.cube.spectrum`, `vanotebook.cube.pv_slice` and
-`vanotebook.cube.find_lines` only, on a cube given or one of the demo sky's
-line cubes (`vanotebook.sky._cubes`). The moments run in a worker thread (on
-the Dask cluster when there is a client), so the Panel event loop is never
-blocked; the spectrum and the PV slice follow the cursor and the drawn line.
+`vanotebook.cube.spectrum`, `vanotebook.cube.pv_slice`,
+`vanotebook.cube.find_lines` and `vanotebook.mosaic` (the continuum on the
+cube's grid) only, on a cube given or one of the demo sky's line cubes. The
+moments run in a worker thread (on the Dask cluster when there is a client),
+so the Panel event loop is never blocked.
+
+What is linked: a tap on the moment map (or the continuum) moves the cursor;
+the spectrum under it, the RA-v view (the row through the cursor) and the
+Dec-v view (the column through it) follow. A tap on the spectrum or on either
+position-velocity view picks a channel, marked in all three. The PV line is
+drawn on the map with Bokeh's poly-draw tool (or set as ``pv_line``). The
+3-D view is Panel's VTK volume pane; its vtk.js is served by Panel itself,
+never from a CDN.
 """
 
 from __future__ import annotations
@@ -23,16 +31,32 @@ from ..cube import find_lines, moments, parse_cube, pv_slice, spectrum
 __all__ = ["CubeDashboard"]
 
 _MAPS = ("moment0", "moment1", "moment2", "peak", "velocity_of_peak", "linewidth_sigma")
+_VOLUME_SIDE = 96  # the 3-D view gets at most this many voxels a side (a strided view)
+_HELP = ("**Cube explorer.** Press *Compute moments*; tap the map to move the cursor (its "
+         "spectrum, RA-v and Dec-v cuts follow); tap a spectrum or a cut to pick a channel; "
+         "draw a PV line on the map with the poly-draw tool (double-click to start and to end).")
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float]:
+    ok = np.asarray(values)[np.isfinite(values)]
+    if ok.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(ok, [1, 99.5]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
 class CubeDashboard(pn.viewable.Viewer):
-    """Explore a spectral cube: moment maps, a spectrum at the cursor, a PV slice.
+    """Explore a spectral cube: moment maps and continuum, spectra, PV cuts, a 3-D view.
 
     Parameters
     ----------
     cube : optional
         Anything `vanotebook.cube.parse_cube` takes; None uses the demo cube
         named by ``demo``.
+    continuum : optional
+        Images (anything `vanotebook.mosaic` takes) shown beside the moment
+        map, mosaicked onto the cube's sky grid; with the demo cubes, the demo
+        sky's 250 um tiles. None with a given cube: no continuum panel.
     client : distributed.Client, optional
         Where the moments run (default: the current client, else in-process).
     """
@@ -42,6 +66,7 @@ class CubeDashboard(pn.viewable.Viewer):
     mask_sigma = param.Number(default=4.0, bounds=(0.0, 50.0),
                               doc="Voxels above this many noise sigmas count (0: all)")
     cursor = param.Tuple(default=(0.0, 0.0), length=2, doc="Pixel (x, y) of the spectrum")
+    channel = param.Integer(default=0, bounds=(0, None), doc="Channel marked in the views")
     radius_pixels = param.Number(default=1.5, bounds=(0.5, 50.0),
                                  doc="Radius of the spectrum's cone, pixels")
     pv_line = param.List(default=[], doc="PV path: pixel vertices [(x, y), ...]")
@@ -51,21 +76,28 @@ class CubeDashboard(pn.viewable.Viewer):
     n_lines = param.Integer(default=0, doc="Lines found in the spectrum at the cursor")
     run = param.Action(lambda self: self.start(), label="Compute moments")
 
-    def __init__(self, cube: Any = None, *, client=None, **params):
+    def __init__(self, cube: Any = None, *, continuum: Any = None, client=None, **params):
         super().__init__(**params)
         self._given = cube
+        self._continuum_given = continuum
         self._client = client
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.future: Future | None = None
         self.maps = None
+        self.continuum = None
         self.spectrum_table = None
         self.lines = None
         self.pv = None
+        self.ra_v = None
+        self.dec_v = None
         self._noise = None
+        self._figs: dict[str, Any] = {}
+        self._src: dict[str, Any] = {}
+        self._build_figures()
         self._load()
-        self._map_pane = pn.pane.Matplotlib(None, dpi=96, tight=True)
-        self._spec_pane = pn.pane.Matplotlib(None, dpi=96, tight=True)
-        self._pv_pane = pn.pane.Matplotlib(None, dpi=96, tight=True)
+        self._volume = pn.pane.VTKVolume(self.volume_array(), height=380, width=420,
+                                         spacing=self._volume_spacing(),
+                                         css_classes=["cube-volume"])
 
     # -- state ---------------------------------------------------------------
     def _load(self) -> None:
@@ -78,15 +110,24 @@ class CubeDashboard(pn.viewable.Viewer):
             demo = demo_cubes(0)[self.demo]
             self.cube = parse_cube(demo.hdu)
             self._noise = demo.noise
-        _, ny, nx = self.cube.shape
-        self.cursor = ((nx - 1) / 2, (ny - 1) / 2)
-        self.pv_line = [(0.0, (ny - 1) / 2), (nx - 1.0, (ny - 1) / 2)]
-        self.maps = None
+        nv, ny, nx = self.cube.shape
+        self.maps = self.continuum = None
+        self.param.channel.bounds = (0, nv - 1)
+        with param.parameterized.discard_events(self):
+            self.channel = nv // 2
+            self.cursor = ((nx - 1) / 2, (ny - 1) / 2)
+            self.pv_line = [(0.0, (ny - 1) / 2), (nx - 1.0, (ny - 1) / 2)]
+        self.update_spectrum()
+        self.update_cuts()
+        self.update_pv()
+        self._push_pv_line()
 
     @param.depends("demo", watch=True)
     def _demo_changed(self) -> None:
         if self._given is None:
             self._load()
+            self._volume.object = self.volume_array()
+            self._volume.spacing = self._volume_spacing()
             self.status = f"demo cube {self.demo}: press Compute"
 
     def _mask(self):
@@ -97,26 +138,47 @@ class CubeDashboard(pn.viewable.Viewer):
         return self.mask_sigma * self._noise * (self.cube.unit or u.dimensionless_unscaled)
 
     def start(self) -> Future:
-        """Compute the moment maps in a worker thread; returns its future."""
+        """Compute the moment maps (and the continuum) in a worker thread; returns its future."""
         self.running = True
         self.status = "computing moments..."
+        self._doc = pn.state.curdoc  # the page that asked: its figures change on its own loop
         self.future = self._pool.submit(self._run)
         return self.future
 
     def _run(self):
         try:
-            self.maps = moments(self.cube, _MAPS, mask=self._mask(), client=self._client)
-            self.update_spectrum()
-            self.update_pv()
-            self.status = (f"{len(_MAPS)} maps of a {'x'.join(map(str, self.cube.shape[::-1]))} "
-                           f"cube; {self.n_lines} line(s) at the cursor")
+            maps = moments(self.cube, _MAPS, mask=self._mask(), client=self._client)
+            continuum = self._continuum()
         except Exception as exc:  # shown, not raised: the UI stays up
             self.status = f"error: {exc}"
-            raise
-        finally:
             self.running = False
-        self._refresh()
+            raise
+        self.maps, self.continuum = maps, continuum
+        self.running = False
+        self.status = (f"{len(_MAPS)} maps of a {'x'.join(map(str, self.cube.shape[::-1]))} "
+                       f"cube; {self.n_lines} line(s) at the cursor")
+        doc = getattr(self, "_doc", None)
+        if doc is not None and doc.session_context is not None:
+            doc.add_next_tick_callback(self._refresh)  # thread-safe, runs under the doc's lock
+        else:
+            self._refresh()
         return self.maps
+
+    def _continuum(self):
+        """The continuum on the cube's sky grid (`vanotebook.mosaic`), or None."""
+        images = self._continuum_given
+        if images is None and self._given is None:
+            from ..sky import demo_sky
+
+            images = demo_sky(0).images("fir250")
+        if images is None:
+            return None
+        import vanotebook
+
+        self.status = "computing moments... and the continuum on the cube's grid"
+        _, ny, nx = self.cube.shape
+        m = vanotebook.mosaic(images, wcs=self.cube.celestial, shape=(ny, nx), client=None)
+        return m
 
     @param.depends("cursor", "radius_pixels", watch=True)
     def update_spectrum(self) -> None:
@@ -136,6 +198,20 @@ class CubeDashboard(pn.viewable.Viewer):
         self.n_lines = len(self.lines)
         self._refresh()
 
+    @param.depends("cursor", watch=True)
+    def update_cuts(self) -> None:
+        """RA-v and Dec-v: the cube's row and column through the cursor, ``(v, x)``/``(v, y)``."""
+        _, ny, nx = self.cube.shape
+        x, y = (int(np.clip(round(c), 0, n - 1)) for c, n in zip(self.cursor, (nx, ny),
+                                                                 strict=True))
+        row, col = self.cube.data[:, y, :], self.cube.data[:, :, x]
+        if hasattr(row, "compute"):  # a lazy cube: one row and one column are read
+            import dask
+
+            row, col = dask.compute(row, col)
+        self.ra_v, self.dec_v = np.asarray(row, float), np.asarray(col, float)
+        self._refresh()
+
     @param.depends("pv_line", "pv_width", watch=True)
     def update_pv(self) -> None:
         """The PV slice along the drawn line."""
@@ -150,68 +226,211 @@ class CubeDashboard(pn.viewable.Viewer):
             return
         self._refresh()
 
-    @param.depends("moment", watch=True)
-    def _refresh(self) -> None:
-        if hasattr(self, "_map_pane"):
-            self._map_pane.object = self.map_figure()
-            self._spec_pane.object = self.spectrum_figure()
-            self._pv_pane.object = self.pv_figure()
+    @param.depends("channel", watch=True)
+    def _channel_changed(self) -> None:
+        self._refresh()
+
+    # -- interaction (Bokeh events; also callable from Python) ----------------
+    def tap_map(self, x: float, y: float) -> None:
+        """A tap on the map or the continuum at pixel ``(x, y)``: move the cursor there."""
+        _, ny, nx = self.cube.shape
+        if -0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5:
+            self.cursor = (float(x), float(y))
+
+    def tap_velocity(self, velocity: float) -> None:
+        """A tap on the spectrum or a cut at ``velocity`` (km/s): pick the nearest channel."""
+        self.channel = int(np.argmin(np.abs(self.cube.velocity - float(velocity))))
+
+    def _drawn(self, _attr, _old, new) -> None:
+        xs, ys = new.get("xs", []), new.get("ys", [])
+        if xs and len(xs[-1]) >= 2:
+            line = [(float(a), float(b)) for a, b in zip(xs[-1], ys[-1], strict=True)]
+            if line != [tuple(p) for p in self.pv_line]:
+                self.pv_line = line
+
+    def _push_pv_line(self) -> None:
+        if self.pv_line and "pv_line" in self._src:
+            xs, ys = zip(*self.pv_line, strict=True)
+            self._src["pv_line"].data = {"xs": [list(xs)], "ys": [list(ys)]}
 
     # -- figures ---------------------------------------------------------------
-    def map_figure(self):
-        """The chosen moment map with the cursor and the PV line."""
-        from matplotlib.figure import Figure
+    def _build_figures(self) -> None:
+        from bokeh.events import Tap
+        from bokeh.models import (
+            ColumnDataSource,
+            HoverTool,
+            LinearColorMapper,
+            PolyDrawTool,
+            Span,
+        )
+        from bokeh.palettes import Magma256, Viridis256
+        from bokeh.plotting import figure
 
-        fig = Figure(figsize=(4.5, 4))
-        ax = fig.add_subplot(projection=self.cube.celestial)
+        src = self._src
+        src["map"] = ColumnDataSource({"image": [np.zeros((1, 1))], "x": [-0.5], "y": [-0.5],
+                                       "dw": [1.0], "dh": [1.0]})
+        src["continuum"] = ColumnDataSource({"image": [np.zeros((1, 1))], "x": [-0.5],
+                                             "y": [-0.5], "dw": [1.0], "dh": [1.0]})
+        src["cursor"] = ColumnDataSource({"x": [0.0], "y": [0.0]})
+        src["pv_line"] = ColumnDataSource({"xs": [], "ys": []})
+        src["spectrum"] = ColumnDataSource({"v": [], "flux": [], "lo": [], "hi": []})
+        src["lines"] = ColumnDataSource({"left": [], "right": []})
+        for key in ("ra_v", "dec_v", "pv"):
+            src[key] = ColumnDataSource({"image": [np.zeros((1, 1))], "x": [0.0], "y": [0.0],
+                                         "dw": [1.0], "dh": [1.0]})
+        self._mappers = {k: LinearColorMapper(palette=Viridis256 if k in ("map", "continuum")
+                                              else Magma256, nan_color="rgba(0,0,0,0)")
+                         for k in ("map", "continuum", "ra_v", "dec_v", "pv")}
+        self._spans: dict[str, Any] = {}
+
+        tools = "pan,wheel_zoom,box_zoom,reset,tap"
+        fmap = figure(title="moment0", width=380, height=340, tools=tools,
+                      match_aspect=True, x_axis_label="x [pixel]", y_axis_label="y [pixel]",
+                      name="cube-map")
+        fmap.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src["map"],
+                   color_mapper=self._mappers["map"])
+        lines = fmap.multi_line(xs="xs", ys="ys", source=src["pv_line"], line_color="white",
+                                line_width=2)
+        fmap.add_tools(PolyDrawTool(renderers=[lines], num_objects=1))
+        fmap.scatter(x="x", y="y", source=src["cursor"], marker="cross", size=16,
+                     color="red", line_width=2)
+        fmap.add_tools(HoverTool(tooltips=[("x, y", "$x{0.0}, $y{0.0}"), ("value", "@image")]))
+        fcont = figure(title="continuum", width=380, height=340, tools=tools,
+                       match_aspect=True, x_range=fmap.x_range, y_range=fmap.y_range,
+                       x_axis_label="x [pixel]", name="cube-continuum")
+        fcont.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src["continuum"],
+                    color_mapper=self._mappers["continuum"])
+        fcont.scatter(x="x", y="y", source=src["cursor"], marker="cross", size=16, color="red",
+                      line_width=2)
+        for fig in (fmap, fcont):
+            fig.on_event(Tap, lambda e: self.tap_map(e.x, e.y))
+        src["pv_line"].on_change("data", self._drawn)
+
+        fspec = figure(title="spectrum at the cursor", width=380, height=240, tools=tools,
+                       x_axis_label="velocity [km/s]", name="cube-spectrum")
+        fspec.varea(x="v", y1="lo", y2="hi", source=src["spectrum"], color="lightgrey")
+        fspec.vstrip(x0="left", x1="right", source=src["lines"], color="orange", alpha=0.3)
+        fspec.step(x="v", y="flux", source=src["spectrum"], mode="center", color="black")
+        self._spans["spectrum"] = Span(location=0.0, dimension="height", line_color="red")
+        fspec.add_layout(self._spans["spectrum"])
+        fspec.on_event(Tap, lambda e: self.tap_velocity(e.x))
+
+        figs = {"map": fmap, "continuum": fcont, "spectrum": fspec}
+        for key, title, xlabel in (("ra_v", "RA-v (the cursor's row)", "x [pixel]"),
+                                   ("dec_v", "Dec-v (the cursor's column)", "y [pixel]"),
+                                   ("pv", "PV along the drawn line", "offset [arcsec]")):
+            f = figure(title=title, width=380, height=240, tools=tools, x_axis_label=xlabel,
+                       y_axis_label="velocity [km/s]", name=f"cube-{key}")
+            f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src[key],
+                    color_mapper=self._mappers[key])
+            span = Span(location=0.0, dimension="width", line_color="cyan", line_dash="dashed")
+            f.add_layout(span)
+            self._spans[key] = span
+            if key != "pv":
+                self._spans[f"{key}_pos"] = Span(location=0.0, dimension="height",
+                                                 line_color="red")
+                f.add_layout(self._spans[f"{key}_pos"])
+            f.on_event(Tap, lambda e: self.tap_velocity(e.y))
+            figs[key] = f
+        self._figs = figs
+
+    def _image(self, key: str, values: np.ndarray, x0: float, y0: float, dw: float,
+               dh: float) -> None:
+        values = np.asarray(values, float)
+        self._src[key].data = {"image": [values], "x": [x0], "y": [y0], "dw": [dw], "dh": [dh]}
+        lo, hi = _finite_range(values)
+        self._mappers[key].update(low=lo, high=hi)
+
+    def _pv_image(self, key: str, values) -> None:
+        """A ``(v, position)`` image: the PV slice (offsets in arcsec) or a cut (pixels)."""
+        if values is None:
+            return
+        if key == "pv":
+            v = np.asarray(values["velocity"].values, float)
+            pos = np.asarray(values["offset"].values, float) * 3600
+        else:
+            v = np.asarray(self.cube.velocity, float)
+            pos = np.arange(values.shape[1], dtype=float)
+        values = np.asarray(values, float)
+        if v[0] > v[-1]:
+            v, values = v[::-1], values[::-1]
+        dv = abs(v[1] - v[0]) if v.size > 1 else 1.0
+        dp = abs(pos[1] - pos[0]) if pos.size > 1 else 1.0
+        self._image(key, values, pos[0] - dp / 2, v[0] - dv / 2, dp * len(pos), dv * len(v))
+
+    @param.depends("moment", watch=True)
+    def _refresh(self) -> None:
+        """Push the current state into the figures (on the document's loop when served)."""
+        if not self._figs:
+            return
+        _, ny, nx = self.cube.shape
         if self.maps is not None:
             var = self.maps[self.moment]
-            im = ax.imshow(var.values, origin="lower", cmap="viridis")
-            fig.colorbar(im, ax=ax, label=f"{self.moment} [{var.attrs['unit']}]")
-        xs, ys = zip(*self.pv_line, strict=True) if self.pv_line else ((), ())
-        ax.plot(xs, ys, color="white", lw=1)
-        ax.plot([self.cursor[0]], [self.cursor[1]], "r+", ms=12)
-        return fig
-
-    def spectrum_figure(self):
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(4.5, 2.5))
-        ax = fig.add_subplot()
+            self._image("map", var.values, -0.5, -0.5, nx, ny)
+            self._figs["map"].title.text = f"{self.moment} [{var.attrs['unit']}]"
+        else:
+            self._image("map", np.full((ny, nx), np.nan), -0.5, -0.5, nx, ny)
+            self._figs["map"].title.text = "press Compute moments"
+        if self.continuum is not None:
+            self._image("continuum", self.continuum["mosaic"].values, -0.5, -0.5, nx, ny)
+            unit = self.continuum["mosaic"].attrs.get("unit", "")
+            self._figs["continuum"].title.text = f"continuum [{unit}]"
+        self._src["cursor"].data = {"x": [self.cursor[0]], "y": [self.cursor[1]]}
         t = self.spectrum_table
         if t is not None:
             v = t["velocity"].to_value(u.km / u.s)
-            ax.step(v, t["flux"].value, where="mid", color="k", lw=1)
-            ax.fill_between(v, -t["noise"].value, t["noise"].value, color="0.8", step="mid")
-            for row in self.lines or []:
-                ax.axvspan(row["vmin"].value, row["vmax"].value, color="orange", alpha=0.3)
-            ax.set_xlabel("velocity [km/s]")
-            ax.set_ylabel(f"[{t['flux'].unit}]")
-        return fig
+            f, n = t["flux"].value, t["noise"].value
+            self._src["spectrum"].data = {"v": v, "flux": f, "lo": -n, "hi": n}
+            self._figs["spectrum"].yaxis.axis_label = f"[{t['flux'].unit}]"
+            lines = self.lines if self.lines is not None else []
+            self._src["lines"].data = {
+                "left": [float(r["vmin"].to_value(u.km / u.s)) for r in lines],
+                "right": [float(r["vmax"].to_value(u.km / u.s)) for r in lines]}
+        v_chan = float(self.cube.velocity[min(self.channel, len(self.cube.velocity) - 1)])
+        for key in ("spectrum", "ra_v", "dec_v", "pv"):
+            self._spans[key].location = v_chan
+        self._spans["ra_v_pos"].location = float(self.cursor[0])
+        self._spans["dec_v_pos"].location = float(self.cursor[1])
+        self._pv_image("ra_v", self.ra_v)
+        self._pv_image("dec_v", self.dec_v)
+        self._pv_image("pv", self.pv)
 
-    def pv_figure(self):
-        from matplotlib.figure import Figure
+    def figures(self) -> dict[str, Any]:
+        """The Bokeh figures by name: map, continuum, spectrum, ra_v, dec_v, pv."""
+        return dict(self._figs)
 
-        fig = Figure(figsize=(4.5, 3))
-        ax = fig.add_subplot()
-        if self.pv is not None:
-            off = self.pv["offset"].values * 3600
-            v = self.pv["velocity"].values
-            ax.imshow(self.pv.values, origin="lower", aspect="auto", cmap="magma",
-                      extent=(off[0], off[-1] if off.size > 1 else 1.0, v.min(), v.max()))
-            ax.set_xlabel("offset [arcsec]")
-            ax.set_ylabel("velocity [km/s]")
-        return fig
+    # -- the 3-D view ------------------------------------------------------------
+    def volume_array(self) -> np.ndarray:
+        """The cube for the 3-D view: ``(x, y, v)`` order, strided to at most 96 a side,
+        NaN as 0 (vtk.js has no blanks)."""
+        nv, ny, nx = self.cube.shape
+        step = [max(1, int(np.ceil(n / _VOLUME_SIDE))) for n in (nv, ny, nx)]
+        data = self.cube.data[::step[0], ::step[1], ::step[2]]
+        data = np.asarray(data.compute() if hasattr(data, "compute") else data, np.float32)
+        return np.ascontiguousarray(np.nan_to_num(data, nan=0.0).transpose(2, 1, 0))
+
+    def _volume_spacing(self) -> tuple[float, float, float]:
+        _, ny, nx = self.cube.shape
+        shape = self.volume_array().shape  # the velocity axis drawn as long as the sky's
+        return (nx / shape[0], ny / shape[1], max(nx, ny) / shape[2])
 
     def __panel__(self):
         controls = pn.Column(
+            pn.pane.Markdown(_HELP, width=260),
             pn.widgets.Select.from_param(self.param.demo, disabled=self._given is not None),
             pn.widgets.Select.from_param(self.param.moment),
             pn.widgets.FloatSlider.from_param(self.param.mask_sigma),
             pn.widgets.FloatSlider.from_param(self.param.radius_pixels),
             pn.widgets.FloatSlider.from_param(self.param.pv_width),
-            pn.widgets.Button.from_param(self.param.run),
+            pn.widgets.IntSlider.from_param(self.param.channel),
+            pn.widgets.Button.from_param(self.param.run, color="primary"),
             pn.indicators.LoadingSpinner.from_param(self.param.running, width=24, height=24,
                                                     name=""),
-            pn.widgets.StaticText.from_param(self.param.status), width=260)
-        return pn.Row(controls, pn.Column(self._map_pane, self._spec_pane), self._pv_pane)
+            pn.widgets.StaticText.from_param(self.param.status), width=280)
+        f = self._figs
+        views = pn.Column(
+            pn.Row(pn.pane.Bokeh(f["map"]), pn.pane.Bokeh(f["continuum"])),
+            pn.Row(pn.pane.Bokeh(f["spectrum"]), pn.pane.Bokeh(f["pv"])),
+            pn.Row(pn.pane.Bokeh(f["ra_v"]), pn.pane.Bokeh(f["dec_v"])),
+            pn.Column("#### 3-D view (drag to rotate)", self._volume))
+        return pn.Row(controls, views)

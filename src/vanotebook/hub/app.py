@@ -26,6 +26,7 @@ TABS = (
     ("Cross-match", "XmatchDashboard"),
     ("SOM", "SOMDashboard"),
     ("SEDs", "SEDDashboard"),
+    ("Cubes", "CubeDashboard"),
 )
 
 
@@ -97,7 +98,7 @@ class Workflow(pn.viewable.Viewer):
                 continue
             if name == "SOMDashboard":
                 self.dashboards[title] = cls()
-            elif name in ("XmatchDashboard", "SEDDashboard"):
+            elif name in ("XmatchDashboard", "SEDDashboard", "CubeDashboard"):
                 self.dashboards[title] = cls(client=client)
             else:
                 self.dashboards[title] = cls(sky=self.sky, client=client)
