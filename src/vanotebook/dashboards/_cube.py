@@ -286,7 +286,7 @@ class CubeDashboard(pn.viewable.Viewer):
         tools = "pan,wheel_zoom,box_zoom,reset,tap"
         fmap = figure(title="moment0", width=380, height=340, tools=tools,
                       match_aspect=True, x_axis_label="x [pixel]", y_axis_label="y [pixel]",
-                      name="cube-map")
+                      name="cube-map", css_classes=["cube-map"])
         fmap.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src["map"],
                    color_mapper=self._mappers["map"])
         lines = fmap.multi_line(xs="xs", ys="ys", source=src["pv_line"], line_color="white",
@@ -297,7 +297,8 @@ class CubeDashboard(pn.viewable.Viewer):
         fmap.add_tools(HoverTool(tooltips=[("x, y", "$x{0.0}, $y{0.0}"), ("value", "@image")]))
         fcont = figure(title="continuum", width=380, height=340, tools=tools,
                        match_aspect=True, x_range=fmap.x_range, y_range=fmap.y_range,
-                       x_axis_label="x [pixel]", name="cube-continuum")
+                       x_axis_label="x [pixel]", name="cube-continuum",
+                       css_classes=["cube-continuum"])
         fcont.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src["continuum"],
                     color_mapper=self._mappers["continuum"])
         fcont.scatter(x="x", y="y", source=src["cursor"], marker="cross", size=16, color="red",
