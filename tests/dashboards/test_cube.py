@@ -65,7 +65,7 @@ def test_moments_spectrum_cuts_and_pv_follow_the_public_api():
     cont = dash.continuum["mosaic"].values
     assert cont.shape == dash.maps["moment0"].shape and np.isfinite(cont).mean() > 0.9
     layout = dash.__panel__()
-    assert isinstance(layout, pn.Row)
+    assert isinstance(layout, pn.Column) and isinstance(layout[1], pn.Row)
 
 
 def test_the_volume_is_the_cube_strided_in_x_y_v_order():

@@ -42,7 +42,7 @@ def test_train_and_explore(dash):
     assert "log" in dash.figures()["U-matrix"].title.text
     doc = json.loads(dash.export_json().getvalue())
     assert doc["dimensions"]["rows"] == 5 and len(doc["samples"]["bmu"]) == 1200
-    assert isinstance(dash.__panel__(), pn.layout.Row)
+    assert isinstance(dash.__panel__(), pn.layout.Column)  # its help, then the dashboard
 
 
 def test_background_training_and_table_source(tmp_path):

@@ -124,6 +124,11 @@ class ArchivePicker(pn.viewable.Viewer):
         return self.archive.catalogue(self.catalogue).cone(*self.region())
 
     def __panel__(self):
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self):
         return pn.Column(
             pn.Row(pn.widgets.FloatInput.from_param(self.param.ra, width=110),
                    pn.widgets.FloatInput.from_param(self.param.dec, width=110),

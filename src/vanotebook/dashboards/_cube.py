@@ -32,9 +32,6 @@ __all__ = ["CubeDashboard"]
 
 _MAPS = ("moment0", "moment1", "moment2", "peak", "velocity_of_peak", "linewidth_sigma")
 _VOLUME_SIDE = 96  # the 3-D view gets at most this many voxels a side (a strided view)
-_HELP = ("**Cube explorer.** Press *Compute moments*; tap the map to move the cursor (its "
-         "spectrum, RA-v and Dec-v cuts follow); tap a spectrum or a cut to pick a channel; "
-         "draw a PV line on the map with the poly-draw tool (double-click to start and to end).")
 
 
 def _finite_range(values: np.ndarray) -> tuple[float, float]:
@@ -416,8 +413,12 @@ class CubeDashboard(pn.viewable.Viewer):
         return (nx / shape[0], ny / shape[1], max(nx, ny) / shape[2])
 
     def __panel__(self):
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self):
         controls = pn.Column(
-            pn.pane.Markdown(_HELP, width=260),
             pn.widgets.Select.from_param(self.param.demo, disabled=self._given is not None),
             pn.widgets.Select.from_param(self.param.moment),
             pn.widgets.FloatSlider.from_param(self.param.mask_sigma),

@@ -455,6 +455,11 @@ class DetectDashboard(pn.viewable.Viewer):
         self.figure.y_range.start, self.figure.y_range.end = float(y0), float(y1)
 
     def __panel__(self):
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self):
         image = pn.Column(
             pn.widgets.Select.from_param(self.param.source),
             pn.widgets.Select.from_param(self.param.survey),

@@ -69,6 +69,11 @@ class HiPSViewer(pn.viewable.Viewer):
         self.status = f"Showing {', '.join(shown)}."
 
     def __panel__(self) -> pn.viewable.Viewable:
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self) -> pn.viewable.Viewable:
         controls = pn.Param(self, parameters=["image_hips", "catalogue_hips", "ra", "dec",
                                               "fov"], show_name=False, width=280)
         return pn.Row(pn.Column(controls, self._status), self._frame,

@@ -213,6 +213,11 @@ class JobsDashboard(pn.viewable.Viewer):
         self.refresh()
 
     def __panel__(self):
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self):
         if self._periodic is None and pn.state.curdoc is not None:
             self._periodic = pn.state.add_periodic_callback(self.refresh, period=3000)
         return pn.Column(

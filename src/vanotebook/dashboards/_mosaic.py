@@ -317,6 +317,11 @@ class MosaicDashboard(pn.viewable.Viewer):
         return pn.pane.Markdown(text)
 
     def __panel__(self):
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self):
         controls = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.param.source),
             self._file_input,

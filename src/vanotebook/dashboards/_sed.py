@@ -272,6 +272,11 @@ class SEDDashboard(pn.viewable.Viewer):
             self.picked = int(indices[0])
 
     def __panel__(self):
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self):
         figs = self.figures()
         controls = pn.Column(
             pn.pane.Markdown("**Greybody fits** (thin or thick; upper limits censored)"),

@@ -217,6 +217,11 @@ class SOMDashboard(pn.viewable.Viewer):
         return pn.pane.Bokeh(self.figures()["Neuron"])
 
     def __panel__(self):
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self):
         data = pn.Param(self, parameters=["source", "n_spectra", "table_path", "columns",
                                           "label_column"], show_name=False)
         grid = pn.Param(self, parameters=["rows", "cols", "topology", "periodic",

@@ -300,6 +300,11 @@ class XmatchDashboard(pn.viewable.Viewer):
         return pn.Column(*figs)
 
     def __panel__(self):
+        from ._help import with_help
+
+        return with_help(self, self._layout())
+
+    def _layout(self):
         controls = pn.Column(
             pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS/VOTable/ECSV/parquet)"),
             self.left_file, self.right_file,

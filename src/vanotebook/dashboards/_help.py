@@ -1,0 +1,44 @@
+"""The two lines every dashboard opens with: what it does and what to try first."""
+
+from __future__ import annotations
+
+import panel as pn
+
+__all__ = ["HELP", "with_help"]
+
+#: By dashboard class name. Two sentences each: what it does, what to try first.
+HELP = {
+    "MosaicDashboard": "**Mosaic** merges a survey's tiles (or images picked in the archive) "
+    "onto one grid: reprojected, background-matched, co-added. Try: choose a survey, press "
+    "*Run mosaic*, then *Detect sources on the mosaic*.",
+    "DetectDashboard": "**Source detection** finds compact and extended sources, fits them "
+    "and scores each as real or spurious. Try: press *Run detection* on the demo tile, then "
+    "click a row of the table or an ellipse on the image.",
+    "XmatchDashboard": "**Cross-match** pairs two catalogues within a radius, with a "
+    "probability per pair. Try: press *Match* on the demo pair, or upload two catalogues "
+    "(FITS, VOTable, ECSV, parquet).",
+    "SOMDashboard": "**Self-organising map** of spectra: hits, U-matrix and labels per unit, "
+    "exported as GUASOM JSON. Try: press *Train* on the demo spectra, then tap a unit.",
+    "SEDDashboard": "**SEDs** of compact sources with greybody fits (temperature, mass, "
+    "luminosity, honest errors; upper limits censored). Try: press *Fit greybodies*, then "
+    "pick a source on the map, in the table or in a diagram.",
+    "CubeDashboard": "**Cube explorer**: moment maps beside the continuum, the spectrum and "
+    "RA-v/Dec-v cuts at the cursor, a PV slice, a 3-D view. Try: press *Compute moments*, "
+    "tap the map, tap a spectrum to pick a channel, draw a PV line with the poly-draw tool.",
+    "JobsDashboard": "**Jobs** runs any pipeline as a UWS job on the gateway, in the "
+    "background, and keeps its results. Try: pick a pipeline, fill its form, press *Submit*, "
+    "then download the results when the phase is COMPLETED.",
+    "HiPSViewer": "**Sky view**: the archive's HiPS images and catalogues in Aladin Lite, "
+    "served from this gateway. Try: pick a HiPS and zoom in; catalogue sources load tile by "
+    "tile.",
+    "ArchivePicker": "**Choose inputs** from the archive: the images and catalogues in a "
+    "cone, by band and survey. Try: press *Search*, select rows, then use them in the "
+    "dashboard below.",
+}
+
+
+def with_help(viewer: object, layout: pn.viewable.Viewable) -> pn.Column:
+    """``layout`` under its dashboard's two lines of help."""
+    text = HELP[type(viewer).__name__]
+    return pn.Column(pn.pane.Markdown(text, css_classes=["vn-help"], sizing_mode="stretch_width",
+                                      margin=(0, 10)), layout)
