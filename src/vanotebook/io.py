@@ -32,6 +32,7 @@ from ._errors import VanotebookInputError
 from .units import Beam, fits_string, parse_unit
 
 __all__ = [
+    "COORDINATE_NAMES",
     "IMAGE_FORMS",
     "Image",
     "arrow_to_table",
@@ -39,6 +40,7 @@ __all__ = [
     "atomic_path",
     "casa_beam",
     "coordinates_in_degrees",
+    "guess_coordinates",
     "masked_as_nan",
     "native_byteorder",
     "parquet_units",
@@ -58,9 +60,16 @@ IMAGE_FORMS = (
     "an xarray DataArray with its FITS header in attrs['header'], or a vanotebook Image"
 )
 CATALOGUE_FORMS = (
-    "an astropy Table, a pandas or dask DataFrame, or a path to a FITS, VOTable, ECSV or "
-    "parquet file (or a folder of parquet files)"
+    "an astropy Table, a pandas or dask DataFrame, or a path to a FITS, VOTable, ECSV, CSV, "
+    "TSV or parquet file (or a folder of parquet files)"
 )
+#: Coordinate column pairs astronomers' catalogues use, most specific first (compared
+#: case-insensitively): plain, VizieR, SExtractor, Gaia/VizieR ICRS, degree suffixes.
+COORDINATE_NAMES = (("ra", "dec"), ("raj2000", "dej2000"), ("_raj2000", "_dej2000"),
+                    ("ra_j2000", "dec_j2000"), ("alpha_j2000", "delta_j2000"),
+                    ("ra_icrs", "de_icrs"), ("_ra_icrs", "_de_icrs"), ("radeg", "dedeg"),
+                    ("ra_deg", "dec_deg"), ("ra_icrs", "dec_icrs"), ("alpha", "delta"),
+                    ("raj2000", "decj2000"), ("ra2000", "dec2000"), ("ramean", "decmean"))
 UNITS_KEY = b"vanotebook.units"
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
 
@@ -317,6 +326,10 @@ def _table_format(path: Path) -> str | None:
         return "votable"
     if name.endswith(".ecsv"):
         return "ascii.ecsv"
+    if name.endswith(".csv"):
+        return "ascii.csv"
+    if name.endswith(".tsv"):
+        return "ascii.tab"
     return None
 
 
@@ -728,6 +741,22 @@ def parse_catalogue(catalogue: Any, *, ra: str = "ra", dec: str = "dec",
         raise VanotebookInputError(argument, CATALOGUE_FORMS, catalogue)
     _check_columns(catalogue.colnames, ra, dec, argument)
     return coordinates_in_degrees(catalogue, ra, dec)
+
+
+def guess_coordinates(columns: Sequence[str]) -> tuple[str | None, str | None]:
+    """The RA and Dec column names among ``columns``, by the usual names, or ``(None, None)``.
+
+    ``ra``/``dec``, VizieR's ``RAJ2000``/``DEJ2000`` and ``_RAJ2000``/``_DEJ2000``,
+    SExtractor's ``ALPHA_J2000``/``DELTA_J2000``, ``RA_ICRS``/``DE_ICRS``,
+    ``RAdeg``/``DEdeg`` and the others of `COORDINATE_NAMES`, in any case; the
+    first pair present wins. Whether the values are degrees or sexagesimal is
+    `coordinates_in_degrees`'s business.
+    """
+    lower = {str(c).lower(): str(c) for c in columns}
+    for ra, dec in COORDINATE_NAMES:
+        if ra in lower and dec in lower:
+            return lower[ra], lower[dec]
+    return None, None
 
 
 def _check_columns(columns: Sequence[str], ra: str, dec: str, argument: str) -> None:

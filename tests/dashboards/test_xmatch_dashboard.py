@@ -131,3 +131,56 @@ def test_selecting_table_rows_highlights_them_on_the_sky():
     assert len(m["ra"]) == dash.n_pairs
     dash.table.selection = []
     assert len(dash._sources["highlight"].data["ra"]) == 0
+
+
+def test_uploads_of_common_files_with_their_coordinate_columns(tmp_path):
+    """CSV with VizieR's RAJ2000/DEJ2000 (sexagesimal), SExtractor's ALPHA_J2000 in VOTable:
+    the columns are found, the match equals crossmatch on the renamed tables, and the sky
+    plot draws matched sources as matched (#13 items 5 and 8)."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.table import Table
+
+    from vanotebook import crossmatch
+    from vanotebook.sky import catalogue_pair
+
+    left, right = catalogue_pair(3000, radius=0.2).to_tables()
+    c = SkyCoord(left["ra"], left["dec"], unit="deg")
+    vizier = Table({"Seq": np.arange(len(left)),
+                    "RAJ2000": c.ra.to_string(u.hourangle, sep=":", precision=4),
+                    "DEJ2000": c.dec.to_string(sep=":", precision=3, alwayssign=True)})
+    sex = Table({"NUMBER": np.arange(len(right)), "ALPHA_J2000": right["ra"],
+                 "DELTA_J2000": right["dec"]})
+    vizier.write(tmp_path / "left.csv", format="ascii.csv")
+    sex.write(tmp_path / "right.vot", format="votable")
+    dash = XmatchDashboard(radius_arcsec=1.0)
+    dash.upload(left=(tmp_path / "left.csv").read_bytes(), left_filename="left.csv",
+                right=(tmp_path / "right.vot").read_bytes(), right_filename="right.vot")
+    assert (dash.left_ra, dash.left_dec) == ("RAJ2000", "DEJ2000")
+    assert (dash.right_ra, dash.right_dec) == ("ALPHA_J2000", "DELTA_J2000")
+    assert "Seq" in dash.param.left_ra.objects  # any column can be picked
+    dash.run(dash)
+    dash.future.result(timeout=300)
+    want = crossmatch(Table({"ra": c.ra.deg, "dec": c.dec.deg}),
+                      Table({"ra": right["ra"], "dec": right["dec"]}), radius=1 * u.arcsec)
+    assert dash.n_pairs == len(want) > 1000
+    d = dash.sky_data()
+    assert d["matched"].sum() == len(np.unique(np.asarray(dash.result["Seq_left"])))
+    # a picked column that is not a position is refused by name
+    dash.left_ra = "Seq"
+    dash.run(dash)
+    dash.future.result(timeout=300)
+    assert dash.status.startswith("error: ")
+
+
+def test_bad_uploads_are_named_and_nothing_is_replaced(tmp_path):
+    dash = XmatchDashboard()
+    for data, name, expect in ((b"", "empty.csv", "left: expected a catalogue file with rows"),
+                               (b"hello", "notes.txt", "left: expected a FITS, VOTable, ECSV, CSV"),
+                               (b"not fits at all", "cat.fits", "left: expected a readable")):
+        dash.left_file.filename = name
+        dash.left_file.value = data
+        assert dash.status.startswith(f"error reading left upload {name}: {expect}"), \
+            dash.status
+        assert "/tmp" not in dash.status and "vanotebook-upload" not in dash.status
+    assert dash.sources == "demo pair" and dash._left is None  # nothing replaced

@@ -1,11 +1,14 @@
 """`XmatchDashboard`: choose two catalogues, set the radius, match on the cluster, inspect.
 
 No science here: the dashboard calls `vanotebook.xmatch.crossmatch`,
-`vanotebook.io.parse_catalogue` and `vanotebook.sky.catalogue_pair` only. The
+`vanotebook.io` (reading, coordinate columns) and `vanotebook.sky.catalogue_pair`
+only. The
 match runs in a worker thread (which submits to the Dask cluster when inputs
 are lazy), so the Panel event loop is never blocked; a progress bar advances
 as partitions finish. Catalogues come from the demo pair or from uploads
-(FITS, VOTable, ECSV or parquet). The sky plot uses Bokeh's WebGL backend,
+(FITS, VOTable, ECSV, CSV, TSV or parquet); the RA/Dec columns of an upload
+are guessed from the usual names (``RAJ2000``, ``ALPHA_J2000``, ...) and can
+be picked. The sky plot uses Bokeh's WebGL backend,
 which stays responsive with millions of points; rows selected in the result
 table are highlighted on it.
 """
@@ -30,7 +33,7 @@ __all__ = ["XmatchDashboard"]
 
 _MAX_PLOT = 2_000_000
 _MAX_TABLE = 10_000
-_UPLOAD_FORMATS = ".fits,.fit,.fits.gz,.xml,.vot,.votable,.ecsv,.parquet"
+_UPLOAD_FORMATS = ".fits,.fit,.fits.gz,.xml,.vot,.votable,.ecsv,.csv,.tsv,.parquet"
 
 
 class XmatchDashboard(pn.viewable.Viewer):
@@ -59,6 +62,13 @@ class XmatchDashboard(pn.viewable.Viewer):
     progress_total = param.Integer(default=1, doc="Partitions to match")
     sources = param.String(default="demo pair", doc="Where the catalogues come from")
     selection = param.List(default=[], item_type=int, doc="Selected rows of the result table")
+    left_ra = param.Selector(default="ra", objects=["ra"], doc="RA column of the left catalogue")
+    left_dec = param.Selector(default="dec", objects=["dec"],
+                              doc="Dec column of the left catalogue")
+    right_ra = param.Selector(default="ra", objects=["ra"],
+                              doc="RA column of the right catalogue")
+    right_dec = param.Selector(default="dec", objects=["dec"],
+                               doc="Dec column of the right catalogue")
     run = param.Action(lambda self: self.start(), label="Match")
 
     def __init__(self, left: Any = None, right: Any = None, *, client=None,
@@ -85,10 +95,37 @@ class XmatchDashboard(pn.viewable.Viewer):
         self.table.param.watch(self._selected, "selection")
         self._sources = None
         self._figure = None
+        for side, table in (("left", left), ("right", right)):
+            if hasattr(table, "colnames"):
+                self._offer_columns(side, table)
 
     # ---------------------------------------------------------------- inputs
     def catalogues(self):
-        """The two input catalogues (the demo pair when none were given)."""
+        """The two input catalogues (the demo pair when none were given), each with its
+        chosen coordinate columns as ``ra``/``dec`` in degrees."""
+        left, right = self._raw()
+        return self._coordinates(left, "left"), self._coordinates(right, "right")
+
+    def _coordinates(self, table: Any, side: str):
+        """``table`` with the chosen RA/Dec columns named ``ra``/``dec``, in degrees."""
+        ra, dec = getattr(self, f"{side}_ra"), getattr(self, f"{side}_dec")
+        if not hasattr(table, "colnames") or (ra, dec) == ("ra", "dec"):
+            return table
+        from .._errors import VanotebookInputError
+        from ..io import coordinates_in_degrees
+
+        for name in (ra, dec):
+            if name not in table.colnames:
+                raise VanotebookInputError(f"{side}_{'ra' if name == ra else 'dec'}",
+                                           f"a column of the {side} catalogue", name)
+        out = table.copy(copy_data=False)
+        for name in ("ra", "dec"):
+            if name in out.colnames and name not in (ra, dec):
+                out.rename_column(name, f"{name}_original")
+        out.rename_columns([ra, dec], ["ra", "dec"])
+        return coordinates_in_degrees(out, "ra", "dec")
+
+    def _raw(self):
         if self._left is not None and self._right is not None:
             return self._left, self._right
         if self._tables is None or len(self._tables[0]) != self.demo_rows:
@@ -108,13 +145,31 @@ class XmatchDashboard(pn.viewable.Viewer):
         VOTable, ECSV or parquet); without a name, parquet and FITS are told
         apart by their first bytes.
         """
-        if left is not None:
-            self._left = self._parse(left, left_filename, "left")
-            self._origin["left"] = "uploaded"
-        if right is not None:
-            self._right = self._parse(right, right_filename, "right")
-            self._origin["right"] = "uploaded"
+        for side, table, filename in (("left", left, left_filename),
+                                      ("right", right, right_filename)):
+            if table is None:
+                continue
+            table = self._parse(table, filename, side)
+            setattr(self, f"_{side}", table)
+            self._origin[side] = "uploaded"
+            self._offer_columns(side, table)
         self._describe()
+
+    def _offer_columns(self, side: str, table: Any) -> None:
+        """The coordinate pickers of ``side``: its columns, the usual names chosen."""
+        from ..io import guess_coordinates
+
+        columns = [str(c) for c in getattr(table, "colnames", None) or
+                   list(getattr(table, "columns", []))]
+        ra, dec = guess_coordinates(columns)
+        for which, guess in (("ra", ra), ("dec", dec)):
+            name = f"{side}_{which}"
+            objects = columns or [which]
+            self.param[name].objects = objects
+            setattr(self, name, guess if guess is not None else objects[0])
+        if ra is None:
+            self.status = (f"{side} catalogue: no usual RA/Dec column names among "
+                           f"{', '.join(columns[:8])}; choose them in the pickers")
 
     def _describe(self) -> None:
         self.sources = ", ".join(f"{side}: {self._origin[side]}" for side in ("left", "right"))
@@ -123,17 +178,32 @@ class XmatchDashboard(pn.viewable.Viewer):
     def _parse(obj: Any, filename: str | None, side: str):
         if not isinstance(obj, bytes | bytearray):
             return obj
-        from ..io import parse_catalogue
+        from .._errors import VanotebookInputError
+        from ..io import _table_format, read_catalogue
 
         if filename:
             name = Path(filename).name
         else:
             name = "upload.parquet" if bytes(obj[:4]) == b"PAR1" else "upload.fits"
+        shown = filename or "the upload"
+        if not obj:
+            raise VanotebookInputError(side, "a catalogue file with rows", f"{shown}: empty")
+        if _table_format(Path(name)) is None:
+            raise VanotebookInputError(side, "a FITS, VOTable, ECSV, CSV, TSV or parquet file",
+                                       shown)
         with tempfile.TemporaryDirectory(prefix="vanotebook-upload-") as tmp:
             path = os.path.join(tmp, name)
             with open(path, "wb") as fh:
                 fh.write(obj)
-            return parse_catalogue(path, argument=side)
+            try:
+                table = read_catalogue(path)
+            except Exception as exc:  # named by the user's file, never the server's path
+                kind = name.rsplit(".", 1)[-1]
+                raise VanotebookInputError(side, f"a readable catalogue ({kind})",
+                                           f"{shown}: {type(exc).__name__}") from exc
+        if len(table) == 0:
+            raise VanotebookInputError(side, "a catalogue with rows", f"{shown}: no rows")
+        return table
 
     def use_archive(self, side: str) -> None:
         """Take the rows of the picker's catalogue inside its cone as the ``side`` catalogue."""
@@ -152,7 +222,7 @@ class XmatchDashboard(pn.viewable.Viewer):
                        f"within {self.picker.radius_arcmin:g}'")
 
     def _uploaded(self, side: str, widget) -> None:
-        if not widget.value:
+        if widget.value is None:  # cleared; an empty file (b"") is an upload, and refused
             return
         try:
             self.upload(**{side: widget.value, f"{side}_filename": widget.filename})
@@ -213,11 +283,16 @@ class XmatchDashboard(pn.viewable.Viewer):
         left, _ = self.catalogues()
         if not hasattr(left, "colnames") or self.result is None:
             return {"ra": np.zeros(0), "dec": np.zeros(0), "matched": np.zeros(0, bool)}
-        ids = left["source_id"] if "source_id" in left.colnames else None
-        ra, dec = np.asarray(left["ra"])[:_MAX_PLOT], np.asarray(left["dec"])[:_MAX_PLOT]
-        key = "source_id_left"
-        if ids is not None and key in self.result.colnames:
-            matched = np.isin(np.asarray(ids)[:_MAX_PLOT], np.asarray(self.result[key]))
+        ra = np.asarray(left["ra"], float)[:_MAX_PLOT]
+        dec = np.asarray(left["dec"], float)[:_MAX_PLOT]
+        if "ra_left" in self.result.colnames and "dec_left" in self.result.colnames:
+            # a left row is matched when its position is a pair's left position (the match
+            # copies it as it is), whatever its id column is called or whether it has one
+            pairs = {(float(a), float(b)) for a, b in zip(
+                np.asarray(self.result["ra_left"], float),
+                np.asarray(self.result["dec_left"], float), strict=True)}
+            matched = np.fromiter(((float(a), float(b)) in pairs for a, b in
+                                   zip(ra, dec, strict=True)), bool, count=ra.size)
         else:
             matched = np.zeros(ra.size, bool)
         return {"ra": ra, "dec": dec, "matched": matched}
@@ -306,8 +381,17 @@ class XmatchDashboard(pn.viewable.Viewer):
 
     def _layout(self):
         controls = pn.Column(
-            pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS/VOTable/ECSV/parquet)"),
-            self.left_file, self.right_file,
+            pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS, VOTable, ECSV, CSV, "
+                             "TSV or parquet)"),
+            self.left_file,
+            pn.Row(pn.widgets.Select.from_param(self.param.left_ra, name="left RA", width=110),
+                   pn.widgets.Select.from_param(self.param.left_dec, name="left Dec",
+                                                width=110)),
+            self.right_file,
+            pn.Row(pn.widgets.Select.from_param(self.param.right_ra, name="right RA",
+                                                width=110),
+                   pn.widgets.Select.from_param(self.param.right_dec, name="right Dec",
+                                                width=110)),
             pn.pane.Str(self.param.sources),
             pn.widgets.IntInput.from_param(self.param.demo_rows),
             pn.widgets.FloatInput.from_param(self.param.radius_arcsec),
