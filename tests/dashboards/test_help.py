@@ -34,3 +34,38 @@ def test_the_layout_opens_with_it():
         assert isinstance(layout, pn.Column)
         first = layout[0]
         assert isinstance(first, pn.pane.Markdown) and first.object == HELP[type(dash).__name__]
+
+
+def test_impossible_numbers_are_refused_with_a_message_not_reset_silently():
+    """#13 item 7: -5 or 0 typed in a bounded box is refused, named, and the value kept."""
+    from vanotebook.dashboards import XmatchDashboard
+    from vanotebook.dashboards._help import number_input
+
+    dash = XmatchDashboard()
+    box = number_input(dash, "radius_arcsec")
+    assert box.start is None and box.end is None  # the browser does not clamp it
+    for typed in (-2.0, 0.0, 1e6):
+        box.value = typed
+        assert dash.radius_arcsec == 1.0 and box.value == 1.0
+        assert dash.status.startswith("error: Radius arcsec (Match radius [arcsec]): expected "
+                                      f"between 0.01 and 3600, got {typed}"), dash.status
+    box.value = 2.5  # a good value goes through, and the parameter drives the box back
+    assert dash.radius_arcsec == 2.5
+    dash.radius_arcsec = 3.0
+    assert box.value == 3.0
+    rows = number_input(dash, "demo_rows")
+    rows.value = 5
+    assert dash.demo_rows == 20_000 and "expected between 100 and 5000000" in dash.status
+
+
+def test_a_threshold_that_finds_noise_says_so(sky):
+    from vanotebook.dashboards import DetectDashboard
+
+    dash = DetectDashboard(sky=sky, survey="fir250", tile_index=1, seed_threshold=2.0,
+                           merge_threshold=1.5)
+    dash.run(sync=True)
+    assert "warning: a seed threshold of 2 sigma takes noise peaks" in dash.status
+    dash.seed_threshold = 5.0
+    dash.merge_threshold = 2.6
+    dash.run(sync=True)
+    assert "warning" not in dash.status

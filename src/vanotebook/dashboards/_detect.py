@@ -61,6 +61,10 @@ def _pixel_ellipses(cat, wcs) -> dict[str, np.ndarray]:
             "width": np.sqrt(vals[:, 1]), "height": np.sqrt(vals[:, 0]), "angle": angle}
 
 
+#: Seed thresholds below this many sigma are run, with a warning that noise peaks dominate.
+_USUAL_SEED = 3.0
+
+
 class DetectDashboard(pn.viewable.Viewer):
     """Find compact and extended sources in an image and look at them.
 
@@ -295,6 +299,11 @@ class DetectDashboard(pn.viewable.Viewer):
                 result.catalogue) else 0
             self.status = (f"{self.n_sources} compact sources ({n_real} with score > 0.5), "
                            f"{len(result.extended)} extended")
+            if self.seed_threshold < _USUAL_SEED:
+                self.status += (f"; warning: a seed threshold of {self.seed_threshold:g} sigma "
+                                f"takes noise peaks for sources (a Gaussian noise map has a "
+                                f"peak above 3 sigma in about every 300 pixels): "
+                                f"{_USUAL_SEED:g}-5 sigma is usual")
         finally:
             self.running = False
             self._progress.visible, self._progress.active = False, False

@@ -1,10 +1,10 @@
-"""The two lines every dashboard opens with: what it does and what to try first."""
+"""What every dashboard says: its two opening lines, and why a number it was given is refused."""
 
 from __future__ import annotations
 
 import panel as pn
 
-__all__ = ["HELP", "with_help"]
+__all__ = ["HELP", "number_input", "with_help"]
 
 #: By dashboard class name. Two sentences each: what it does, what to try first.
 HELP = {
@@ -42,3 +42,37 @@ def with_help(viewer: object, layout: pn.viewable.Viewable) -> pn.Column:
     text = HELP[type(viewer).__name__]
     return pn.Column(pn.pane.Markdown(text, css_classes=["vn-help"], sizing_mode="stretch_width",
                                       margin=(0, 10)), layout)
+
+
+def number_input(viewer: object, name: str, *, status: str = "status") -> pn.widgets.Widget:
+    """A text box for the bounded number ``name`` of ``viewer`` that says why it refuses.
+
+    The browser does not clamp it (no start/end): a value outside the
+    parameter's bounds is refused by the parameter, the box goes back to the
+    value in force, and ``viewer.<status>`` says what was expected and what
+    came, instead of the silent snap-back of a clamped box.
+    """
+    import param
+
+    spec = viewer.param[name]
+    kind = pn.widgets.IntInput if isinstance(spec, param.Integer) else pn.widgets.FloatInput
+    widget = kind(label=spec.label, value=getattr(viewer, name), description=spec.doc)
+
+    def typed(event) -> None:
+        if event.new == getattr(viewer, name):
+            return
+        try:
+            setattr(viewer, name, event.new)
+        except ValueError:
+            lo, hi = spec.bounds or (None, None)
+            want = ("a number" if lo is None and hi is None else
+                    f"at least {lo}" if hi is None else f"at most {hi}" if lo is None else
+                    f"between {lo} and {hi}")
+            unit = f" ({spec.doc})" if spec.doc else ""
+            setattr(viewer, status, f"error: {spec.label}{unit}: expected {want}, got "
+                    f"{event.new}; kept {getattr(viewer, name)}")
+            widget.value = getattr(viewer, name)
+
+    widget.param.watch(typed, "value")
+    viewer.param.watch(lambda event: setattr(widget, "value", event.new), name)
+    return widget

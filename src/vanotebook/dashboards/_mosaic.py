@@ -322,11 +322,13 @@ class MosaicDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
+        from ._help import number_input
+
         controls = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.param.source),
             self._file_input,
             pn.widgets.Select.from_param(self.param.grid),
-            pn.widgets.FloatInput.from_param(self.param.pixel_scale_arcsec),
+            number_input(self, "pixel_scale_arcsec"),
             pn.widgets.Select.from_param(self.param.combine),
             pn.widgets.Select.from_param(self.param.background),
             pn.widgets.Select.from_param(self.param.method),

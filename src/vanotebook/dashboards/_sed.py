@@ -277,12 +277,14 @@ class SEDDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
+        from ._help import number_input
+
         figs = self.figures()
         controls = pn.Column(
             pn.pane.Markdown("**Greybody fits** (thin or thick; upper limits censored)"),
-            pn.widgets.FloatInput.from_param(self.param.distance_pc),
+            number_input(self, "distance_pc"),
             pn.widgets.Select.from_param(self.param.model),
-            pn.widgets.FloatInput.from_param(self.param.size_arcsec),
+            number_input(self, "size_arcsec"),
             pn.widgets.Checkbox.from_param(self.param.free_beta),
             pn.widgets.FloatSlider.from_param(self.param.beta),
             pn.widgets.Button.from_param(self.param.run, color="primary"),

@@ -380,6 +380,8 @@ class XmatchDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
+        from ._help import number_input
+
         controls = pn.Column(
             pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS, VOTable, ECSV, CSV, "
                              "TSV or parquet)"),
@@ -393,10 +395,10 @@ class XmatchDashboard(pn.viewable.Viewer):
                    pn.widgets.Select.from_param(self.param.right_dec, name="right Dec",
                                                 width=110)),
             pn.pane.Str(self.param.sources),
-            pn.widgets.IntInput.from_param(self.param.demo_rows),
-            pn.widgets.FloatInput.from_param(self.param.radius_arcsec),
+            number_input(self, "demo_rows"),
+            number_input(self, "radius_arcsec"),
             pn.widgets.Select.from_param(self.param.how),
-            pn.widgets.IntInput.from_param(self.param.k),
+            number_input(self, "k"),
             pn.widgets.Button.from_param(self.param.run),
             pn.indicators.Progress(value=self.param.progress_done,
                                    max=self.param.progress_total, width=200),
