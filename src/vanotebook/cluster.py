@@ -13,12 +13,13 @@ declaration as its ``cluster_options`` (and enforces it again).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -299,34 +300,63 @@ def _close_once(gateway: Any) -> Any:
     dask-gateway 2026.3 closes a gateway again when it is garbage collected,
     and that second ``close`` raises (distributed refuses to hand out a
     stopped loop), printing "Exception ignored in Gateway.__del__" after
-    every private cluster. And when the collection happens on the event
-    loop's own thread, its blocking ``close`` deadlocks that thread and every
-    other gateway call with it; there, the session is closed on the loop.
+    every private cluster. It also installs `_safe_gateway_del` for every
+    gateway, ours or dask-gateway's own.
     """
+    _safe_gateway_del()
     close = gateway.close
 
     def close_if_open() -> Any:
-        if gateway.asynchronous:
-            return close()
-        if not gateway._loop_runner.is_started():
-            return None
-        import asyncio
-
-        loop = gateway.loop.asyncio_loop
-        try:
-            here = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        if here is loop:
-            # garbage collected on the loop's own thread: a blocking close would wait on
-            # itself for ever (seen in CI, inside another gateway's request); close the
-            # HTTP session on the loop instead and leave the shared loop running
-            loop.create_task(gateway._cleanup())
-            return None
-        return close()
+        return _close_gateway(gateway, close)
 
     gateway.close = close_if_open
     return gateway
+
+
+def _close_gateway(gateway: Any, close: Callable[[], Any]) -> Any:
+    """``close()`` a gateway unless it is closed already, never blocking its own loop.
+
+    A gateway collected on its event loop's own thread (``Gateway.__del__``
+    runs wherever the collector does: CI hung for 15 minutes inside another
+    gateway's request) cannot wait for its loop there: its HTTP session is
+    closed on the loop instead, and the shared loop is left running.
+    """
+    if gateway.asynchronous:
+        return close()
+    runner = getattr(gateway, "_loop_runner", None)
+    if runner is None or not runner.is_started():
+        return None
+    import asyncio
+
+    loop = gateway.loop.asyncio_loop
+    try:
+        here = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    if here is loop:
+        loop.create_task(gateway._cleanup())
+        return None
+    return close()
+
+
+@functools.cache
+def _safe_gateway_del() -> None:
+    """Give `dask_gateway.Gateway` a ``__del__`` that never blocks its own loop (once).
+
+    dask-gateway's own closes the gateway synchronously, which deadlocks the
+    event loop when the collection happens on the loop's thread: seen with
+    the gateway a refused ``Gateway.connect`` leaves behind.
+    """
+
+    from dask_gateway import Gateway
+
+    def __del__(self) -> None:
+        if getattr(self, "asynchronous", True) or sys.is_finalizing():
+            return
+        with contextlib.suppress(Exception):  # a finaliser must not raise
+            _close_gateway(self, self.close)
+
+    Gateway.__del__ = __del__
 
 
 @functools.cache

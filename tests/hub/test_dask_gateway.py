@@ -592,3 +592,26 @@ def test_a_gateway_closed_on_its_own_loop_thread_does_not_deadlock():
     other = _close_once(Gateway(address="http://127.0.0.1:9", auth="basic"))
     other.close()  # the shared loop still answers
     gateway._loop_runner.stop()
+
+
+def test_a_gateway_dask_gateway_drops_is_collected_on_the_loop_without_deadlock():
+    """The gateway a refused Gateway.connect leaves behind is dask-gateway's own (never passed
+    through _close_once): its __del__ on the loop's thread hung CI inside bob's stop_cluster."""
+    import threading
+
+    from dask_gateway import Gateway
+
+    from vanotebook.cluster import _close_once
+
+    ours = _close_once(Gateway(address="http://127.0.0.1:9", auth="basic"))  # installs it
+    theirs = Gateway(address="http://127.0.0.1:9", auth="basic")
+    done = threading.Event()
+
+    def collected_on_the_loop() -> None:
+        type(theirs).__del__(theirs)
+        done.set()
+
+    theirs.loop.add_callback(collected_on_the_loop)
+    assert done.wait(20), "Gateway.__del__ on the loop's thread blocked it"
+    ours.close()
+    theirs._loop_runner.stop()
