@@ -69,3 +69,37 @@ def test_a_threshold_that_finds_noise_says_so(sky):
     dash.merge_threshold = 2.6
     dash.run(sync=True)
     assert "warning" not in dash.status
+
+
+def test_downloads_wait_for_a_result(sky):
+    """#13 item 11: a download pressed before a run gave an empty file; now it is disabled."""
+    from vanotebook.dashboards import DetectDashboard, SOMDashboard, XmatchDashboard
+
+    xm = XmatchDashboard(demo_rows=2000)
+    buttons = list(xm.__panel__().select(pn.widgets.FileDownload))
+    assert buttons and all(b.disabled for b in buttons)
+    xm.run(xm)
+    xm.future.result(timeout=300)
+    assert not any(b.disabled for b in buttons) and xm.result is not None
+    det = DetectDashboard(sky=sky, survey="fir250", tile_index=1)
+    buttons = list(det.__panel__().select(pn.widgets.FileDownload))
+    assert len(buttons) == 2 and all(b.disabled for b in buttons)
+    det.run(sync=True)
+    assert not any(b.disabled for b in buttons)
+    som = SOMDashboard()
+    (export,) = som.__panel__().select(pn.widgets.FileDownload)
+    assert export.disabled and som.som is None
+
+
+def test_the_default_publish_name_is_the_users_own(monkeypatch):
+    """#13 item 11: "Publish" used one default name for every user."""
+    from vanotebook.hub.app import _own_name
+
+    monkeypatch.setenv("JUPYTERHUB_USER", "alice")
+    a = _own_name("detections")
+    monkeypatch.setenv("JUPYTERHUB_USER", "bob.smith")
+    b = _own_name("detections")
+    assert (a, b) == ("detections_alice", "detections_bob_smith")
+    from vanotebook.archive._archive import _NAME
+
+    assert _NAME.match(a) and _NAME.match(b)

@@ -469,6 +469,8 @@ class DetectDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
+        from ._help import result_download
+
         image = pn.Column(
             pn.widgets.Select.from_param(self.param.source),
             pn.widgets.Select.from_param(self.param.survey),
@@ -481,10 +483,10 @@ class DetectDashboard(pn.viewable.Viewer):
         run = pn.widgets.Button.from_param(self.param.run_detection, label="Run detection",
                                            color="primary")
         downloads = pn.Column(
-            pn.widgets.FileDownload(callback=self.catalogue_ecsv, filename="catalogue.ecsv",
-                                    label="Download catalogue (ECSV)"),
-            pn.widgets.FileDownload(callback=self.regions_ds9, filename="sources.reg",
-                                    label="Download DS9 regions"),
+            result_download(self, self.catalogue_ecsv, "catalogue.ecsv",
+                            "Download catalogue (ECSV)", ready=lambda: self.result is not None),
+            result_download(self, self.regions_ds9, "sources.reg", "Download DS9 regions",
+                            ready=lambda: self.result is not None),
         )
         side = pn.Column("### Image", image, "### Thresholds", settings, run, self._progress,
                          pn.pane.Str(self.param.status),

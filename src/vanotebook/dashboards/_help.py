@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import panel as pn
 
-__all__ = ["HELP", "number_input", "with_help"]
+__all__ = ["HELP", "number_input", "result_download", "with_help"]
 
 #: By dashboard class name. Two sentences each: what it does, what to try first.
 HELP = {
@@ -75,4 +75,21 @@ def number_input(viewer: object, name: str, *, status: str = "status") -> pn.wid
 
     widget.param.watch(typed, "value")
     viewer.param.watch(lambda event: setattr(widget, "value", event.new), name)
+    return widget
+
+
+def result_download(viewer: object, callback, filename: str, label: str, *,
+                    ready) -> pn.widgets.FileDownload:
+    """A download button that stays disabled until ``ready()`` (there is a result to save).
+
+    It follows the dashboard's ``status`` and ``running``: a button pressed before a run
+    used to hand over an empty file.
+    """
+    widget = pn.widgets.FileDownload(callback=callback, filename=filename, label=label,
+                                     disabled=not ready())
+
+    def follow(*_events) -> None:
+        widget.disabled = bool(getattr(viewer, "running", False)) or not ready()
+
+    viewer.param.watch(follow, [n for n in ("status", "running") if n in viewer.param])
     return widget

@@ -322,7 +322,7 @@ class MosaicDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input
+        from ._help import number_input, result_download
 
         controls = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.param.source),
@@ -339,7 +339,8 @@ class MosaicDashboard(pn.viewable.Viewer):
             pn.widgets.RadioButtonGroup.from_param(self.param.stretch),
             pn.widgets.RangeSlider.from_param(self.param.percentiles, step=0.5),
             pn.widgets.Checkbox.from_param(self.param.show_footprints),
-            pn.widgets.FileDownload(callback=self.download, filename="mosaic.fits"),
+            result_download(self, self.download, "mosaic.fits", "Download mosaic (FITS)",
+                            ready=lambda: self.result is not None),
             width=320,
         )
         picker = pn.Card(self.picker, title="Archive: pick images by region and band",

@@ -277,7 +277,7 @@ class SEDDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input
+        from ._help import number_input, result_download
 
         figs = self.figures()
         controls = pn.Column(
@@ -291,7 +291,8 @@ class SEDDashboard(pn.viewable.Viewer):
             pn.indicators.LoadingSpinner(value=self.param.running, width=30, height=30),
             pn.pane.Str(self.param.status),
             pn.widgets.IntInput.from_param(self.param.picked),
-            pn.widgets.FileDownload(callback=self.download, filename="greybody_fits.ecsv"),
+            result_download(self, self.download, "greybody_fits.ecsv",
+                            "Download fits (ECSV)", ready=lambda: self.fit is not None),
             width=300)
         top = [controls, pn.pane.Bokeh(figs["sed"])]
         if "map" in figs:

@@ -222,6 +222,8 @@ class SOMDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
+        from ._help import result_download
+
         data = pn.Param(self, parameters=["source", "n_spectra", "table_path", "columns",
                                           "label_column"], show_name=False)
         grid = pn.Param(self, parameters=["rows", "cols", "topology", "periodic",
@@ -229,8 +231,8 @@ class SOMDashboard(pn.viewable.Viewer):
                                           "n_epochs", "init", "seed", "train"],
                         show_name=False)  # fmt: skip
         view = pn.Param(self, parameters=["scale", "clip"], show_name=False)
-        download = pn.widgets.FileDownload(callback=self.export_json, filename="som.json",
-                                           label="Export GUASOM JSON")
+        download = result_download(self, self.export_json, "som.json", "Export GUASOM JSON",
+                                   ready=lambda: self.som is not None)
         side = pn.Column("### Data", data, "### Map", grid, self._progress,
                          pn.pane.Str(self.param.status), "### View", view, download, width=320)
         return pn.Row(side, pn.Column(self.curves, self.maps), self.neuron)

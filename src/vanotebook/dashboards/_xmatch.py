@@ -380,7 +380,7 @@ class XmatchDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input
+        from ._help import number_input, result_download
 
         controls = pn.Column(
             pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS, VOTable, ECSV, CSV, "
@@ -404,7 +404,8 @@ class XmatchDashboard(pn.viewable.Viewer):
                                    max=self.param.progress_total, width=200),
             pn.indicators.LoadingSpinner(value=self.param.running, size=30),
             pn.pane.Str(self.param.status),
-            pn.widgets.FileDownload(callback=self.download, filename="crossmatch.ecsv"),
+            result_download(self, self.download, "crossmatch.ecsv", "Download pairs (ECSV)",
+                            ready=lambda: self.result is not None),
         )
         left = pn.widgets.Button(label="left <- archive")
         right = pn.widgets.Button(label="right <- archive")

@@ -66,6 +66,15 @@ class ClusterStatus(pn.viewable.Viewer):
         return pn.Column("## Cluster", button, self._view)
 
 
+def _own_name(base: str) -> str:
+    """``base_<user>``: a default product name no other user shares (archive name rules)."""
+    import getpass
+    import re
+
+    user = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    return f"{base}_{re.sub(r'[^A-Za-z0-9_]', '_', user)}"[:64]
+
+
 class Workflow(pn.viewable.Viewer):
     """The linked workflow: mosaic -> detect on the mosaic -> cross-match -> SOM.
 
@@ -77,13 +86,14 @@ class Workflow(pn.viewable.Viewer):
                                       doc="Survey whose published catalogue the detections "
                                           "are matched with")
     dask_dashboard = param.String(default="", doc="Link to the Dask dashboard")
-    publish_name = param.String(default="detections",
+    publish_name = param.String(default="detections",  # made the user's own in __init__
                                 doc="Name of the detections in the shared archive")
     published = param.String(default="", doc="What the last publish did")
     publish_to_vo = param.Boolean(default=False, doc="Publish to the gateway's VO server "
                                   "(TAP and cone search) instead of the shared archive")
 
     def __init__(self, client=None, *, sky=None, archive=None, **params):
+        params.setdefault("publish_name", _own_name("detections"))
         super().__init__(**params)
         from ..sky import demo_sky
 
