@@ -184,3 +184,19 @@ def test_bad_uploads_are_named_and_nothing_is_replaced(tmp_path):
             dash.status
         assert "/tmp" not in dash.status and "vanotebook-upload" not in dash.status
     assert dash.sources == "demo pair" and dash._left is None  # nothing replaced
+
+
+def test_an_absurd_match_is_refused_with_what_to_change():
+    """#13 item 2: a 3600" match of 20,000 rows ran 14 minutes; now refused before any work."""
+    from vanotebook.dashboards._xmatch import MAX_PAIRS
+
+    dash = XmatchDashboard(demo_rows=20_000, radius_arcsec=3600.0, how="all")
+    assert dash.start() is None and not dash.running and dash.result is None
+    assert dash.status.startswith('refused: a 3600" match of 20,000 x')
+    assert f"the limit here is {MAX_PAIRS:.0e}" in dash.status and "Jobs tab" in dash.status
+    radius = float(dash.status.split("use a radius under ")[1].split('"')[0])
+    dash.radius_arcsec = radius * 0.9  # what it says to do works
+    future = dash.start()
+    assert future is not None
+    future.result(timeout=600)
+    assert dash.result is not None and dash.n_pairs < MAX_PAIRS

@@ -412,3 +412,21 @@ def test_sexagesimal_dask_catalogue_matches_like_in_memory():
     np.testing.assert_array_equal(np.sort(lazy["id_left"]), np.sort(mem["id_left"]))
     np.testing.assert_allclose(np.sort(lazy["separation"]), np.sort(mem["separation"]),
                                atol=1e-9)
+
+
+def test_estimate_pairs_tells_the_work_before_any_match():
+    """Within 40% of the pairs a radius really gives where chance pairs dominate (10" to
+    60"), and not under them at 1", where it counts a counterpart for every row."""
+    from vanotebook.sky import catalogue_pair
+    from vanotebook.xmatch import estimate_pairs
+
+    left, right = catalogue_pair(20_000, radius=0.5).to_tables()
+    for arcsec in (1, 10, 30, 60):
+        est = estimate_pairs(left, right, radius=arcsec * u.arcsec)
+        real = len(crossmatch(left, right, radius=arcsec * u.arcsec, how="all"))
+        low, high = (1.0, 2.5) if arcsec == 1 else (0.6, 1.4)
+        assert low <= est / real < high, (arcsec, est, real)
+    # a degree on 20,000 rows: hundreds of millions, the dashboards' bound refuses it
+    assert estimate_pairs(left, right, radius=3600 * u.arcsec) > 1e8
+    with pytest.raises(VanotebookInputError, match="^radius"):
+        estimate_pairs(left, right, radius=-1 * u.arcsec)

@@ -33,6 +33,9 @@ __all__ = ["XmatchDashboard"]
 
 _MAX_PLOT = 2_000_000
 _MAX_TABLE = 10_000
+#: Pairs a match started here may test (about 10 s and 2 GB on 2 cores); more is refused
+#: with a message (the Jobs tab runs bigger matches in the background).
+MAX_PAIRS = 2e7
 _UPLOAD_FORMATS = ".fits,.fit,.fits.gz,.xml,.vot,.votable,.ecsv,.csv,.tsv,.parquet"
 
 
@@ -243,8 +246,35 @@ class XmatchDashboard(pn.viewable.Viewer):
         return crossmatch(left, right, radius=self.radius_arcsec * u.arcsec, how=self.how,
                           k=self.k, client=self._client, progress=self._progress)
 
-    def start(self) -> Future:
-        """Start the match in a worker thread; returns its future."""
+    def start(self) -> Future | None:
+        """Start the match in a worker thread; returns its future (None when refused).
+
+        A match that would test more than `MAX_PAIRS` pairs (`estimate_pairs`)
+        is refused before any work, with a message that says what to change.
+        """
+        from ..xmatch import estimate_pairs
+
+        try:
+            left, right = self.catalogues()
+            pairs = (estimate_pairs(left, right, radius=self.radius_arcsec * u.arcsec)
+                     if hasattr(left, "colnames") and hasattr(right, "colnames") else 0.0)
+        except Exception as exc:  # shown to the user, not raised in the UI
+            self.status = f"error: {exc}"
+            return None
+        if pairs > MAX_PAIRS:
+            lo, hi = 1e-3, self.radius_arcsec  # the largest radius under the limit, bisected
+            for _ in range(30):
+                mid = (lo * hi) ** 0.5
+                if estimate_pairs(left, right, radius=mid * u.arcsec) > MAX_PAIRS:
+                    hi = mid
+                else:
+                    lo = mid
+            self.status = (f"refused: a {self.radius_arcsec:g}\" match of {len(left):,} x "
+                           f"{len(right):,} rows would test about {pairs:.1e} pairs (the limit "
+                           f"here is {MAX_PAIRS:.0e}); use a radius under "
+                           f"{lo:.3g}\", or run it as a crossmatch job "
+                           f"in the Jobs tab")
+            return None
         self.running, self.status = True, "matching..."
         self.progress_done, self.selection = 0, []
         self.future = self._pool.submit(self._run)

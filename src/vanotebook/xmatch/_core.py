@@ -645,6 +645,54 @@ def write_product(out: Table, output: Any, prov, *, overwrite: bool = False) -> 
     return output
 
 
+def estimate_pairs(left: Any, right: Any, *, radius: u.Quantity = 1 * u.arcsec,
+                   ra: str = "ra", dec: str = "dec") -> float:
+    """How many (left, right) pairs lie within ``radius``: the work a match of them does.
+
+    Estimated before any match: the chance pairs (the right catalogue's mean
+    density over the area it covers, `vanotebook.healpix.coverage_area`, times
+    the area of the search cap, at most that area, times the left rows) plus at
+    most one counterpart per row of the smaller catalogue. Uniform density is
+    assumed, so clustered catalogues may hold a few times more; it is meant to
+    tell a match of seconds from one of hours, not to count.
+
+    Parameters
+    ----------
+    left, right
+        In-memory catalogues (anything `vanotebook.io.parse_catalogue` reads).
+    radius : angle Quantity
+        The match radius.
+    ra, dec : str
+        The coordinate columns, in degrees.
+
+    Returns
+    -------
+    float
+        The expected number of pairs within ``radius``.
+    """
+    from ..io import parse_catalogue
+
+    r = healpix._check_radius(radius)
+    lt = parse_catalogue(left, ra=ra, dec=dec, argument="left")
+    rt = parse_catalogue(right, ra=ra, dec=dec, argument="right")
+    for name, t in (("left", lt), ("right", rt)):
+        if not hasattr(t, "colnames"):
+            raise VanotebookInputError(name, "an in-memory catalogue (a Table or a file)",
+                                       type(t).__name__)
+    ok = np.isfinite(np.asarray(rt[ra], float)) & np.isfinite(np.asarray(rt[dec], float))
+    if not ok.any() or len(lt) == 0:
+        return 0.0
+    order = 10
+    pixels = healpix.pixel_index(np.asarray(rt[ra], float)[ok], np.asarray(rt[dec], float)[ok],
+                                 order)
+    cells, counts = np.unique(pixels, return_counts=True)
+    area = max(healpix.coverage_area(cells, counts, order=order),
+               healpix.pixel_area(order).value)
+    cap = float((2 * np.pi * (1 - np.cos(r.to_value(u.rad))) * u.sr).to_value(u.deg**2))
+    chance = len(lt) * (ok.sum() / area) * min(cap, area)
+    return float(chance + min(len(lt), int(ok.sum())))
+
+
 def crossmatch_many(
     catalogues: dict[str, Any],
     *,
