@@ -103,3 +103,22 @@ def test_the_default_publish_name_is_the_users_own(monkeypatch):
     from vanotebook.archive._archive import _NAME
 
     assert _NAME.match(a) and _NAME.match(b)
+
+
+def test_one_styled_message_area_follows_the_status():
+    """#13 item 9: plain unstyled status lines became one coloured, wrapped alert."""
+    from vanotebook.dashboards import XmatchDashboard
+    from vanotebook.dashboards._help import message_kind, status_pane
+
+    assert message_kind("error: radius: expected ...") == "danger"
+    assert message_kind('refused: a 3600" match ...') == "warning"
+    assert message_kind("12 compact sources; warning: a seed threshold ...") == "warning"
+    assert message_kind("matching... 3/12 partitions") == "info"
+    assert message_kind("59 pairs (fitted completeness 0.93)") == "success"
+    dash = XmatchDashboard()
+    pane = status_pane(dash)
+    assert isinstance(pane, pn.pane.Alert) and pane.sizing_mode == "stretch_width"
+    dash.status = "error: left: expected a catalogue file with rows, got empty.csv: empty"
+    assert pane.alert_type == "danger" and pane.object == dash.status
+    alerts = list(dash.__panel__().select(pn.pane.Alert))
+    assert len(alerts) == 1 and alerts[0].object == dash.status

@@ -129,6 +129,8 @@ class ArchivePicker(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
+        from ._help import status_pane
+
         return pn.Column(
             pn.Row(pn.widgets.FloatInput.from_param(self.param.ra, width=110),
                    pn.widgets.FloatInput.from_param(self.param.dec, width=110),
@@ -137,6 +139,6 @@ class ArchivePicker(pn.viewable.Viewer):
                    pn.widgets.Select.from_param(self.param.survey, width=110),
                    pn.widgets.Select.from_param(self.param.catalogue, width=110)),
             pn.widgets.Button.from_param(self.param.search_action, color="primary"),
-            pn.pane.Str(self.param.status),
+            status_pane(self),
             self.table,
         )

@@ -418,6 +418,8 @@ class CubeDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
+        from ._help import status_pane
+
         controls = pn.Column(
             pn.widgets.Select.from_param(self.param.demo, disabled=self._given is not None),
             pn.widgets.Select.from_param(self.param.moment),
@@ -428,7 +430,7 @@ class CubeDashboard(pn.viewable.Viewer):
             pn.widgets.Button.from_param(self.param.run, color="primary"),
             pn.indicators.LoadingSpinner.from_param(self.param.running, width=24, height=24,
                                                     name=""),
-            pn.widgets.StaticText.from_param(self.param.status), width=280)
+            status_pane(self), width=280)
         f = self._figs
         views = pn.Column(
             pn.Row(pn.pane.Bokeh(f["map"]), pn.pane.Bokeh(f["continuum"])),

@@ -469,7 +469,7 @@ class DetectDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import result_download
+        from ._help import result_download, status_pane
 
         image = pn.Column(
             pn.widgets.Select.from_param(self.param.source),
@@ -489,7 +489,7 @@ class DetectDashboard(pn.viewable.Viewer):
                             ready=lambda: self.result is not None),
         )
         side = pn.Column("### Image", image, "### Thresholds", settings, run, self._progress,
-                         pn.pane.Str(self.param.status),
+                         status_pane(self),
                          pn.widgets.RangeSlider.from_param(self.param.stretch),
                          "### Download", downloads, width=320)
         use = pn.widgets.Button(label="Use the picked archive image")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import panel as pn
 
-__all__ = ["HELP", "number_input", "result_download", "with_help"]
+__all__ = ["HELP", "message_kind", "number_input", "result_download", "status_pane",
+           "with_help"]
 
 #: By dashboard class name. Two sentences each: what it does, what to try first.
 HELP = {
@@ -93,3 +94,35 @@ def result_download(viewer: object, callback, filename: str, label: str, *,
 
     viewer.param.watch(follow, [n for n in ("status", "running") if n in viewer.param])
     return widget
+
+
+def message_kind(text: str) -> str:
+    """The alert type of a status line: danger for errors, warning for refusals and
+    warnings, success for finished work, info otherwise."""
+    low = text.lower()
+    if low.startswith("error") or ": error" in low:
+        return "danger"
+    if low.startswith("refused") or "warning" in low:
+        return "warning"
+    if any(w in low for w in ("computing", "running", "matching", "detecting", "training",
+                              "fitting", "mosaicking", "...")):
+        return "info"
+    if low in ("", "ready") or low.startswith(("choose", "press")):
+        return "light"
+    return "success"
+
+
+def status_pane(viewer: object, name: str = "status") -> pn.pane.Alert:
+    """One styled message area for a dashboard's ``status``: coloured by `message_kind`,
+    wrapped (never cut off), following every change."""
+    text = getattr(viewer, name)
+    pane = pn.pane.Alert(text or "ready", alert_type=message_kind(text or ""),
+                         sizing_mode="stretch_width", css_classes=["vn-status"],
+                         margin=(5, 5))
+
+    def follow(event) -> None:
+        pane.object = event.new or "ready"
+        pane.alert_type = message_kind(event.new or "")
+
+    viewer.param.watch(follow, name)
+    return pane

@@ -322,7 +322,7 @@ class MosaicDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download
+        from ._help import number_input, result_download, status_pane
 
         controls = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.param.source),
@@ -335,7 +335,7 @@ class MosaicDashboard(pn.viewable.Viewer):
             pn.widgets.Button.from_param(self.param.run, color="primary"),
             pn.indicators.Progress(active=self.param.running, value=self.param.percent,
                                    max=100, width=200),
-            pn.pane.Str(self.param.status),
+            status_pane(self),
             pn.widgets.RadioButtonGroup.from_param(self.param.stretch),
             pn.widgets.RangeSlider.from_param(self.param.percentiles, step=0.5),
             pn.widgets.Checkbox.from_param(self.param.show_footprints),

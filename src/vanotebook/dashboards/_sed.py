@@ -277,7 +277,7 @@ class SEDDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download
+        from ._help import number_input, result_download, status_pane
 
         figs = self.figures()
         controls = pn.Column(
@@ -289,7 +289,7 @@ class SEDDashboard(pn.viewable.Viewer):
             pn.widgets.FloatSlider.from_param(self.param.beta),
             pn.widgets.Button.from_param(self.param.run, color="primary"),
             pn.indicators.LoadingSpinner(value=self.param.running, width=30, height=30),
-            pn.pane.Str(self.param.status),
+            status_pane(self),
             pn.widgets.IntInput.from_param(self.param.picked),
             result_download(self, self.download, "greybody_fits.ecsv",
                             "Download fits (ECSV)", ready=lambda: self.fit is not None),

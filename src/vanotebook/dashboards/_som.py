@@ -222,7 +222,7 @@ class SOMDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import result_download
+        from ._help import result_download, status_pane
 
         data = pn.Param(self, parameters=["source", "n_spectra", "table_path", "columns",
                                           "label_column"], show_name=False)
@@ -234,5 +234,5 @@ class SOMDashboard(pn.viewable.Viewer):
         download = result_download(self, self.export_json, "som.json", "Export GUASOM JSON",
                                    ready=lambda: self.som is not None)
         side = pn.Column("### Data", data, "### Map", grid, self._progress,
-                         pn.pane.Str(self.param.status), "### View", view, download, width=320)
+                         status_pane(self), "### View", view, download, width=320)
         return pn.Row(side, pn.Column(self.curves, self.maps), self.neuron)

@@ -410,7 +410,7 @@ class XmatchDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download
+        from ._help import number_input, result_download, status_pane
 
         controls = pn.Column(
             pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS, VOTable, ECSV, CSV, "
@@ -433,7 +433,7 @@ class XmatchDashboard(pn.viewable.Viewer):
             pn.indicators.Progress(value=self.param.progress_done,
                                    max=self.param.progress_total, width=200),
             pn.indicators.LoadingSpinner(value=self.param.running, size=30),
-            pn.pane.Str(self.param.status),
+            status_pane(self),
             result_download(self, self.download, "crossmatch.ecsv", "Download pairs (ECSV)",
                             ready=lambda: self.result is not None),
         )
