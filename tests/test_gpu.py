@@ -45,6 +45,6 @@ def test_agreement_sees_a_difference_a_nan_and_a_shape():
 
     a = np.array([1.0, 2.0, np.nan, 4.0])
     assert gpu_bench.agreement(a, a.copy()) == 0.0
-    assert gpu_bench.agreement(a, a + [0, 0, 0, 4e-4]) == pytest.approx(1e-4)
+    assert gpu_bench.agreement(a, a + np.array([0, 0, 0, 4e-4])) == pytest.approx(1e-4)
     assert gpu_bench.agreement(a, np.array([1.0, 2.0, 3.0, 4.0])) == float("inf")
     assert np.isnan(gpu_bench.agreement(a, a[:3]))

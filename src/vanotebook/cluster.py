@@ -37,6 +37,7 @@ __all__ = [
     "check_private_options",
     "cluster_summary",
     "connect",
+    "devices",
     "get_client",
     "gpu_count",
     "image_chunk",
@@ -417,6 +418,40 @@ def resolve_device(device: str | None = None) -> Literal["cpu", "gpu"]:
     if device == "auto":
         return "gpu" if has_gpu else "cpu"
     return device  # type: ignore[return-value]
+
+
+def cluster_gpus(client: Any) -> int:
+    """GPUs the workers of ``client``'s cluster advertise (their ``GPU`` resources)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return int(sum((w.get("resources") or {}).get("GPU", 0) for w in workers.values()))
+
+
+def devices(device: str | None, client: Any = None) -> tuple[str, str]:
+    """``(here, tasks)``: the device of the work done in this process and of the tasks.
+
+    Without a client both are `resolve_device`'s answer for this process.
+    With one, the tasks' device is decided by the cluster, where they run:
+    "gpu" (or "auto") sends them, annotated with the ``GPU`` resource, to
+    the workers that advertise one, even when this process has no GPU (a
+    user's server sending work to GPU workers); "gpu" on a cluster where no
+    worker advertises a GPU is refused by name. The work done here uses this
+    process's GPU only if it has one.
+    """
+    device = device or _config.get("device", "auto")
+    check_choice("device", device, _config.DEVICES)
+    if client is None:
+        local = resolve_device(device)
+        return local, local
+    if device == "cpu":
+        return "cpu", "cpu"
+    remote = cluster_gpus(client)
+    if device == "gpu" and remote == 0:
+        n = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        raise VanotebookInputError(
+            "device", "'cpu' or 'auto' on this cluster (none of its workers advertises a "
+            "GPU resource)", f"'gpu' with {n} CPU-only worker(s)")
+    here = "gpu" if HAS_CUPY and gpu_count() > 0 else "cpu"
+    return here, ("gpu" if remote > 0 else "cpu")
 
 
 def image_chunk(chunks: int | None = None) -> int:

@@ -428,5 +428,5 @@ def test_estimate_pairs_tells_the_work_before_any_match():
         assert low <= est / real < high, (arcsec, est, real)
     # a degree on 20,000 rows: hundreds of millions, the dashboards' bound refuses it
     assert estimate_pairs(left, right, radius=3600 * u.arcsec) > 1e8
-    with pytest.raises(VanotebookInputError, match="^radius"):
+    with pytest.raises(VanotebookInputError, match=r"^radius"):
         estimate_pairs(left, right, radius=-1 * u.arcsec)

@@ -18,7 +18,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .._errors import VanotebookInputError, check_choice, check_positive
-from ..cluster import get_client, image_chunk, resolve_device
+from ..cluster import devices, get_client, image_chunk
 from ..io import _FITS_SUFFIXES, Image, parse_images, write_dataset
 from ..provenance import record
 from ..units import convert_brightness, fits_string
@@ -337,8 +337,8 @@ def mosaic(
     if output is not None and Path(output).exists() and not overwrite:
         raise VanotebookInputError("output", "a new path (or overwrite=True)", str(output))
     chunk = image_chunk(chunks)
-    device = resolve_device(device)
     client = get_client(client)
+    here, device = devices(device, client)  # the blocks' device is the cluster's choice
     paths = source_paths(images)
     images = prepare_images(images, lazy=output is not None)
     if len(paths) != len(images):
@@ -368,7 +368,7 @@ def mosaic(
         background = {}
         if match_background:
             overlaps = fit_overlaps(tiles, centre=centre, model=match_background,
-                                    xp=namespace_for(device))
+                                    xp=namespace_for(here))
             planes = solve_corrections([t.index for t in tiles], overlaps, model=match_background)
             for t in tiles:
                 t.plane = planes[t.index]
@@ -659,8 +659,8 @@ def mosaic_cube(
     if vmin > vmax:
         vmin, vmax = vmax, vmin
     chunk = image_chunk(chunks)
-    device = resolve_device(device)
     client = get_client(client)
+    _, device = devices(device, client)
     paths = source_paths(cubes)
     parsed = parse_images(cubes, argument="cubes")
     if len(paths) != len(parsed):

@@ -442,7 +442,7 @@ def fit_greybody(
         Before any work: fewer bands than free parameters, negative errors,
         wavelengths, fluxes or a distance without units, a bad option.
     """
-    from ..cluster import get_client, resolve_device
+    from ..cluster import devices, get_client
     from ..provenance import record
 
     spec = validate(flux, error, wavelength, distance=distance, beta=beta,
@@ -462,12 +462,12 @@ def fit_greybody(
         if mcmc_walkers < 2 * spec.n_free:
             raise VanotebookInputError("mcmc_walkers", f">= {2 * spec.n_free} (twice the "
                                        "free parameters)", mcmc_walkers)
-    spec.device = resolve_device(device)
     n = spec.flux.shape[0]
     n_used = spec.used.sum(axis=1)
     fit_rows = np.flatnonzero(n_used >= spec.n_free)
     n_parts = -(-len(fit_rows) // chunks)
     client = get_client(client) if (client is not None or n_parts > 1) else None
+    spec.device = devices(device, client)[1]  # on a cluster, where the partitions run
     steps = Steps(progress, "greybody fits") if progress else None
     params = {**spec.params, "chunks": chunks, "device": spec.device,
               "mcmc": {"steps": mcmc_steps, "walkers": mcmc_walkers, "burn": mcmc_burn}

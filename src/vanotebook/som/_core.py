@@ -34,7 +34,7 @@ import numpy as np
 from .. import _config
 from .._errors import VanotebookInputError, check_choice, check_positive
 from .._random import SeedLike, as_generator
-from ..cluster import get_client, resolve_device
+from ..cluster import devices, get_client
 from ..io import masked_as_nan
 from . import _kernels as k
 from ._dask import DaskRows, MemoryRows, finite_rows, reachable, to_numpy
@@ -399,12 +399,14 @@ class SOM:
             raise VanotebookInputError("tol", "None or a non-negative number", tol)
         if not (isinstance(progress, bool) or callable(progress)):
             raise VanotebookInputError("progress", "True, False or a callable", progress)
-        dev = resolve_device(device)
         explicit = client is not None
         client = get_client(client)
         x = as_matrix(X, columns, client=client)
         _check_shape(x)
-        if _is_dask_array(x) or explicit:
+        on_dask = _is_dask_array(x) or explicit
+        # on Dask the partitions' device is the cluster's choice (they run where it is)
+        dev = devices(device, client if on_dask else None)[1]
+        if on_dask:
             if not _is_dask_array(x):
                 import dask.array as da
 

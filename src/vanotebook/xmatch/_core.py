@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ class MatchSpec:
         return max(self.k if self.how == "k" else 1, 4)
 
 
-def validate(*, radius, how, k, ra, dec, errors, epoch, suffixes, nan, prior, device) -> MatchSpec:
+def validate(*, radius, how, k, ra, dec, errors, epoch, suffixes, nan, prior, device,
+             resolve: bool = True) -> MatchSpec:
     """Check every option and return a `MatchSpec`; raises `VanotebookInputError`."""
     radius = healpix._check_radius(radius)
     check_choice("how", how, HOWS)
@@ -85,8 +86,13 @@ def validate(*, radius, how, k, ra, dec, errors, epoch, suffixes, nan, prior, de
         ):
             raise VanotebookInputError("epoch", "None, False or a Julian year", epoch)
         epoch = float(epoch)
+    if not resolve:  # decided later, where the match runs (see `crossmatch`)
+        from .. import _config
+
+        device = device or _config.get("device", "auto")
+        check_choice("device", device, _config.DEVICES)
     return MatchSpec(radius, how, k, ra, dec, errors, epoch, tuple(suffixes), nan, prior,
-                     resolve_device(device))
+                     resolve_device(device) if resolve else device)
 
 
 def check_error_spec(value: Any, argument: str) -> Any:
@@ -523,7 +529,7 @@ def crossmatch(
     from ..provenance import record
 
     spec = validate(radius=radius, how=how, k=k, ra=ra, dec=dec, errors=errors, epoch=epoch,
-                    suffixes=suffixes, nan=nan, prior=prior, device=device)
+                    suffixes=suffixes, nan=nan, prior=prior, device=device, resolve=False)
     progress = Steps(check_progress(progress), "cross-match partitions") if progress else None
     if output is not None:
         from ..io import _table_format
@@ -533,12 +539,18 @@ def crossmatch(
                                        ".parquet file name", str(output))
         if Path(output).exists() and not overwrite:
             raise VanotebookInputError("output", "a new file (or overwrite=True)", str(output))
+    lt = _parse(left, spec, "left")
+    rt = _parse(right, spec, "right")
+    if _is_lazy(lt) or _is_lazy(rt):  # partitions run on the cluster: its GPUs decide
+        from ..cluster import devices, get_client
+
+        spec = replace(spec, device=devices(spec.device, get_client(client))[1])
+    else:
+        spec = replace(spec, device=resolve_device(spec.device))
     params = {"radius_arcsec": float(spec.radius.to_value(u.arcsec)), "how": how, "k": spec.k,
               "ra": ra, "dec": dec, "errors": errors_to_json(spec.errors), "epoch": spec.epoch,
               "suffixes": list(spec.suffixes), "nan": nan, "prior": prior,
               "device": spec.device, "left": _path_of(left), "right": _path_of(right)}
-    lt = _parse(left, spec, "left")
-    rt = _parse(right, spec, "right")
     with record("vanotebook.xmatch.crossmatch", params) as prov:
         for side in (left, right):
             for path in _input_files(side):
