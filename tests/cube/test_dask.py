@@ -91,3 +91,21 @@ def test_cube_four_times_worker_memory_runs_block_by_block(M, tmp_path):
     np.testing.assert_allclose(ds["moment1"].values[inner], vc[inner], atol=1e-3)
     np.testing.assert_allclose(ds["moment0"].values[inner], M.SIGMA * np.sqrt(2 * np.pi),
                                rtol=1e-3)
+
+
+def test_moments_report_progress_block_by_block_and_give_the_same_maps(M, client, tmp_path):
+    hdu = M.hdu("freq", ny=40, nx=36)
+    path = tmp_path / "cube.fits"
+    hdu.writeto(path)
+    plain = moments(hdu, (0, 1), chunks=8)
+    for where in (None, client):
+        seen: list[float] = []
+        ds = moments(str(path) if where is not None else hdu, (0, 1), chunks=8, client=where,
+                     progress=seen.append)
+        assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+        assert len(seen) == 1 + 25  # one call per block (5 x 5 patches of 8 pixels)
+        for name in ("moment0", "moment1"):
+            np.testing.assert_allclose(ds[name].values, plain[name].values, rtol=1e-12,
+                                       equal_nan=True)
+    with pytest.raises(ValueError, match=r"^progress: expected True, False or a callable"):
+        moments(hdu, 0, progress="yes")

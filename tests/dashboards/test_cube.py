@@ -21,7 +21,7 @@ def test_moments_spectrum_cuts_and_pv_follow_the_public_api():
     assert dash.status == "ready" and not dash.running
     dash.run(dash)  # what the "Compute moments" button does
     dash.future.result(timeout=300)
-    assert not dash.running and "maps" in dash.status
+    assert not dash.running and "maps" in dash.status and dash.percent == 100
     cube = demo_cubes(0)["co"]
     ref = moments(cube.hdu, ("moment0", "moment1"), mask=4.0 * cube.noise * u.K)
     np.testing.assert_allclose(dash.maps["moment1"].values, ref["moment1"].values,

@@ -734,8 +734,11 @@ def test_login_and_dashboards_app_in_chromium(gateway):
                 page.get_by_text(worker, exact=True).first.wait_for(timeout=10_000)
             # run a detection from the UI and check what is drawn
             page.get_by_text("Detect", exact=True).first.click(timeout=30_000)
+            download = page.locator("button", has_text="Download catalogue (ECSV)").first
+            assert download.is_disabled()  # nothing to save before a run (#13 item 11)
             page.locator("button", has_text="Run detection").click(timeout=60_000)
             page.locator(".tabulator-row").first.wait_for(timeout=180_000)
+            assert download.is_enabled()
             rows = page.locator(".tabulator-row").count()
             drawn = page.evaluate(GLYPH_COUNTS)
             page.screenshot(path=str(Path(tempfile.gettempdir()) / "vanotebook-dashboards.png"))
@@ -763,6 +766,27 @@ def test_login_and_dashboards_app_in_chromium(gateway):
                     break
                 page.wait_for_timeout(1000)
             assert page.locator(".tabulator-cell", has_text="COMPLETED").count() >= 1
+            # Cross-match: an impossible radius is refused with a message and kept; an absurd
+            # match is refused before any work, saying what to change (#13 items 7 and 2)
+            page.get_by_text("Cross-match", exact=True).first.click(timeout=30_000)
+            radius = page.locator(".bk-input-group", has_text="Radius arcsec").locator(
+                "input").first
+            radius.fill("-2")
+            radius.press("Enter")
+            page.get_by_text("expected between 0.01 and 3600, got -2").first.wait_for(
+                timeout=30_000)
+            radius.fill("3600")
+            radius.press("Enter")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="Match", exact=True).click(timeout=30_000)
+            page.get_by_text(re.compile(r'refused: a 3600" match')).first.wait_for(
+                timeout=60_000)
+            # Cubes: the moments run on the shared cluster as carol; the 3-D view draws
+            page.get_by_text("Cubes", exact=True).first.click(timeout=30_000)
+            page.locator("button", has_text="Compute moments").first.click(timeout=60_000)
+            page.get_by_text("maps of a").first.wait_for(timeout=240_000)
+            page.locator(".cube-volume canvas >> visible=true").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(Path(tempfile.gettempdir()) / "vanotebook-cubes.png"))
         finally:
             browser.close()
 

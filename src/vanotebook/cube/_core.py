@@ -186,6 +186,7 @@ def moments(
     chunks: int | None = None,
     output: str | Path | None = None,
     overwrite: bool = False,
+    progress: Any = None,
 ):
     """Moment maps of a spectral cube, block by block (out of core on Dask).
 
@@ -220,6 +221,9 @@ def moments(
         Also write the maps to this FITS file (one HDU per map, plus PROVENANCE).
     overwrite : bool
         Replace an existing ``output``.
+    progress : bool or callable, optional
+        A callable is called with the fraction of blocks done (0 to 1) as
+        each finishes; True prints it to stderr.
 
     Returns
     -------
@@ -244,12 +248,13 @@ def moments(
     if output is not None and Path(output).exists() and not overwrite:
         raise VanotebookInputError("output", "a path that does not exist (or overwrite=True)",
                                    str(output))
+    tell = _progress(progress)
     client = get_client(client)
     params = _params(cube, parsed, orders=list(names), velocity=_velocity_json(parsed, sl),
                      mask=mask_json, chunks=chunks)
     with record(ACTIVITY, params) as prov, _digesting(prov, parsed):
         values = _moment_values(parsed, sl, names, threshold, auto_sigma, mask_array,
-                                client, chunks)
+                                client, chunks, tell)
     ds = _moment_dataset(parsed, sl, names, values, prov)
     if output is not None:
         to_fits(ds, output, overwrite=overwrite)
@@ -258,8 +263,22 @@ def moments(
     return ds
 
 
+def _progress(progress: Any):
+    """``f(fraction)`` or None for a ``progress`` argument (True: to stderr)."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        import sys
+
+        return lambda f: print(f"moments: {100 * f:3.0f}%", file=sys.stderr, flush=True)
+    if callable(progress):
+        return progress
+    raise VanotebookInputError("progress", "True, False or a callable taking the fraction "
+                               "done", progress)
+
+
 def _moment_values(cube: Cube, sl: slice, names, threshold, auto_sigma, mask_array, client,
-                   chunks) -> np.ndarray:
+                   chunks, progress=None) -> np.ndarray:
     import dask.array as da
 
     data = cube.data[sl]
@@ -278,7 +297,7 @@ def _moment_values(cube: Cube, sl: slice, names, threshold, auto_sigma, mask_arr
     else:
         result = da.map_blocks(_moment_block, blocks, v=v, dv=dv, chunks=out_chunks,
                                dtype=np.float64, meta=np.empty((0, 0, 0)), **kwargs)
-    return compute(result, client)
+    return compute(result, client, progress)
 
 
 def _moment_block(block, mask=None, *, v, dv, names, threshold, auto_sigma):

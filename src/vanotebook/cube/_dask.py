@@ -71,12 +71,59 @@ def spatial_blocks(data: Any, chunks: int | None = None, *, spectral: int | None
                          meta=np.empty((0, 0, 0), dtype=data.dtype))
 
 
-def compute(array: Any, client=None) -> np.ndarray:
-    """Compute a dask array on ``client`` (or threads here) into numpy."""
-    if client is not None:
+def compute(array: Any, client=None, progress=None) -> np.ndarray:
+    """Compute a dask array on ``client`` (or threads here) into numpy.
+
+    ``progress(fraction)`` is called with the fraction of the array's blocks
+    done, as each one finishes (from this thread with a client, from a worker
+    thread of the threaded scheduler without one).
+    """
+    if progress is not None:
+        out = _with_progress(array, client, progress)
+    elif client is not None:
         out = client.compute(array, sync=True)
     else:
         out = array.compute(scheduler="threads")
     if hasattr(out, "get"):  # CuPy blocks come back to the host
         out = out.get()
     return np.asarray(out)
+
+
+def _with_progress(array: Any, client, progress) -> np.ndarray:
+    """`compute`, block by block, telling ``progress`` the fraction of blocks done."""
+    import threading
+
+    from dask.core import flatten
+
+    keys = set(flatten(array.__dask_keys__()))
+    total = max(len(keys), 1)
+    progress(0.0)
+    if client is not None:
+        from distributed import as_completed
+
+        blocks = array.to_delayed()
+        futures = client.compute(list(blocks.ravel()))
+        where = {f.key: i for i, f in enumerate(futures)}
+        parts: list[Any] = [None] * len(futures)
+        for done, future in enumerate(as_completed(futures), start=1):
+            part = future.result()
+            parts[where[future.key]] = part.get() if hasattr(part, "get") else part
+            progress(done / total)
+        grid = np.empty(blocks.shape, dtype=object)
+        for i, part in enumerate(parts):
+            grid.flat[i] = np.asarray(part)
+        return np.block(grid.tolist())
+    from dask.callbacks import Callback
+
+    lock, count = threading.Lock(), [0]
+
+    class _Blocks(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if key in keys:
+                with lock:
+                    count[0] += 1
+                    done = count[0]
+                progress(done / total)
+
+    with _Blocks():
+        return array.compute(scheduler="threads")

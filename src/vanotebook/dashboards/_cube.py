@@ -70,6 +70,7 @@ class CubeDashboard(pn.viewable.Viewer):
     pv_width = param.Number(default=1.0, bounds=(0.0, 50.0), doc="PV width, pixels (0: a line)")
     status = param.String(default="ready")
     running = param.Boolean(default=False)
+    percent = param.Integer(default=0, bounds=(0, 100), doc="Moment blocks done, percent")
     n_lines = param.Integer(default=0, doc="Lines found in the spectrum at the cursor")
     run = param.Action(lambda self: self.start(), label="Compute moments")
 
@@ -144,7 +145,9 @@ class CubeDashboard(pn.viewable.Viewer):
 
     def _run(self):
         try:
-            maps = moments(self.cube, _MAPS, mask=self._mask(), client=self._client)
+            self.percent = 0
+            maps = moments(self.cube, _MAPS, mask=self._mask(), client=self._client,
+                           progress=lambda f: setattr(self, "percent", int(100 * f)))
             continuum = self._continuum()
         except Exception as exc:  # shown, not raised: the UI stays up
             self.status = f"error: {exc}"
@@ -428,8 +431,8 @@ class CubeDashboard(pn.viewable.Viewer):
             pn.widgets.FloatSlider.from_param(self.param.pv_width),
             pn.widgets.IntSlider.from_param(self.param.channel),
             pn.widgets.Button.from_param(self.param.run, color="primary"),
-            pn.indicators.LoadingSpinner.from_param(self.param.running, width=24, height=24,
-                                                    name=""),
+            pn.indicators.Progress(value=self.param.percent, max=100, active=self.param.running,
+                                   width=240, css_classes=["cube-progress"]),
             status_pane(self), width=280)
         f = self._figs
         views = pn.Column(

@@ -17,7 +17,7 @@ HELP = {
     "click a row of the table or an ellipse on the image.",
     "XmatchDashboard": "**Cross-match** pairs two catalogues within a radius, with a "
     "probability per pair. Try: press *Match* on the demo pair, or upload two catalogues "
-    "(FITS, VOTable, ECSV, parquet).",
+    "(FITS, VOTable, ECSV, CSV, TSV, parquet) and check their RA/Dec columns.",
     "SOMDashboard": "**Self-organising map** of spectra: hits, U-matrix and labels per unit, "
     "exported as GUASOM JSON. Try: press *Train* on the demo spectra, then tap a unit.",
     "SEDDashboard": "**SEDs** of compact sources with greybody fits (temperature, mass, "
