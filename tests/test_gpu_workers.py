@@ -48,7 +48,8 @@ def _stand_in_cupy() -> str:
 @pytest.fixture(scope="module")
 def cluster():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, worker_dashboard_address=None) as lc, \
+                      dashboard_address="127.0.0.1:0",
+                      worker_dashboard_address=None) as lc, \
             Client(lc) as client:
         yield client
 

@@ -17,7 +17,8 @@ KMS = u.km / u.s
 @pytest.fixture
 def client():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, worker_dashboard_address=None) as cluster, \
+                      dashboard_address="127.0.0.1:0",
+                      worker_dashboard_address=None) as cluster, \
             Client(cluster) as c:
         yield c
 
@@ -79,7 +80,7 @@ def test_cube_four_times_worker_memory_runs_block_by_block(M, tmp_path):
     assert path.stat().st_size > 4 * limit
     sampler = MemorySampler()
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      memory_limit=limit, dashboard_address=None,
+                      memory_limit=limit, dashboard_address="127.0.0.1:0",
                       worker_dashboard_address=None) as cluster, \
             Client(cluster) as c:
         with sampler.sample("moments", client=c, interval=0.1):

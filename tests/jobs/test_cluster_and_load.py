@@ -20,7 +20,7 @@ def cluster():
     from distributed import Client, LocalCluster
 
     lc = LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                      host="127.0.0.1", dashboard_address=None)
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0")
     client = Client(lc)
     yield client
     client.close()
