@@ -76,13 +76,16 @@ def test_the_volume_is_the_cube_strided_in_x_y_v_order():
     assert max(vol.shape) <= 96
     step = [int(np.ceil(n / 96)) for n in (nv, ny, nx)]
     np.testing.assert_array_equal(vol, data[::step[0], ::step[1], ::step[2]].transpose(2, 1, 0))
-    assert dash._volume.object.shape == vol.shape
+    assert dash._volume is None  # sent to the browser only when asked for
+    dash.show_volume = True
+    assert dash._volume.object.shape == vol.shape and dash._volume_box[0] is dash._volume
 
 
 def test_switching_demo_cube_and_errors_shown():
     dash = CubeDashboard(demo="co")
     dash.demo = "hi"
     assert dash.cube.wcs.wcs.ctype[2].startswith("FREQ") and dash.maps is None
+    dash.show_volume = True
     assert dash._volume.object.shape[2] <= 96
     dash.pv_line = [(1.0, 1.0), (1.2, 1.2)]  # shorter than a step: shown, not raised
     assert "PV" in dash.status

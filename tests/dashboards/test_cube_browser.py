@@ -78,7 +78,9 @@ def test_cube_dashboard_draws_and_follows_a_tap_in_chromium():
                 page.get_by_role("button", name="Compute moments").click(timeout=120_000)
                 page.get_by_text("maps of a").wait_for(timeout=180_000)  # in a shadow root
                 dash = made[-1]
-                # the 3-D view: vtk.js draws the volume into its canvas
+                # the 3-D view: vtk.js draws the volume into its canvas once asked for
+                page.get_by_role("button", name="3-D view (drag to rotate)").click(
+                    timeout=60_000)
                 volume = page.locator(".cube-volume canvas >> visible=true").first
                 volume.wait_for(timeout=120_000)
                 page.wait_for_timeout(3000)

@@ -785,6 +785,7 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             page.get_by_text("Cubes", exact=True).first.click(timeout=30_000)
             page.locator("button", has_text="Compute moments").first.click(timeout=60_000)
             page.get_by_text("maps of a").first.wait_for(timeout=240_000)
+            page.get_by_role("button", name="3-D view (drag to rotate)").click(timeout=60_000)
             page.locator(".cube-volume canvas >> visible=true").first.wait_for(timeout=60_000)
             page.screenshot(path=str(Path(tempfile.gettempdir()) / "vanotebook-cubes.png"))
         finally:

@@ -72,6 +72,8 @@ class CubeDashboard(pn.viewable.Viewer):
     running = param.Boolean(default=False)
     percent = param.Integer(default=0, bounds=(0, 100), doc="Moment blocks done, percent")
     n_lines = param.Integer(default=0, doc="Lines found in the spectrum at the cursor")
+    show_volume = param.Boolean(default=False, label="3-D view (drag to rotate)",
+                                doc="Show the cube as a volume in the browser")
     run = param.Action(lambda self: self.start(), label="Compute moments")
 
     def __init__(self, cube: Any = None, *, continuum: Any = None, client=None, **params):
@@ -93,9 +95,10 @@ class CubeDashboard(pn.viewable.Viewer):
         self._src: dict[str, Any] = {}
         self._build_figures()
         self._load()
-        self._volume = pn.pane.VTKVolume(self.volume_array(), height=380, width=420,
-                                         spacing=self._volume_spacing(),
-                                         css_classes=["cube-volume"])
+        # vtk.js is loaded with the page (Panel serves it) though the volume is made later
+        pn.extension("vtk")
+        self._volume: pn.pane.VTKVolume | None = None  # made when first shown
+        self._volume_box = pn.Column(sizing_mode="fixed", width=440)
 
     # -- state ---------------------------------------------------------------
     def _load(self) -> None:
@@ -124,8 +127,9 @@ class CubeDashboard(pn.viewable.Viewer):
     def _demo_changed(self) -> None:
         if self._given is None:
             self._load()
-            self._volume.object = self.volume_array()
-            self._volume.spacing = self._volume_spacing()
+            if self._volume is not None:
+                self._volume.object = self.volume_array()
+                self._volume.spacing = self._volume_spacing()
             self.status = f"demo cube {self.demo}: press Compute"
 
     def _mask(self):
@@ -410,6 +414,16 @@ class CubeDashboard(pn.viewable.Viewer):
         data = np.asarray(data.compute() if hasattr(data, "compute") else data, np.float32)
         return np.ascontiguousarray(np.nan_to_num(data, nan=0.0).transpose(2, 1, 0))
 
+    @param.depends("show_volume", watch=True)
+    def _show_volume(self) -> None:
+        """Put the 3-D view on the page when asked (vtk.js fails to lay out in a hidden tab,
+        and the volume is sent to the browser only for those who look at it)."""
+        if self.show_volume and self._volume is None:
+            self._volume = pn.pane.VTKVolume(self.volume_array(), height=380, width=420,
+                                             spacing=self._volume_spacing(),
+                                             css_classes=["cube-volume"])
+        self._volume_box[:] = [self._volume] if self.show_volume else []
+
     def _volume_spacing(self) -> tuple[float, float, float]:
         _, ny, nx = self.cube.shape
         shape = self.volume_array().shape  # the velocity axis drawn as long as the sky's
@@ -439,5 +453,6 @@ class CubeDashboard(pn.viewable.Viewer):
             pn.Row(pn.pane.Bokeh(f["map"]), pn.pane.Bokeh(f["continuum"])),
             pn.Row(pn.pane.Bokeh(f["spectrum"]), pn.pane.Bokeh(f["pv"])),
             pn.Row(pn.pane.Bokeh(f["ra_v"]), pn.pane.Bokeh(f["dec_v"])),
-            pn.Column("#### 3-D view (drag to rotate)", self._volume))
+            pn.Column(pn.widgets.Toggle.from_param(self.param.show_volume, width=200),
+                      self._volume_box))
         return pn.Row(controls, views)
