@@ -737,7 +737,7 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             download = page.locator("button", has_text="Download catalogue (ECSV)").first
             assert download.is_disabled()  # nothing to save before a run (#13 item 11)
             page.locator("button", has_text="Run detection").click(timeout=60_000)
-            page.locator(".tabulator-row").first.wait_for(timeout=180_000)
+            page.locator(".tabulator-row").first.wait_for(timeout=300_000)  # cold workers
             assert download.is_enabled()
             rows = page.locator(".tabulator-row").count()
             drawn = page.evaluate(GLYPH_COUNTS)
