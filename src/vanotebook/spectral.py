@@ -23,6 +23,7 @@ __all__ = [
     "C_KMS",
     "SpectralCoverage",
     "frequency_ratio",
+    "rest_frequency",
     "spectral_coverage",
     "velocity_from_ratio",
 ]
@@ -79,6 +80,23 @@ def velocity_from_ratio(r: np.ndarray, convention: str) -> np.ndarray:
     return C_KMS * (1.0 - r**2) / (1.0 + r**2)
 
 
+def rest_frequency(wcs: Any, rest: Any = None) -> tuple[float | None, float | None]:
+    """``(rest frequency in Hz, rest wavelength in m)`` of a spectral WCS (None: absent).
+
+    ``rest`` (a frequency or wavelength Quantity) overrides the header's
+    ``RESTFRQ``; a bad one is refused by name.
+    """
+    if rest is not None:
+        try:
+            rest_hz = float(u.Quantity(rest).to_value(u.Hz, equivalencies=u.spectral()))
+        except (TypeError, ValueError, u.UnitsError) as exc:
+            raise VanotebookInputError("rest", "a rest frequency or wavelength Quantity",
+                                       rest) from exc
+    else:
+        rest_hz = float(wcs.wcs.restfrq) or None
+    return rest_hz, float(wcs.wcs.restwav) or None
+
+
 @dataclass(frozen=True)
 class SpectralCoverage:
     """What a spectral axis covers, from the outer edges of its first and last channels.
@@ -132,15 +150,7 @@ def spectral_coverage(wcs: Any, n_channels: int, *, convention: str | None = Non
     ctype = str(wcs1.wcs.ctype[0])
     head = ctype[:4].upper()
     edges = _native_si(wcs1, np.array([-0.5, n_channels - 0.5]))
-    if rest is not None:
-        try:
-            rest_hz = float(u.Quantity(rest).to_value(u.Hz, equivalencies=u.spectral()))
-        except (TypeError, ValueError, u.UnitsError) as exc:
-            raise VanotebookInputError("rest", "a rest frequency or wavelength Quantity",
-                                       rest) from exc
-    else:
-        rest_hz = float(wcs1.wcs.restfrq) or None
-    restwav = float(wcs1.wcs.restwav) or None
+    rest_hz, restwav = rest_frequency(wcs1, rest)
     if rest_hz is None and restwav:
         rest_hz = C_KMS * 1e3 / restwav
     own = AXIS_CONVENTION.get(head)

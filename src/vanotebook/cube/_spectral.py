@@ -24,7 +24,7 @@ from astropy.wcs import WCS
 from .._errors import VanotebookInputError, check_choice
 from ..io import _FITS_SUFFIXES, IMAGE_FORMS, parse_image, sky_wcs
 from ..spectral import AXIS_CONVENTION as _AXIS_CONVENTION
-from ..spectral import C_KMS, CONVENTIONS
+from ..spectral import C_KMS, CONVENTIONS, rest_frequency
 from ..spectral import frequency_ratio as _ratio
 from ..spectral import velocity_from_ratio as _velocity
 from ..units import Beam, parse_unit
@@ -282,16 +282,7 @@ def parse_cube(cube: Any, *, convention: str | None = None, rest: Any = None,
     edges = spec_wcs.all_pix2world(np.arange(n + 1, dtype=float) - 0.5, 0)[0]
     ctype = str(wcs3.wcs.ctype[2])
     head = ctype[:4].upper()
-    if rest is not None:
-        try:
-            rest_q = u.Quantity(rest)
-            rest_hz = float(rest_q.to_value(u.Hz, equivalencies=u.spectral()))
-        except (TypeError, ValueError, u.UnitsError) as exc:
-            raise VanotebookInputError("rest", "a rest frequency or wavelength Quantity",
-                                       rest) from exc
-    else:
-        rest_hz = float(wcs3.wcs.restfrq) or None
-    restwav = float(wcs3.wcs.restwav) or None
+    rest_hz, restwav = rest_frequency(wcs3, rest)
     own = _AXIS_CONVENTION.get(head)
     conv = convention or own or "radio"
     if own is not None and own == conv and head in ("VRAD", "VOPT", "VELO"):
