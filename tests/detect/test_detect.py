@@ -52,20 +52,31 @@ def test_completeness_reliability_and_accuracy(injected):
 
 def test_score_raises_reliability_on_an_image_with_artefacts():
     """Sidelobe rings and stripes around bright sources (as calibration errors make
-    them) pass the thresholds: raw reliability about 0.45. The score must lift it to
-    >= 0.97 while keeping the sources above 7 sigma. (On the clean image of the other
-    tests raw reliability is already 1, so the score was never tested there.)"""
+    them) pass the thresholds: raw reliability about 0.49. The calibrated score (the
+    network's view of each cut-out with the fit's features) must lift it to >= 0.97
+    while losing at most 4% of the injected sources that were detected (and 3% of those
+    above 7 sigma). (On the clean image of the other tests raw reliability is already 1,
+    so the score was never tested there.) Mutations: the network's feature constant
+    (reliability 0.95 in the run that was tried); no neighbour features."""
     img, truth = injected_image((512, 512), 150, fwhm=3.5, seed=3, min_separation=8.0,
                                 artefacts=True)
     cat = detect(img, psf_fwhm=3.5, extended=False).catalogue
     _, i, real = _match(cat, truth)
     assert real.mean() < 0.6  # many artefacts detected
     kept = cat["score"] >= 0.5
+    print("reliability", real.mean(), "->", real[kept].mean())
     assert real[kept].mean() >= 0.97
-    bright = truth["snr"] >= 7
+    found_raw = np.zeros(len(truth), bool)
+    found_raw[i[real]] = True
     found = np.zeros(len(truth), bool)
     found[i[real & kept]] = True
-    assert found[bright].mean() >= 0.95
+    print("completeness", found_raw.mean(), "->", found.mean())
+    assert found.mean() >= found_raw.mean() - 0.04
+    bright = truth["snr"] >= 7
+    assert found[bright].mean() >= found_raw[bright].mean() - 0.03
+    # the classes: the injected sources are point sources
+    assert (cat["class"][real] == "point").mean() >= 0.9
+    assert (cat["class"][~real] == "artefact").mean() >= 0.7
 
 
 def test_blended_pair_is_deblended():

@@ -208,6 +208,7 @@ def detect(
     client=None,
     device: str = "auto",
     seed: int = 0,
+    model=None,
     progress=False,
 ) -> DetectionResult:
     """Find, fit, score and classify compact and extended sources in an image.
@@ -251,7 +252,10 @@ def detect(
         islands larger than one point source become extra components (up to
         ``max_components``), kept when the fit improves enough.
     extended, classify : bool
-        Run the extended-source segmentation / the reliability classifier.
+        Run the extended-source segmentation / the classifier
+        (`vanotebook.classify`: ``p_<class>`` per morphological class, the
+        most probable ``class``, and ``score``, the calibrated probability that
+        a source is real; on the workers of ``client`` when ``tile`` is set).
     extended_threshold, extended_min_area : float
         Extended segmentation threshold (smoothed sigmas) and minimum area (PSF areas).
     tile, overlap : int, optional
@@ -262,7 +266,9 @@ def detect(
     device : {"auto", "cpu", "gpu"}
         Array backend of the fit kernel.
     seed : int
-        Seed of the classifier's training set.
+        Recorded in the provenance (the classifier is a trained model).
+    model : vanotebook.classify.Model or path, optional
+        The classifier's model; default: the one shipped with vanotebook.
     progress : bool or callable
         A callable gets the fraction done (0..1) after each stage (background,
         islands and fits, catalogue and score, extended segmentation); True
@@ -275,7 +281,6 @@ def detect(
     from ..cluster import get_client, resolve_device
     from ..provenance import record
     from ._catalogue import compact_table, flux_factor
-    from ._classify import classify_sources, features
     from ._dask import compact_pass, run_tiled
     from ._extended import extended_table, segment_extended
 
@@ -316,6 +321,9 @@ def detect(
               "noise_fwhm": noise_fwhm, "max_components": max_components, "fit": fit,
               "nested": nested,
               "extended": extended, "classify": classify,
+              "model": None if model is None else str(getattr(model, "meta", {}).get(
+                  "training", model) if not isinstance(model, str | os.PathLike)
+                  else Path(model).resolve()),
               "extended_threshold": extended_threshold,
               "extended_min_area": extended_min_area, "tile": tile, "overlap": overlap,
               "background": _recorded_map(background), "rms": _recorded_map(rms),
@@ -391,9 +399,24 @@ def detect(
             cat["cls"] = np.where(big, "extended", np.where(resolved, "compact", "point"))
         model_params = (comps["params"][np.asarray(cat["cls"]) != "extended"]
                         if len(cat) else np.zeros((0, 6)))
-        if classify and len(cat):
-            feat = features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value)
-            cat["score"] = classify_sources(feat, seed=seed)
+        if classify:  # (an empty catalogue gets the columns too)
+            from ..classify import add_columns, classify_cutouts, cutouts, get_model
+
+            fwhm_pix = psf_sigma / FWHM_TO_SIGMA
+            cut = cutouts(sub, cat["x"].value, cat["y"].value, fwhm_pix=fwhm_pix,
+                          rms=cat["rms"].value)
+            chosen = get_model(model)
+            proba, real, platform = classify_cutouts(
+                cut, model=chosen, device=device,
+                client=get_client(client) if tile is not None else None)
+            add_columns(cat, chosen, proba, real, platform)
+            from ._classify import classify_sources, features
+
+            # the calibrated real probability of a detection: the network's view of the
+            # cut-out with the fit's and the neighbourhood's (`_classify`)
+            cat["score"] = classify_sources(
+                features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value, cnn_real=real),
+                seed=seed).astype(np.float32)
         tell(0.85)
         factor, funit = flux_factor(unit, beam, pixel_area)
         result = DetectionResult(cat, None, bkg_map, rms_map, header, {}, wcs, sub, model_params)
