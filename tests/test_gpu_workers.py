@@ -6,7 +6,8 @@ with ``cupyx.scipy`` as scipy) so its "GPU" kernels can run on this machine.
 This process never imports CuPy. The mosaic, the SOM, the cross-match of
 partitioned catalogues and the greybody fits asked for ``device="gpu"`` run
 their tasks on that worker only and give the CPU answer; on a cluster where
-no worker advertises a GPU, the request is refused by name before any work.
+no worker advertises a GPU, the request is refused by name before any work. The
+classifier's batches go there too (JAX runs them on that worker's default device).
 """
 
 from __future__ import annotations
@@ -122,4 +123,14 @@ def test_gpu_work_goes_to_the_gpu_worker_from_a_client_without_one(cluster):
         got = fit_greybody(flux * u.Jy, 0.05 * flux * u.Jy, waves, device="gpu", **kw)
     np.testing.assert_allclose(got["temperature"].value, want["temperature"].value, rtol=1e-5)
     assert _workers(stream) == {gpu_worker}
+
+    # the classifier's batches (JAX: the worker's default device, its CPU here)
+    from vanotebook.classify import classify_cutouts, training_set
+
+    cut, _ = training_set(20, 1, key=2)
+    want, _, _ = classify_cutouts(cut, device="cpu")
+    with get_task_stream(client) as stream:
+        got, _, platform = classify_cutouts(cut, device="gpu", client=client, batch=40)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert _workers(stream) == {gpu_worker} and platform == "cpu"
     assert "cupy" not in sys.modules  # the client never needed CuPy
