@@ -53,11 +53,13 @@ def test_completeness_reliability_and_accuracy(injected):
 def test_score_raises_reliability_on_an_image_with_artefacts():
     """Sidelobe rings and stripes around bright sources (as calibration errors make
     them) pass the thresholds: raw reliability about 0.49. The calibrated score (the
-    network's view of each cut-out with the fit's features) must lift it to >= 0.97
+    network's view of each cut-out with the fit's features) must lift it to >= 0.99
     while losing at most 4% of the injected sources that were detected (and 3% of those
-    above 7 sigma). (On the clean image of the other tests raw reliability is already 1,
-    so the score was never tested there.) Mutations: the network's feature constant
-    (reliability 0.95 in the run that was tried); no neighbour features."""
+    above 7 sigma): 0.991, with 5 of 120 lost, when this was written. (On the clean
+    image of the other tests raw reliability is already 1, so the score was never
+    tested there.) Mutations: the network's feature constant
+    (reliability 0.975 with the network's first training set, which had no
+    sidelobes around real sources and centred artefacts on their brightest knots only)."""
     img, truth = injected_image((512, 512), 150, fwhm=3.5, seed=3, min_separation=8.0,
                                 artefacts=True)
     cat = detect(img, psf_fwhm=3.5, extended=False).catalogue
@@ -65,7 +67,7 @@ def test_score_raises_reliability_on_an_image_with_artefacts():
     assert real.mean() < 0.6  # many artefacts detected
     kept = cat["score"] >= 0.5
     print("reliability", real.mean(), "->", real[kept].mean())
-    assert real[kept].mean() >= 0.97
+    assert real[kept].mean() >= 0.99
     found_raw = np.zeros(len(truth), bool)
     found_raw[i[real]] = True
     found = np.zeros(len(truth), bool)

@@ -109,7 +109,7 @@ def _logu(rng, lo, hi):
 def _example(cls: str, rng: np.random.Generator) -> np.ndarray:
     fwhm = math.exp(rng.uniform(math.log(FWHM_RANGE[0]), math.log(6.0)))
     comps, centre = draw(cls, rng)
-    half = int(math.ceil(0.5 * SIZE * fwhm / BEAM_PIX)) + 4
+    half = math.ceil(0.5 * SIZE * fwhm / BEAM_PIX) + 4
     shape = (2 * half + 1, 2 * half + 1)
     correlated = rng.random() < 0.5
     img = _noise(rng, shape, fwhm, correlated)

@@ -190,10 +190,14 @@ def _artefact(rng):
     lobes = sidelobes(rng, bright)
     lobes = lobes[lobes[:, 2] > 0] if rng.random() < 0.3 else lobes
     comps = np.vstack([_comp(0, 0, bright, 0, 0, 0), lobes])
-    # centred on one of the brighter knots of the pattern, as a detection would be
+    # centred where a detection would be: on a knot of the pattern that stands 3 sigma
+    # or more above the noise (the brighter ones, or any)
     pos = lobes[lobes[:, 2] > 0]
-    best = pos[np.argsort(pos[:, 2])[-max(1, len(pos) // 4):]]
-    pick = best[rng.integers(len(best))]
+    above = pos[pos[:, 2] * level / max(pos[:, 2].max(), 1e-30) >= 3.0]
+    pool = above if len(above) and rng.random() < 0.6 else pos
+    if rng.random() < 0.4:
+        pool = pool[np.argsort(pool[:, 2])[-max(1, len(pool) // 4):]]
+    pick = pool[rng.integers(len(pool))]
     return comps, (float(pick[0]), float(pick[1]))
 
 
