@@ -72,8 +72,8 @@ def main(argv=None):
     from vanotebook.detect._classify import reliability_model
 
     t0 = time.perf_counter()
-    reliability_model(0)
-    print(f"classifier training (first use, cached afterwards): {time.perf_counter() - t0:.2f}s")
+    reliability_model()
+    print(f"reliability model (shipped, loaded on first use): {time.perf_counter() - t0:.2f}s")
     # once per process: imports (numba, scikit-image's watershed and contours) and the
     # compiled kernels loaded from numba's cache
     t0 = time.perf_counter()

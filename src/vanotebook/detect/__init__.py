@@ -415,8 +415,8 @@ def detect(
             # the calibrated real probability of a detection: the network's view of the
             # cut-out with the fit's and the neighbourhood's (`_classify`)
             cat["score"] = classify_sources(
-                features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value, cnn_real=real),
-                seed=seed).astype(np.float32)
+                features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value, cnn_real=real)
+            ).astype(np.float32)
         tell(0.85)
         factor, funit = flux_factor(unit, beam, pixel_area)
         result = DetectionResult(cat, None, bkg_map, rms_map, header, {}, wcs, sub, model_params)

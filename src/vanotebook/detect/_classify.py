@@ -1,6 +1,6 @@
 """The calibrated probability that a detection is real (the catalogue's ``score``).
 
-A random forest (scikit-learn) on each detection's fit (S/N, size, shape,
+A random forest (scikit-learn, its trees kept as arrays) on each detection's fit (S/N, size, shape,
 chi2, components), its neighbourhood (distance and brightness of the nearest
 much brighter component) and the network's view of its cut-out
 (`vanotebook.classify`: the real probability). It is trained on detections
@@ -10,16 +10,19 @@ sigma, plenty of noise peaks; a detection is real when it lies within 1.5
 pixels of an injected source. Its probability is then calibrated (isotonic)
 on the detections of other images. Features are dimensionless (sigmas, PSF
 units), so one model serves any image. Training is reproducible from
-``seed``, takes a few seconds on first use and is cached per process.
+``seed`` (`train_reliability`); the trained model ships with the package
+(`RELIABILITY_MODEL`, about 100 kB), so nothing is trained at first use.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FEATURES", "classify_sources", "features", "reliability_model"]
+__all__ = ["FEATURES", "RELIABILITY_MODEL", "classify_sources", "features", "reliability_model",
+           "save_reliability", "train_reliability"]
 
 FEATURES = ("log_snr", "size_ratio", "axis_ratio", "chi2_red", "n_components", "island_beams",
             "log_neighbour_dist", "log_neighbour_ratio", "size_bound", "cnn_logit_real")
@@ -104,18 +107,24 @@ def _detections(rng):
     return features(comps, psf_cov=psf_cov, rms_at=rms_at, cnn_real=real), d < 1.5
 
 
-@functools.lru_cache(maxsize=4)
-def reliability_model(seed: int = 0, n_images: int = 6):
-    """Train (once per seed, cached) the reliability classifier of detections, and calibrate it.
+RELIABILITY_MODEL = Path(__file__).parent / "models" / "reliability.npz"
 
-    A random forest on the detections of ``n_images`` synthetic images (the
-    network's real probability of each cut-out is one of its features), then
-    an isotonic calibration of its probability on the detections of as many
-    other images.
+
+def train_reliability(seed: int = 0, *, n_images: int = 30, n_calibration: int = 20) -> dict:
+    """Train the reliability model of detections, and calibrate it.
+
+    A random forest (scikit-learn: 50 trees, depth 8) on the detections of
+    ``n_images`` synthetic images (the network's real probability of each
+    cut-out is one of its features), then an isotonic calibration of its
+    probability on the detections of ``n_calibration`` other images.
+    Everything comes from ``seed``; `RELIABILITY_MODEL` is
+    ``train_reliability(0)``. The trees are kept as flat arrays (no pickle).
 
     Returns
     -------
-    (sklearn RandomForestClassifier, sklearn IsotonicRegression)
+    dict of numpy arrays (what `save_reliability` writes): per node ``feature``,
+    ``threshold``, ``left``, ``right`` (-1 at leaves) and ``value`` (the fraction
+    of real detections), ``roots`` of the trees, and ``cal_x``, ``cal_y``.
     """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.isotonic import IsotonicRegression
@@ -124,26 +133,80 @@ def reliability_model(seed: int = 0, n_images: int = 6):
 
     X, y = zip(*(_detections(rng) for rng in child_generators(seed, n_images, key=4)),
                strict=True)
-    model = RandomForestClassifier(n_estimators=100, max_depth=10, min_samples_leaf=3,
-                                   random_state=seed, n_jobs=1)
-    model.fit(np.concatenate(X), np.concatenate(y))
-    Xc, yc = zip(*(_detections(rng) for rng in child_generators(seed, n_images, key=5)),
+    forest = RandomForestClassifier(n_estimators=50, max_depth=8, min_samples_leaf=3,
+                                    random_state=seed, n_jobs=1)
+    forest.fit(np.concatenate(X), np.concatenate(y))
+    real = list(forest.classes_).index(True)
+    parts: dict[str, list] = {k: [] for k in ("feature", "threshold", "left", "right",
+                                              "value")}
+    roots, offset = [], 0
+    for est in forest.estimators_:
+        t = est.tree_
+        roots.append(offset)
+        leaf = t.children_left < 0
+        parts["feature"].append(np.where(leaf, 0, t.feature))
+        parts["threshold"].append(t.threshold)
+        parts["left"].append(np.where(leaf, -1, t.children_left + offset))
+        parts["right"].append(np.where(leaf, -1, t.children_right + offset))
+        v = t.value[:, 0, :]
+        parts["value"].append(v[:, real] / v.sum(axis=1))
+        offset += t.node_count
+    model = {k: np.concatenate(v) for k, v in parts.items()}
+    model["roots"] = np.asarray(roots)
+    Xc, yc = zip(*(_detections(rng) for rng in child_generators(seed, n_calibration, key=5)),
                  strict=True)
-    raw = _real_column(model, np.concatenate(Xc))
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-    iso.fit(raw, np.concatenate(yc).astype(float))
-    return model, iso
+    iso.fit(_raw(model, np.concatenate(Xc)), np.concatenate(yc).astype(float))
+    model["cal_x"], model["cal_y"] = iso.X_thresholds_, iso.y_thresholds_
+    dtypes = {"feature": np.int16, "left": np.int32, "right": np.int32, "roots": np.int32}
+    return {k: np.asarray(v, dtypes.get(k, np.float64)) for k, v in model.items()}
 
 
-def _real_column(model, feat):
-    proba = model.predict_proba(feat)
-    return proba[:, list(model.classes_).index(True)] if True in model.classes_ \
-        else np.zeros(len(feat))
+def save_reliability(model: dict, path=RELIABILITY_MODEL) -> Path:
+    """Write a reliability model (numpy .npz, no pickle), all or nothing."""
+    import io
+    import os
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, features=np.array(FEATURES), **model)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return path
 
 
-def classify_sources(feat: np.ndarray, *, seed: int = 0) -> np.ndarray:
+@functools.lru_cache(maxsize=1)
+def reliability_model() -> dict:
+    """The shipped reliability model (`train_reliability`'s arrays), loaded once."""
+    with np.load(RELIABILITY_MODEL, allow_pickle=False) as npz:
+        if tuple(npz["features"]) != FEATURES:
+            raise RuntimeError(f"{RELIABILITY_MODEL} was made for other features: "
+                               f"{tuple(npz['features'])}")
+        return {k: npz[k] for k in npz.files if k != "features"}
+
+
+def _raw(model: dict, feat: np.ndarray) -> np.ndarray:
+    """The forest's mean probability: every tree walked for all rows at once."""
+    feat = np.asarray(feat, np.float64)
+    rows = np.arange(len(feat))
+    total = np.zeros(len(feat))
+    for root in model["roots"]:
+        node = np.full(len(feat), root)
+        while True:
+            left = model["left"][node]
+            inner = left >= 0
+            if not inner.any():
+                break
+            go_left = feat[rows, model["feature"][node]] <= model["threshold"][node]
+            node = np.where(inner, np.where(go_left, left, model["right"][node]), node)
+        total += model["value"][node]
+    return total / len(model["roots"])
+
+
+def classify_sources(feat: np.ndarray, *, model: dict | None = None) -> np.ndarray:
     """Calibrated probability that each detection is real (0..1)."""
     if len(feat) == 0:
         return np.zeros(0)
-    model, iso = reliability_model(seed)
-    return iso.predict(_real_column(model, feat))
+    model = reliability_model() if model is None else model
+    return np.interp(_raw(model, feat), model["cal_x"], model["cal_y"])
