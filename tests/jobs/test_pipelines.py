@@ -290,3 +290,38 @@ def test_cube_job_is_the_api_moments_and_pv_slice(service, data):
         np.testing.assert_allclose(got["MOMENT0"].data,
                                    moments(str(data["cube"]), 0)["moment0"].values, rtol=1e-6,
                                    equal_nan=True)
+
+
+def test_classify_job_is_the_api_answer_and_names_a_bad_model(service, data, tmp_path, uws):
+    """An image and a catalogue (RA/Dec only) uploaded: the job's catalogue is
+    `vanotebook.classify`'s, with p_<class>, class and score; a model file that is not
+    one ends in ERROR naming the parameter."""
+    from astropy.table import Table
+
+    import vanotebook
+    from vanotebook.classify import CLASSES, classify
+    from vanotebook.io import write_table
+
+    tile = data["tiles"][0]
+    found = vanotebook.detect(str(tile), classify=False).catalogue
+    table = Table({"RAJ2000": found["ra"].value, "DEJ2000": found["dec"].value})
+    cat_path = write_table(table, tmp_path / "sources.vot")
+    job, s = service.run("classify", {}, files=_files("image", [tile])
+                         + _files("catalogue", [cat_path]))
+    got = _table(s, f"{job}/results/catalogue")
+    want = classify(str(tile), table)
+    assert len(got) == len(want) >= 1
+    for c in CLASSES:
+        np.testing.assert_allclose(np.asarray(got[f"p_{c}"]), np.asarray(want[f"p_{c}"]),
+                                   atol=1e-5)
+    assert list(got["class"]) == list(want["class"])
+    prov = s.get(f"{job}/results/provenance").json()
+    assert "classify" in json.dumps(prov)
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    r = s.post(f"{service.url}/classify/jobs", data={"PHASE": "RUN"},
+               files=_files("image", [tile]) + _files("catalogue", [cat_path])
+               + _files("model", [tmp_path / "bad.npz"]), allow_redirects=False)
+    assert r.status_code == 303, r.text
+    bad = service.url + r.headers["Location"]
+    assert uws.wait_final(s, bad, timeout=120) == "ERROR"
+    assert "model: expected a model file" in s.get(f"{bad}/error").text

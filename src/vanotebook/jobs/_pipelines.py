@@ -244,6 +244,50 @@ register(Pipeline(
 ))
 
 
+# ----------------------------------------------------------------------------- classify
+def _classify(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
+    from ..classify import classify, load_model
+    from ..io import read_catalogue, write_table
+    from ..provenance import Provenance
+
+    model = load_model(params["model"]) if params.get("model") else None
+    table = params["catalogue"]
+    if not hasattr(table, "colnames"):
+        table = read_catalogue(table)
+    say(f"classifying {len(table)} sources")
+    out = classify(params["image"], table, fwhm_pix=params.get("fwhm_pix"), model=model,
+                   progress=_fraction(say, "classifying"))
+    meta = out.meta.get("classifier", {})
+    prov = Provenance(activity="vanotebook.classify",
+                      parameters={"fwhm_pix": params.get("fwhm_pix"),
+                                  "classes": meta.get("classes"),
+                                  "training": meta.get("training")})
+    for name in ("image", "catalogue", "model"):
+        value = params.get(name)
+        if isinstance(value, str | Path) and Path(value).is_file():
+            prov.add_input(value)
+    prov.finish()
+    path = write_table(out, work / "catalogue.vot")
+    return {"catalogue": path, "provenance": prov.write_sidecar(path)}
+
+
+register(Pipeline(
+    name="classify",
+    doc="Morphological classes and the real probability of the sources of a catalogue on "
+        "an image (vanotebook.classify): p_<class> per class, class, score.",
+    params={"image": Param("file", "the image: a FITS file with a celestial WCS",
+                           required=True),
+            "catalogue": Param("table", "the sources: a table with ra/dec (degrees) or "
+                               "x/y (pixels)", required=True),
+            "fwhm_pix": Param("float", "the beam FWHM in pixels (default: the image's "
+                              "beam)", None, "pix"),
+            "model": Param("file", "your own model file (.npz; default: vanotebook's)")},
+    results={"catalogue": "the sources with p_<class>, class and score (VOTable)",
+             "provenance": "how it was made (PROV-JSON)"},
+    run=_classify,
+))
+
+
 # ----------------------------------------------------------------------------- som
 def _som(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
     import numpy as np

@@ -38,7 +38,7 @@ FORMS = ("a file uploaded under this name, an http(s) URL, or an archive referen
 
 #: suffixes an upload keeps (others are refused: the readers go by suffix)
 SUFFIXES = (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz", ".vot", ".xml", ".ecsv",
-            ".parquet", ".csv", ".json")
+            ".parquet", ".csv", ".json", ".npz")  # .npz: a classifier's model file
 _REF = re.compile(r"^(archive|shared):(image/[0-9a-fA-F]{8,64}|(images|cubes)(\?.*)?|"
                   r"catalogue/[A-Za-z0-9_.\-]+(\?.*)?)$")
 _QUERY_KEYS = {"images": {"survey", "band", "cone"},
