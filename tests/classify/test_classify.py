@@ -28,7 +28,7 @@ from vanotebook.units import FWHM_TO_SIGMA
 @pytest.fixture(scope="module")
 def held_out():
     """The held-out set (key 2): never seen in training (key 0) or calibration (key 1)."""
-    return training_set(250, 0, key=2)
+    return training_set(1000, 0, key=2)
 
 
 @pytest.fixture(scope="module")
@@ -50,23 +50,25 @@ def test_shipped_model_reaches_macro_f1_on_held_out_cutouts(held_out, shipped_pr
 
 
 def test_real_probability_is_calibrated(held_out, shipped_predictions):
-    """In the bins of the calibrated real probability that hold 100 cut-outs or more, the
-    fraction of real sources is within 0.05 of the mean probability, and the expected
-    calibration error over all bins is at most 0.02. (The bins between 0.1 and 0.9 hold
-    fewer than 100 of the 1,750 held-out cut-outs; there the deviation reaches 0.09, which
-    this test does not claim.) Mutation: no calibration (identity), ECE fails."""
+    """In the bins of the calibrated real probability that hold 50 cut-outs or more, the
+    fraction of real sources is within 0.035 of the mean probability (the issue asks
+    0.05), and the expected calibration error over all bins is at most 0.004. (Of the
+    7,000 held-out cut-outs, about 100 fall in the bins between 0.3 and 0.8, each under
+    50; there the deviation reaches 0.11, which this test does not claim.) Mutation: no
+    calibration (identity knots, temperature 1): 0.046 in the 0.8-0.9 bin, ECE 0.0046;
+    calibrated: 0.027 at most, ECE 0.0029."""
     _, y = held_out
     _, real = shipped_predictions
     truth = y != CLASSES.index("artefact")
     table = calibration_table(real, truth)
     print(table)
-    populated = [b for b in table if b["n"] >= 100]
-    assert len(populated) >= 2
+    populated = [b for b in table if b["n"] >= 50]
+    assert len(populated) >= 4
     for b in populated:
-        assert abs(b["observed"] - b["predicted"]) <= 0.05, b
+        assert abs(b["observed"] - b["predicted"]) <= 0.035, b
     ece = sum(b["n"] * abs(b["observed"] - b["predicted"]) for b in table) / len(real)
     print("expected calibration error", ece)
-    assert ece <= 0.02
+    assert ece <= 0.004
 
 
 def test_same_seed_same_weights_and_predictions():
@@ -85,7 +87,7 @@ def test_same_seed_same_weights_and_predictions():
 @pytest.mark.slow
 def test_training_from_the_seed_gives_the_shipped_model(held_out, shipped_predictions):
     """The shipped weights are what `train_model(seed=0)` makes (a few minutes on 2 cores)."""
-    model = train_model(seed=0)
+    model = train_model(seed=0, n_calibration=100)  # the weights do not depend on it
     X, y = held_out
     proba = model.probabilities(X)
     agree = (proba.argmax(axis=1) == shipped_predictions[0].argmax(axis=1)).mean()

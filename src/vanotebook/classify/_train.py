@@ -42,7 +42,7 @@ def _fit_isotonic(p: np.ndarray, real: np.ndarray) -> tuple[tuple, tuple]:
 
 
 def train_model(*, seed: int = 0, n_per_class: int = 1500, epochs: int = 14,
-                n_calibration: int = 3000, progress=None) -> Model:
+                n_calibration: int = 6000, progress=None) -> Model:
     """Train and calibrate the network on the synthetic morphologies (`CLASSES`).
 
     Parameters
