@@ -1,12 +1,17 @@
 """`DetectDashboard`: choose an image, set thresholds, find sources, inspect them.
 
 No science here: the dashboard calls `vanotebook.detect.detect`,
-`vanotebook.io.parse_image` and `vanotebook.sky.demo_sky` only. Detection runs
-in a worker thread (which hands the tiles to the Dask cluster when ``tile`` is
-set), so the Panel event loop is never blocked; a progress indicator shows
-while it runs. The image is drawn with a percentile stretch and the fitted
-ellipses (FWHM, coloured by reliability score) on top; the table is linked to
-it: selecting a row zooms onto that source, tapping an ellipse selects its row.
+`vanotebook.io.parse_image` and `vanotebook.sky.demo_sky` only, and reads the
+catalogue's columns (the classifier's ``class``, ``p_<class>`` and ``score``,
+`vanotebook.classify`). Detection runs in a worker thread (which hands the
+tiles to the Dask cluster when ``tile`` is set), so the Panel event loop is
+never blocked; a progress indicator shows while it runs. The image is drawn
+with a percentile stretch and the fitted ellipses (FWHM) on top, one fixed
+colour per class (`class_colours`; artefacts grey) and dashed where the
+probability that the source is real (``score``) is below one half. The
+``classes`` filter hides the unchosen classes from the image and the table
+(the downloads always hold every source). The table is linked to the image:
+selecting a row zooms onto that source, tapping an ellipse selects its row.
 """
 
 from __future__ import annotations
@@ -19,15 +24,51 @@ import numpy as np
 import panel as pn
 import param
 
+from ..classify import CLASSES
 from ..detect import DetectionResult, detect
 
-__all__ = ["DetectDashboard"]
+__all__ = ["DetectDashboard", "class_colours"]
 
 _MAX_DISPLAY = 2048  # longest side of the displayed (strided) image, in pixels
-_TABLE_COLUMNS = ("id", "x", "y", "ra", "dec", "peak", "flux", "snr", "major", "minor", "pa",
-                  "score", "cls", "flags")
+_TABLE_COLUMNS = ("id", "class", "p_class", "score", "x", "y", "ra", "dec", "peak", "flux",
+                  "snr", "major", "minor", "pa", "cls", "flags")
+#: Column titles of the table (units are added from the catalogue's columns).
+_TITLES = {"p_class": "P(class)", "score": "P(real)", "cls": "size class", "ra": "RA",
+           "dec": "Dec", "snr": "S/N"}
+_TOOLTIPS = {"class": "Most probable morphological class (vanotebook.classify)",
+             "p_class": "The classifier's probability of that class",
+             "score": "Calibrated probability that the source is real (not an artefact)",
+             "cls": "Point / compact / extended by the fitted size against the beam",
+             "snr": "Peak signal-to-noise ratio"}
 _DEMO = "demo survey"
 _GIVEN = "given image"
+#: Ellipses of sources whose probability of being real is below this are dashed.
+_REAL = 0.5
+
+# One fixed colour per class, from bokeh's Category10; its orange is left to the outlines
+# of the segmented extended regions, its grey to the artefacts (the spurious classes).
+_CATEGORY10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf")
+_GREY = _CATEGORY10[7]
+_REGION_COLOUR = _CATEGORY10[1]
+_CLASS_COLOURS = {"point": _CATEGORY10[0], "compact": _CATEGORY10[9],
+                  "extended": _CATEGORY10[2], "fr2": _CATEGORY10[3], "fr1": _CATEGORY10[4],
+                  "bent": _CATEGORY10[6], "artefact": _GREY}
+_SPARE = (_CATEGORY10[8], _CATEGORY10[5], "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5",
+          "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")  # then Category20's light shades
+_UNCLASSIFIED = "unclassified"
+
+
+def class_colours(classes=CLASSES, spurious=("artefact",)) -> dict[str, str]:
+    """The colour of each class on the image: fixed for `vanotebook.classify.CLASSES`.
+
+    A model with its own class map gets the spare colours in the order of its
+    classes; its spurious classes (``meta["classifier"]["spurious"]``) are grey.
+    """
+    out, spare = {}, iter(_SPARE * (1 + len(classes) // len(_SPARE)))
+    for c in classes:
+        out[c] = _GREY if c in spurious else _CLASS_COLOURS.get(c) or next(spare)
+    return out
 
 
 def _pixel_ellipses(cat, wcs) -> dict[str, np.ndarray]:
@@ -103,10 +144,16 @@ class DetectDashboard(pn.viewable.Viewer):
                                  doc="The last DetectionResult")
     n_sources = param.Integer(default=0, doc="Compact sources in the last result")
     selected = param.Integer(default=None, allow_None=True, doc="Selected catalogue row")
+    classes = param.ListSelector(default=list(CLASSES), objects=list(CLASSES),
+                                 label="Classes shown",
+                                 doc="Classes shown on the image and in the table (the "
+                                 "downloads hold every source)")
     run_detection = param.Action(lambda self: self.run(), label="Run detection")
 
     def __init__(self, image: Any = None, *, sky: Any = None, client=None, archive: Any = None,
                  **params: Any):
+        from bokeh.models.widgets.tables import NumberFormatter
+
         from ._archive import ArchivePicker
 
         super().__init__(**params)
@@ -122,11 +169,22 @@ class DetectDashboard(pn.viewable.Viewer):
                                             label="Upload FITS")
         self._upload.param.watch(lambda event: self.upload(event.new, self._upload.filename),
                                  "value")
+        self._rows = np.zeros(0, int)  # the catalogue rows shown, in table/glyph order
+        self._keys: dict[str, Any] = {}  # class -> its LegendItem
+        self.legend = None
+        probability = NumberFormatter(format="0.000")
         self.table = pn.widgets.Tabulator(self._table_frame(), label="detect-table",
                                           css_classes=["detect-table"], disabled=True,
                                           selectable=1, pagination="remote", page_size=20,
-                                          height=420, sizing_mode="stretch_width")
+                                          height=420, sizing_mode="stretch_width",
+                                          titles=self._table_titles(),
+                                          header_tooltips=dict(_TOOLTIPS),
+                                          formatters={"p_class": probability,
+                                                      "score": probability})
         self.table.param.watch(self._table_selected, "selection")
+        self.class_filter = pn.widgets.MultiChoice.from_param(
+            self.param.classes, name="Classes shown", css_classes=["detect-classes"],
+            sizing_mode="stretch_width")
         self._image_pane = pn.pane.Bokeh(name="detect-image", css_classes=["detect-image"])
         self._hist_pane = pn.pane.Bokeh(name="detect-histograms")
         self.figure = None
@@ -295,10 +353,11 @@ class DetectDashboard(pn.viewable.Viewer):
         else:
             self.selected = None
             self.result, self.n_sources = result, len(result.catalogue)
-            n_real = int(np.sum(np.asarray(result.catalogue["score"]) > 0.5)) if len(
+            self._offer_classes()
+            n_real = int(np.sum(np.asarray(result.catalogue["score"]) > _REAL)) if len(
                 result.catalogue) else 0
-            self.status = (f"{self.n_sources} compact sources ({n_real} with score > 0.5), "
-                           f"{len(result.extended)} extended")
+            self.status = (f"{self.n_sources} compact sources ({n_real} with P(real) > "
+                           f"{_REAL:g}), {len(result.extended)} extended")
             if self.seed_threshold < _USUAL_SEED:
                 self.status += (f"; warning: a seed threshold of {self.seed_threshold:g} sigma "
                                 f"takes noise peaks for sources (a Gaussian noise map has a "
@@ -324,6 +383,50 @@ class DetectDashboard(pn.viewable.Viewer):
             return io.BytesIO(b"")
         return io.BytesIO(self.result.regions.serialize(format="ds9").encode())
 
+    # ---------------------------------------------------------------- classes
+    def _classifier(self) -> tuple[list[str], list[str]]:
+        """The class map and spurious classes of the last result's classifier."""
+        meta = {}
+        if self.result is not None:
+            meta = self.result.catalogue.meta.get("classifier") or {}
+        return (list(meta.get("classes", CLASSES)),
+                list(meta.get("spurious", ["artefact"] if "classes" not in meta else [])))
+
+    def _offer_classes(self) -> None:
+        """Offer the result's classes in the filter (all chosen when the class map changes)."""
+        names, _ = self._classifier()
+        if self.result is not None and len(self.result.catalogue) and \
+                "class" not in self.result.catalogue.colnames:
+            names = [*names, _UNCLASSIFIED]
+        if list(self.param.classes.objects) != names:
+            self.param.classes.objects = names
+            self.classes = list(names)
+
+    def colours(self) -> dict[str, str]:
+        """The colour of each class (`class_colours` of the result's class map)."""
+        names, spurious = self._classifier()
+        return {**class_colours(names, spurious), _UNCLASSIFIED: "black"}
+
+    def source_classes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each catalogue row's class and the probability of that class (read from its columns)."""
+        cat = self.result.catalogue if self.result is not None else None
+        if cat is None or not len(cat):
+            return np.zeros(0, dtype="U1"), np.zeros(0)
+        if "class" not in cat.colnames:  # detect(classify=False): nothing to read
+            return np.full(len(cat), _UNCLASSIFIED), np.full(len(cat), np.nan)
+        cls = np.asarray(cat["class"]).astype(str)
+        prob = np.full(len(cat), np.nan)
+        for c in np.unique(cls):
+            if f"p_{c}" in cat.colnames:
+                rows = cls == c
+                prob[rows] = np.asarray(cat[f"p_{c}"], float)[rows]
+        return cls, prob
+
+    def shown_rows(self) -> np.ndarray:
+        """The catalogue rows whose class is chosen in ``classes``, in catalogue order."""
+        cls, _ = self.source_classes()
+        return np.flatnonzero(np.isin(cls, list(self.classes)))
+
     # ---------------------------------------------------------------- views
     def _table_frame(self):
         import pandas as pd
@@ -331,18 +434,44 @@ class DetectDashboard(pn.viewable.Viewer):
         if self.result is None or not len(self.result.catalogue):
             return pd.DataFrame({c: [] for c in _TABLE_COLUMNS})
         cat = self.result.catalogue
+        cls, prob = self.source_classes()
+        rows = self._rows
         cols = {}
         for c in _TABLE_COLUMNS:
-            if c in cat.colnames:
+            if c == "class":
+                cols[c] = cls[rows]
+            elif c == "p_class":
+                cols[c] = prob[rows]
+            elif c in cat.colnames:
                 v = cat[c]
-                cols[c] = np.asarray(getattr(v, "value", v))
+                cols[c] = np.asarray(getattr(v, "value", v))[rows]
         return pd.DataFrame(cols)
 
+    def _table_titles(self) -> dict[str, str]:
+        """Column titles: a label, and the unit in brackets where the column has one."""
+        cat = self.result.catalogue if self.result is not None else None
+        titles = {}
+        for c in _TABLE_COLUMNS:
+            unit = getattr(cat[c], "unit", None) if cat is not None and c in cat.colnames \
+                else None
+            label = _TITLES.get(c, c)
+            titles[c] = f"{label} [{unit:generic}]" if unit is not None and str(unit) else label
+        return titles
+
     def ellipse_data(self) -> dict[str, np.ndarray]:
-        """What the ellipse glyphs show: pixel centres, FWHM axes, angles, score, id."""
-        if self.result is None:
+        """What the ellipse glyphs show, for every catalogue row.
+
+        Pixel centres, FWHM axes, angles, ``score`` (the probability that the
+        source is real), ``id``, ``class``, ``p_class`` (the probability of
+        that class), ``colour`` (the class's, `class_colours`) and ``dash``
+        (dashed where ``score`` is below one half). The glyphs show the rows
+        of `shown_rows`.
+        """
+        if self.result is None or not len(self.result.catalogue):
             z = np.zeros(0)
-            return {"x": z, "y": z, "width": z, "height": z, "angle": z, "score": z, "id": z}
+            return {"x": z, "y": z, "width": z, "height": z, "angle": z, "score": z,
+                    "id": np.zeros(0, int), "class": np.zeros(0, dtype="U1"), "p_class": z,
+                    "colour": np.zeros(0, dtype="U1"), "dash": np.zeros(0, dtype="U1")}
         cat = self.result.catalogue
         wcs = None
         if self.result.header is not None and "ra" in cat.colnames and len(cat) and \
@@ -351,13 +480,49 @@ class DetectDashboard(pn.viewable.Viewer):
 
             wcs = WCS(self.result.header).celestial
         data = _pixel_ellipses(cat, wcs)
-        data["score"] = np.asarray(cat["score"], float) if len(cat) else np.zeros(0)
-        data["id"] = np.asarray(cat["id"]) if len(cat) else np.zeros(0, int)
+        data["score"] = np.asarray(cat["score"], float)
+        data["id"] = np.asarray(cat["id"])
+        data["class"], data["p_class"] = self.source_classes()
+        colours = self.colours()
+        data["colour"] = np.array([colours.get(c, "black") for c in data["class"]])
+        data["dash"] = np.where(data["score"] < _REAL, "dashed", "solid")
         return data
+
+    def _glyph_data(self) -> dict[str, np.ndarray]:
+        """`ellipse_data` of the shown rows, with their catalogue ``row``."""
+        data = {k: v[self._rows] for k, v in self.ellipse_data().items()}
+        data["row"] = self._rows
+        return data
+
+    def _show_sources(self) -> None:
+        """Give the glyphs and the table the chosen classes' rows (keeping a shown selection)."""
+        keep = self.selected
+        self._rows = self.shown_rows()
+        if self._ellipses is not None:
+            self._ellipses.data_source.data = self._glyph_data()
+            self._ellipses.data_source.selected.indices = []
+            for name in self._keys:
+                self._show_key(name)
+        self.table.value = self._table_frame()
+        self.table.titles = self._table_titles()
+        where = np.flatnonzero(self._rows == keep) if keep is not None else []
+        self.table.selection = [int(where[0])] if len(where) else []
+
+    def _show_key(self, name: str) -> None:
+        """A class's entry of the key: faded and marked "(hidden)" when filtered away."""
+        from bokeh.core.properties import value
+
+        item, shown = self._keys[name], name in self.classes
+        item.label = value(name if shown else f"{name} (hidden)")  # a text, not a column
+        item.renderers[0].glyph.line_alpha = 1.0 if shown else 0.25
+
+    @param.depends("classes", watch=True)
+    def _classes_changed(self) -> None:
+        self._show_sources()
 
     def _redraw(self) -> None:
         """Rebuild the image figure, the histograms and the table for the current state."""
-        from bokeh.models import ColorBar, ColumnDataSource, LinearColorMapper, TapTool
+        from bokeh.models import ColumnDataSource, Legend, LegendItem, LinearColorMapper, TapTool
         from bokeh.plotting import figure
 
         try:
@@ -378,23 +543,47 @@ class DetectDashboard(pn.viewable.Viewer):
             fig.x_range.start, fig.x_range.end = -0.5, nx - 0.5
             fig.y_range.start, fig.y_range.end = -0.5, ny - 0.5
             self._full = (-0.5, nx - 0.5, -0.5, ny - 0.5)
-        score_map = LinearColorMapper(palette="Turbo256", low=0.0, high=1.0, nan_color="magenta")
-        src = ColumnDataSource(self.ellipse_data())
+        self._rows = self.shown_rows()
+        src = ColumnDataSource(self._glyph_data())
         self._ellipses = fig.ellipse(x="x", y="y", width="width", height="height",
                                      angle="angle", source=src, fill_alpha=0.0, line_width=2,
-                                     line_color={"field": "score", "transform": score_map})
-        fig.add_layout(ColorBar(color_mapper=score_map, title="score", width=10), "right")
+                                     line_color={"field": "colour"},
+                                     line_dash={"field": "dash"}, name="detect-ellipses")
+        # the key: a line per class (one point off the plot: a renderer without data has no
+        # entry), so every class keeps its entry and colour whatever is shown; then the
+        # dashed outline of low-P(real) sources and the segmented extended regions
+        self._keys = {}
+        items = []
+        names, _ = self._classifier()
+        colours = self.colours()
+        if self.result is not None and len(self.result.catalogue) and \
+                "class" not in self.result.catalogue.colnames:
+            names = [_UNCLASSIFIED]
+        for name in names:
+            key = fig.line(x=[np.nan], y=[np.nan], line_width=3, line_color=colours[name])
+            self._keys[name] = LegendItem(label=name, renderers=[key])
+            self._show_key(name)
+            items.append(self._keys[name])
+        dashed = fig.line(x=[np.nan], y=[np.nan], line_width=2, line_color="black",
+                          line_dash="dashed")
+        items.append(LegendItem(label=f"P(real) < {_REAL:g}", renderers=[dashed]))
         if self.result is not None and len(self.result.extended):
             ext = self.result.extended
-            fig.patches(xs=[list(map(float, c)) for c in ext["contour_x"]],
-                        ys=[list(map(float, c)) for c in ext["contour_y"]], fill_alpha=0.0,
-                        line_color="orange", line_dash="dashed", line_width=2)
+            regions = fig.patches(xs=[list(map(float, c)) for c in ext["contour_x"]],
+                                  ys=[list(map(float, c)) for c in ext["contour_y"]],
+                                  fill_alpha=0.0, line_color=_REGION_COLOUR,
+                                  line_dash="dashed", line_width=2)
+            items.append(LegendItem(label="extended region", renderers=[regions]))
+        self.legend = Legend(items=items, title="class", name="detect-legend",
+                             label_text_font_size="9pt")
+        fig.add_layout(self.legend, "right")
         fig.select_one(TapTool).renderers = [self._ellipses]
         src.selected.on_change("indices", self._ellipse_tapped)
         self.figure = fig
         self._image_pane.object = fig
         self._hist_pane.object = self._histograms()
         self.table.value = self._table_frame()
+        self.table.titles = self._table_titles()
         self.table.selection = []
 
     def _title(self) -> str:
@@ -441,11 +630,12 @@ class DetectDashboard(pn.viewable.Viewer):
         return row(*figs)
 
     def _ellipse_tapped(self, attr, old, new) -> None:
-        if new:
+        if new:  # the glyphs and the table show the same rows in the same order
             self.table.selection = [int(new[0])]
 
     def _table_selected(self, event) -> None:
-        self.selected = int(event.new[0]) if event.new else None
+        ok = event.new and 0 <= event.new[0] < len(self._rows)
+        self.selected = int(self._rows[event.new[0]]) if ok else None
 
     @param.depends("selected", watch=True)
     def _zoom(self) -> None:
@@ -491,7 +681,8 @@ class DetectDashboard(pn.viewable.Viewer):
         side = pn.Column("### Image", image, "### Thresholds", settings, run, self._progress,
                          status_pane(self),
                          pn.widgets.RangeSlider.from_param(self.param.stretch),
-                         "### Download", downloads, width=320)
+                         "### Show", self.class_filter,
+                         "### Download (every source)", downloads, width=320)
         use = pn.widgets.Button(label="Use the picked archive image")
         use.on_click(lambda _event: self.use_archive_image())
         picker = pn.Card(pn.Column(self.picker, use), title="Archive: pick an image by region "

@@ -12,9 +12,10 @@ HELP = {
     "MosaicDashboard": "**Mosaic** merges a survey's tiles (or images picked in the archive) "
     "onto one grid: reprojected, background-matched, co-added. Try: choose a survey, press "
     "*Run mosaic*, then *Detect sources on the mosaic*.",
-    "DetectDashboard": "**Source detection** finds compact and extended sources, fits them "
-    "and scores each as real or spurious. Try: press *Run detection* on the demo tile, then "
-    "click a row of the table or an ellipse on the image.",
+    "DetectDashboard": "**Source detection** finds compact and extended sources, fits them, "
+    "classifies their morphology (ellipses coloured by class) and gives each the probability "
+    "that it is real. Try: press *Run detection* on the demo tile, hide classes in "
+    "*Classes shown*, then click a row of the table or an ellipse on the image.",
     "XmatchDashboard": "**Cross-match** pairs two catalogues within a radius, with a "
     "probability per pair. Try: press *Match* on the demo pair, or upload two catalogues "
     "(FITS, VOTable, ECSV, CSV, TSV, parquet) and check their RA/Dec columns.",
