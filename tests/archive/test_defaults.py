@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import astropy.units as u
 import pytest
 from astropy.table import Table
@@ -10,6 +12,7 @@ from vanotebook._errors import VanotebookInputError
 from vanotebook.archive import Archive, personal_archive, shared_archive
 from vanotebook.archive._defaults import PERSONAL_ENV, SHARED_ENV
 from vanotebook.sky import demo_archive
+from vanotebook.sky._demo import SKY_VERSION
 
 
 @pytest.fixture
@@ -74,3 +77,11 @@ def test_demo_archive_is_the_demo_sky_built_once(home):
     assert demo_archive(progress=messages.append).path == arc.path
     assert messages == []
     assert shared_archive().path == arc.path
+    # demo data written by an older sky model are written again
+    manifest = home / ".cache" / "vanotebook" / "demo" / "manifest.json"
+    old = json.loads(manifest.read_text())
+    old["sky_version"] = 1
+    manifest.write_text(json.dumps(old))
+    demo_archive(progress=messages.append)
+    assert "archive" in messages
+    assert json.loads(manifest.read_text())["sky_version"] == SKY_VERSION

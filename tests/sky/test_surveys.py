@@ -292,7 +292,7 @@ def test_same_seed_same_bytes_other_seed_other_noise():
 def test_model_spectral_index_and_content():
     model = make_sky(size=1.0, seed=3)
     kinds = set(model.sources["kind"])
-    assert kinds == {"point", "gaussian", "ring", "filament"}
+    assert kinds == {"point", "gaussian", "ring", "filament", "radio_galaxy"}
     f1, f2 = model.flux(1e-3), model.flux(2e-3)
     np.testing.assert_allclose(f1, model.sources["flux_ref"])
     np.testing.assert_allclose(np.log(f2 / f1) / np.log(2.0), -model.sources["alpha"])

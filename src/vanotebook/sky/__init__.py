@@ -1,8 +1,10 @@
 """The embedded default data: a seeded synthetic multi-survey sky with known truth.
 
 * `make_sky` draws a sky model (point sources, Gaussians, rings, filaments,
-  diffuse emission); `observe` renders it as one of the `SURVEYS` would,
-  as overlapping FITS tiles with their truth.
+  radio galaxies with lobes, jets and bent tails, diffuse emission), each
+  source with its morphological class; `observe` renders it as one of the
+  `SURVEYS` would, as overlapping FITS tiles with their truth
+  (`Observation.source_at` says which true source lies under a position).
 * `survey_catalogue` lists what a survey would publish (positions and fluxes
   scattered by their errors).
 * `catalogue_pair` makes cross-match catalogues of any size, chunk by chunk.

@@ -26,9 +26,13 @@ from ._model import DEFAULT_CENTER, SkyModel, make_sky
 from ._spectra import SpectraSet, make_spectra
 from ._surveys import SURVEYS, Observation, observe
 
-__all__ = ["DemoSky", "demo_sky", "read_spectra", "write_demo_data", "write_spectra"]
+__all__ = ["SKY_VERSION", "DemoSky", "demo_sky", "read_spectra", "write_demo_data",
+           "write_spectra"]
 
 ACTIVITY = "vanotebook.sky.write_demo_data"
+#: The sky model's version, in the demo data's manifest: cached demo data of another
+#: version are written again (2: radio galaxies added).
+SKY_VERSION = 2
 _PARTS = ("model", "surveys", "catalogues", "spectra", "cubes")
 
 
@@ -259,7 +263,7 @@ def write_demo_data(
                 add(write_fits(cube.truth_hdul(), tmp / "truth" / f"{name}_moments.fits"),
                     "truth", f"{name}: the noise-free moment 0, 1, 2 and peak maps", cube=name)
             manifest = {"activity": ACTIVITY, "seed": seed, "parameters": params,
-                        "files": files}
+                        "sky_version": SKY_VERSION, "files": files}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
             for item in files:
                 prov.outputs.append({"path": item["path"], "sha256": item["sha256"]})
@@ -272,13 +276,22 @@ def write_demo_data(
     return prov
 
 
+def _stale(folder: Path) -> bool:
+    """The demo data in ``folder`` were written by an older sky model (or are incomplete)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return True
+    return manifest.get("sky_version") != SKY_VERSION
+
+
 def demo_archive(*, progress: Callable[[str], None] | None = None):
     """The shared archive, writing the demo sky's first when there is none.
 
     The gateway's configured shared archive (``$VANOTEBOOK_SHARED_ARCHIVE``)
     is opened as it is; otherwise the demo sky and its archive are written to
-    `vanotebook.archive.demo_folder` when missing (a few seconds, no
-    download) and opened.
+    `vanotebook.archive.demo_folder` when missing or written by an older sky
+    model (`SKY_VERSION`; a few seconds, no download) and opened.
 
     Parameters
     ----------
@@ -294,7 +307,7 @@ def demo_archive(*, progress: Callable[[str], None] | None = None):
     from ..archive import SHARED_ENV, demo_folder, shared_archive
 
     folder = demo_folder()
-    if not os.environ.get(SHARED_ENV) and not (folder / "archive").is_dir():
+    if not os.environ.get(SHARED_ENV) and (not (folder / "archive").is_dir() or _stale(folder)):
         write_demo_data(folder, overwrite=folder.exists(), progress=progress)
     return shared_archive()
 

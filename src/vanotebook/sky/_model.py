@@ -1,15 +1,26 @@
-"""The sky model: point sources, extended sources and diffuse emission.
+"""The sky model: point sources, extended sources, radio galaxies and diffuse emission.
 
 Every source is a sum of elliptical Gaussian *components* in the tangent
 plane of the field centre (x east, y north, degrees): a point source is one
 delta component, an extended Gaussian one component, a ring or a filament a
-chain of small components along its curve. A survey image is then exact to
-render: a Gaussian convolved with a Gaussian beam is a Gaussian whose
-covariance is the sum. Diffuse emission is a positive sum of plane waves,
-whose convolution with the beam only scales each wave.
+chain of small components along its curve, and a radio galaxy (FRII lobes and
+hotspots, FRI jets, bent or head-tail tails; `vanotebook.classify.radio_galaxy`)
+the components of its class, drawn in units of the radio survey's beam. A
+survey image is then exact to render: a Gaussian convolved with a Gaussian
+beam is a Gaussian whose covariance is the sum. Diffuse emission is a
+positive sum of plane waves, whose convolution with the beam only scales each
+wave.
 
 Spectra are power laws about a reference wavelength,
-``S(λ) = S_ref (λ / λ_ref)^(-alpha)``.
+``S(λ) = S_ref (λ / λ_ref)^(-alpha)``. Radio galaxies have steep synchrotron
+spectra (``alpha`` near -0.75, so ``S ∝ ν^-0.75``): bright in the radio survey,
+far below the noise at 250 µm and 24 µm.
+
+Every source has a morphological class ``morph`` (the classes of
+`vanotebook.classify.CLASSES`): ``point``, ``extended`` for Gaussians, rings
+and filaments (a survey's truth calls a Gaussian ``compact`` when it is small
+against that survey's beam), and ``fr2``, ``fr1`` or ``bent`` for the radio
+galaxies.
 """
 
 from __future__ import annotations
@@ -25,7 +36,9 @@ from .._random import SeedLike, child_generators
 from ..units import FWHM_TO_SIGMA
 from ._geometry import from_tangent
 
-__all__ = ["REF_WAVELENGTH_M", "SkyModel", "make_sky"]
+__all__ = ["RADIO_GALAXY_CLASSES", "REF_WAVELENGTH_M", "SkyModel", "make_sky"]
+
+RADIO_GALAXY_CLASSES = ("fr2", "fr1", "bent")
 
 REF_WAVELENGTH_M = 1.0e-3  # the model's reference wavelength, 1 mm
 _ARCSEC = 1.0 / 3600.0
@@ -44,10 +57,15 @@ class SkyModel:
         Side of the square field (deg), measured in the tangent plane.
     sources : astropy.table.Table
         One row per source: ``source_id``, ``kind`` (point, gaussian, ring,
-        filament), ``extended``, ``ra``, ``dec``, ``flux_ref`` (Jy at the
-        reference wavelength), ``alpha`` (spectral index), ``major``,
-        ``minor`` (intrinsic FWHM, arcsec; 0 for points), ``pa`` (deg east of
-        north), ``radius`` (rings, arcsec), ``length`` (filaments, arcsec).
+        filament, radio_galaxy), ``morph`` (point, extended, fr2, fr1, bent),
+        ``extended``, ``ra``, ``dec``, ``flux_ref`` (Jy at the reference
+        wavelength), ``alpha`` (spectral index), ``major``, ``minor``
+        (intrinsic FWHM, arcsec; 0 for points; for a radio galaxy the diameter
+        of the circle about its position that holds it, and its full width
+        across its axis), ``pa`` (deg east of north; a radio galaxy's axis),
+        ``radius`` (rings, arcsec), ``length`` (filaments, arcsec). A radio
+        galaxy's position is its core (FRI, bent) or the midpoint between its
+        lobes (FRII).
     components : dict of numpy arrays
         The Gaussian components: ``source`` (row in `sources`), ``x``, ``y``
         (deg), ``frac`` (fraction of the source flux) and the covariance
@@ -106,6 +124,7 @@ def make_sky(
     *,
     point_density: float = 200.0,
     extended_density: float = 12.0,
+    radio_galaxy_density: float = 20.0,
     seed: SeedLike = 0,
 ) -> SkyModel:
     """Draw a synthetic sky model.
@@ -119,6 +138,12 @@ def make_sky(
     point_density, extended_density : float
         Sources per square degree: compact (unresolved) and extended (split
         evenly between elliptical Gaussians, rings/bubbles and filaments).
+    radio_galaxy_density : float
+        Radio galaxies per square degree, split evenly between FRII, FRI and
+        bent/head-tail. Each is 3-7 beams of the radio survey across, its
+        brightest component 15-150 times the radio noise, and it is placed at
+        least 5 radio beams away from every other source (a galaxy that finds
+        no such place is left out).
     seed : int, SeedSequence or Generator
         The same seed gives the same sky.
 
@@ -132,11 +157,13 @@ def make_sky(
     size = check_positive("size", size)
     if size > 20:
         raise VanotebookInputError("size", "a field of at most 20 deg", size)
-    if point_density < 0 or extended_density < 0:
-        raise VanotebookInputError("point_density/extended_density", "densities >= 0",
-                                   (point_density, extended_density))
+    if point_density < 0 or extended_density < 0 or radio_galaxy_density < 0:
+        raise VanotebookInputError("point_density/extended_density/radio_galaxy_density",
+                                   "densities >= 0",
+                                   (point_density, extended_density, radio_galaxy_density))
     ra0, dec0 = float(center[0]) % 360.0, float(center[1])
-    rng_pts, rng_ext, rng_diff = child_generators(seed, 3, key=1)
+    # child i depends only on (seed, key, i): the fourth stream leaves the first three as they were
+    rng_pts, rng_ext, rng_diff, rng_rg = child_generators(seed, 4, key=1)
     area = size * size
     half = 0.5 * size
 
@@ -170,6 +197,13 @@ def make_sky(
     minor = np.where(kinds_ext == "gaussian", minor, np.where(kinds_ext == "ring",
                      2 * radius + width, width))
 
+    # radio galaxies, placed clear of everything above
+    extent_ext = np.where(kinds_ext == "gaussian", major, 0.5 * major + width)  # arcsec
+    rg = _radio_galaxies(rng_rg, radio_galaxy_density * area, half - margin,
+                         np.concatenate([x_pt, x_ext]), np.concatenate([y_pt, y_ext]),
+                         np.concatenate([np.zeros(n_pt), extent_ext]))
+    n_rg = len(rg["kind"])
+
     # components
     comp = {k: [] for k in ("source", "x", "y", "frac", "cxx", "cxy", "cyy")}
 
@@ -181,7 +215,7 @@ def make_sky(
         comp["frac"].append(np.full(n, frac / n) if np.ndim(frac) == 0 else frac)
         for key, val in zip(("cxx", "cxy", "cyy"), (cov[0, 0], cov[0, 1], cov[1, 1]),
                             strict=True):
-            comp[key].append(np.full(n, val))
+            comp[key].append(np.full(n, val) if np.ndim(val) == 0 else val)
 
     zero = np.zeros((2, 2))
     for i in range(n_pt):
@@ -205,6 +239,10 @@ def make_sky(
             curvature[j] / max(length[j] * _ARCSEC, 1e-9),
         )
         add(src, x_ext[j] + dx, y_ext[j] + dy, 1.0, np.eye(2) * sigma * sigma)
+    for g in range(n_rg):
+        c = rg["components"][g]
+        add(n_pt + n_ext + g, rg["x"][g] + c["x"], rg["y"][g] + c["y"], c["frac"],
+            np.stack([np.stack([c["cxx"], c["cxy"]]), np.stack([c["cxy"], c["cyy"]])]))
     components = {k: np.concatenate(v) if v else np.zeros(0) for k, v in comp.items()}
     components["source"] = components["source"].astype(np.int64)
 
@@ -220,22 +258,27 @@ def make_sky(
         "level": np.float64(1.0), "alpha": np.float64(0.6),
     }
 
-    x_all = np.concatenate([x_pt, x_ext])
-    y_all = np.concatenate([y_pt, y_ext])
+    x_all = np.concatenate([x_pt, x_ext, rg["x"]])
+    y_all = np.concatenate([y_pt, y_ext, rg["y"]])
     ra, dec = from_tangent(x_all, y_all, ra0, dec0)
+    n_all = n_pt + n_ext + n_rg
+    zeros_rg = np.zeros(n_rg)
     sources = Table({
-        "source_id": np.arange(n_pt + n_ext, dtype=np.int64),
-        "kind": np.concatenate([np.full(n_pt, "point"), kinds_ext]).astype("U8"),
-        "extended": np.concatenate([np.zeros(n_pt, bool), np.ones(n_ext, bool)]),
+        "source_id": np.arange(n_all, dtype=np.int64),
+        "kind": np.concatenate([np.full(n_pt, "point"), kinds_ext,
+                                np.full(n_rg, "radio_galaxy")]).astype("U12"),
+        "morph": np.concatenate([np.full(n_pt, "point"), np.full(n_ext, "extended"),
+                                 rg["kind"]]).astype("U8"),
+        "extended": np.concatenate([np.zeros(n_pt, bool), np.ones(n_ext + n_rg, bool)]),
         "ra": ra, "dec": dec,
         "x": x_all, "y": y_all,
-        "flux_ref": np.concatenate([flux_pt, flux_ext]),
-        "alpha": np.concatenate([alpha_pt, alpha_ext]),
-        "major": np.concatenate([np.zeros(n_pt), major]),
-        "minor": np.concatenate([np.zeros(n_pt), minor]),
-        "pa": np.concatenate([np.zeros(n_pt), pa_ext]),
-        "radius": np.concatenate([np.zeros(n_pt), radius]),
-        "length": np.concatenate([np.zeros(n_pt), length]),
+        "flux_ref": np.concatenate([flux_pt, flux_ext, rg["flux_ref"]]),
+        "alpha": np.concatenate([alpha_pt, alpha_ext, rg["alpha"]]),
+        "major": np.concatenate([np.zeros(n_pt), major, rg["major"]]),
+        "minor": np.concatenate([np.zeros(n_pt), minor, rg["minor"]]),
+        "pa": np.concatenate([np.zeros(n_pt), pa_ext, rg["pa"]]),
+        "radius": np.concatenate([np.zeros(n_pt), radius, zeros_rg]),
+        "length": np.concatenate([np.zeros(n_pt), length, zeros_rg]),
     })
     units = {"ra": "deg", "dec": "deg", "x": "deg", "y": "deg", "flux_ref": "Jy",
              "major": "arcsec", "minor": "arcsec", "pa": "deg", "radius": "arcsec",
@@ -245,3 +288,89 @@ def make_sky(
     sources.meta["reference_wavelength_m"] = REF_WAVELENGTH_M
     return SkyModel((ra0, dec0), float(size), sources, components, diffuse,
                     seed if isinstance(seed, int) else None)
+
+
+def _radio_galaxies(rng: np.random.Generator, mean_number: float, half: float,
+                    x_other: np.ndarray, y_other: np.ndarray,
+                    extent_other: np.ndarray) -> dict:
+    """Radio galaxies drawn by `vanotebook.classify.radio_galaxy` at the radio survey's beam.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    mean_number : float
+        Mean number of galaxies (Poisson).
+    half : float
+        Centres are drawn in ``[-half, half]^2`` (deg, tangent plane).
+    x_other, y_other, extent_other : arrays
+        Positions (deg) and radii (arcsec) of the other sources to keep clear of.
+
+    Returns
+    -------
+    dict with per-galaxy ``kind``, ``x``, ``y`` (deg), ``flux_ref`` (Jy at the
+    reference wavelength), ``alpha``, ``major``, ``minor`` (arcsec), ``pa``
+    (deg east of north) and ``components`` (per galaxy: offsets ``x``, ``y``
+    (deg), ``frac`` and the intrinsic covariance ``cxx``, ``cxy``, ``cyy`` (deg^2)).
+    """
+    from ..classify import radio_galaxy
+    from ._surveys import SURVEYS
+
+    radio = SURVEYS["radio"]
+    beam = math.sqrt(radio.beam.major.to_value("arcsec") * radio.beam.minor.to_value("arcsec"))
+    ratio = radio.wavelength_m / REF_WAVELENGTH_M
+    n = int(rng.poisson(mean_number))
+    kinds = np.array(RADIO_GALAXY_CLASSES)[np.arange(n) % 3]
+    rng.shuffle(kinds)
+    # shapes first (one stream of draws per galaxy), then places
+    shapes = []
+    for kind in kinds:
+        peak = radio.noise * math.exp(rng.uniform(math.log(15.0), math.log(150.0)))  # Jy/beam
+        comps = radio_galaxy(str(kind), rng, peak)
+        alpha = float(np.clip(rng.normal(-0.75, 0.1), -1.0, -0.6))  # steep: synchrotron
+        shapes.append((comps, alpha))
+    clear = 5.0 * beam  # arcsec between a galaxy's edge and any other source
+    xs, ys, radii = list(x_other), list(y_other), list(extent_other)
+    out = {k: [] for k in ("kind", "x", "y", "flux_ref", "alpha", "major", "minor", "pa",
+                           "components")}
+    for kind, (comps, alpha) in zip(kinds, shapes, strict=True):
+        dx, dy, flux, cmaj, cmin, cpa = comps.T
+        # radius (arcsec) of the circle about the origin holding every component to its FWHM
+        r_gal = float(np.max(np.hypot(dx, dy) + 0.5 * cmaj + 0.5)) * beam
+        ox, oy, orad = np.asarray(xs), np.asarray(ys), np.asarray(radii)
+        for _ in range(200):
+            x, y = rng.uniform(-half, half, 2)
+            d = np.hypot(ox - x, oy - y) * 3600.0
+            if not len(d) or np.all(d > r_gal + orad + clear):
+                break
+        else:
+            continue
+        xs.append(x)
+        ys.append(y)
+        radii.append(r_gal)
+        # component offsets: beams -> deg, dx east, dy north; pa from east towards north
+        scale = beam / 3600.0
+        c, s = np.cos(cpa), np.sin(cpa)
+        sa = (cmaj * scale * FWHM_TO_SIGMA) ** 2
+        sb = (cmin * scale * FWHM_TO_SIGMA) ** 2
+        out["components"].append({
+            "x": dx * scale, "y": dy * scale, "frac": flux / flux.sum(),
+            "cxx": c * c * sa + s * s * sb, "cyy": s * s * sa + c * c * sb,
+            "cxy": c * s * (sa - sb),
+        })
+        # the axis: the principal direction of the components' offsets
+        _, v = np.linalg.eigh(np.cov(np.vstack([dx, dy]), aweights=flux, bias=True))
+        ax, ay = v[:, 1]
+        across = np.abs(-ay * dx + ax * dy) + 0.5 * cmin
+        out["kind"].append(kind)
+        out["x"].append(x)
+        out["y"].append(y)
+        out["alpha"].append(alpha)
+        # flux.sum() is the radio flux density in Jy (a component of flux F peaks at F Jy/beam)
+        out["flux_ref"].append(float(flux.sum()) * ratio ** alpha)
+        out["major"].append(2.0 * r_gal)
+        out["minor"].append(2.0 * float(np.max(across) + 0.5) * beam)
+        out["pa"].append(math.degrees(math.atan2(ax, ay)) % 180.0)
+    for k in ("x", "y", "flux_ref", "alpha", "major", "minor", "pa"):
+        out[k] = np.asarray(out[k], float)
+    out["kind"] = np.asarray(out["kind"], "U8")
+    return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import astropy.units as u
 import numpy as np
@@ -114,19 +114,95 @@ class Observation:
     tiles : list of astropy.io.fits.HDUList
         The overlapping tiles, FITS with complete headers.
     truth : astropy.table.Table
-        Per source: ``flux`` (Jy at the survey wavelength), ``peak`` (the
-        beam-convolved peak in the survey unit; points and Gaussians),
-        ``major_obs``/``minor_obs``/``pa_obs`` (beam-convolved FWHM, arcsec, and
-        PA east of ICRS north), ``lon``/``lat`` in the survey frame,
-        ``n_tiles`` (tiles holding it away from their edges) and ``in_survey``.
+        Per source: ``kind``, ``morph`` (its class as this survey sees it:
+        ``point``; a Gaussian is ``compact`` when its intrinsic FWHM is under
+        2.5 beams, else ``extended``; rings and filaments ``extended``; radio
+        galaxies ``fr2``, ``fr1`` or ``bent``), ``flux`` (Jy at the survey
+        wavelength), ``peak`` (the beam-convolved peak in the survey unit;
+        points and Gaussians), ``major_obs``/``minor_obs``/``pa_obs``
+        (beam-convolved FWHM, arcsec, and PA east of ICRS north),
+        ``lon``/``lat`` in the survey frame, ``n_tiles`` (tiles holding it
+        away from their edges) and ``in_survey``.
     offsets : astropy.table.Table
         ``tile``, ``file`` and ``offset`` (survey unit) of every tile.
+    model : SkyModel or None
+        The sky model observed (for `source_at`).
     """
 
     survey: Survey
     tiles: list[fits.HDUList]
     truth: Table
     offsets: Table
+    model: SkyModel | None = field(default=None, repr=False, compare=False)
+
+    def source_at(self, ra, dec, *, min_snr: float = 3.0) -> Table:
+        """The true source behind each position: the one that is brightest there.
+
+        For every position the beam-convolved brightness of every source of
+        the sky model (the sum over its components, diffuse emission left out)
+        is worked out, and the brightest source is the one the position
+        belongs to; where none reaches ``min_snr`` times the survey noise the
+        position holds no source (a noise peak or an artefact). This matches a
+        detection on a lobe or a knot of a radio galaxy, or on a piece of a
+        ring, to its source, which a nearest-centre match would not.
+
+        Parameters
+        ----------
+        ra, dec : array-like or Quantity
+            ICRS positions (degrees when plain numbers).
+        min_snr : float
+            Least brightness, in noise rms, for a position to belong to a source.
+
+        Returns
+        -------
+        astropy.table.Table
+            One row per position: ``source_id`` (-1 where none), ``kind`` and
+            ``morph`` (``artefact`` where none; see ``truth``) and ``snr``
+            (the source's brightness there over the noise).
+        """
+        if self.model is None:
+            raise VanotebookInputError("observation", "an Observation made by observe()", self)
+        ra, dec = (np.atleast_1d(v.to_value(u.deg) if isinstance(v, u.Quantity)
+                                 else np.asarray(v, float)) for v in (ra, dec))
+        if ra.shape != dec.shape or ra.ndim != 1:
+            raise VanotebookInputError("ra/dec", "two 1-d arrays of the same length",
+                                       (ra.shape, dec.shape))
+        model, survey = self.model, self.survey
+        ra0, dec0 = model.center
+        comp = model.components
+        x, y = to_tangent(ra, dec, ra0, dec0)
+        lon0, lat0 = (float(v[0]) for v in _frame_coords(np.array([ra0]), np.array([dec0]),
+                                                         survey.frame))
+        north = _north_angle(lon0, lat0, survey.frame)
+        bcov = Beam(survey.beam.major, survey.beam.minor,
+                    survey.beam.pa + north * u.deg).covariance()
+        cxx, cxy, cyy = (comp["cxx"] + bcov[0, 0], comp["cxy"] + bcov[0, 1],
+                         comp["cyy"] + bcov[1, 1])
+        det = cxx * cyy - cxy * cxy
+        flux = model.flux(survey.wavelength_m)[comp["source"]] * comp["frac"]
+        amp = flux / (2 * math.pi * np.sqrt(det)) * _to_unit_factor(survey) / survey.noise
+        n_src = len(model.sources)
+        best = np.full(len(ra), -1, np.int64)
+        snr = np.zeros(len(ra))
+        for start in range(0, len(ra), 256):
+            sl = slice(start, start + 256)
+            dx = x[sl, None] - comp["x"][None, :]
+            dy = y[sl, None] - comp["y"][None, :]
+            q = (cyy * dx * dx - 2 * cxy * dx * dy + cxx * dy * dy) / det
+            bright = amp * np.exp(-0.5 * np.minimum(q, 200.0))
+            m = bright.shape[0]
+            where = (np.arange(m)[:, None] * n_src + comp["source"][None, :]).ravel()
+            per_source = np.bincount(where, bright.ravel(), m * n_src).reshape(m, n_src)
+            best[sl] = per_source.argmax(axis=1)
+            snr[sl] = per_source.max(axis=1)
+        none = snr < min_snr
+        best[none] = -1
+        index = np.where(none, 0, best)
+        morph = np.asarray(self.truth["morph"])[index].astype("U12")
+        kind = np.asarray(self.truth["kind"])[index].astype("U12")
+        morph[none] = "artefact"
+        kind[none] = "none"
+        return Table({"source_id": best, "kind": kind, "morph": morph, "snr": snr})
 
 
 def _frame_coords(ra, dec, frame: str) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +360,7 @@ def observe(model: SkyModel, survey: Survey | str, *, seed: SeedLike = 0) -> Obs
     off = Table(rows=offsets, names=("tile", "file", "offset", "lon", "lat"))
     off["offset"].unit = survey.unit
     off.meta.update({"survey": survey.key, "unit": survey.unit})
-    return Observation(survey, tiles, truth, off)
+    return Observation(survey, tiles, truth, off, model)
 
 
 def _tile_hdul(data: np.ndarray, wcs: WCS, survey: Survey, k: int, lon: float,
@@ -312,7 +388,11 @@ def _tile_hdul(data: np.ndarray, wcs: WCS, survey: Survey, k: int, lon: float,
 
 def _truth(model: SkyModel, survey: Survey, flux, bcov, to_unit, lon, lat, n_tiles) -> Table:
     src = model.sources
-    truth = Table({"source_id": src["source_id"], "kind": src["kind"],
+    beam = math.sqrt(survey.beam.major.to_value(u.arcsec) * survey.beam.minor.to_value(u.arcsec))
+    morph = np.asarray(src["morph"]).astype("U8")
+    small = (np.asarray(src["kind"]) == "gaussian") & (np.asarray(src["major"]) < 2.5 * beam)
+    morph[small] = "compact"
+    truth = Table({"source_id": src["source_id"], "kind": src["kind"], "morph": morph,
                    "extended": src["extended"], "ra": src["ra"], "dec": src["dec"],
                    "lon": lon * u.deg, "lat": lat * u.deg, "flux": flux * u.Jy})
     peak = np.full(len(src), np.nan)
