@@ -21,8 +21,12 @@ from typing import Any
 logger = logging.getLogger("distributed.worker")
 
 
-def warm() -> float:
-    """Import the services and run each numba kernel once; return the seconds it took."""
+def warm(*, classify: bool = True) -> float:
+    """Import the services and run each numba kernel once; return the seconds it took.
+
+    ``classify=False`` leaves the classifier (JAX) cold: a process that forks
+    jobs afterwards (the job service's fork server) must not start JAX first.
+    """
     t0 = time.perf_counter()
     import numpy as np
 
@@ -32,7 +36,7 @@ def warm() -> float:
     sky = demo_sky(0, size=0.4, n_catalogue=100, n_spectra=10)
     for key in ("radio", "ir24", "fir250"):  # each survey's sources take their own paths
         m = vanotebook.mosaic(sky.images(key), client=None, chunks=64)
-        vanotebook.detect(m["mosaic"], client=None)  # default tiles: the kernels users hit
+        vanotebook.detect(m["mosaic"], client=None, classify=classify)  # the kernels users hit
     np.asarray(m["mosaic"])
     return time.perf_counter() - t0
 
