@@ -54,7 +54,7 @@ def predict_logits(weights: dict, cut: np.ndarray, *, client=None, device: str =
     order = {f.key: i for i, f in enumerate(futures)}
     out: list = [None] * len(futures)
     platforms = set()
-    for done, f in enumerate(as_completed(futures), start=1):
+    for done, f in enumerate(as_completed(futures, loop=client.loop), start=1):
         z, plat = f.result()
         out[order[f.key]] = z
         platforms.add(plat)

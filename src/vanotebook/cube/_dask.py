@@ -105,7 +105,7 @@ def _with_progress(array: Any, client, progress) -> np.ndarray:
         futures = client.compute(list(blocks.ravel()))
         where = {f.key: i for i, f in enumerate(futures)}
         parts: list[Any] = [None] * len(futures)
-        for done, future in enumerate(as_completed(futures), start=1):
+        for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
             part = future.result()
             parts[where[future.key]] = part.get() if hasattr(part, "get") else part
             progress(done / total)

@@ -687,7 +687,7 @@ def _sleep(params: dict[str, Any], work: Path, say: Say) -> dict[str, Path]:
 
         n = max(1, round(seconds / 0.5))
         futures = client.map(_nap, [seconds / n] * n, pure=False)
-        for i, _ in enumerate(as_completed(futures), 1):
+        for i, _ in enumerate(as_completed(futures, loop=client.loop), 1):
             say(f"{i} of {n} tasks done on the cluster")
         out.write_text(f"slept {seconds} s in {n} tasks on the cluster\n")
         return {"log": out}

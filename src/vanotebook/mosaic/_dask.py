@@ -149,7 +149,7 @@ def compute_blocks(delayeds: list, client, tracker: Tracker | None = None) -> li
     if tracker.callback is not None:
         from distributed import as_completed
 
-        for _ in as_completed(futures):
+        for _ in as_completed(futures, loop=client.loop):
             tracker.step()
     return client.gather(futures)
 

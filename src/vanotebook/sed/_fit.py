@@ -253,7 +253,7 @@ def _run(spec: FitSpec, fit_rows: np.ndarray, ln_cc, *, chunks: int, client, ste
             args, kw = _block_args(sub, sl, ln_cc)
             res = {"resources": {"GPU": 1}} if kw["device"] == "gpu" else {}
             futures[client.submit(fit_block, *args, **kw, pure=False, **res)] = i
-        for done, fut in enumerate(as_completed(futures), start=1):
+        for done, fut in enumerate(as_completed(futures, loop=client.loop), start=1):
             results[futures[fut]] = fut.result()
             if steps is not None:
                 steps(done, total)

@@ -257,7 +257,7 @@ def _match_partitions(client, lt, rt, args: tuple, progress, meta: pd.DataFrame,
         del lf, rf  # the match tasks hold their inputs; each is freed once matched
         where = {f.key: i for i, f in enumerate(futures)}
         frames = [None] * total
-        for done, future in enumerate(as_completed(futures), start=1):
+        for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
             frames[where[future.key]] = future.result()
             future.release()
             if progress is not None:
