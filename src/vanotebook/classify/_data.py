@@ -18,7 +18,7 @@ import numpy as np
 from .._errors import VanotebookInputError
 from .._random import SeedLike, child_generators
 from ..units import FWHM_TO_SIGMA
-from ._morph import CLASSES, draw, render, sidelobes
+from ._morph import CLASSES, _logu, draw, render, sidelobes
 
 __all__ = ["BEAM_PIX", "FWHM_RANGE", "SIZE", "cutouts", "training_set"]
 
@@ -100,10 +100,6 @@ def _surroundings(rng, cls, peak):
         parts.append(np.array([[r * math.cos(phi), r * math.sin(phi), _logu(rng, 5.0, 100.0),
                                 0, 0, 0]]))
     return parts
-
-
-def _logu(rng, lo, hi):
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
 def _example(cls: str, rng: np.random.Generator) -> np.ndarray:
