@@ -48,6 +48,43 @@ GLYPH_COUNTS = """() => {
 }"""
 
 
+SHADOW_TEXT = """() => {
+  const out = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.shadowRoot) walk(el.shadowRoot);
+      if (el.children.length === 0 && el.textContent.trim()) out.push(el.textContent.trim());
+    }
+  };
+  walk(document);
+  return out.join(' | ').slice(-4000);
+}"""
+
+
+def _diagnose(page, state: Path) -> str:
+    """What a failed browser step saw: the page's text (shadow DOM too), the busiest
+    processes and the end of the gateway's log (the users' servers log there)."""
+    lines = []
+    try:
+        lines.append("page text: " + page.evaluate(SHADOW_TEXT))
+    except Exception as exc:  # the page may be gone
+        lines.append(f"page text unavailable: {exc!r}")
+    procs = []
+    for p in psutil.process_iter(["pid", "username", "cmdline", "cpu_times", "memory_info"]):
+        try:
+            cpu = sum(p.info["cpu_times"][:2])
+            procs.append((cpu, p.info["pid"], p.info["username"],
+                          (p.info["memory_info"].rss >> 20) if p.info["memory_info"] else 0,
+                          " ".join(p.info["cmdline"] or [])[:160]))
+        except (TypeError, psutil.Error):
+            continue
+    lines += [f"cpu {c:8.1f}s pid {pid} {user} {rss} MiB {cmd}"
+              for c, pid, user, rss, cmd in sorted(procs, reverse=True)[:15]]
+    log = (state / "gateway.log").read_text(errors="replace").splitlines()
+    lines += ["gateway.log (end):", *log[-200:]]
+    return "\n".join(lines)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -737,7 +774,11 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             download = page.locator("button", has_text="Download catalogue (ECSV)").first
             assert download.is_disabled()  # nothing to save before a run (#13 item 11)
             page.locator("button", has_text="Run detection").click(timeout=60_000)
-            page.locator(".tabulator-row").first.wait_for(timeout=300_000)  # cold workers
+            try:
+                page.locator(".tabulator-row").first.wait_for(timeout=300_000)
+            except Exception:
+                print(_diagnose(page, gateway["state"]))
+                raise
             assert download.is_enabled()
             rows = page.locator(".tabulator-row").count()
             drawn = page.evaluate(GLYPH_COUNTS)
