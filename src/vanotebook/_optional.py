@@ -7,8 +7,11 @@ stays cheap; tests skip with ``pytest.mark.skipif(not HAS_X, ...)``.
 from __future__ import annotations
 
 from importlib.util import find_spec
+from typing import Any
 
-__all__ = ["HAS_CUPY", "HAS_NUMBA", "HAS_PLAYWRIGHT", "HAS_PYVO"]
+import numpy as np
+
+__all__ = ["HAS_CUPY", "HAS_NUMBA", "HAS_PLAYWRIGHT", "HAS_PYVO", "to_numpy"]
 
 
 def _has(name: str) -> bool:
@@ -22,3 +25,18 @@ HAS_CUPY = _has("cupy")
 HAS_NUMBA = _has("numba")
 HAS_PYVO = _has("pyvo")
 HAS_PLAYWRIGHT = _has("playwright")
+
+
+def to_numpy(array: Any) -> Any:
+    """A host numpy array of an array from any namespace (numpy, CuPy, array-api-strict).
+
+    None and plain numbers come back unchanged.
+    """
+    if array is None or isinstance(array, int | float | np.ndarray):
+        return array
+    if hasattr(array, "get") and type(array).__module__.startswith("cupy"):
+        return array.get()
+    try:
+        return np.asarray(array)
+    except (TypeError, ValueError, RuntimeError):  # strict arrays convert through DLPack
+        return np.from_dlpack(array)

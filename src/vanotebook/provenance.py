@@ -218,7 +218,9 @@ class Provenance:
         the sha256 of each input (no room is left for comments on those).
         """
         cards = [
-            ("PROVACT", self.activity, "vanotebook activity that made this"),
+            # a long activity name leaves no room for a comment in an 80-character card
+            ("PROVACT", self.activity,
+             "vanotebook activity that made this" if len(self.activity) <= 30 else ""),
             ("PROVDIG", self.digest, ""),
             ("PROVVER", self.versions.get("vanotebook", "?"), "vanotebook version"),
         ]

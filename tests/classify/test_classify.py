@@ -204,3 +204,40 @@ def test_inference_on_workers_equals_inference_here_with_progress():
     np.testing.assert_allclose(real_there, real_here, atol=1e-5)
     assert platform == "cpu"
     assert len(seen) == 5 and seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_array_api_forward_pass_equals_the_jax_network():
+    """Inference runs without JAX (`_infer`, written once against the array API): its
+    logits equal the JAX network's (`_cnn`, which trains the weights) on the shipped
+    weights, in numpy and in array-api-strict (the stand-in for CuPy). Mutations: the
+    stencil's offsets transposed (dy, dx swapped), the dense layer fed channel-first
+    instead of JAX's NHWC order, or no ReLU after a convolution: differences of order 1
+    or more."""
+    import array_api_strict as xps
+
+    from vanotebook.classify import _cnn, _infer
+
+    X, _ = training_set(8, 1, key=2)
+    weights = get_model().weights
+    ref = _cnn.logits(weights, X)
+    got = _infer.logits(weights, X, chunk=17)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-4 * float(np.abs(ref).max()))
+    strict = _infer.logits(weights, X[:9], xp=xps)
+    np.testing.assert_allclose(strict, got[:9], rtol=1e-5, atol=1e-4)
+    assert _infer.logits(weights, X[:0]).shape == (0, len(CLASSES))
+
+
+def test_a_classified_detection_never_starts_jax():
+    """The job service's fork server warms itself with a classified detection and then
+    forks every job: JAX's thread pools do not survive a fork (the jobs deadlocked), so
+    inference must not load JAX. In a fresh process, the gateway's warm-up (detections
+    of the demo sky, classified) leaves ``jax`` out of ``sys.modules``. Mutation: the
+    batches' logits through `_cnn` (JAX) again: jax is loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vanotebook.hub._warm import warm; warm(); "
+            "print('jax' in sys.modules, 'jaxlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -53,6 +53,7 @@ SHADOW_TEXT = """() => {
   const walk = (root) => {
     for (const el of root.querySelectorAll('*')) {
       if (el.shadowRoot) walk(el.shadowRoot);
+      if (['STYLE', 'SCRIPT'].includes(el.tagName)) continue;
       if (el.children.length === 0 && el.textContent.trim()) out.push(el.textContent.trim());
     }
   };

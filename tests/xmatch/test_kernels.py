@@ -119,3 +119,64 @@ def test_pairs_within_empty_sides(engine):
     for args in ((one[:0], one[:0], one, one), (one, one, one[:0], one[:0])):
         li, ri, lxyz, rxyz = K.pairs_within(*args, 1e-5, engine=engine)
         assert li.size == ri.size == 0 and lxyz.shape[1] == rxyz.shape[1] == 3
+
+
+def test_nway_weighing_on_arrays_equals_the_combination_loop():
+    """`_nway.best_combinations` weighs every combination of every primary at once; a
+    loop over `itertools.product` per primary with `nway_bayes_factor` (the formula of
+    Budavari & Szalay 2008) gives the same choice, probability and p_any. Up to four
+    candidates per catalogue, three other catalogues, unequal errors. Mutations: the
+    pairwise (exponential) term of the Bayes factor dropped, the density 1/rho left out,
+    or the (4 pi)^(members) normalisation left out: each fails it."""
+    from itertools import product
+
+    from vanotebook.xmatch import _nway
+
+    rng = np.random.default_rng(3)
+    arcsec = np.pi / 180 / 3600
+    n_p, sizes = 300, (500, 400, 450)
+    ra_p, dec_p = rng.uniform(10, 10.05, n_p), rng.uniform(-5, -4.95, n_p)
+    xyz = [np.asarray(K.unit_vectors(ra_p, dec_p))]
+    sigma = [rng.uniform(0.2, 0.6, n_p) * arcsec]
+    cands = []
+    pairs = []
+    for size in sizes:
+        host = rng.integers(0, n_p, size)
+        off = rng.normal(0, 1.5 / 3600, (2, size))
+        xyz.append(np.asarray(K.unit_vectors(ra_p[host] + off[0], dec_p[host] + off[1])))
+        sigma.append(rng.uniform(0.2, 0.8, size) * arcsec)
+        # each primary's candidates: up to 4 rows of this catalogue near it
+        p_rows, o_rows = [], []
+        for p in range(n_p):
+            near = np.flatnonzero(host == p)[: rng.integers(0, 5)]
+            p_rows += [p] * near.size
+            o_rows += list(near)
+        perm = rng.permutation(len(p_rows))  # any order in, sorted by primary inside
+        pairs.append((np.asarray(p_rows)[perm], np.asarray(o_rows)[perm]))
+        cands.append(_nway.Candidates(*pairs[-1], n_p))
+    priors, rho = [0.7, 0.4, 0.55], [3e9, 5e9, 4e9]
+    primaries = np.unique(np.concatenate([p for p, _ in pairs]))
+    choice, prob, p_any = _nway.best_combinations(primaries, cands, xyz, sigma, priors, rho)
+    assert len(primaries) > 200 and (choice >= 0).sum(axis=1).max() == 3
+    for i, p in enumerate(primaries):
+        options = [[-1, *(int(c) for c in o[pr == p])] for pr, o in pairs]
+        weights, combos = [], []
+        for combo in product(*options):
+            w, members = 1.0, [(0, p)]
+            for k, c in enumerate(combo):
+                w *= priors[k] / rho[k] if c >= 0 else 1 - priors[k]
+                if c >= 0:
+                    members.append((k + 1, c))
+            if len(members) > 1:
+                vecs = [xyz[k][r] for k, r in members]
+                psi2 = [float(K.separation(vecs[a], vecs[b])) ** 2
+                        for a in range(len(vecs)) for b in range(a + 1, len(vecs))]
+                ws = [np.float64(1 / sigma[k][r] ** 2) for k, r in members]
+                w *= float(P.nway_bayes_factor(psi2, ws)) / (4 * np.pi) ** (len(members) - 1)
+            weights.append(w)
+            combos.append(combo)
+        weights = np.asarray(weights) / np.sum(weights)
+        j = int(np.argmax(weights[1:])) + 1
+        assert tuple(choice[i]) == combos[j]
+        assert prob[i] == pytest.approx(weights[j], rel=1e-9, abs=1e-12)
+        assert p_any[i] == pytest.approx(1 - weights[0], rel=1e-9, abs=1e-12)

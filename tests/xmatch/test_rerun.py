@@ -104,3 +104,55 @@ def test_record_parameters_are_json(files, tmp_path):
     assert params["errors"] == {"left": {"value": 0.2, "unit": "arcsec"},
                                 "right": ["ra_error", "dec_error"]}
     assert params["left"] == str((folder / "left.ecsv").resolve())
+
+
+def three_catalogues(n: int, seed: int, side: float, sigma: float = 0.3) -> dict[str, Table]:
+    """A primary of ``n`` sources; 60% of them again in each of two more catalogues (with
+    ``sigma`` arcsec errors per axis), padded with field sources."""
+    rng = np.random.default_rng(seed)
+    ra0, dec0 = 150 + rng.uniform(0, side, n), rng.uniform(0, side, n)
+
+    def measured(rows):
+        off = rng.normal(0, sigma / 3600, (2, rows.size))
+        return ra0[rows] + off[0] / np.cos(np.radians(dec0[rows])), dec0[rows] + off[1]
+
+    ra, dec = measured(np.arange(n))
+    cats = {"a": Table({"id": np.arange(n), "ra": ra, "dec": dec,
+                        "error": np.full(n, sigma) * u.arcsec})}
+    for name in "bc":
+        rows = np.flatnonzero(rng.random(n) < 0.6)
+        mra, mdec = measured(rows)
+        k = n - rows.size
+        cats[name] = Table({"ra": np.r_[mra, 150 + rng.uniform(0, side, k)],
+                            "dec": np.r_[mdec, rng.uniform(0, side, k)],
+                            "error": np.full(n, sigma) * u.arcsec,
+                            "truth": np.r_[rows, np.full(k, -1)]})
+    return cats
+
+
+def test_nway_product_reruns_to_the_same_bytes(tmp_path):
+    """`crossmatch_many(output=...)` writes the result with its record; the record reruns
+    to the same bytes in a fresh process."""
+    from vanotebook.xmatch import crossmatch_many
+
+    cats = three_catalogues(3000, seed=5, side=0.5)
+    paths = {}
+    for name, table in cats.items():
+        paths[name] = tmp_path / f"{name}.parquet"
+        table.write(paths[name])
+    product = tmp_path / "nway.fits"
+    out = crossmatch_many(paths, radius=1.5 * u.arcsec, output=product)
+    assert len(out) > 1000
+    prov = Provenance.read(Path(f"{product}.prov.json"))
+    assert prov.activity == "vanotebook.xmatch.crossmatch_many"
+    assert len(prov.inputs) == 3
+    assert Provenance.from_dict(out.meta["provenance"]).activity == prov.activity
+    back = Table.read(product, hdu="PAIRS")
+    np.testing.assert_allclose(back["probability"], out["probability"])
+    assert back.meta["COMPL1"] == pytest.approx(out.meta["completeness"]["b"])
+    again = tmp_path / "again.fits"
+    done = _cli_rerun(Path(f"{product}.prov.json"), again)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert again.read_bytes() == product.read_bytes()
+    with pytest.raises(VanotebookInputError, match="output"):  # before any work
+        crossmatch_many(paths, radius=1.5 * u.arcsec, output=product)

@@ -1,9 +1,9 @@
 """Inference in batches: in this process, or as tasks on the cluster's workers.
 
 Batches of cut-outs become tasks (annotated with the ``GPU`` resource when
-`cluster.devices` sends the work to GPU workers); a task runs the network
-with JAX on the worker's default device (its GPU when JAX's CUDA plugin is
-installed there, else the CPU) and says which device ran it.
+`cluster.devices` sends the work to GPU workers); a task runs the network's
+array-API forward pass (`_infer`) on CuPy where the worker has a GPU, else
+on numpy, and says which device ran it.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ __all__ = ["predict_logits"]
 
 
 def _logits_task(weights: dict, cut: np.ndarray, device: str) -> tuple[np.ndarray, str]:
-    import jax
+    """Logits of one batch with `_infer` on ``device`` ("auto": this process's GPU if any)."""
+    from ..cluster import resolve_device
+    from ._infer import logits
 
-    from ._cnn import logits
+    if resolve_device(device) == "gpu":  # pragma: no cover - no GPU in CI
+        import cupy
 
-    dev = jax.devices("cpu")[0] if device == "cpu" else jax.devices()[0]
-    with jax.default_device(dev):
-        return logits(weights, cut), dev.platform
+        return logits(weights, cut, xp=cupy), "gpu"
+    return logits(weights, cut), "cpu"
 
 
 def predict_logits(weights: dict, cut: np.ndarray, *, client=None, device: str = "auto",

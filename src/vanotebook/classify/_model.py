@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import VanotebookInputError
-from . import _cnn
+from . import _cnn, _infer
 from ._data import BEAM_PIX, SIZE
 
 __all__ = ["DEFAULT_MODEL", "FORMAT", "Model", "load_model"]
@@ -72,7 +72,7 @@ class Model:
 
     def logits(self, cut: np.ndarray) -> np.ndarray:
         """Uncalibrated logits (n, len(classes)) of cut-outs (n, SIZE, SIZE)."""
-        return _cnn.logits(self.weights, cut)
+        return _infer.logits(self.weights, cut)
 
     def probabilities(self, cut: np.ndarray | None = None, *, logits=None) -> np.ndarray:
         """Calibrated class probabilities (n, len(classes))."""

@@ -26,6 +26,7 @@ import param
 
 from ..classify import CLASSES
 from ..detect import DetectionResult, detect
+from ._page import on_page, page
 
 __all__ = ["DetectDashboard", "class_colours"]
 
@@ -162,6 +163,7 @@ class DetectDashboard(pn.viewable.Viewer):
         self._image: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.future: Future | None = None
+        self._doc: Any = None  # the page of the current run (`_page`)
         self.fraction = 0.0  # of the current run, from `detect`'s progress callback
         self._progress = pn.indicators.Progress(value=-1, active=False, visible=False,
                                                 width=250, label="detect-progress")
@@ -302,10 +304,7 @@ class DetectDashboard(pn.viewable.Viewer):
         def show():
             self._progress.value = value
 
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            pn.state.execute(show)  # served: on the document's event loop
-        else:
-            show()
+        on_page(self._doc, show)
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments a run passes to `detect`."""
@@ -331,6 +330,7 @@ class DetectDashboard(pn.viewable.Viewer):
         self._progress.value = 0
         self._progress.visible, self._progress.active = True, True
         settings = self.settings()
+        self._doc = page()  # the page that asked: the run's results are drawn on its loop
         if sync:
             future: Future = Future()
             try:
@@ -340,7 +340,7 @@ class DetectDashboard(pn.viewable.Viewer):
             self._done(future)
         else:
             future = self._pool.submit(self._work, image, settings)
-            future.add_done_callback(lambda f: pn.state.execute(lambda: self._done(f)))
+            future.add_done_callback(lambda f: on_page(self._doc, lambda: self._done(f)))
         self.future = future
         return future
 

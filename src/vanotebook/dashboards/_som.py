@@ -21,6 +21,7 @@ import panel as pn
 import param
 
 from ..som import SOM, hits_figure, isometric_figure, label_figure, neuron_figure, umatrix_figure
+from ._page import on_page, page
 
 __all__ = ["SOMDashboard"]
 
@@ -61,6 +62,7 @@ class SOMDashboard(pn.viewable.Viewer):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.som: SOM | None = None
+        self._doc = None  # the page of the current training (`_page`)
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
         self._wavelength: np.ndarray | None = None
@@ -102,7 +104,7 @@ class SOMDashboard(pn.viewable.Viewer):
             self._progress.value = int(100 * entry["epoch"] / self.n_epochs)
             self.status = f"epoch {entry['epoch']}/{self.n_epochs}: QE {entry['qe']:.4g}"
 
-        pn.state.execute(update)
+        on_page(self._doc, update)
 
     def _work(self) -> None:
         try:
@@ -119,7 +121,7 @@ class SOMDashboard(pn.viewable.Viewer):
                 self.running = False
                 self._progress.visible = False
 
-            pn.state.execute(failed)
+            on_page(self._doc, failed)
             return
 
         def done() -> None:
@@ -133,7 +135,7 @@ class SOMDashboard(pn.viewable.Viewer):
                               if som.labels is not None else ""))  # fmt: skip
             self.version += 1
 
-        pn.state.execute(done)
+        on_page(self._doc, done)
 
     def train_map(self, *, blocking: bool = False) -> None:
         """Train a new map with the current parameters (in a background thread)."""
@@ -143,6 +145,7 @@ class SOMDashboard(pn.viewable.Viewer):
         self.history = []
         self._progress.value, self._progress.visible = 0, True
         self.status = "Training..."
+        self._doc = None if blocking else page()  # the page the epochs are drawn on
         if blocking:
             self._work()
         else:

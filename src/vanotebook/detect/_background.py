@@ -18,6 +18,8 @@ import math
 import numpy as np
 from array_api_compat import array_namespace
 
+from .._optional import to_numpy
+
 __all__ = ["adaptive_box", "background_grids", "background_maps", "box_statistics",
            "effective_box", "spline_weights"]
 
@@ -211,8 +213,8 @@ def background_grids(data, *, box: int = 64, nsigma: float = 3.0, iterations: in
         step = 2 if box >= 32 and box % 2 == 0 else 1
     sample = data[::step, ::step] if step > 1 else data
     bkg_g, rms_g = box_statistics(sample, box // step, nsigma=nsigma, iterations=iterations)
-    bkg_g = np.asarray(_to_numpy(bkg_g), dtype=float)
-    rms_g = np.asarray(_to_numpy(rms_g), dtype=float)
+    bkg_g = np.asarray(to_numpy(bkg_g), dtype=float)
+    rms_g = np.asarray(to_numpy(rms_g), dtype=float)
     bkg_g, rms_g = _fill_grid(bkg_g), _fill_grid(rms_g)
     if filter_size > 1:
         bkg_g, rms_g = _median3(bkg_g), _median3(rms_g)
@@ -229,7 +231,7 @@ def background_grids(data, *, box: int = 64, nsigma: float = 3.0, iterations: in
         full = xp.matmul(xp.matmul(wy, xp.asarray(bkg_g)), xp.permute_dims(wx, (1, 0)))
         resid = xp.astype(sample, xp.float64) - full
         _, rms_g = box_statistics(resid, bs, nsigma=nsigma, iterations=iterations)
-        rms_g = _fill_grid(np.asarray(_to_numpy(rms_g), dtype=float))
+        rms_g = _fill_grid(np.asarray(to_numpy(rms_g), dtype=float))
         if filter_size > 1:
             rms_g = _median3(rms_g)
     return bkg_g, rms_g
@@ -260,14 +262,3 @@ def background_maps(data, *, box: int = 64, nsigma: float = 3.0, iterations: int
         full = xp.matmul(xp.matmul(xp.asarray(wy), g), xp.permute_dims(xp.asarray(wx), (1, 0)))
         outs.append(xp.astype(full, xp.float32))
     return outs[0], outs[1], (bkg_g, rms_g)
-
-
-def _to_numpy(x):
-    if hasattr(x, "get"):
-        return x.get()
-    try:
-        return np.asarray(x)
-    except (TypeError, ValueError):
-        import array_api_strict  # noqa: F401  (strict arrays convert through __dlpack__)
-
-        return np.from_dlpack(x)

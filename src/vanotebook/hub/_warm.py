@@ -24,8 +24,9 @@ logger = logging.getLogger("distributed.worker")
 def warm(*, classify: bool = True) -> float:
     """Import the services and run each numba kernel once; return the seconds it took.
 
-    ``classify=False`` leaves the classifier (JAX) cold: a process that forks
-    jobs afterwards (the job service's fork server) must not start JAX first.
+    ``classify=False`` leaves the classifier cold. Nothing here starts JAX (the
+    classifier's inference is numpy), so a process that forks jobs afterwards
+    (the job service's fork server) may run it.
     """
     t0 = time.perf_counter()
     import numpy as np

@@ -97,17 +97,17 @@ def main(folder: str) -> int:
 def warm(module: str | None = None) -> None:
     """Pay a fresh process's one-time costs before a job arrives.
 
-    ``module``'s ``warm(classify=False)`` when given (the gateway's runs the
-    services' numba kernels on the demo sky); else the services are imported
-    and a small detection runs in-process (scipy, scikit-learn, kernels).
-    The classifier is left cold: it runs on JAX, whose thread pools would not
-    survive the fork of each job (the job deadlocks), so each job starts JAX
-    itself (about 1.5 s, on its first classification).
+    ``module``'s ``warm()`` when given (the gateway's runs the services'
+    numba kernels on the demo sky); else the services are imported and a
+    small detection runs in-process (scipy, scikit-learn, kernels, the
+    classifier). Nothing here may start JAX, whose thread pools would not
+    survive the fork of each job: the classifier's inference is numpy
+    (`vanotebook.classify._infer`), and a test checks that no JAX is loaded.
     """
     from importlib import import_module
 
     if module:
-        import_module(module).warm(classify=False)
+        import_module(module).warm()
         return
     import numpy as np
     from astropy.wcs import WCS
@@ -125,7 +125,7 @@ def warm(module: str | None = None) -> None:
     wcs.wcs.cdelt = [-1 / 3600, 1 / 3600]
     wcs.wcs.crval = [150.0, 2.0]
     wcs.wcs.crpix = [48, 48]
-    vanotebook.detect((image, wcs), client=None, classify=False)
+    vanotebook.detect((image, wcs), client=None)
 
 
 def _after_fork() -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._kernels import reproject_window, to_numpy
+from .._optional import to_numpy
+from ._kernels import reproject_window
 
 __all__ = ["OverlapFit", "fit_overlaps", "solve_corrections"]
 

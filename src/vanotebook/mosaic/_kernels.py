@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import get_namespace, is_cupy_namespace, is_numpy_namespace
 
-from .._optional import HAS_NUMBA
+from .._optional import HAS_NUMBA, to_numpy
 
 __all__ = [
     "bilinear",
@@ -365,15 +365,6 @@ def as_namespace(array: Any, xp):
     if is_numpy_namespace(xp):
         return np.asarray(array)
     return xp.asarray(array)
-
-
-def to_numpy(array) -> np.ndarray:
-    """A host numpy copy of an array from any namespace."""
-    if isinstance(array, np.ndarray):
-        return array
-    if hasattr(array, "get"):  # CuPy
-        return array.get()
-    return np.from_dlpack(array)
 
 
 def nanmedian(stack):

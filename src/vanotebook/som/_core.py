@@ -33,11 +33,12 @@ import numpy as np
 
 from .. import _config
 from .._errors import VanotebookInputError, check_choice, check_positive
+from .._optional import to_numpy
 from .._random import SeedLike, as_generator
 from ..cluster import devices, get_client
 from ..io import masked_as_nan
 from . import _kernels as k
-from ._dask import DaskRows, MemoryRows, finite_rows, reachable, to_numpy
+from ._dask import DaskRows, MemoryRows, finite_rows, reachable
 
 __all__ = ["SOM", "SOMLabels"]
 

@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 from array_api_compat import array_namespace
 
+from .._optional import to_numpy
 from . import _fast
 from . import _kernels as k
 
-__all__ = ["DaskRows", "MemoryRows", "reachable", "to_numpy"]
+__all__ = ["DaskRows", "MemoryRows", "reachable"]
 
 
 def reachable(frame, path, client):
@@ -42,15 +43,6 @@ def reachable(frame, path, client):
     if workers_can_read(client, [path]):
         return frame
     return frame_by_value(client, frame)
-
-
-def to_numpy(a: Any) -> Any:
-    """A numpy copy of a numpy / CuPy array (or a number, unchanged)."""
-    if a is None or isinstance(a, int | float):
-        return a
-    if type(a).__module__.startswith("cupy"):
-        return a.get()
-    return np.asarray(a)
 
 
 def finite_rows(x):

@@ -17,6 +17,7 @@ from .. import healpix
 from .._errors import VanotebookInputError, check_choice, check_positive
 from ..cluster import resolve_device
 from . import _kernels as K
+from . import _nway
 from . import _probability as P
 
 __all__ = ["HOWS", "MatchSpec", "crossmatch_tables", "validate"]
@@ -531,14 +532,7 @@ def crossmatch(
     spec = validate(radius=radius, how=how, k=k, ra=ra, dec=dec, errors=errors, epoch=epoch,
                     suffixes=suffixes, nan=nan, prior=prior, device=device, resolve=False)
     progress = Steps(check_progress(progress), "cross-match partitions") if progress else None
-    if output is not None:
-        from ..io import _table_format
-
-        if _table_format(Path(output)) is None or Path(output).is_dir():
-            raise VanotebookInputError("output", "None or a .fits, .vot/.xml, .ecsv or "
-                                       ".parquet file name", str(output))
-        if Path(output).exists() and not overwrite:
-            raise VanotebookInputError("output", "a new file (or overwrite=True)", str(output))
+    check_output(output, overwrite)
     lt = _parse(left, spec, "left")
     rt = _parse(right, spec, "right")
     if _is_lazy(lt) or _is_lazy(rt):  # partitions run on the cluster: its GPUs decide
@@ -576,6 +570,19 @@ def crossmatch(
     if output is not None:
         prov.write_sidecar(output)
     return out
+
+
+def check_output(output: Any, overwrite: bool) -> None:
+    """Refuse, before any work, an ``output`` that is no table file or would be replaced."""
+    if output is None:
+        return
+    from ..io import _table_format
+
+    if _table_format(Path(output)) is None or Path(output).is_dir():
+        raise VanotebookInputError("output", "None or a .fits, .vot/.xml, .ecsv or "
+                                   ".parquet file name", str(output))
+    if Path(output).exists() and not overwrite:
+        raise VanotebookInputError("output", "a new file (or overwrite=True)", str(output))
 
 
 def _path_of(catalogue: Any) -> str | None:
@@ -626,8 +633,11 @@ def _file_meta(meta: dict) -> dict:
                        ("RHODEG2", meta.get("right_density_deg2")),
                        ("EPOCH", meta.get("epoch")), ("ORDER", meta.get("order")),
                        ("NPARTS", meta.get("partitions"))):
-        if isinstance(value, int | float | np.integer | np.floating) and np.isfinite(value):
-            out[key] = value.item() if hasattr(value, "item") else value
+        values = ({f"{key[:5]}{i}": v for i, v in enumerate(value.values(), start=1)}
+                  if isinstance(value, dict) else {key: value})  # N-way: one per catalogue
+        for k, v in values.items():
+            if isinstance(v, int | float | np.integer | np.floating) and np.isfinite(v):
+                out[k] = v.item() if hasattr(v, "item") else v
     return out
 
 
@@ -717,6 +727,8 @@ def crossmatch_many(
     client=None,
     device: str = "auto",
     progress: bool | Callable[[int, int], None] | None = None,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> Table:
     """N-way match of three or more catalogues, in the spirit of NWAY.
 
@@ -738,6 +750,12 @@ def crossmatch_many(
         True shows a tqdm bar; a callable is called as ``progress(done, total)``
         with one step per pairwise match against the primary and one per 1,000
         primary sources whose combinations are weighed.
+    output : path, optional
+        Also write the result there (FITS, VOTable, ECSV or parquet, by
+        suffix; atomically) with its ``<output>.prov.json`` record; a result
+        made from catalogue files reruns from it to the same bytes.
+    overwrite : bool
+        Replace an existing ``output``.
 
     Returns
     -------
@@ -746,11 +764,10 @@ def crossmatch_many(
         catalogue: the primary columns (``_<name>``), the chosen counterparts'
         columns (masked where none), ``separation_<name>`` [arcsec],
         ``probability`` (of that combination) and ``p_any`` (that the primary has
-        any counterpart).
+        any counterpart). ``meta`` holds each catalogue's fitted
+        ``completeness`` and the ``provenance``.
     """
-    from itertools import product
-
-    from astropy.table import MaskedColumn, hstack
+    from ..provenance import record
 
     if not isinstance(catalogues, dict) or len(catalogues) < 3:
         raise VanotebookInputError("catalogues", "a dict of at least three catalogues",
@@ -763,6 +780,28 @@ def crossmatch_many(
     for value in (errors.values() if isinstance(errors, dict) else [errors]):
         check_error_spec(value, "errors")
     steps = Steps(check_progress(progress), "N-way match") if progress else None
+    check_output(output, overwrite)
+    params = {"catalogues": {n: _path_of(c) for n, c in catalogues.items()},
+              "radius_arcsec": float(spec.radius.to_value(u.arcsec)), "ra": ra, "dec": dec,
+              "errors": errors_to_json(errors), "epoch": epoch, "nan": nan, "device": device}
+    with record("vanotebook.xmatch.crossmatch_many", params) as prov:
+        for c in catalogues.values():
+            for path in _input_files(c):
+                prov.add_input(path)
+        out = _weigh_many(catalogues, names, spec, errors, epoch, nan, client, device, steps)
+        if output is not None:
+            write_product(out, output, prov, overwrite=overwrite)
+    out.meta["provenance"] = prov.to_dict()
+    if output is not None:
+        prov.write_sidecar(output)
+    return out
+
+
+def _weigh_many(catalogues, names, spec, errors, epoch, nan, client, device, steps):
+    """`crossmatch_many`'s work: the pairwise matches, then the N-way weighing."""
+    from astropy.table import MaskedColumn, hstack
+
+    ra, dec = spec.ra, spec.dec
 
     def err(n):
         return errors.get(n) if isinstance(errors, dict) else errors
@@ -808,45 +847,27 @@ def crossmatch_many(
         r_, d_ = positions(tables[n], sp, target)
         xyz[n] = np.asarray(K.unit_vectors(r_, d_))
     rho = {n: density_sr(*positions(tables[n], spec, None))[0] for n in names[1:]}
-    by_primary: dict[int, dict[str, list[int]]] = {}
-    for n in names[1:]:
-        for p_row, o_row in zip(*pairs[n], strict=True):
-            by_primary.setdefault(int(p_row), {}).setdefault(n, []).append(int(o_row))
     others = names[1:]
-    best_rows, best_p, p_any = [], [], []
-    chunks_done = 0
-    for p_row, cands in sorted(by_primary.items()):
-        while steps is not None and p_row >= (chunks_done + 1) * _SCORE_CHUNK:
-            chunks_done += 1
-            steps(len(names) - 1 + chunks_done, total)
-        options = [[-1, *cands.get(n, [])] for n in others]
-        weights, combos = [], []
-        for combo in product(*options):
-            members = [(primary, p_row)] + [(n, c) for n, c in zip(others, combo, strict=True)
-                                             if c >= 0]
-            w = 1.0
-            for n, c in zip(others, combo, strict=True):
-                w *= priors[n] if c >= 0 else (1 - priors[n])
-                if c >= 0:
-                    w /= rho[n]
-            if len(members) > 1:
-                vecs = [xyz[n][r] for n, r in members]
-                ws = [1.0 / sigma[n][r] ** 2 for n, r in members]
-                psi2 = [float(K.separation(vecs[i], vecs[j])) ** 2
-                        for i in range(len(vecs)) for j in range(i + 1, len(vecs))]
-                bf = float(P.nway_bayes_factor(psi2, [np.float64(x) for x in ws]))
-                w *= bf / (4 * math.pi) ** (len(members) - 1)
-            weights.append(w)
-            combos.append(combo)
-        weights = np.asarray(weights) / np.sum(weights)
-        j = int(np.argmax(weights[1:])) + 1
-        best_rows.append((p_row, combos[j]))
-        best_p.append(weights[j])
-        p_any.append(1 - weights[0])
-    rows = np.array([r for r, _ in best_rows], dtype=np.int64)
+    cands = [_nway.Candidates(*pairs[n], len(pt)) for n in others]
+    primaries = np.unique(np.concatenate([pairs[n][0] for n in others]).astype(np.int64))
+    parts_rows, parts_choice, parts_p, parts_any = [], [], [], []
+    for chunk in range(n_chunks):  # one progress step per _SCORE_CHUNK primary rows
+        lo, hi = np.searchsorted(primaries, [chunk * _SCORE_CHUNK, (chunk + 1) * _SCORE_CHUNK])
+        choice, best, anyp = _nway.best_combinations(
+            primaries[lo:hi], cands, [xyz[n] for n in names], [sigma[n] for n in names],
+            [priors[n] for n in others], [rho[n] for n in others])
+        parts_rows.append(primaries[lo:hi])
+        parts_choice.append(choice)
+        parts_p.append(best)
+        parts_any.append(anyp)
+        if steps is not None:
+            steps(len(names) - 1 + chunk + 1, total)
+    rows = np.concatenate(parts_rows)
+    chosen = np.concatenate(parts_choice)
+    best_p, p_any = np.concatenate(parts_p), np.concatenate(parts_any)
     parts = [_suffixed(tables[primary][rows], f"_{primary}")]
     for i, n in enumerate(others):
-        idx = np.array([c[i] for _, c in best_rows], dtype=np.int64)
+        idx = chosen[:, i]
         sub = tables[n][np.where(idx >= 0, idx, 0)] if len(tables[n]) else tables[n][:0]
         sub = Table(sub, masked=True)
         for c in sub.colnames:
@@ -855,7 +876,7 @@ def crossmatch_many(
     out = hstack(parts, join_type="exact", metadata_conflicts="silent") if rows.size else \
         hstack([_suffixed(tables[n][:0], f"_{n}") for n in names], metadata_conflicts="silent")
     for i, n in enumerate(others):
-        idx = np.array([c[i] for _, c in best_rows], dtype=np.int64)
+        idx = chosen[:, i]
         sep = np.full(idx.size, np.nan)
         ok = idx >= 0
         if ok.any():
