@@ -775,8 +775,10 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             download = page.locator("button", has_text="Download catalogue (ECSV)").first
             assert download.is_disabled()  # nothing to save before a run (#13 item 11)
             page.locator("button", has_text="Run detection").click(timeout=60_000)
-            try:
-                page.locator(".tabulator-row").first.wait_for(timeout=300_000)
+            try:  # the run ends (cold workers: minutes), then its rows are drawn
+                page.get_by_text(re.compile(r"\d+ compact sources")).first.wait_for(
+                    timeout=300_000)
+                page.locator(".tabulator-row").first.wait_for(timeout=30_000)
             except Exception:
                 print(_diagnose(page, gateway["state"]))
                 raise

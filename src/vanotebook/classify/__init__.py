@@ -15,7 +15,9 @@ features are the peer it was compared with (`benchmarks/classify.py`).
 `classify` adds ``p_<class>``, ``class`` and ``score`` (the calibrated real
 probability) to a catalogue; `vanotebook.detect` calls it for every
 detection. Inference runs in batches, on the cluster's workers when there is
-a client (GPU workers when ``device`` says so).
+a client (GPU workers when ``device`` says so), with the network's forward
+pass written against the array API (`_infer`: numpy, or CuPy on a GPU): JAX
+is needed to train a model, never to use one.
 """
 
 from __future__ import annotations

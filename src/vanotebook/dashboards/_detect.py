@@ -503,10 +503,8 @@ class DetectDashboard(pn.viewable.Viewer):
             self._ellipses.data_source.selected.indices = []
             for name in self._keys:
                 self._show_key(name)
-        self.table.value = self._table_frame()
-        self.table.titles = self._table_titles()
         where = np.flatnonzero(self._rows == keep) if keep is not None else []
-        self.table.selection = [int(where[0])] if len(where) else []
+        self._fill_table([int(where[0])] if len(where) else [])
 
     def _show_key(self, name: str) -> None:
         """A class's entry of the key: faded and marked "(hidden)" when filtered away."""
@@ -582,9 +580,16 @@ class DetectDashboard(pn.viewable.Viewer):
         self.figure = fig
         self._image_pane.object = fig
         self._hist_pane.object = self._histograms()
-        self.table.value = self._table_frame()
-        self.table.titles = self._table_titles()
-        self.table.selection = []
+        self._fill_table([])
+
+    def _fill_table(self, selection: list[int]) -> None:
+        """The table's rows and titles changed in one update, then its selection.
+
+        Separate updates (rows, then titles, which rebuild the columns in the
+        browser) could leave a remotely paginated table blank until paged.
+        """
+        self.table.param.update(value=self._table_frame(), titles=self._table_titles())
+        self.table.selection = selection
 
     def _title(self) -> str:
         if self.source == _GIVEN:

@@ -20,8 +20,8 @@ is set by the source densities, as in the paper.
 N catalogues
 ------------
 `nway_bayes_factor` is the N-way factor of Budavári & Szalay (eq. 19 with
-circular errors); `nway_posteriors` weighs every combination of one candidate
-(or none) per catalogue, in the spirit of NWAY (Salvato et al. 2018).
+circular errors); `_nway` weighs every combination of one candidate (or none)
+per catalogue with it, in the spirit of NWAY (Salvato et al. 2018).
 
 All functions take arrays of any array-API library (numpy, CuPy).
 """
