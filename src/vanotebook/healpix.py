@@ -22,15 +22,17 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
 import numpy as np
-import pandas as pd
 from astropy_healpix import core as _hp
 
 from ._errors import VanotebookInputError, check_positive
 from .io import atomic_dir
+
+if TYPE_CHECKING:  # pandas is imported where it is used: it costs ~0.25 s
+    import pandas as pd
 
 __all__ = [
     "MAX_ORDER",
@@ -231,6 +233,7 @@ def write_partitioned(catalogue: Any, path: str | os.PathLike, *, order: int | N
     pathlib.Path
         The folder, holding the partitions and ``partition_info.csv``.
     """
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -275,6 +278,8 @@ def write_partitioned(catalogue: Any, path: str | os.PathLike, *, order: int | N
 
 def read_partition_info(path: str | os.PathLike) -> pd.DataFrame:
     """The ``Norder, Npix`` table of a partitioned catalogue (ours or HATS)."""
+    import pandas as pd
+
     path = Path(path)
     info = path / "partition_info.csv"
     if not info.is_file():
@@ -329,6 +334,7 @@ def read_partitioned(path: str | os.PathLike, *, lazy: bool = True,
     units = json.loads(meta.get(_UNITS_KEY, b"{}"))
     if lazy:
         return dd.from_map(_read_one, files)
+    import pandas as pd
     from astropy.table import Table
 
     frames = [_read_one(f) for f in files]

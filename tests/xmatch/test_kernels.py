@@ -180,3 +180,22 @@ def test_nway_weighing_on_arrays_equals_the_combination_loop():
         assert tuple(choice[i]) == combos[j]
         assert prob[i] == pytest.approx(weights[j], rel=1e-9, abs=1e-12)
         assert p_any[i] == pytest.approx(1 - weights[0], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="the grid engine needs numba")
+def test_auto_engine_takes_the_tree_below_grid_rows(monkeypatch):
+    """Small matches never load numba (its one-time cost in a fresh process is ~0.9 s,
+    more than the tree takes there); the choice depends on the sizes only, so a rerun
+    takes the same path. Both paths give the same pairs."""
+    rng = np.random.default_rng(2)
+    ra, dec = rng.uniform(0, 0.1, 500), rng.uniform(0, 0.1, 500)
+    chord = K.angle_to_chord(np.radians(20 / 3600))
+    grid, used = K._pairs_grid, []
+    monkeypatch.setattr(K, "_pairs_grid", lambda *a: used.append(1) or grid(*a))
+    small = K.pairs_within(ra, dec, ra[::-1], dec[::-1], chord)
+    assert used == []
+    monkeypatch.setattr(K, "GRID_ROWS", 999)
+    large = K.pairs_within(ra, dec, ra[::-1], dec[::-1], chord)
+    assert used == [1]
+    np.testing.assert_array_equal(small[0], large[0])
+    np.testing.assert_array_equal(small[1], large[1])
