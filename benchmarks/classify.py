@@ -1,4 +1,4 @@
-"""Classifier benchmark: the network (JAX) vs gradient-boosted trees on morphological features.
+"""Classifier benchmark: the network (numpy inference) vs gradient-boosted trees on morphological features.
 
 Both are trained on the same synthetic training set (seed 0, key 0) and scored
 on the same held-out set (key 2): accuracy, macro-F1 and F1 per class, and
@@ -48,7 +48,7 @@ def main(argv=None):
     t_fit = time.perf_counter() - t0
     classify_cutouts(Xt[:64])  # warm: compiled
     rows = []
-    for name, run in (("network (JAX, shipped)", lambda: classify_cutouts(Xt)[0].argmax(1)),
+    for name, run in (("network (numpy, shipped)", lambda: classify_cutouts(Xt)[0].argmax(1)),
                       ("boosted trees (sklearn)", lambda: trees.predict(features(Xt)))):
         times = []
         for _ in range(3):
