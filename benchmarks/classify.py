@@ -1,4 +1,4 @@
-"""Classifier benchmark: the network (numpy inference) vs gradient-boosted trees on morphological features.
+"""Classifier benchmark: the network (numpy inference) vs boosted trees on morphological features.
 
 Both are trained on the same synthetic training set (seed 0, key 0) and scored
 on the same held-out set (key 2): accuracy, macro-F1 and F1 per class, and
