@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace
 
+from .._optional import to_numpy
+
 __all__ = ["forward", "logits"]
 
 
@@ -23,7 +25,8 @@ def _layer(h, w, b, xp, *, pool: bool):
     x (W + 2) and the whole batch flattened into one stream per channel, so a
     tap (dy, dx) of the 3x3 stencil is the stream shifted by dy (W + 2) + dx,
     a strided view: the convolution is nine matrix products of (out, C)
-    kernels with (C, stream) views, no copy of the input. Outputs in the
+    kernels with (C, stream) views, no copy of the input (with fewer than
+    four channels the nine views are stacked into one product). Outputs in the
     padding (the last three rows and two columns of each plane) are
     dropped. Pooling comes before the bias and the ReLU (both commute with a
     maximum).
@@ -71,8 +74,6 @@ def logits(params: dict, x, *, xp=None, chunk: int = 64) -> np.ndarray:
     ``xp`` defaults to numpy; pass ``cupy`` (or any array-API namespace) to run
     there: the weights and each chunk are moved to it and the logits back.
     """
-    from .._optional import to_numpy
-
     xp = xp or np
     p = {k: xp.asarray(np.asarray(v, np.float32)) for k, v in params.items()}
     n_classes = int(np.asarray(params["d2_b"]).shape[0])
