@@ -76,7 +76,7 @@ def main() -> None:
           f"{os.cpu_count()} cores")
     res: dict[str, float] = {}
     # warm-up: imports, numba's compiled-kernel cache (loaded by a match of more than
-    # GRID_ROWS rows in all: smaller ones take the tree), astropy's frames
+    # GRID_ROWS rows in all: smaller ones take the numpy join), astropy's frames
     from vanotebook.xmatch._kernels import GRID_ROWS
 
     half = min(n, GRID_ROWS // 2 + 1)
@@ -158,23 +158,11 @@ def main() -> None:
           f"{res['astropy match_to_catalog_sky'] / base:.2f}x; >= 1 M rows/s: "
           f"{n / base / 1e6:.2f} M rows/s" + "".join(
               f"; >= 10x LSDB: {t / base:.2f}x" for k, t in res.items() if k.startswith("LSDB")))
-    first_call()
+    from xmatch_nway import first_call
+
+    first_call("crossmatch (2,000 rows)")
     if args.big:
         big(args.big_rows, args.memory_limit)
-
-
-def first_call() -> None:
-    """The first call of `crossmatch` in a fresh process (imports included), beside warm."""
-    import subprocess
-    import sys
-
-    from xmatch_nway import _FRESH
-
-    done = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True,
-                          check=True)
-    first, warm = map(float, done.stdout.split())
-    print(f"first call in a fresh process (2,000 rows, imports included): {first:.2f} s; "
-          f"warm {warm:.3f} s; over warm {first - warm:.2f} s (target <= 0.3 s)")
 
 
 def big(n: int, memory_limit: str = "1GB") -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HAS_CUPY", "HAS_NUMBA", "HAS_PLAYWRIGHT", "HAS_PYVO", "to_numpy"]
+__all__ = ["HAS_CUPY", "HAS_NUMBA", "HAS_PLAYWRIGHT", "HAS_PYVO", "namespace", "to_numpy"]
 
 
 def _has(name: str) -> bool:
@@ -40,3 +40,18 @@ def to_numpy(array: Any) -> Any:
         return np.asarray(array)
     except (TypeError, ValueError, RuntimeError):  # strict arrays convert through DLPack
         return np.from_dlpack(array)
+
+
+def namespace(*arrays: Any) -> Any:
+    """The array namespace of ``arrays``: numpy itself for numpy arrays and numbers.
+
+    numpy (>= 2.1) implements the array API, so numpy inputs skip
+    `array_api_compat.array_namespace` and its wrapped namespace, whose first import
+    (~50 ms) a fresh process would otherwise pay; other arrays (CuPy,
+    array-api-strict) get theirs from ``array_api_compat``.
+    """
+    if all(a is None or isinstance(a, int | float | np.ndarray | np.generic) for a in arrays):
+        return np
+    from array_api_compat import array_namespace
+
+    return array_namespace(*(a for a in arrays if a is not None))

@@ -84,7 +84,7 @@ def _clustered_sky(rng, n):
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="the grid engine needs numba")
 @pytest.mark.parametrize("radius_arcsec", [0.01, 2.0, 30.0, 36_000.0])
-def test_grid_and_tree_engines_give_search_around_sky_pairs(radius_arcsec):
+def test_grid_and_numpy_engines_give_search_around_sky_pairs(radius_arcsec):
     import astropy.units as u
     from astropy.coordinates import search_around_sky
 
@@ -97,10 +97,10 @@ def test_grid_and_tree_engines_give_search_around_sky_pairs(radius_arcsec):
         rdec = np.concatenate([rdec, ldec])
     chord = K.angle_to_chord(np.radians(radius_arcsec / 3600))
     grid = K.pairs_within(lra, ldec, rra, rdec, chord, engine="grid")
-    tree = K.pairs_within(lra, ldec, rra, rdec, chord, engine="tree")
-    np.testing.assert_array_equal(grid[0], tree[0])  # same pairs, same order
-    np.testing.assert_array_equal(grid[1], tree[1])
-    np.testing.assert_allclose(grid[2], tree[2], rtol=0, atol=1e-15)
+    numpy_ = K.pairs_within(lra, ldec, rra, rdec, chord, engine="numpy")
+    np.testing.assert_array_equal(grid[0], numpy_[0])  # same pairs, same order
+    np.testing.assert_array_equal(grid[1], numpy_[1])
+    np.testing.assert_allclose(grid[2], numpy_[2], rtol=0, atol=1e-15)
     i1, i2, _, _ = search_around_sky(SkyCoord(lra, ldec, unit="deg"),
                                      SkyCoord(rra, rdec, unit="deg"), radius_arcsec * u.arcsec)
     assert set(zip(grid[0], grid[1], strict=True)) == set(zip(i1, i2, strict=True))
@@ -111,7 +111,7 @@ def test_grid_and_tree_engines_give_search_around_sky_pairs(radius_arcsec):
     assert (d[1:][same] >= d[:-1][same]).all()
 
 
-@pytest.mark.parametrize("engine", ["grid", "tree"])
+@pytest.mark.parametrize("engine", ["grid", "numpy"])
 def test_pairs_within_empty_sides(engine):
     if engine == "grid" and not HAS_NUMBA:
         pytest.skip("the grid engine needs numba")
@@ -183,9 +183,9 @@ def test_nway_weighing_on_arrays_equals_the_combination_loop():
 
 
 @pytest.mark.skipif(not HAS_NUMBA, reason="the grid engine needs numba")
-def test_auto_engine_takes_the_tree_below_grid_rows(monkeypatch):
+def test_auto_engine_takes_numpy_below_grid_rows(monkeypatch):
     """Small matches never load numba (its one-time cost in a fresh process is ~0.9 s,
-    more than the tree takes there); the choice depends on the sizes only, so a rerun
+    more than the numpy join takes there); the choice depends on the sizes only, so a rerun
     takes the same path. Both paths give the same pairs."""
     rng = np.random.default_rng(2)
     ra, dec = rng.uniform(0, 0.1, 500), rng.uniform(0, 0.1, 500)
@@ -199,3 +199,19 @@ def test_auto_engine_takes_the_tree_below_grid_rows(monkeypatch):
     assert used == [1]
     np.testing.assert_array_equal(small[0], large[0])
     np.testing.assert_array_equal(small[1], large[1])
+
+
+def test_numpy_join_in_small_steps_gives_the_same_pairs(monkeypatch):
+    """The numpy join holds a bounded number of candidates at once; cut into steps of
+    a few candidates (single rows with more than a step included), it gives the same
+    pairs in the same order. Mutation: the steps overlapping or skipping a row fails it."""
+    rng = np.random.default_rng(5)
+    lra, ldec = _clustered_sky(rng, 800)
+    rra, rdec = _clustered_sky(rng, 900)
+    chord = K.angle_to_chord(np.radians(60 / 3600))
+    whole = K.pairs_within(lra, ldec, rra, rdec, chord, engine="numpy")
+    monkeypatch.setattr(K, "_NUMPY_STEP", 5)
+    steps = K.pairs_within(lra, ldec, rra, rdec, chord, engine="numpy")
+    assert whole[0].size > 100
+    np.testing.assert_array_equal(whole[0], steps[0])
+    np.testing.assert_array_equal(whole[1], steps[1])

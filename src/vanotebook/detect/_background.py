@@ -16,9 +16,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from array_api_compat import array_namespace
 
-from .._optional import to_numpy
+from .._optional import namespace, to_numpy
 
 __all__ = ["adaptive_box", "background_grids", "background_maps", "box_statistics",
            "effective_box", "spline_weights"]
@@ -45,7 +44,7 @@ def box_statistics(data, box: int, *, nsigma: float = 3.0, iterations: int = 5,
     -------
     (background, rms) : arrays of shape ``(ceil(ny/box), ceil(nx/box))``
     """
-    xp = array_namespace(data)
+    xp = namespace(data)
     ny, nx = data.shape
     gy, gx = math.ceil(ny / box), math.ceil(nx / box)
     data = xp.astype(data, xp.float32)
@@ -223,7 +222,7 @@ def background_grids(data, *, box: int = 64, nsigma: float = 3.0, iterations: in
         # the cell's median: a background gradient across a cell (a cirrus edge, a
         # bright source's wing) widened the cell's distribution (rms 14% high for a
         # gradient of 0.1 sigma per pixel over 64-pixel cells)
-        xp = array_namespace(sample)
+        xp = namespace(sample)
         ny, nx = sample.shape
         bs = box // step
         wy = xp.asarray(spline_weights(bkg_g.shape[0], bs, ny))
@@ -249,7 +248,7 @@ def background_maps(data, *, box: int = 64, nsigma: float = 3.0, iterations: int
     (background, rms, (bkg_grid, rms_grid))
         The grids are numpy arrays (small), NaN-free unless the whole image is.
     """
-    xp = array_namespace(data)
+    xp = namespace(data)
     box = effective_box(box, data.shape)
     bkg_g, rms_g = background_grids(data, box=box, nsigma=nsigma, iterations=iterations,
                                     filter_size=filter_size, step=step)

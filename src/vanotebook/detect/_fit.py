@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from array_api_compat import array_namespace
+
+from .._optional import namespace
 
 __all__ = ["FLAGS", "fit_gaussians", "fit_islands", "gaussian_image"]
 
@@ -92,7 +93,7 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
     chi2 : array (n,)
     converged : bool array (n,)
     """
-    xp = array_namespace(X)
+    xp = namespace(X)
     n, k, _ = p0.shape
     m = k * NPAR
     p = xp.asarray(p0, copy=True)

@@ -7,7 +7,8 @@ GPU, picked by `ndimage_for`); everything else is array-API code.
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import array_namespace
+
+from .._optional import namespace
 
 __all__ = ["find_islands", "island_pixels", "local_peaks", "ndimage_for", "peaks_in_islands"]
 
@@ -55,7 +56,7 @@ def island_pixels(snr, *, seed: float = 5.0, merge: float = 2.6, min_pixels: int
     n : int
     """
     if above is None:
-        xp = array_namespace(snr)
+        xp = namespace(snr)
         above = xp.where(xp.isnan(snr), xp.asarray(False), snr >= merge)
         above = _host(above) if not isinstance(above, np.ndarray) else above
     ndi = ndimage_for(above)

@@ -52,11 +52,6 @@ class MatchSpec:
     def chord(self) -> float:
         return K.angle_to_chord(self.radius_rad)
 
-    @property
-    def n_query(self) -> int:
-        """How many neighbours to ask the tree for first (more are fetched when full)."""
-        return max(self.k if self.how == "k" else 1, 4)
-
 
 def validate(*, radius, how, k, ra, dec, errors, epoch, suffixes, nan, prior, device,
              resolve: bool = True) -> MatchSpec:

@@ -1,10 +1,10 @@
 """Pure numerical kernels of the cross-match, written once against the array API.
 
 Positions become unit vectors; neighbours are found by chord distance, on the
-CPU (the search is the one step with no array-API form): `pairs_within` uses a
-numba-compiled sort-merge join on a 3-D grid of cells one chord wide (where
-numba is installed), else a `scipy.spatial.cKDTree`. Both give every pair
-within the chord, ordered by left row then distance. Everything after the
+CPU (the search is the one step with no array-API form): `pairs_within` does a
+sort-merge join on a 3-D grid of cells one chord wide, compiled by numba for
+large inputs (where numba is installed), else in vectorised numpy. Both give
+the same pairs, ordered by left row then distance. Everything after the
 search -- separations, tangent-plane offsets, proper-motion propagation --
 runs on whatever array library the inputs come from (numpy, CuPy,
 array-api-strict). No Dask here.
@@ -16,12 +16,12 @@ import math
 import threading
 
 import numpy as np
-from array_api_compat import array_namespace
+
+from .._optional import namespace
 
 __all__ = [
     "angle_to_chord",
     "chord_to_angle",
-    "nearest_candidates",
     "pairs_within",
     "propagate",
     "separation",
@@ -35,7 +35,7 @@ _MAS = _DEG / 3600.0 / 1000.0
 
 def unit_vectors(ra, dec):
     """Unit vectors, shape ``(n, 3)``, of positions in degrees."""
-    xp = array_namespace(ra, dec)
+    xp = namespace(ra, dec)
     a, d = ra * _DEG, dec * _DEG
     cd = xp.cos(d)
     return xp.stack([cd * xp.cos(a), cd * xp.sin(a), xp.sin(d)], axis=-1)
@@ -43,7 +43,7 @@ def unit_vectors(ra, dec):
 
 def radec(v):
     """Positions in degrees (ra in [0, 360)) of vectors of shape ``(n, 3)``."""
-    xp = array_namespace(v)
+    xp = namespace(v)
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
     ra = xp.atan2(y, x) / _DEG
     ra = xp.where(ra < 0, ra + 360.0, ra)
@@ -53,7 +53,7 @@ def radec(v):
 
 def _frame(v):
     """Unit east and north vectors at ``v`` (shape ``(n, 3)``); at a pole east is +y."""
-    xp = array_namespace(v)
+    xp = namespace(v)
     x, y, z = v[..., 0], v[..., 1], v[..., 2]
     h = xp.sqrt(x * x + y * y)
     pole = h == 0
@@ -84,7 +84,7 @@ def propagate(ra, dec, pmra, pmdec, dt):
     ra, dec : array
         Degrees.
     """
-    xp = array_namespace(ra, dec, pmra, pmdec)
+    xp = namespace(ra, dec, pmra, pmdec)
     p = unit_vectors(ra, dec)
     east, north = _frame(p)
     dt = xp.asarray(dt, dtype=p.dtype)
@@ -102,7 +102,7 @@ def separation(a, b):
     ``atan2(|a x b|, a . b)`` is accurate at every angle, like astropy's
     Vincenty formula.
     """
-    xp = array_namespace(a, b)
+    xp = namespace(a, b)
     cx = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
     cy = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
     cz = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
@@ -112,7 +112,7 @@ def separation(a, b):
 
 def tangent_offsets(a, b):
     """Offsets (east, north) in radians of ``b`` in the gnomonic plane at ``a``."""
-    xp = array_namespace(a, b)
+    xp = namespace(a, b)
     x, y, z = a[..., 0], a[..., 1], a[..., 2]
     bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
     h = xp.sqrt(x * x + y * y)
@@ -132,50 +132,18 @@ def angle_to_chord(angle_rad: float) -> float:
 
 def chord_to_angle(chord):
     """Angle in radians of a chord length on the unit sphere."""
-    xp = array_namespace(chord)
+    xp = namespace(chord)
     return 2.0 * xp.asin(xp.clip(chord * 0.5, 0.0, 1.0))
 
 
-def nearest_candidates(tree, query: np.ndarray, chord: float, k: int, *, workers: int = -1):
-    """The up-to-``k`` nearest tree points within ``chord`` of each query vector (CPU).
-
-    Queries are visited in HEALPix-like spatial order (sorted along a
-    coarse grid) for cache locality, then put back in input order.
-
-    Returns
-    -------
-    dist, idx : ndarray, shape ``(n, k)``
-        Chord distances (inf where none) and tree indices (``tree.n`` where none).
-    """
-    n = query.shape[0]
-    if n == 0 or tree.n == 0:
-        return np.full((n, k), np.inf), np.full((n, k), tree.n, dtype=np.intp)
-    order = _spatial_order(query)
-    bound = np.nextafter(chord, np.inf)  # inclusive, as query_ball_point
-    d, i = tree.query(query[order], k=k, distance_upper_bound=bound, workers=workers)
-    d, i = d.reshape(n, k), i.reshape(n, k)
-    dist, idx = np.empty_like(d), np.empty_like(i)
-    dist[order], idx[order] = d, i
-    return dist, idx
-
-
-def _spatial_order(v: np.ndarray) -> np.ndarray:
-    """A permutation that puts nearby vectors together (Morton order on a 2**10 cube grid)."""
-    cells = np.clip(((v + 1.0) * 512.0).astype(np.int64), 0, 1023)
-    key = np.zeros(v.shape[0], np.int64)
-    for bit in range(10):
-        for axis in range(3):
-            key |= ((cells[:, axis] >> bit) & 1) << (3 * bit + axis)
-    return np.argsort(key, kind="stable")
-
-
 # ----------------------------------------------------------------------------- pair search
-SEARCH_ENGINES = ("auto", "grid", "tree")
-#: Rows (left plus right) above which "auto" takes the numba grid. Below it the tree
-#: (~40 ms at 2 x 7.5e4 rows here) costs far less than numba's one-time ~0.9 s in a fresh
-#: process; above it the grid's warm speed (~2.5x the tree's) wins for repeated matches
+SEARCH_ENGINES = ("auto", "grid", "numpy")
+#: Rows (left plus right) above which "auto" takes the numba grid. Below it the numpy
+#: join (~40 ms at 2 x 7.5e4 rows here) costs far less than numba's one-time ~0.9 s in
+#: a fresh process; above it the compiled join's warm speed wins for repeated matches
 GRID_ROWS = 150_000
 _GRID_MAX_CELLS = 2_000_000  # cells per axis; (n_cells + 2) ** 3 must fit in int64
+_NUMPY_STEP = 1 << 22  # candidate pairs held at once by the numpy join
 _NUMBA_LOCK = threading.Lock()  # numba's default (workqueue) layer refuses concurrent calls
 _JIT: dict | None = None
 
@@ -183,21 +151,26 @@ _JIT: dict | None = None
 def pairs_within(lra, ldec, rra, rdec, chord: float, *, engine: str = "auto"):
     """Every (left, right) pair of positions closer than ``chord`` on the unit sphere (CPU).
 
+    Both engines do the same sort-merge join on a 3-D grid of cells one chord
+    wide: each left vector meets the right vectors of its 27 neighbouring
+    cells, and the pairs are exactly those with a squared chord (computed in
+    one order, in float64) of at most ``chord ** 2``.
+
     Parameters
     ----------
     lra, ldec, rra, rdec : ndarray
         Positions in degrees (finite).
     chord : float
         Largest chord length (`angle_to_chord` of the radius), inclusive.
-    engine : {"auto", "grid", "tree"}
-        "grid": numba sort-merge join on a 3-D grid (needs numba); "tree":
-        `scipy.spatial.cKDTree`; "auto": the grid for more than `GRID_ROWS`
-        rows in all (where numba is installed), else the tree. The grid is
-        about 2.5x faster warm, but the first use of numba in a process costs
-        about 0.9 s (its import and its compiled kernels' loading), more than
-        the tree takes on that many rows. The choice depends on the sizes
-        only, so the same inputs always take the same path (and give the same
-        bytes).
+    engine : {"auto", "grid", "numpy"}
+        "grid": the join compiled by numba, in parallel (needs numba);
+        "numpy": the join in vectorised numpy, in bounded steps; "auto": the
+        grid for more than `GRID_ROWS` rows in all (where numba is installed),
+        else numpy. The grid is faster warm, but the first use of numba in a
+        process costs about 0.9 s (its import and its compiled kernels'
+        loading), more than numpy takes on that many rows. The choice depends
+        on the sizes only, so the same inputs always take the same path (and
+        give the same bytes).
 
     Returns
     -------
@@ -210,36 +183,67 @@ def pairs_within(lra, ldec, rra, rdec, chord: float, *, engine: str = "auto"):
     from .._optional import HAS_NUMBA
 
     if engine == "auto":
-        engine = "grid" if HAS_NUMBA and np.size(lra) + np.size(rra) > GRID_ROWS else "tree"
+        engine = "grid" if HAS_NUMBA and np.size(lra) + np.size(rra) > GRID_ROWS else "numpy"
     if engine == "grid":
         return _pairs_grid(lra, ldec, rra, rdec, chord)
     lxyz = np.asarray(unit_vectors(np.asarray(lra, np.float64), np.asarray(ldec, np.float64)))
     rxyz = np.asarray(unit_vectors(np.asarray(rra, np.float64), np.asarray(rdec, np.float64)))
-    li, ri = _pairs_tree(lxyz, rxyz, chord)
+    li, ri = _pairs_numpy(lxyz, rxyz, chord)
     return li, ri, lxyz, rxyz
 
 
-def _pairs_tree(lxyz, rxyz, chord):
-    from scipy.spatial import cKDTree
+def _grid(chord: float) -> tuple[float, int]:
+    """Cell size (at least one chord, so a pair lies in neighbouring cells) and cells per axis."""
+    cell = max(chord * (1.0 + 1e-9), 2.0 / _GRID_MAX_CELLS)
+    return cell, int(2.0 / cell) + 3
 
-    if len(lxyz) == 0 or len(rxyz) == 0:
+
+def _cell_keys(xyz: np.ndarray, cell: float, n: int) -> np.ndarray:
+    """The grid cell of each unit vector as one int64 key, (x, y, z) indices 1..n-2."""
+    ix = ((xyz + 1.0) / cell).astype(np.int64) + 1
+    return (ix[:, 0] * n + ix[:, 1]) * n + ix[:, 2]
+
+
+def _pairs_numpy(lxyz: np.ndarray, rxyz: np.ndarray, chord: float):
+    nl, nr = len(lxyz), len(rxyz)
+    if nl == 0 or nr == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    tree = cKDTree(rxyz, balanced_tree=False, compact_nodes=False)
-    k = 4
-    dist, idx = nearest_candidates(tree, lxyz, chord, k)
-    full = np.isfinite(dist[:, -1])
-    while full.any():  # rows with k candidates may have more: ask again with twice as many
-        k *= 2
-        rows = np.flatnonzero(full)
-        d2, i2 = nearest_candidates(tree, lxyz[rows], chord, k)
-        pad = k - dist.shape[1]
-        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
-        idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=tree.n)
-        dist[rows], idx[rows] = d2, i2
-        full = np.zeros(len(dist), bool)
-        full[rows] = np.isfinite(d2[:, -1])
-    li, col = np.nonzero(np.isfinite(dist))
-    return li.astype(np.int64), idx[li, col].astype(np.int64)
+    cell, n = _grid(chord)
+    lkey, rkey = _cell_keys(lxyz, cell, n), _cell_keys(rxyz, cell, n)
+    lorder = np.argsort(lkey, kind="stable")  # sorted needles: searches 4x faster
+    rorder = np.argsort(rkey, kind="stable")
+    lks, rks = lkey[lorder], rkey[rorder]
+    # for each of the 9 neighbouring (x, y) columns, the 3 z-cells around a left
+    # vector are one contiguous range of sorted right keys: [lo, hi) per (row, column)
+    shifts = [(dx * n + dy) * n for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+    lo = np.stack([np.searchsorted(rks, lks + s - 1, "left") for s in shifts], axis=1)
+    hi = np.stack([np.searchsorted(rks, lks + s + 1, "right") for s in shifts], axis=1)
+    counts = hi - lo
+    per_row = counts.sum(axis=1)
+    ends = np.cumsum(per_row)
+    chord2 = chord * chord
+    lis, ris, d2s = [], [], []
+    a = 0
+    while a < nl:  # sorted left rows [a, b): at most _NUMPY_STEP candidates (or one row)
+        done = int(ends[a - 1]) if a else 0
+        b = max(a + 1, int(np.searchsorted(ends, done + _NUMPY_STEP, "right")))
+        c, s = counts[a:b].ravel(), lo[a:b].ravel()
+        first = np.cumsum(c) - c
+        pos = np.repeat(s - first, c) + np.arange(int(c.sum()))
+        li = np.repeat(lorder[a:b], per_row[a:b])
+        ri = rorder[pos]
+        ex = lxyz[li, 0] - rxyz[ri, 0]
+        ey = lxyz[li, 1] - rxyz[ri, 1]
+        ez = lxyz[li, 2] - rxyz[ri, 2]
+        d2 = ex * ex + ey * ey + ez * ez
+        near = d2 <= chord2
+        lis.append(li[near])
+        ris.append(ri[near])
+        d2s.append(d2[near])
+        a = b
+    li, ri, d2 = np.concatenate(lis), np.concatenate(ris), np.concatenate(d2s)
+    order = np.lexsort((ri, d2, li))
+    return li[order].astype(np.int64), ri[order].astype(np.int64)
 
 
 def _jit():
@@ -358,9 +362,7 @@ def _pairs_grid(lra, ldec, rra, rdec, chord):
     lra, ldec = np.ascontiguousarray(lra, np.float64), np.ascontiguousarray(ldec, np.float64)
     rra, rdec = np.ascontiguousarray(rra, np.float64), np.ascontiguousarray(rdec, np.float64)
     nl, nr = lra.size, rra.size
-    # cells at least one chord wide (so a pair is in neighbouring cells), indices 1..n-2
-    cell = max(chord * (1.0 + 1e-9), 2.0 / _GRID_MAX_CELLS)
-    n = int(2.0 / cell) + 3
+    cell, n = _grid(chord)
     chord2 = chord * chord
     lxyz, rxyz = np.empty((nl, 3)), np.empty((nr, 3))
     lkey, rkey = np.empty(nl, np.int64), np.empty(nr, np.int64)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 
-from array_api_compat import array_namespace
+from .._optional import namespace
 
 __all__ = [
     "fit_completeness",
@@ -46,7 +46,7 @@ def gaussian_density(dx, dy, var_x, var_y):
     Equal to the two-catalogue Bayes factor of Budavári & Szalay (2008) over
     4 pi when ``var_x == var_y``.
     """
-    xp = array_namespace(dx, dy, var_x, var_y)
+    xp = namespace(dx, dy, var_x, var_y)
     return xp.exp(-0.5 * (dx * dx / var_x + dy * dy / var_y)) / (
         2.0 * math.pi * xp.sqrt(var_x * var_y)
     )
@@ -54,7 +54,7 @@ def gaussian_density(dx, dy, var_x, var_y):
 
 def inside_fraction(var, radius_rad: float):
     """Probability a circular Gaussian offset of variance ``var`` per axis lies within radius."""
-    xp = array_namespace(var)
+    xp = namespace(var)
     return 1.0 - xp.exp(-0.5 * radius_rad * radius_rad / var)
 
 
@@ -73,7 +73,7 @@ def fit_completeness(f_sum, n_rows: int, rho: float, f_in: float, *,
     f_in : float
         Fraction of counterparts expected inside the radius.
     """
-    xp = array_namespace(f_sum)
+    xp = namespace(f_sum)
     if n_rows == 0:
         return 0.0
     q = 0.5
@@ -119,7 +119,7 @@ def nway_bayes_factor(psi2, weights):
     """
     from itertools import combinations
 
-    xp = array_namespace(*weights)
+    xp = namespace(*weights)
     n = len(weights)
     total = weights[0]
     prod = weights[0]
