@@ -239,7 +239,31 @@ def main() -> None:
         print(f"MontagePy mProjectPP + mAdd         {t_mon:7.2f} s  cpu {c_mon:6.2f} s   "
               f"ratio {t_mon / t_ours:5.1f}x; cpu ratio {c_mon / c_ours:5.1f}x "
               f"(status {rc['status']})")
+    from _fresh import first_call
 
+    first_call("mosaic (two 256 x 256 tiles)", FRESH_SETUP, FRESH_CALL)
+
+
+#: two 256 x 256 tiles made by the notebook, mosaicked (`_fresh`)
+FRESH_SETUP = """
+import numpy as np, astropy.units as u
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+tiles = []
+for i in range(2):
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.0 + 0.05 * i, 2.0]
+    w.wcs.crpix = [128.5, 128.5]
+    w.wcs.cdelt = [-1 / 3600, 1 / 3600]
+    data = np.random.default_rng(i).normal(size=(256, 256)).astype(np.float32)
+    tiles.append(fits.PrimaryHDU(data, w.to_header()))
+"""
+FRESH_CALL = """
+from vanotebook.mosaic import mosaic
+mosaic(tiles)
+"""
 
 if __name__ == "__main__":
     main()

@@ -157,7 +157,22 @@ def main() -> None:
         print(f"  MiniSom 1 pass / ours = {t_minisom / t_ours:.1f}x")
     print("per-class purity (ours):")
     print(lab.per_class)
+    from _fresh import first_call
 
+    first_call("SOM (8 x 8, 2,000 spectra, 3 epochs)", FRESH_SETUP, FRESH_CALL)
+
+
+#: a small map trained on the notebook's spectra (`_fresh`)
+FRESH_SETUP = """
+import numpy as np, astropy.units as u
+from astropy.io import fits
+from astropy.table import Table
+x = np.random.default_rng(0).normal(size=(2000, 100)).astype(np.float32)
+"""
+FRESH_CALL = """
+from vanotebook.som import SOM
+SOM((8, 8), n_epochs=3, seed=0).fit(x)
+"""
 
 if __name__ == "__main__":
     main()

@@ -158,9 +158,10 @@ def main() -> None:
           f"{res['astropy match_to_catalog_sky'] / base:.2f}x; >= 1 M rows/s: "
           f"{n / base / 1e6:.2f} M rows/s" + "".join(
               f"; >= 10x LSDB: {t / base:.2f}x" for k, t in res.items() if k.startswith("LSDB")))
-    from xmatch_nway import first_call
+    from _fresh import first_call
+    from xmatch_nway import FRESH_CALL, FRESH_SETUP
 
-    first_call("crossmatch (2,000 rows)")
+    first_call("crossmatch (2,000 rows)", FRESH_SETUP, FRESH_CALL)
     if args.big:
         big(args.big_rows, args.memory_limit)
 

@@ -13,8 +13,6 @@ printed beside the warm figure.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 
 import astropy.units as u
@@ -55,32 +53,17 @@ def make(n: int, seed: int = 0, side: float = 3.0, sigma: float = 0.3):
     return cats
 
 
-_FRESH = """
-import time
-t = time.perf_counter()
+#: a 2,000-row two-way match, as a notebook's first call (`_fresh.first_call`)
+FRESH_SETUP = """
 import numpy as np, astropy.units as u
 from astropy.table import Table
 rng = np.random.default_rng(0)
 a = Table({"ra": rng.uniform(0, 1, 2000), "dec": rng.uniform(0, 1, 2000)})
-base = time.perf_counter() - t
-t = time.perf_counter()
+"""
+FRESH_CALL = """
 from vanotebook.xmatch import crossmatch
 crossmatch(a, a, radius=1 * u.arcsec)
-first = time.perf_counter() - t
-t = time.perf_counter()
-crossmatch(a, a, radius=1 * u.arcsec)
-print(base, first, time.perf_counter() - t)
 """
-
-
-def first_call(what: str) -> None:
-    """Print the first call in a fresh process beside the warm one (`_FRESH`)."""
-    done = subprocess.run([sys.executable, "-c", _FRESH], capture_output=True, text=True,
-                          check=True)
-    base, first, warm = map(float, done.stdout.split())
-    print(f"{what}, first call in a fresh process: {first:.2f} s (vanotebook's import "
-          f"included; numpy and astropy, imported by the notebook, took {base:.2f} s more); "
-          f"warm {warm:.3f} s; over warm {first - warm:.2f} s (target <= 0.3 s)")
 
 
 def main() -> None:
@@ -110,7 +93,9 @@ def main() -> None:
             print(f"  p in [{lo:.2f},{hi:.2f}): n={sel.sum():7d} mean p={p[sel].mean():.3f} "
                   f"true fraction={ok[sel].mean():.3f}")
     print(f"  largest calibration gap {worst:.3f} (target <= 0.05)")
-    first_call("two-way crossmatch (2,000 rows)")
+    from _fresh import first_call
+
+    first_call("two-way crossmatch (2,000 rows)", FRESH_SETUP, FRESH_CALL)
 
 
 if __name__ == "__main__":

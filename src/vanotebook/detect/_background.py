@@ -20,7 +20,7 @@ import numpy as np
 from .._optional import namespace, to_numpy
 
 __all__ = ["adaptive_box", "background_grids", "background_maps", "box_statistics",
-           "effective_box", "spline_weights"]
+           "effective_box", "local_spline", "second_derivative_matrix", "spline_weights"]
 
 _IQR_TO_SIGMA = 1.0 / (2.0 * 0.6744897501960817)
 
@@ -139,11 +139,47 @@ def _median3(grid: np.ndarray) -> np.ndarray:
     return ndimage.median_filter(grid, size=3, mode="nearest")
 
 
+def second_derivative_matrix(n_cells: int, box: int) -> np.ndarray:
+    """``K`` (n, n): second derivatives of the natural spline through the cell values, ``K @ y``.
+
+    Fewer than 4 cells give 0 (linear interpolation, as `spline_weights` does).
+    """
+    K = np.zeros((n_cells, n_cells))
+    if n_cells < 4:
+        return K
+    m = n_cells - 2
+    T = np.diag(np.full(m, 4.0)) + np.diag(np.ones(m - 1), 1) + np.diag(np.ones(m - 1), -1)
+    D2 = np.zeros((m, n_cells))
+    for j in range(m):
+        D2[j, j:j + 3] = (1.0, -2.0, 1.0)
+    K[1:-1] = np.linalg.solve(T, 6.0 / box**2 * D2)
+    return K
+
+
+def local_spline(n_cells: int, box: int, n: int):
+    """Per pixel: interval ``i`` and weights ``(A, B, C, D)`` of the natural cubic spline.
+
+    ``S(p) = A y_i + B y_{i+1} + C M_i + D M_{i+1}`` with ``M = K @ y``; pixels
+    beyond the outer cell centres take the end values (as `spline_weights`).
+    """
+    centres = box * (np.arange(n_cells) + 0.5) - 0.5
+    if n_cells == 1:
+        z = np.zeros(n)
+        return np.zeros(n, np.int64), np.ones(n), z, z, z
+    pix = np.clip(np.arange(n, dtype=float), centres[0], centres[-1])
+    i = np.minimum(np.floor((pix - centres[0]) / box).astype(np.int64), n_cells - 2)
+    t = (pix - centres[i]) / box
+    h2 = box * box / 6.0
+    return i, 1.0 - t, t, h2 * ((1 - t) ** 3 - (1 - t)), h2 * (t**3 - t)
+
+
 def spline_weights(n_cells: int, box: int, n: int) -> np.ndarray:
     """Matrix ``W`` (n, n_cells) that interpolates cell-centre values to pixels.
 
-    Natural cubic spline through the cell centres ``box * (i + 0.5) - 0.5``,
-    linear beyond the outer centres (clamped to the end values).
+    Natural cubic spline through the cell centres ``box * (i + 0.5) - 0.5``
+    (`local_spline` with `second_derivative_matrix`; scipy's ``CubicSpline``
+    with ``bc_type="natural"`` gives the same weights), clamped to the end
+    values beyond the outer centres; linear with fewer than 4 cells.
     """
     centres = box * (np.arange(n_cells) + 0.5) - 0.5
     pix = np.clip(np.arange(n, dtype=float), centres[0], centres[-1])
@@ -156,9 +192,13 @@ def spline_weights(n_cells: int, box: int, n: int) -> np.ndarray:
             e[j] = 1.0
             w[:, j] = np.interp(pix, centres, e)
         return w
-    from scipy.interpolate import CubicSpline
-
-    return CubicSpline(centres, np.eye(n_cells), bc_type="natural", axis=0)(pix)
+    i, a, b, c, d = local_spline(n_cells, box, n)
+    k = second_derivative_matrix(n_cells, box)
+    w = c[:, None] * k[i] + d[:, None] * k[i + 1]
+    rows = np.arange(n)
+    w[rows, i] += a
+    w[rows, i + 1] += b
+    return w
 
 
 def effective_box(box: int, shape) -> int:

@@ -23,46 +23,13 @@ import math
 import numpy as np
 
 from .._optional import HAS_NUMBA
+from ._background import local_spline, second_derivative_matrix
 
 __all__ = ["HAVE_FUSED", "box_slices", "gaussian_smooth", "keep_near", "label_boxes",
            "local_peaks",
            "local_spline", "render_gaussians", "snr_pass", "snr_ratio", "zscore_masks"]
 
 HAVE_FUSED = HAS_NUMBA
-
-
-def second_derivative_matrix(n_cells: int, box: int) -> np.ndarray:
-    """``K`` (n, n): second derivatives of the natural spline through the cell values, ``K @ y``.
-
-    Fewer than 4 cells give 0 (linear interpolation, as `spline_weights` does).
-    """
-    K = np.zeros((n_cells, n_cells))
-    if n_cells < 4:
-        return K
-    m = n_cells - 2
-    T = np.diag(np.full(m, 4.0)) + np.diag(np.ones(m - 1), 1) + np.diag(np.ones(m - 1), -1)
-    D2 = np.zeros((m, n_cells))
-    for j in range(m):
-        D2[j, j:j + 3] = (1.0, -2.0, 1.0)
-    K[1:-1] = np.linalg.solve(T, 6.0 / box**2 * D2)
-    return K
-
-
-def local_spline(n_cells: int, box: int, n: int):
-    """Per pixel: interval ``i`` and weights ``(A, B, C, D)`` of the natural cubic spline.
-
-    ``S(p) = A y_i + B y_{i+1} + C M_i + D M_{i+1}`` with ``M = K @ y``; pixels
-    beyond the outer cell centres take the end values (as `spline_weights`).
-    """
-    centres = box * (np.arange(n_cells) + 0.5) - 0.5
-    if n_cells == 1:
-        z = np.zeros(n)
-        return np.zeros(n, np.int64), np.ones(n), z, z, z
-    pix = np.clip(np.arange(n, dtype=float), centres[0], centres[-1])
-    i = np.minimum(np.floor((pix - centres[0]) / box).astype(np.int64), n_cells - 2)
-    t = (pix - centres[i]) / box
-    h2 = box * box / 6.0
-    return i, 1.0 - t, t, h2 * ((1 - t) ** 3 - (1 - t)), h2 * (t**3 - t)
 
 
 def _expand_x(grid: np.ndarray, box: int, nx: int):

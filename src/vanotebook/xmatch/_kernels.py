@@ -289,18 +289,59 @@ def _compile() -> dict:
         return out
 
     @numba.njit(**opts)
-    def join(lkey, lxyz, rkey, rxyz, n, chord2, starts, offsets, rorder, out_r, out_d):
-        # pragma: no cover - compiled
+    def bucket_argsort(key, kmin, shift, nb):  # pragma: no cover - compiled
+        # a counting sort on the high bits of key - kmin (nb buckets), then each
+        # bucket by the whole key in parallel (insertion sort while short);
+        # returns the order and the sorted keys
+        counts = np.zeros(nb + 1, np.int64)
+        for i in range(key.size):
+            counts[((key[i] - kmin) >> shift) + 1] += 1
+        for b in range(nb):
+            counts[b + 1] += counts[b]
+        fill = counts[:-1].copy()
+        order = np.empty(key.size, np.int64)
+        keys = np.empty(key.size, np.int64)
+        for i in range(key.size):
+            b = (key[i] - kmin) >> shift
+            order[fill[b]] = i
+            keys[fill[b]] = key[i]
+            fill[b] += 1
+        for b in prange(nb):
+            lo, hi = counts[b], counts[b + 1]
+            if hi - lo > 48:
+                o = np.argsort(keys[lo:hi])
+                order[lo:hi] = order[lo:hi][o]
+                keys[lo:hi] = keys[lo:hi][o]
+                continue
+            for j in range(lo + 1, hi):
+                o, k = order[j], keys[j]
+                m = j - 1
+                while m >= lo and keys[m] > k:
+                    order[m + 1] = order[m]
+                    keys[m + 1] = keys[m]
+                    m -= 1
+                order[m + 1] = o
+                keys[m + 1] = k
+        return order, keys
+
+    @numba.njit(**opts)
+    def join(lkey, lxyz, rkey, rxyz, n, chord2, starts, todo, room, counts, rows, out_r,
+             out_d, found):  # pragma: no cover - compiled
         # lkey/rkey sorted; for each of the 9 neighbouring (x, y) columns, the 3
         # z-cells around a left row are one contiguous key range of rkey, and
         # its start only moves forward as lkey grows: a merge, no search.
-        # offsets is None-like (size 0) on the counting pass.
+        # Chunk todo[t] of sorted left rows writes its pairs (row, right, d2) in
+        # rows/out_r/out_d[room[t]:room[t + 1]] while they fit, and counts them all
+        # (per row in counts, per chunk in found): a chunk that overflows is redone.
         m = rkey.size
-        counting = offsets.size == 0
-        counts = np.zeros(lkey.size, np.int64)
-        for c in prange(starts.size - 1):
+        for t in prange(todo.size):
+            c = todo[t]
             s0, s1 = starts[c], starts[c + 1]
+            at, end = room[t], room[t + 1]
+            for i in range(s0, s1):
+                counts[i] = 0
             if s0 == s1:
+                found[t] = 0
                 continue
             for dx in range(-1, 2):
                 for dy in range(-1, 2):
@@ -319,13 +360,30 @@ def _compile() -> dict:
                             ez = z - rxyz[q, 2]
                             d2 = ex * ex + ey * ey + ez * ez
                             if d2 <= chord2:
-                                if not counting:
-                                    at = offsets[i] + counts[i]
-                                    out_r[at] = rorder[q]
+                                if at < end:
+                                    rows[at] = i
+                                    out_r[at] = q
                                     out_d[at] = d2
+                                at += 1
                                 counts[i] += 1
                             q += 1
-        return counts
+            found[t] = at - room[t]
+
+    @numba.njit(**opts)
+    def place(todo, begin, found, rows, buf_r, buf_d, starts, lorder, rorder, offsets_orig,
+              out_r, out_d):  # pragma: no cover - compiled
+        # move each chunk's pairs to their left row's place in input order
+        for t in prange(todo.size):
+            c = todo[t]
+            s0, s1 = starts[c], starts[c + 1]
+            fill = np.empty(s1 - s0, np.int64)
+            for i in range(s0, s1):
+                fill[i - s0] = offsets_orig[lorder[i]]
+            for j in range(begin[t], begin[t] + found[t]):
+                k = rows[j] - s0
+                out_r[fill[k]] = rorder[buf_r[j]]
+                out_d[fill[k]] = buf_d[j]
+                fill[k] += 1
 
     @numba.njit(**opts)
     def sort_segments(offsets_orig, out_r, out_d):  # pragma: no cover - compiled
@@ -342,19 +400,16 @@ def _compile() -> dict:
                 out_d[k + 1] = d
                 out_r[k + 1] = r
 
-    return {"vectors_keys": vectors_keys, "take3": take3, "join": join,
-            "sort_segments": sort_segments}
+    return {"vectors_keys": vectors_keys, "take3": take3, "bucket_argsort": bucket_argsort,
+            "join": join, "place": place, "sort_segments": sort_segments}
 
 
-def _argsort_both(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``argsort`` of two large arrays at once (numpy's sort releases the GIL)."""
-    if a.size + b.size < 200_000:
-        return np.argsort(a), np.argsort(b)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        other = pool.submit(np.argsort, b)
-        return np.argsort(a), other.result()
+def _bucket_args(key: np.ndarray) -> tuple[int, int, int]:
+    """(smallest key, shift, buckets) for `bucket_argsort`: about one bucket per 4 keys."""
+    kmin, kmax = int(key.min()), int(key.max())
+    target = max(1, min(key.size // 4, 1 << 22)).bit_length()
+    shift = max(0, (kmax - kmin).bit_length() - target)
+    return kmin, shift, ((kmax - kmin) >> shift) + 1
 
 
 def _pairs_grid(lra, ldec, rra, rdec, chord):
@@ -371,13 +426,29 @@ def _pairs_grid(lra, ldec, rra, rdec, chord):
         f["vectors_keys"](rra, rdec, cell, n, rxyz, rkey)
     if nl == 0 or nr == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), lxyz, rxyz
-    lorder, rorder = _argsort_both(lkey, rkey)
-    lks, rks = lkey[lorder], rkey[rorder]
-    starts = np.linspace(0, nl, min(nl, 256) + 1).astype(np.int64)
-    none_i, none_f = np.zeros(0, np.int64), np.zeros(0, np.float64)
     with _NUMBA_LOCK:
+        lorder, lks = f["bucket_argsort"](lkey, *_bucket_args(lkey))
+        rorder, rks = f["bucket_argsort"](rkey, *_bucket_args(rkey))
         lxs, rxs = f["take3"](lxyz, lorder), f["take3"](rxyz, rorder)
-        counts = f["join"](lks, lxs, rks, rxs, n, chord2, starts, none_i, rorder, none_i, none_f)
+    chunks = min(nl, 256)
+    starts = np.linspace(0, nl, chunks + 1).astype(np.int64)
+    # room for two pairs per left row (and 16 per chunk) at first; chunks with more
+    # pairs are joined again into room of their exact size
+    todo = np.arange(chunks, dtype=np.int64)
+    room = 2 * starts + 16 * np.arange(chunks + 1)
+    counts = np.empty(nl, np.int64)
+    passes = []
+    while todo.size:
+        size = int(room[-1])
+        rows, buf_r, buf_d = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size)
+        found = np.empty(todo.size, np.int64)
+        with _NUMBA_LOCK:
+            f["join"](lks, lxs, rks, rxs, n, chord2, starts, todo, room, counts, rows, buf_r,
+                      buf_d, found)
+        fits = found <= np.diff(room)
+        passes.append((todo[fits], room[:-1][fits], found[fits], rows, buf_r, buf_d))
+        todo = todo[~fits]
+        room = np.concatenate([[0], np.cumsum(found[~fits])])
     counts_orig = np.empty(nl, np.int64)
     counts_orig[lorder] = counts
     offsets_orig = np.zeros(nl + 1, np.int64)
@@ -385,8 +456,9 @@ def _pairs_grid(lra, ldec, rra, rdec, chord):
     total = int(offsets_orig[-1])
     out_r, out_d = np.empty(total, np.int64), np.empty(total, np.float64)
     with _NUMBA_LOCK:
-        f["join"](lks, lxs, rks, rxs, n, chord2, starts, offsets_orig[:-1][lorder], rorder,
-                  out_r, out_d)
+        for done, begin, found, rows, buf_r, buf_d in passes:
+            f["place"](done, begin, found, rows, buf_r, buf_d, starts, lorder, rorder,
+                       offsets_orig, out_r, out_d)
         f["sort_segments"](offsets_orig, out_r, out_d)
     li = np.repeat(np.arange(nl, dtype=np.int64), counts_orig)
     return li, out_r, lxyz, rxyz
