@@ -79,6 +79,26 @@ def test_get_client_rejects_non_clients():
         get_client("tcp://localhost:8786")
 
 
+def test_services_without_a_client_never_import_distributed():
+    """With no client, `get_client` answers None without importing distributed (~0.2 s
+    of a fresh process's first call); a SOM and a cross-match then run in-process.
+    Mutation: the ``sys.modules`` check removed fails it."""
+    code = (
+        "import sys, numpy as np, astropy.units as u\n"
+        "from astropy.table import Table\n"
+        "from vanotebook.som import SOM\n"
+        "from vanotebook.xmatch import crossmatch\n"
+        "x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)\n"
+        "SOM((3, 3), n_epochs=2, seed=0).fit(x)\n"
+        "t = Table({'ra': np.linspace(0, 1, 50), 'dec': np.zeros(50)})\n"
+        "assert len(crossmatch(t, t, radius=1 * u.arcsec)) == 50\n"
+        "print('distributed' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "False"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -394,6 +394,8 @@ def get_client(client=None):
         if not isinstance(client, Client):
             raise VanotebookInputError("client", "a distributed.Client or None", client)
         return client
+    if "distributed" not in sys.modules:  # no client can exist; skip its import (~0.2 s)
+        return None
     try:
         from distributed import default_client
 
