@@ -5,7 +5,8 @@ No science here: the dashboard calls `vanotebook.cube.moments`,
 `vanotebook.cube.find_lines` and `vanotebook.mosaic` (the continuum on the
 cube's grid) only, on a cube given or one of the demo sky's line cubes. The
 moments run in a worker thread (on the Dask cluster when there is a client),
-so the Panel event loop is never blocked.
+so the Panel event loop is never blocked; Cancel stops them and takes their
+blocks off the cluster.
 
 What is linked: a tap on the moment map (or the continuum) moves the cursor;
 the spectrum under it, the RA-v view (the row through the cursor) and the
@@ -27,6 +28,7 @@ import panel as pn
 import param
 
 from ..cube import find_lines, moments, parse_cube, pv_slice, spectrum
+from ._page import CANCELLED, Run
 
 __all__ = ["CubeDashboard"]
 
@@ -83,6 +85,7 @@ class CubeDashboard(pn.viewable.Viewer):
         self._client = client
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.future: Future | None = None
+        self._run: Run | None = None  # the current moments run (`_page.Run`)
         self.maps = None
         self.continuum = None
         self.spectrum_table = None
@@ -139,36 +142,57 @@ class CubeDashboard(pn.viewable.Viewer):
             return "auto"
         return self.mask_sigma * self._noise * (self.cube.unit or u.dimensionless_unscaled)
 
-    def start(self) -> Future:
-        """Compute the moment maps (and the continuum) in a worker thread; returns its future."""
+    def start(self) -> Future | None:
+        """Compute the moment maps (and the continuum) in a worker thread; returns its future
+        (None when a run is under way). `cancel` stops it."""
+        from ..cluster import get_client
+
+        if self.running:
+            return None
         self.running = True
         self.status = "computing moments..."
-        self._doc = pn.state.curdoc  # the page that asked: its figures change on its own loop
-        self.future = self._pool.submit(self._run)
+        self._run = Run(get_client(self._client))  # its page: the figures change on its loop
+        self.future = self._pool.submit(self._moments, self._run)
         return self.future
 
-    def _run(self):
-        try:
-            self.percent = 0
-            maps = moments(self.cube, _MAPS, mask=self._mask(), client=self._client,
-                           progress=lambda f: setattr(self, "percent", int(100 * f)))
-            continuum = self._continuum()
-        except Exception as exc:  # shown, not raised: the UI stays up
-            self.status = f"error: {exc}"
-            self.running = False
-            raise
-        self.maps, self.continuum = maps, continuum
-        self.running = False
-        self.status = (f"{len(_MAPS)} maps of a {'x'.join(map(str, self.cube.shape[::-1]))} "
-                       f"cube; {self.n_lines} line(s) at the cursor")
-        doc = getattr(self, "_doc", None)
-        if doc is not None and doc.session_context is not None:
-            doc.add_next_tick_callback(self._refresh)  # thread-safe, runs under the doc's lock
-        else:
-            self._refresh()
-        return self.maps
+    def cancel(self) -> None:
+        """Stop the current moments run: its blocks leave the cluster, the last maps stay."""
+        if self._run is not None:
+            self._run.cancel(self._cancelled)
 
-    def _continuum(self):
+    def _cancelled(self) -> None:
+        self.running, self.status = False, CANCELLED
+
+    def _on_progress(self, run: Run, fraction: float) -> None:
+        """The moments' (and the continuum's) progress hook; a cancel stops the run here."""
+        run.check()
+        run.report(lambda: setattr(self, "percent", int(100 * fraction)))
+
+    def _moments(self, run: Run):
+        try:
+            run.report(lambda: setattr(self, "percent", 0))
+            maps = moments(self.cube, _MAPS, mask=self._mask(), client=run.connect(),
+                           progress=lambda fraction: self._on_progress(run, fraction))
+            continuum = self._continuum(run)
+        except Exception as exc:  # shown, not raised: the UI stays up
+            message = f"error: {exc}"
+            run.report(lambda: self.param.update(status=message, running=False), last=True)
+            raise
+        finally:
+            run.close()
+
+        def done() -> None:
+            self.maps, self.continuum = maps, continuum
+            self.running = False
+            self.status = (f"{len(_MAPS)} maps of a "
+                           f"{'x'.join(map(str, self.cube.shape[::-1]))} cube; "
+                           f"{self.n_lines} line(s) at the cursor")
+            self._refresh()
+
+        run.report(done, last=True)
+        return maps
+
+    def _continuum(self, run: Run):
         """The continuum on the cube's sky grid (`vanotebook.mosaic`), or None."""
         images = self._continuum_given
         if images is None and self._given is None:
@@ -179,10 +203,11 @@ class CubeDashboard(pn.viewable.Viewer):
             return None
         import vanotebook
 
-        self.status = "computing moments... and the continuum on the cube's grid"
+        run.report(lambda: setattr(self, "status", "computing moments... and the continuum "
+                                   "on the cube's grid"))
         _, ny, nx = self.cube.shape
-        m = vanotebook.mosaic(images, wcs=self.cube.celestial, shape=(ny, nx), client=None)
-        return m
+        return vanotebook.mosaic(images, wcs=self.cube.celestial, shape=(ny, nx), client=None,
+                                 progress=lambda _fraction: run.check())
 
     @param.depends("cursor", "radius_pixels", watch=True)
     def update_spectrum(self) -> None:
@@ -435,7 +460,7 @@ class CubeDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import status_pane
+        from ._help import run_controls, status_pane
 
         controls = pn.Column(
             pn.widgets.Select.from_param(self.param.demo, disabled=self._given is not None),
@@ -444,7 +469,7 @@ class CubeDashboard(pn.viewable.Viewer):
             pn.widgets.FloatSlider.from_param(self.param.radius_pixels),
             pn.widgets.FloatSlider.from_param(self.param.pv_width),
             pn.widgets.IntSlider.from_param(self.param.channel),
-            pn.widgets.Button.from_param(self.param.run, color="primary"),
+            run_controls(self, pn.widgets.Button.from_param(self.param.run, color="primary")),
             pn.indicators.Progress(value=self.param.percent, max=100, active=self.param.running,
                                    width=240, css_classes=["cube-progress"]),
             status_pane(self), width=280)

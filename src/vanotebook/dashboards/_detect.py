@@ -5,7 +5,8 @@ No science here: the dashboard calls `vanotebook.detect.detect`,
 catalogue's columns (the classifier's ``class``, ``p_<class>`` and ``score``,
 `vanotebook.classify`). Detection runs in a worker thread (which hands the
 tiles to the Dask cluster when ``tile`` is set), so the Panel event loop is
-never blocked; a progress indicator shows while it runs. The image is drawn
+never blocked; a progress indicator shows while it runs, and Cancel stops it
+(taking its tiles off the cluster). The image is drawn
 with a percentile stretch and the fitted ellipses (FWHM) on top, one fixed
 colour per class (`class_colours`; artefacts grey) and dashed where the
 probability that the source is real (``score``) is below one half. The
@@ -26,7 +27,7 @@ import param
 
 from ..classify import CLASSES
 from ..detect import DetectionResult, detect
-from ._page import on_page, page
+from ._page import CANCELLED, Run
 
 __all__ = ["DetectDashboard", "class_colours"]
 
@@ -163,7 +164,7 @@ class DetectDashboard(pn.viewable.Viewer):
         self._image: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.future: Future | None = None
-        self._doc: Any = None  # the page of the current run (`_page`)
+        self._run: Run | None = None  # the current run (`_page.Run`)
         self.fraction = 0.0  # of the current run, from `detect`'s progress callback
         self._progress = pn.indicators.Progress(value=-1, active=False, visible=False,
                                                 width=250, label="detect-progress")
@@ -293,18 +294,24 @@ class DetectDashboard(pn.viewable.Viewer):
         return img.to_numpy(plane=True), img.wcs.celestial
 
     # ---------------------------------------------------------------- work
-    def _work(self, image: Any, settings: dict[str, Any]) -> DetectionResult:
-        return detect(image, client=self._client, progress=self._advance, **settings)
+    def _work(self, run: Run, image: Any, settings: dict[str, Any]) -> DetectionResult:
+        try:
+            return detect(image, client=run.connect(),
+                          progress=lambda fraction: self._advance(run, fraction), **settings)
+        finally:
+            run.close()
 
-    def _advance(self, fraction: float) -> None:
-        """`detect`'s progress callback (a worker thread): the bar shows the stage reached."""
+    def _advance(self, run: Run, fraction: float) -> None:
+        """`detect`'s progress callback (a worker thread): the bar shows the stage reached;
+        a cancel stops the run here."""
+        run.check()
         value = round(100 * fraction)
         self.fraction = fraction
 
         def show():
             self._progress.value = value
 
-        on_page(self._doc, show)
+        run.report(show)
 
     def settings(self) -> dict[str, Any]:
         """The keyword arguments a run passes to `detect`."""
@@ -317,7 +324,10 @@ class DetectDashboard(pn.viewable.Viewer):
 
         Returns the future of the run (already done when ``sync``), or None
         when a run is under way or no image can be had (see `status`).
+        `cancel` stops it.
         """
+        from ..cluster import get_client
+
         if self.running:
             return None
         try:
@@ -330,19 +340,31 @@ class DetectDashboard(pn.viewable.Viewer):
         self._progress.value = 0
         self._progress.visible, self._progress.active = True, True
         settings = self.settings()
-        self._doc = page()  # the page that asked: the run's results are drawn on its loop
+        # the page that asked: the run's results are drawn on its loop (at once when sync);
+        # only a tiled run goes to the cluster
+        run = self._run = Run(get_client(self._client) if settings["tile"] else None)
         if sync:
+            run.doc = None
             future: Future = Future()
             try:
-                future.set_result(self._work(image, settings))
+                future.set_result(self._work(run, image, settings))
             except Exception as exc:
                 future.set_exception(exc)
-            self._done(future)
+            run.report(lambda: self._done(future), last=True)
         else:
-            future = self._pool.submit(self._work, image, settings)
-            future.add_done_callback(lambda f: on_page(self._doc, lambda: self._done(f)))
+            future = self._pool.submit(self._work, run, image, settings)
+            future.add_done_callback(lambda f: run.report(lambda: self._done(f), last=True))
         self.future = future
         return future
+
+    def cancel(self) -> None:
+        """Stop the current detection: its tiles leave the cluster, the last result stays."""
+        if self._run is not None:
+            self._run.cancel(self._cancelled)
+
+    def _cancelled(self) -> None:
+        self.running, self.status = False, CANCELLED
+        self._progress.visible, self._progress.active = False, False
 
     def _done(self, future: Future) -> None:
         try:
@@ -664,7 +686,7 @@ class DetectDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import result_download, status_pane
+        from ._help import result_download, run_controls, status_pane
 
         image = pn.Column(
             pn.widgets.Select.from_param(self.param.source),
@@ -683,7 +705,8 @@ class DetectDashboard(pn.viewable.Viewer):
             result_download(self, self.regions_ds9, "sources.reg", "Download DS9 regions",
                             ready=lambda: self.result is not None),
         )
-        side = pn.Column("### Image", image, "### Thresholds", settings, run, self._progress,
+        side = pn.Column("### Image", image, "### Thresholds", settings,
+                         run_controls(self, run), self._progress,
                          status_pane(self),
                          pn.widgets.RangeSlider.from_param(self.param.stretch),
                          "### Show", self.class_filter,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import panel as pn
 
-__all__ = ["HELP", "message_kind", "number_input", "result_download", "status_pane",
-           "with_help"]
+__all__ = ["HELP", "message_kind", "number_input", "result_download", "run_controls",
+           "status_pane", "with_help"]
 
 #: By dashboard class name. Two sentences each: what it does, what to try first.
 HELP = {
@@ -97,13 +97,30 @@ def result_download(viewer: object, callback, filename: str, label: str, *,
     return widget
 
 
+def run_controls(viewer: object, run: pn.widgets.Button) -> pn.Row:
+    """``run`` (the button that starts ``viewer``'s long action) and a Cancel button.
+
+    Cancel is enabled only while ``viewer.running`` (and ``run`` only while
+    not); it calls ``viewer.cancel()``, which stops the run and frees the cluster.
+    """
+    cancel = pn.widgets.Button(label="Cancel", color="warning", css_classes=["vn-cancel"])
+    cancel.on_click(lambda _event: viewer.cancel())
+
+    def follow(*_events) -> None:
+        run.disabled, cancel.disabled = viewer.running, not viewer.running
+
+    follow()
+    viewer.param.watch(follow, "running")
+    return pn.Row(run, cancel)
+
+
 def message_kind(text: str) -> str:
     """The alert type of a status line: danger for errors, warning for refusals and
     warnings, success for finished work, info otherwise."""
     low = text.lower()
     if low.startswith("error") or ": error" in low:
         return "danger"
-    if low.startswith("refused") or "warning" in low:
+    if low.startswith(("refused", "cancelled")) or "warning" in low:
         return "warning"
     if any(w in low for w in ("computing", "running", "matching", "detecting", "training",
                               "fitting", "mosaicking", "...")):

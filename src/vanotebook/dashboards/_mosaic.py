@@ -5,7 +5,8 @@ No science here: the dashboard calls `vanotebook.mosaic.mosaic`,
 `vanotebook.io.parse_image` only. The mosaic runs in a worker thread (which
 submits to the Dask cluster given as ``client=``, or the default one), so the
 Panel event loop is never blocked; a progress bar and a status line show
-while it runs. The image is drawn on WCS axes (RA/Dec or l/b tick labels,
+while it runs, and Cancel stops it and takes its tasks off the cluster. The
+image is drawn on WCS axes (RA/Dec or l/b tick labels,
 through astropy's WCSAxes) with a colour stretch and percentile limits, and the
 tiles' footprints on top. ``result`` (the mosaic Dataset) is a param, so
 another dashboard can take it, e.g. ``DetectDashboard.set_image(dash.result["mosaic"])``.
@@ -23,6 +24,7 @@ import panel as pn
 import param
 
 from ..mosaic import METHODS, mosaic, optimal_grid, to_fits
+from ._page import CANCELLED, Run
 
 __all__ = ["MosaicDashboard"]
 
@@ -84,6 +86,7 @@ class MosaicDashboard(pn.viewable.Viewer):
         self._uploads: list[Any] = []
         self._upload_names: list[str] = []
         self.future: Future | None = None
+        self._run: Run | None = None  # the current mosaic (`_page.Run`)
         self._file_input = pn.widgets.FileInput(accept=".fits,.fit,.fts,.fits.gz",
                                                 multiple=True)
         self._file_input.param.watch(self._on_upload, "value")
@@ -141,16 +144,18 @@ class MosaicDashboard(pn.viewable.Viewer):
 
     # ---------------------------------------------------------------- actions
     def options(self) -> dict[str, Any]:
-        """The keyword arguments the run passes to `vanotebook.mosaic.mosaic` (bar ``wcs``)."""
+        """The keyword arguments a run passes to `vanotebook.mosaic.mosaic` (bar ``wcs``,
+        ``client`` and ``progress``, which are the run's)."""
         return {"combine": self.combine, "method": self.method,
-                "match_background": False if self.background == "none" else self.background,
-                "client": self._client, "progress": self._on_progress}
+                "match_background": False if self.background == "none" else self.background}
 
-    def _on_progress(self, fraction: float) -> None:
-        """`mosaic`'s progress hook: the fraction of output blocks done (worker thread)."""
-        self.percent = round(100 * fraction)
+    def _on_progress(self, run: Run, fraction: float) -> None:
+        """`mosaic`'s progress hook: the fraction of output blocks done (worker thread);
+        a cancel stops the run here."""
+        run.check()
+        run.report(lambda: setattr(self, "percent", round(100 * fraction)))
 
-    def _work(self):
+    def _work(self, run: Run):
         from ..io import parse_image
 
         tiles = self.images()
@@ -165,35 +170,57 @@ class MosaicDashboard(pn.viewable.Viewer):
         if self.grid == "pixel scale":
             wcs = optimal_grid([parse_image(t) for t in tiles],
                                pixel_scale=self.pixel_scale_arcsec / 3600.0)
-        self.status = f"mosaicking {len(tiles)} tiles ({self.source})..."
-        return mosaic(tiles, wcs=wcs, **self.options())
+        message = f"mosaicking {len(tiles)} tiles ({self.source})..."
+        run.report(lambda: setattr(self, "status", message))
+        return mosaic(tiles, wcs=wcs, client=run.connect(),
+                      progress=lambda fraction: self._on_progress(run, fraction),
+                      **self.options())
 
-    def start(self) -> Future:
-        """Start the mosaic in a worker thread; returns its future (the Dataset, None on error).
+    def start(self) -> Future | None:
+        """Start the mosaic in a worker thread; returns its future (the Dataset, None on
+        error or when a run is under way). `cancel` stops it.
 
         The state (``result``, ``status``, ``running``) is updated before the
-        future completes, so ``start().result()`` is a synchronous run.
+        future completes (outside a server), so ``start().result()`` is a
+        synchronous run.
         """
+        from ..cluster import get_client
+
+        if self.running:
+            return None
+        self._run = Run(get_client(self._client))
         self.running, self.status, self.percent = True, "preparing...", 0
-        self.future = self._pool.submit(self._run)
+        self.future = self._pool.submit(self._mosaic, self._run)
         return self.future
 
-    def _run(self):
+    def cancel(self) -> None:
+        """Stop the current mosaic: its tasks leave the cluster, the last result stays."""
+        if self._run is not None:
+            self._run.cancel(self._cancelled)
+
+    def _cancelled(self) -> None:
+        self.running, self.status = False, CANCELLED
+
+    def _mosaic(self, run: Run):
         t0 = time.perf_counter()
         try:
-            ds = self._work()
+            ds = self._work(run)
         except Exception as exc:  # shown to the user, not raised in the UI thread
-            self.status = f"error: {exc}"
+            message = f"error: {exc}"
+            run.report(lambda: self.param.update(status=message, running=False), last=True)
             return None
-        else:
-            self.elapsed = time.perf_counter() - t0
-            ny, nx = ds["mosaic"].shape
-            self.result = ds
-            self.status = (f"{len(ds.attrs.get('footprints', []))} tiles -> {ny} x {nx} px "
-                           f"in {self.elapsed:.1f} s")
-            return ds
         finally:
-            self.running = False
+            run.close()
+        elapsed = time.perf_counter() - t0
+        ny, nx = ds["mosaic"].shape
+        message = (f"{len(ds.attrs.get('footprints', []))} tiles -> {ny} x {nx} px "
+                   f"in {elapsed:.1f} s")
+
+        def done() -> None:
+            self.param.update(elapsed=elapsed, result=ds, status=message, running=False)
+
+        run.report(done, last=True)
+        return ds
 
     def download(self) -> io.BytesIO:
         """The result as FITS bytes (`vanotebook.mosaic.to_fits`, with provenance)."""
@@ -322,7 +349,7 @@ class MosaicDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download, status_pane
+        from ._help import number_input, result_download, run_controls, status_pane
 
         controls = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.param.source),
@@ -332,7 +359,7 @@ class MosaicDashboard(pn.viewable.Viewer):
             pn.widgets.Select.from_param(self.param.combine),
             pn.widgets.Select.from_param(self.param.background),
             pn.widgets.Select.from_param(self.param.method),
-            pn.widgets.Button.from_param(self.param.run, color="primary"),
+            run_controls(self, pn.widgets.Button.from_param(self.param.run, color="primary")),
             pn.indicators.Progress(active=self.param.running, value=self.param.percent,
                                    max=100, width=200),
             status_pane(self),

@@ -4,7 +4,8 @@ No science here: the dashboard calls `vanotebook.sed.fit_greybody`,
 `vanotebook.sed.sed_arrays` and `vanotebook.sed.greybody_sed` only (and, for the
 demo, `vanotebook.sky._higal.higal_field` with `homogenise`, `detect` and
 `build_seds`). The fit runs in a worker thread (which hands partitions to the
-Dask cluster for large tables), so the Panel event loop is never blocked. A
+Dask cluster for large tables), so the Panel event loop is never blocked;
+Cancel stops it and takes its partitions off the cluster. A
 source picked in the table, on the map or on the T-M / L-M diagrams shows its SED (detections
 with error bars, upper limits as down-pointing triangles) with the fitted curve
 and its 16-84% band; the fit table downloads as ECSV.
@@ -22,6 +23,7 @@ import panel as pn
 import param
 
 from ..sed import MODELS, fit_greybody, greybody_sed, sed_arrays
+from ._page import CANCELLED, Run
 
 __all__ = ["SEDDashboard"]
 
@@ -86,6 +88,7 @@ class SEDDashboard(pn.viewable.Viewer):
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.fit = None
         self.future: Future | None = None
+        self._run: Run | None = None  # the current fit (`_page.Run`)
         self.table = pn.widgets.Tabulator(None, pagination="remote", page_size=15, height=380,
                                           selectable=1, disabled=True)
         self.table.param.watch(self._selected, "selection")
@@ -102,31 +105,70 @@ class SEDDashboard(pn.viewable.Viewer):
             opts["size"] = self.size_arcsec * u.arcsec
         return opts
 
-    def start(self) -> Future:
-        """Fit every source in a worker thread; returns the future."""
+    def start(self) -> Future | None:
+        """Fit every source in a worker thread; returns the future (None when a fit is
+        under way). `cancel` stops it."""
+        if self.running:
+            return None
+        self._run = Run(self._client)
         self.running, self.status = True, "fitting..."
-        self.future = self._pool.submit(self._work)
+        self.future = self._pool.submit(self._work, self._run)
         return self.future
 
-    def _work(self):
+    def cancel(self) -> None:
+        """Stop the current fit: its partitions leave the cluster, the last fit stays."""
+        if self._run is not None:
+            self._run.cancel(self._cancelled)
+
+    def _cancelled(self) -> None:
+        self.running, self.status = False, CANCELLED
+
+    def _fitted(self, run: Run, done: int, total: int) -> None:
+        """`fit_greybody`'s progress callback (worker thread); a cancel stops the fit here."""
+        run.check()
+        run.report(lambda: setattr(self, "status", f"fitting... {done}/{total} partitions"))
+
+    def _work(self, run: Run):
         try:
-            if self._seds is None:
-                self.status = "building the demo SEDs (homogenise, detect, photometry)..."
-                self._seds, self._distance, self._image = _demo_seds()
-                self.distance_pc = float(self._distance.to_value(u.pc))
-                self.n_sources = len(self._seds)
-            flux, err, wl, up = sed_arrays(self._seds)
-            self.fit = fit_greybody(flux, err, wl, upper_limit=up, **self._options())
-            good = np.isfinite(self.fit["temperature"].value)
-            self.status = f"fitted {int(good.sum())} of {len(self.fit)} sources"
-            self._refresh()
-            return self.fit
+            seds, opts = self._seds, self._options()
+            opts["client"] = run.connect()  # the run's own client on the fits' cluster
+            if seds is None:
+                run.report(lambda: setattr(self, "status", "building the demo SEDs "
+                                           "(homogenise, detect, photometry)..."))
+                seds, distance, image = _demo_seds()
+                run.check()
+                opts["distance"] = distance
+
+                def built() -> None:
+                    self._seds, self._distance, self._image = seds, distance, image
+                    self.distance_pc = float(distance.to_value(u.pc))
+                    self.n_sources = len(seds)
+
+                run.report(built)
+            flux, err, wl, up = sed_arrays(seds)
+            fit = fit_greybody(flux, err, wl, upper_limit=up, **opts,
+                               progress=lambda done, total: self._fitted(run, done, total))
         except Exception as exc:  # shown in the dashboard, not raised into the event loop
-            self.fit = None
-            self.status = f"error: {exc}"
+            message = f"error: {exc}"
+
+            def failed() -> None:
+                self.fit = None
+                self.param.update(status=message, running=False)
+
+            run.report(failed, last=True)
             raise
         finally:
+            run.close()
+        good = np.isfinite(fit["temperature"].value)
+        message = f"fitted {int(good.sum())} of {len(fit)} sources"
+
+        def done() -> None:
+            self.fit, self.status = fit, message
+            self._refresh()
             self.running = False
+
+        run.report(done, last=True)
+        return fit
 
     # -- data for the views ------------------------------------------------------------
     @property
@@ -277,7 +319,7 @@ class SEDDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download, status_pane
+        from ._help import number_input, result_download, run_controls, status_pane
 
         figs = self.figures()
         controls = pn.Column(
@@ -287,7 +329,7 @@ class SEDDashboard(pn.viewable.Viewer):
             number_input(self, "size_arcsec"),
             pn.widgets.Checkbox.from_param(self.param.free_beta),
             pn.widgets.FloatSlider.from_param(self.param.beta),
-            pn.widgets.Button.from_param(self.param.run, color="primary"),
+            run_controls(self, pn.widgets.Button.from_param(self.param.run, color="primary")),
             pn.indicators.LoadingSpinner(value=self.param.running, width=30, height=30),
             status_pane(self),
             pn.widgets.IntInput.from_param(self.param.picked),

@@ -2,7 +2,8 @@
 
 Choose the data (the demo spectra, or a table file and its feature columns)
 and the map parameters, train (in a background thread, on the Dask cluster
-when the data are lazy) while the QE/TE curves grow, then look at the
+given as ``client=``) while the QE/TE curves grow (Cancel stops it), then
+look at the
 U-matrix, hits, label map, the isometric labels + hits view and, for a
 tapped unit, its prototype and member spectra; export GUASOM JSON. All the
 science is `vanotebook.som`; this module only wires widgets to it.
@@ -21,7 +22,7 @@ import panel as pn
 import param
 
 from ..som import SOM, hits_figure, isometric_figure, label_figure, neuron_figure, umatrix_figure
-from ._page import on_page, page
+from ._page import CANCELLED, Run
 
 __all__ = ["SOMDashboard"]
 
@@ -30,8 +31,13 @@ class SOMDashboard(pn.viewable.Viewer):
     """A Panel dashboard for `vanotebook.som.SOM`.
 
     Set the parameters (or use the widgets), call `train_map` (the "Train"
-    button), then `unit` picks the neuron whose spectra are shown; `export_json`
-    gives the GUASOM JSON.
+    button; `cancel` stops it), then `unit` picks the neuron whose spectra are
+    shown; `export_json` gives the GUASOM JSON.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Train on this cluster (`vanotebook.som.SOM.fit`); None trains in this process.
     """
 
     source = param.Selector(default="demo spectra", objects=["demo spectra", "table"])
@@ -59,10 +65,11 @@ class SOMDashboard(pn.viewable.Viewer):
     version = param.Integer(default=0, doc="Bumped when a new map is ready.")
     train = param.Action(lambda self: self.train_map(), label="Train")
 
-    def __init__(self, **params: Any) -> None:
+    def __init__(self, *, client=None, **params: Any) -> None:
         super().__init__(**params)
         self.som: SOM | None = None
-        self._doc = None  # the page of the current training (`_page`)
+        self._client = client
+        self._run: Run | None = None  # the current training (`_page.Run`)
         self._x: np.ndarray | None = None
         self._y: np.ndarray | None = None
         self._wavelength: np.ndarray | None = None
@@ -98,18 +105,24 @@ class SOMDashboard(pn.viewable.Viewer):
                    radius_decay=self.radius_decay, n_epochs=self.n_epochs, init=self.init,
                    seed=self.seed)  # fmt: skip
 
-    def _on_epoch(self, entry: dict[str, Any]) -> None:
+    def _on_epoch(self, run: Run, entry: dict[str, Any]) -> None:
+        """`SOM.fit`'s progress callback (the training thread); a cancel stops it here."""
+        run.check()
+
         def update() -> None:
             self.history = [*self.history, entry]
             self._progress.value = int(100 * entry["epoch"] / self.n_epochs)
             self.status = f"epoch {entry['epoch']}/{self.n_epochs}: QE {entry['qe']:.4g}"
 
-        on_page(self._doc, update)
+        run.report(update)
 
-    def _work(self) -> None:
+    def _work(self, run: Run) -> None:
         try:
+            client = run.connect()
             x, y, wl = self.load_data()
-            som = self._map().fit(x, progress=self._on_epoch)
+            som = self._map().fit(x, client=client,
+                                  progress=lambda entry: self._on_epoch(run, entry))
+            run.check()
             if y is not None:
                 som.label(x, y)
             bmu = som.bmu(x)
@@ -121,8 +134,10 @@ class SOMDashboard(pn.viewable.Viewer):
                 self.running = False
                 self._progress.visible = False
 
-            on_page(self._doc, failed)
+            run.report(failed, last=True)
             return
+        finally:
+            run.close()
 
         def done() -> None:
             self.som, self._x, self._y, self._wavelength, self._bmu = som, x, y, wl, bmu
@@ -135,7 +150,7 @@ class SOMDashboard(pn.viewable.Viewer):
                               if som.labels is not None else ""))  # fmt: skip
             self.version += 1
 
-        on_page(self._doc, done)
+        run.report(done, last=True)
 
     def train_map(self, *, blocking: bool = False) -> None:
         """Train a new map with the current parameters (in a background thread)."""
@@ -145,12 +160,21 @@ class SOMDashboard(pn.viewable.Viewer):
         self.history = []
         self._progress.value, self._progress.visible = 0, True
         self.status = "Training..."
-        self._doc = None if blocking else page()  # the page the epochs are drawn on
+        run = self._run = Run(self._client)
         if blocking:
-            self._work()
+            run.doc = None  # this thread makes the changes, at once
+            self._work(run)
         else:
-            self._thread = threading.Thread(target=self._work, daemon=True)
+            self._thread = threading.Thread(target=self._work, args=(run,), daemon=True)
             self._thread.start()
+
+    def cancel(self) -> None:
+        """Stop the current training: its tasks leave the cluster, the last map stays."""
+        if self._run is not None:
+            self._run.cancel(self._cancelled)
+
+    def _cancelled(self) -> None:
+        self.running, self.status, self._progress.visible = False, CANCELLED, False
 
     def export_json(self) -> io.BytesIO:
         """The current map (with labels and per-sample BMUs) as GUASOM JSON bytes."""
@@ -225,17 +249,18 @@ class SOMDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import result_download, status_pane
+        from ._help import result_download, run_controls, status_pane
 
         data = pn.Param(self, parameters=["source", "n_spectra", "table_path", "columns",
                                           "label_column"], show_name=False)
         grid = pn.Param(self, parameters=["rows", "cols", "topology", "periodic",
                                           "neighbourhood", "radius0", "radius_decay",
-                                          "n_epochs", "init", "seed", "train"],
+                                          "n_epochs", "init", "seed"],
                         show_name=False)  # fmt: skip
         view = pn.Param(self, parameters=["scale", "clip"], show_name=False)
         download = result_download(self, self.export_json, "som.json", "Export GUASOM JSON",
                                    ready=lambda: self.som is not None)
-        side = pn.Column("### Data", data, "### Map", grid, self._progress,
+        train = run_controls(self, pn.widgets.Button.from_param(self.param.train))
+        side = pn.Column("### Data", data, "### Map", grid, train, self._progress,
                          status_pane(self), "### View", view, download, width=320)
         return pn.Row(side, pn.Column(self.curves, self.maps), self.neuron)

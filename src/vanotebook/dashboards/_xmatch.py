@@ -5,7 +5,8 @@ No science here: the dashboard calls `vanotebook.xmatch.crossmatch`,
 only. The
 match runs in a worker thread (which submits to the Dask cluster when inputs
 are lazy), so the Panel event loop is never blocked; a progress bar advances
-as partitions finish. Catalogues come from the demo pair or from uploads
+as partitions finish, and Cancel stops a match and takes its tasks off the
+cluster (`_page.Run`). Catalogues come from the demo pair or from uploads
 (FITS, VOTable, ECSV, CSV, TSV or parquet); the RA/Dec columns of an upload
 are guessed from the usual names (``RAJ2000``, ``ALPHA_J2000``, ...) and can
 be picked. The sky plot uses Bokeh's WebGL backend,
@@ -28,6 +29,7 @@ import panel as pn
 import param
 
 from ..xmatch import HOWS, crossmatch
+from ._page import CANCELLED, Run
 
 __all__ = ["XmatchDashboard"]
 
@@ -87,6 +89,7 @@ class XmatchDashboard(pn.viewable.Viewer):
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.result = None
         self.future: Future | None = None
+        self._run: Run | None = None  # the current match (`_page.Run`)
         self._tables: tuple[Any, Any] | None = None
         self.left_file = pn.widgets.FileInput(accept=_UPLOAD_FORMATS, label="left catalogue")
         self.right_file = pn.widgets.FileInput(accept=_UPLOAD_FORMATS, label="right catalogue")
@@ -241,23 +244,29 @@ class XmatchDashboard(pn.viewable.Viewer):
         if self.running:
             self.status = f"matching... {done}/{total} partitions"
 
-    def _work(self):
+    def _work(self, client=None, progress=None):
         left, right = self.catalogues()
         return crossmatch(left, right, radius=self.radius_arcsec * u.arcsec, how=self.how,
-                          k=self.k, client=self._client, progress=self._progress)
+                          k=self.k, client=self._client if client is None else client,
+                          progress=progress)
 
     def start(self) -> Future | None:
         """Start the match in a worker thread; returns its future (None when refused).
 
         A match that would test more than `MAX_PAIRS` pairs (`estimate_pairs`)
         is refused before any work, with a message that says what to change.
+        `cancel` stops it.
         """
+        from ..cluster import get_client
         from ..xmatch import estimate_pairs
 
+        if self.running:
+            return None
         try:
             left, right = self.catalogues()
+            in_memory = hasattr(left, "colnames") and hasattr(right, "colnames")
             pairs = (estimate_pairs(left, right, radius=self.radius_arcsec * u.arcsec)
-                     if hasattr(left, "colnames") and hasattr(right, "colnames") else 0.0)
+                     if in_memory else 0.0)
         except Exception as exc:  # shown to the user, not raised in the UI
             self.status = f"error: {exc}"
             return None
@@ -275,27 +284,46 @@ class XmatchDashboard(pn.viewable.Viewer):
                            f"{lo:.3g}\", or run it as a crossmatch job "
                            f"in the Jobs tab")
             return None
+        # in-memory tables are matched in this process; lazy ones on the cluster
+        self._run = Run(None if in_memory else get_client(self._client))
         self.running, self.status = True, "matching..."
         self.progress_done, self.selection = 0, []
-        self.future = self._pool.submit(self._run)
+        self.future = self._pool.submit(self._match, self._run)
         return self.future
 
-    def _run(self):
-        """The job: match, then update the state (before the future resolves)."""
+    def cancel(self) -> None:
+        """Stop the current match: its tasks leave the cluster, the last result stays."""
+        if self._run is not None:
+            self._run.cancel(self._cancelled)
+
+    def _cancelled(self) -> None:
+        self.running, self.status = False, CANCELLED
+
+    def _match(self, run: Run):
+        """The job (a worker thread): match, then update the state (before the future
+        resolves, outside a server), unless the run was cancelled."""
+        def progress(done: int, total: int) -> None:
+            run.check()
+            run.report(lambda: self._progress(done, total))
+
         try:
-            self.result = self._work()
+            result = self._work(run.connect(), progress)
         except Exception as exc:  # shown to the user, not raised in the UI thread
-            self.result, self.n_pairs = None, 0
-            self.status = f"error: {exc}"
-        else:
-            self.n_pairs = len(self.result)
-            q = self.result.meta.get("completeness")
-            self.status = f"{self.n_pairs} pairs (fitted completeness {q:.2f})" if q == q else (
-                f"{self.n_pairs} pairs")
+            message = f"error: {exc}"
+            run.report(lambda: self._show(None, message), last=True)
+            return None
         finally:
-            self.running = False
-            self._refresh()
-        return self.result
+            run.close()
+        q = result.meta.get("completeness")
+        message = f"{len(result)} pairs (fitted completeness {q:.2f})" if q == q else (
+            f"{len(result)} pairs")
+        run.report(lambda: self._show(result, message), last=True)
+        return result
+
+    def _show(self, result, message: str) -> None:
+        self.result, self.n_pairs = result, 0 if result is None else len(result)
+        self.status, self.running = message, False
+        self._refresh()
 
     def download(self) -> io.BytesIO:
         """The result as ECSV bytes (for a `pn.widgets.FileDownload`)."""
@@ -410,7 +438,7 @@ class XmatchDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download, status_pane
+        from ._help import number_input, result_download, run_controls, status_pane
 
         controls = pn.Column(
             pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS, VOTable, ECSV, CSV, "
@@ -429,7 +457,7 @@ class XmatchDashboard(pn.viewable.Viewer):
             number_input(self, "radius_arcsec"),
             pn.widgets.Select.from_param(self.param.how),
             number_input(self, "k"),
-            pn.widgets.Button.from_param(self.param.run),
+            run_controls(self, pn.widgets.Button.from_param(self.param.run)),
             pn.indicators.Progress(value=self.param.progress_done,
                                    max=self.param.progress_total, width=200),
             pn.indicators.LoadingSpinner(value=self.param.running, size=30),
