@@ -2,7 +2,8 @@
 
 The issue's workload: 1e6 x 1e6 rows in a 10 x 10 deg patch, 50% true
 counterparts offset by 0.3" (Gaussian per axis), radius 1". Everything runs in
-this process on the same tables; times are end to end from in-memory tables.
+this process on the same tables; times are end to end from in-memory tables,
+the median of three runs each after one untimed run, for every method.
 
     python benchmarks/xmatch.py            # the full workload
     python benchmarks/xmatch.py --small    # 1e5 x 1e5, seconds
@@ -44,12 +45,20 @@ def make(n: int, seed: int = 0, side: float = 10.0):
     return left, right
 
 
-def timed(label, func, n, results):
-    t = time.perf_counter()
-    value = func()
-    dt = time.perf_counter() - t
+def timed(label, func, n, results, repeat: int = 3):
+    """The median of ``repeat`` runs after one untimed run (warm: the first runs at a new
+    size pay the page faults of fresh arrays until malloc keeps them)."""
+    if repeat > 1:
+        func()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        value = func()
+        times.append(time.perf_counter() - t)
+    dt = float(np.median(times))
     results[label] = dt
-    print(f"{label:<34s} {dt:8.2f} s  {n / dt / 1e6:6.2f} M rows/s", flush=True)
+    print(f"{label:<34s} {dt:8.2f} s  {n / dt / 1e6:6.2f} M rows/s  (runs: "
+          f"{' '.join(f'{x:.2f}' for x in times)})", flush=True)
     return value
 
 
@@ -143,7 +152,7 @@ def main() -> None:
                     return lc.crossmatch(rc, n_neighbors=1, radius_arcsec=1,
                                          suffixes=("_l", "_r")).compute()
 
-            got = timed(f"LSDB {lsdb.__version__} end to end", run_lsdb, n, res)
+            got = timed(f"LSDB {lsdb.__version__} end to end", run_lsdb, n, res, repeat=1)
             lcol = [c for c in got.columns if c.startswith("id_")]
             same_lsdb = set(zip(got[lcol[0]], got[lcol[1]], strict=True)) == set(
                 zip(*ref, strict=True))
