@@ -370,3 +370,57 @@ def test_class_filter_is_in_the_layout_and_survives_a_run(sky):
     cls = np.asarray(dash.result.catalogue["class"]).astype(str)
     assert 0 < len(dash.table.value) == np.sum(cls == "point") < len(cls)
     assert set(dash._ellipses.data_source.data["class"]) == {"point"}
+
+
+def test_a_large_image_is_sent_at_screen_resolution_and_zooms_to_full_resolution():
+    """Level of detail (issue 13, item 1: a 1939^2 image pushed whole closed the websocket):
+    the browser gets at most 1024 pixels a side, whatever the image; a zoom, by the
+    user (Bokeh's RangesUpdate) or by a row click, sends the pixels in view at full
+    resolution, exactly the image's values. Mutations: the strided view kept at every
+    zoom, or the window off by its origin, each fails it."""
+    from bokeh.events import RangesUpdate
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(4096, 4096)).astype(np.float32)
+    dash = DetectDashboard(image=img)
+    src = dash._image_source
+    shown = src.data["image"][0]
+    assert max(shown.shape) <= 1024 and src.data["step"][0] == 4
+    assert src.data["dw"][0] == 4096 and src.data["dh"][0] == 4096
+    np.testing.assert_array_equal(shown, img[::4, ::4])
+    # the user zooms onto a 200 x 100 pixel box: its pixels (and half a view around) arrive
+    dash.figure._trigger_event(RangesUpdate(dash.figure, x0=1000.0, x1=1200.0, y0=2000.0,
+                                            y1=2100.0))
+    d = src.data
+    x0, y0, step = int(d["x"][0] + 0.5), int(d["y"][0] + 0.5), d["step"][0]
+    win = d["image"][0]
+    assert step == 1 and x0 <= 1000 and y0 <= 2000
+    assert x0 + win.shape[1] >= 1200 and y0 + win.shape[0] >= 2100
+    np.testing.assert_array_equal(win, img[y0:y0 + win.shape[0], x0:x0 + win.shape[1]])
+    # back out: the whole image at screen resolution again
+    dash.figure._trigger_event(RangesUpdate(dash.figure, x0=-0.5, x1=4095.5, y0=-0.5,
+                                            y1=4095.5))
+    assert max(src.data["image"][0].shape) <= 1024
+
+
+def test_a_row_click_sends_the_full_resolution_pixels_around_its_source():
+    """On a 2048^2 image (shown at step 2), clicking a source's row zooms onto it and
+    sends the pixels around it at step 1. Mutation: `_zoom` without `show_window`."""
+    n = 2048
+    img = np.random.default_rng(2).normal(size=(n, n)).astype(np.float32)
+    yy, xx = np.mgrid[0:64, 0:64]
+    for x, y in ((300, 1700), (1500, 400), (1000, 1000)):
+        img[y - 32:y + 32, x - 32:x + 32] += 80 * np.exp(
+            -((xx - 32) ** 2 + (yy - 32) ** 2) / (2 * 1.5**2))
+    dash = DetectDashboard(image=img)
+    assert dash._image_source.data["step"][0] == 2
+    assert dash.run(sync=True).exception() is None
+    cat = dash.result.catalogue
+    i = int(np.argmax(cat["snr"]))
+    dash.table.selection = [list(dash._rows).index(i)]
+    d = dash._image_source.data
+    x0, y0 = d["x"][0] + 0.5, d["y"][0] + 0.5
+    win = d["image"][0]
+    assert d["step"][0] == 1
+    x, y = cat["x"][i].value, cat["y"][i].value
+    assert x0 <= x < x0 + win.shape[1] and y0 <= y < y0 + win.shape[0]
