@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import panel as pn
 
 __all__ = ["HELP", "message_kind", "number_input", "result_download", "run_controls",
@@ -81,20 +83,41 @@ def number_input(viewer: object, name: str, *, status: str = "status") -> pn.wid
 
 
 def result_download(viewer: object, callback, filename: str, label: str, *,
-                    ready) -> pn.widgets.FileDownload:
+                    ready) -> pn.viewable.Viewable:
     """A download button that stays disabled until ``ready()`` (there is a result to save).
 
     It follows the dashboard's ``status`` and ``running``: a button pressed before a run
-    used to hand over an empty file.
+    used to hand over an empty file. In the served app (`_files.served`) the button
+    writes the file to the served downloads folder and shows a link to it, so a large
+    result never goes through the page's websocket; elsewhere it is a `FileDownload`.
     """
-    widget = pn.widgets.FileDownload(callback=callback, filename=filename, label=label,
-                                     disabled=not ready())
+    from . import _files
+
+    if _files.served():
+        widget = pn.widgets.Button(label=label, disabled=not ready(), icon="download")
+        link = pn.pane.HTML("", css_classes=["vn-download-link"])
+
+        def save(_event) -> None:
+            try:
+                url, size = _files.save(callback, filename)
+            except Exception as exc:  # shown to the user, not raised in the UI
+                link.object = f"error: could not write {html.escape(filename)}: {exc}"
+                return
+            link.object = (f'<a href="{html.escape(url)}" download="{html.escape(filename)}">'
+                           f"{html.escape(filename)}</a> ({size / 1e6:.1f} MB)")
+
+        widget.on_click(save)
+        shown: pn.viewable.Viewable = pn.Column(widget, link)
+    else:
+        widget = pn.widgets.FileDownload(callback=callback, filename=filename, label=label,
+                                         disabled=not ready())
+        shown = widget
 
     def follow(*_events) -> None:
         widget.disabled = bool(getattr(viewer, "running", False)) or not ready()
 
     viewer.param.watch(follow, [n for n in ("status", "running") if n in viewer.param])
-    return widget
+    return shown
 
 
 def run_controls(viewer: object, run: pn.widgets.Button) -> pn.Row:
