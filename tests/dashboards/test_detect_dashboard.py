@@ -383,7 +383,7 @@ def test_a_large_image_is_sent_at_screen_resolution_and_zooms_to_full_resolution
     rng = np.random.default_rng(0)
     img = rng.normal(size=(4096, 4096)).astype(np.float32)
     dash = DetectDashboard(image=img)
-    src = dash._image_source
+    src = dash.view.source
     shown = src.data["image"][0]
     assert max(shown.shape) <= 1024 and src.data["step"][0] == 4
     assert src.data["dw"][0] == 4096 and src.data["dh"][0] == 4096
@@ -413,12 +413,12 @@ def test_a_row_click_sends_the_full_resolution_pixels_around_its_source():
         img[y - 32:y + 32, x - 32:x + 32] += 80 * np.exp(
             -((xx - 32) ** 2 + (yy - 32) ** 2) / (2 * 1.5**2))
     dash = DetectDashboard(image=img)
-    assert dash._image_source.data["step"][0] == 2
+    assert dash.view.source.data["step"][0] == 2
     assert dash.run(sync=True).exception() is None
     cat = dash.result.catalogue
     i = int(np.argmax(cat["snr"]))
     dash.table.selection = [list(dash._rows).index(i)]
-    d = dash._image_source.data
+    d = dash.view.source.data
     x0, y0 = d["x"][0] + 0.5, d["y"][0] + 0.5
     win = d["image"][0]
     assert d["step"][0] == 1

@@ -43,15 +43,39 @@ def test_run_matches_the_public_api(radio_run, sky):
     assert isinstance(layout, pn.Column) and list(layout.select(pn.widgets.Tabulator))
 
 
-def test_figure_has_sky_axes_and_footprints(radio_run):
+def test_figure_reads_sky_positions_and_draws_footprints(radio_run):
+    """The mosaic is an interactive image (`ImageView`: zoom, pan, level of detail):
+    the read-out under the cursor gives the pixel's value and its RA/Dec from the
+    mosaic's WCS (astropy's answer); the colour bar is labelled in data units at the
+    stretch limits; one footprint box per tile, hidden on request."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from bokeh.events import MouseMove
+
     dash = radio_run
     fig = dash.figure()
-    ax = fig.axes[0]
-    assert (ax.coords[0].coord_type, ax.coords[1].coord_type) == ("longitude", "latitude")
-    assert ax.coords[0].get_axislabel() == "RA"  # the radio survey is ICRS
-    assert len(ax.patches) == len(dash.result.attrs["footprints"])
+    data = dash.result["mosaic"].values
+    ny, nx = data.shape
+    x, y = nx / 3, ny / 4
+    fig._trigger_event(MouseMove(fig, x=x, y=y))
+    text = dash.view.readout
+    w = WCS(fits.Header.fromstring(dash.result.attrs["header"])).celestial
+    sky = w.pixel_to_world(x, y)
+    assert f"{sky.ra.deg:.5f}°, {sky.dec.deg:+.5f}°; ICRS" in text, text
+    assert f"value {data[int(np.floor(y + 0.5)), int(np.floor(x + 0.5))]:.4g}" in text
+    lo, hi = dash.display_limits()
+    labels = fig.right[-1].major_label_overrides
+    assert labels[0.0] == f"{lo:.3g}" and labels[1.0] == f"{hi:.3g}"
+    quads = dash._footprints.data_source.data
+    assert len(quads["left"]) == len(dash.result.attrs["footprints"])
+    assert dash._footprints.visible
     dash.show_footprints = False
-    assert len(dash.figure().axes[0].patches) == 0
+    assert not dash._footprints.visible
+    dash.show_footprints = True
+    assert max(dash.view.shown.shape) <= 1024
+    dash.view.palette = "Viridis256"  # the colour-map choice reaches the figure
+    assert dash.view.mapper.palette[0] == "#440154"
+    dash.view.palette = "Magma256"
 
 
 def test_stretch_and_limits_change_only_the_display(radio_run):
@@ -98,7 +122,8 @@ def test_grid_and_options_reach_the_service(sky):
     ref = mosaic(sky.images("fir250"), wcs=header, combine="median", method="nearest",
                  match_background=False)
     np.testing.assert_array_equal(ds["mosaic"].values, ref["mosaic"].values)
-    assert dash.figure().axes[0].coords[0].get_axislabel() == "l"  # a Galactic survey
+    dash.figure()
+    assert "(Galactic)" in dash.view.read(10.0, 10.0)  # a Galactic survey
 
 
 def test_upload_fits_files(sky):

@@ -27,11 +27,11 @@ import param
 
 from ..classify import CLASSES
 from ..detect import DetectionResult, detect
+from ._image import ImageView
 from ._page import CANCELLED, Run
 
 __all__ = ["DetectDashboard", "class_colours"]
 
-_MAX_DISPLAY = 1024  # longest side of the image sent to the browser, in pixels (any zoom)
 _TABLE_COLUMNS = ("id", "class", "p_class", "score", "x", "y", "ra", "dec", "peak", "flux",
                   "snr", "major", "minor", "pa", "cls", "flags")
 #: Column titles of the table (units are added from the catalogue's columns).
@@ -191,7 +191,7 @@ class DetectDashboard(pn.viewable.Viewer):
         self._image_pane = pn.pane.Bokeh(name="detect-image", css_classes=["detect-image"])
         self._hist_pane = pn.pane.Bokeh(name="detect-histograms")
         self.figure = None
-        self._data: np.ndarray | None = None  # the pixels shown, held here (`_window`)
+        self.view = ImageView()  # level of detail, colour map, sky read-out
         self._ellipses = None
         if image is not None:
             self.set_image(image)
@@ -543,31 +543,20 @@ class DetectDashboard(pn.viewable.Viewer):
 
     def _redraw(self) -> None:
         """Rebuild the image figure, the histograms and the table for the current state."""
-        from bokeh.events import RangesUpdate
-        from bokeh.models import ColumnDataSource, Legend, LegendItem, LinearColorMapper, TapTool
-        from bokeh.plotting import figure
+        from bokeh.models import ColumnDataSource, Legend, LegendItem, TapTool
 
         try:
-            data, _ = self._pixels_and_wcs(self.image())
+            data, wcs = self._pixels_and_wcs(self.image())
         except (ValueError, OSError, IndexError):  # no usable image yet: draw an empty frame
-            data = None
-        fig = figure(name="detect-image", width=560, height=520, match_aspect=True,
-                     tools="pan,wheel_zoom,box_zoom,reset,save,tap", title=self._title(),
-                     x_axis_label="x [pix]", y_axis_label="y [pix]")
-        self._mapper = LinearColorMapper(palette="Greys256")
-        self._data = data
+            data, wcs = None, None
+        fig = self.view.figure(data, wcs, title=self._title(), name="detect-image",
+                               tools="pan,wheel_zoom,box_zoom,reset,save,tap")
+        self._mapper = self.view.mapper
         if data is not None:
             ny, nx = data.shape
             self._full = (-0.5, nx - 0.5, -0.5, ny - 0.5)
-            self._image_source = ColumnDataSource(self._window(*self._full))
-            self._shown = self._image_source.data["image"][0]
+            self._shown = self.view.shown
             self._set_stretch()  # the stretch of the whole image, kept at every zoom
-            fig.image(image="image", x="x", y="y", dw="dw", dh="dh",
-                      source=self._image_source, color_mapper=self._mapper)
-            fig.x_range.start, fig.x_range.end = -0.5, nx - 0.5
-            fig.y_range.start, fig.y_range.end = -0.5, ny - 0.5
-            fig.on_event(RangesUpdate, lambda event: self.show_window(
-                event.x0, event.x1, event.y0, event.y1))
         self._rows = self.shown_rows()
         src = ColumnDataSource(self._glyph_data())
         self._ellipses = fig.ellipse(x="x", y="y", width="width", height="height",
@@ -608,32 +597,6 @@ class DetectDashboard(pn.viewable.Viewer):
         self._image_pane.object = fig
         self._hist_pane.object = self._histograms()
         self._fill_table([])
-
-    def _window(self, x0: float, x1: float, y0: float, y1: float) -> dict[str, list]:
-        """The image glyph's data for the view ``x0..x1, y0..y1`` (pixel coordinates).
-
-        Level of detail: the pixels in view (and a half-view margin, so a small pan
-        needs no new pixels), every ``step``-th one so that no side exceeds
-        `_MAX_DISPLAY`: the browser never receives the whole of a large image,
-        and a zoom brings the full resolution of what is in view.
-        """
-        ny, nx = self._data.shape
-        mx, my = 0.5 * (x1 - x0), 0.5 * (y1 - y0)
-        xa = int(np.clip(np.floor(x0 - mx + 0.5), 0, nx - 1))
-        xb = int(np.clip(np.ceil(x1 + mx + 0.5), xa + 1, nx))
-        ya = int(np.clip(np.floor(y0 - my + 0.5), 0, ny - 1))
-        yb = int(np.clip(np.ceil(y1 + my + 0.5), ya + 1, ny))
-        step = max(1, int(np.ceil(max(xb - xa, yb - ya) / _MAX_DISPLAY)))
-        shown = np.asarray(self._data[ya:yb:step, xa:xb:step], dtype=np.float32)
-        return {"image": [shown], "x": [xa - 0.5], "y": [ya - 0.5],
-                "dw": [shown.shape[1] * step], "dh": [shown.shape[0] * step],
-                "step": [step]}
-
-    def show_window(self, x0: float, x1: float, y0: float, y1: float) -> None:
-        """Send the pixels of the view ``x0..x1, y0..y1`` (after a pan, zoom or row click)."""
-        if getattr(self, "_data", None) is None or None in (x0, x1, y0, y1):
-            return
-        self._image_source.data = self._window(x0, x1, y0, y1)
 
     def _fill_table(self, selection: list[int]) -> None:
         """The table's rows and titles changed in one update, then its selection.
@@ -710,7 +673,7 @@ class DetectDashboard(pn.viewable.Viewer):
             y0, y1 = d["y"][i] - half, d["y"][i] + half
         self.figure.x_range.start, self.figure.x_range.end = float(x0), float(x1)
         self.figure.y_range.start, self.figure.y_range.end = float(y0), float(y1)
-        self.show_window(float(x0), float(x1), float(y0), float(y1))
+        self.view.show_window(float(x0), float(x1), float(y0), float(y1))
 
     def __panel__(self):
         from ._help import with_help
@@ -747,5 +710,5 @@ class DetectDashboard(pn.viewable.Viewer):
         use.on_click(lambda _event: self.use_archive_image())
         picker = pn.Card(pn.Column(self.picker, use), title="Archive: pick an image by region "
                          "and band", collapsed=True, width=560)
-        return pn.Column(picker, pn.Row(side, pn.Column(self._image_pane, self._hist_pane),
-                                        self.table))
+        shown = pn.Column(self._image_pane, self.view, self._hist_pane)
+        return pn.Column(picker, pn.Row(side, shown, self.table))

@@ -24,6 +24,7 @@ import panel as pn
 import param
 
 from ..mosaic import METHODS, mosaic, optimal_grid, to_fits
+from ._image import ImageView
 from ._page import CANCELLED, Run
 
 __all__ = ["MosaicDashboard"]
@@ -75,6 +76,8 @@ class MosaicDashboard(pn.viewable.Viewer):
     elapsed = param.Number(default=0.0, doc="Seconds the last run took")
     result = param.Parameter(default=None, doc="The mosaic Dataset of the last run")
     run = param.Action(lambda self: self.start(), label="Run mosaic")
+    _shown_source = param.String(default="", precedence=-1,
+                                 doc="The source of the mosaic shown (not the one selected)")
 
     def __init__(self, sky: Any = None, *, client=None, archive: Any = None, **params):
         from ._archive import ArchivePicker
@@ -83,6 +86,8 @@ class MosaicDashboard(pn.viewable.Viewer):
         self._sky, self._client = sky, client
         self.picker = ArchivePicker(archive)
         self._pool = ThreadPoolExecutor(max_workers=1)
+        self.view = ImageView(palette="Magma256")  # level of detail, colour map, read-out
+        self._run_source = self.source
         self._uploads: list[Any] = []
         self._upload_names: list[str] = []
         self.future: Future | None = None
@@ -189,6 +194,7 @@ class MosaicDashboard(pn.viewable.Viewer):
         if self.running:
             return None
         self._run = Run(get_client(self._client))
+        self._run_source = self.source
         self.running, self.status, self.percent = True, "preparing...", 0
         self.future = self._pool.submit(self._mosaic, self._run)
         return self.future
@@ -216,8 +222,11 @@ class MosaicDashboard(pn.viewable.Viewer):
         message = (f"{len(ds.attrs.get('footprints', []))} tiles -> {ny} x {nx} px "
                    f"in {elapsed:.1f} s")
 
+        source = self._run_source
+
         def done() -> None:
-            self.param.update(elapsed=elapsed, result=ds, status=message, running=False)
+            self.param.update(elapsed=elapsed, _shown_source=source, result=ds,
+                              status=message, running=False)
 
         run.report(done, last=True)
         return ds
@@ -293,39 +302,49 @@ class MosaicDashboard(pn.viewable.Viewer):
         return [tuple(v / s for v in box) for box in self.result.attrs.get("footprints", [])]
 
     def figure(self):
-        """The matplotlib figure: the stretched mosaic on WCS axes, footprints on top."""
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Rectangle
+        """The Bokeh figure: the stretched mosaic (`ImageView`: level of detail, sky
+        read-out), its colour bar in data units, the tiles' footprints on top."""
+        from bokeh.models import FixedTicker
 
-        fig = Figure(figsize=(6.5, 5.5))
         if self.result is None:
-            ax = fig.add_subplot()
-            ax.text(0.5, 0.5, "No mosaic yet: press 'Run mosaic'", ha="center", va="center")
-            ax.set_axis_off()
+            fig = self.view.figure(None, title="No mosaic yet: press 'Run mosaic'",
+                                   name="mosaic-image")
+            self._footprints = None
             return fig
-        w = self.wcs()
-        ax = fig.add_subplot(projection=w)
-        im = ax.imshow(self.display_array(), origin="lower", cmap="magma",
-                       norm=self.normalisation(), interpolation="nearest")
-        frame = w.wcs.ctype[0][:4].rstrip("-")
-        names = ("l", "b") if frame == "GLON" else ("RA", "Dec")
-        ax.coords[0].set_axislabel(names[0])
-        ax.coords[1].set_axislabel(names[1])
-        ax.coords.grid(color="white", alpha=0.25, ls=":")
-        if self.show_footprints:
-            for i, (y0, y1, x0, x1) in enumerate(self.footprints()):
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                       ec="cyan", lw=1, alpha=0.8))
-                ax.text(x0 + 5, y0 + 5, str(i), color="cyan", fontsize=8)
-        unit = self.result.attrs.get("unit", "")
-        fig.colorbar(im, ax=ax, label=unit or "value", fraction=0.046)
-        ax.set_title(f"{self.source}: {self.stretch} stretch, "
-                     f"{self.percentiles[0]:g}-{self.percentiles[1]:g} %")
+        from astropy.io import fits
+        from astropy.wcs import WCS
+
+        norm = self.normalisation()
+        unit = self.result.attrs.get("unit", "") or "value"
+        fig = self.view.figure(
+            np.asarray(self.result["mosaic"].values),
+            WCS(fits.Header.fromstring(self.result.attrs["header"])).celestial,
+            title=f"{self._shown_source}: {self.stretch} stretch, "
+                  f"{self.percentiles[0]:g}-{self.percentiles[1]:g} %",
+            name="mosaic-image", transform=lambda a: np.asarray(norm(a).filled(np.nan)),
+            colour_bar=unit)
+        self.view.set_limits(0.0, 1.0)
+        bar = fig.right[-1]  # ticks at stretched positions, labelled in data units
+        ticks = np.linspace(0.0, 1.0, 5)
+        bar.ticker = FixedTicker(ticks=list(ticks))
+        bar.major_label_overrides = {float(t): f"{float(v):.3g}"
+                                     for t, v in zip(ticks, norm.inverse(ticks), strict=True)}
+        boxes = self.result.attrs.get("footprints", [])
+        self._footprints = fig.quad(
+            left=[x0 - 0.5 for _, _, x0, _ in boxes], right=[x1 - 0.5 for _, _, _, x1 in boxes],
+            bottom=[y0 - 0.5 for y0, _, _, _ in boxes], top=[y1 - 0.5 for _, y1, _, _ in boxes],
+            fill_alpha=0.0, line_color="cyan", line_alpha=0.8, name="mosaic-footprints",
+            visible=self.show_footprints)
         return fig
 
-    @param.depends("result", "stretch", "percentiles", "show_footprints")
+    @param.depends("result", "stretch", "percentiles")
     def _image(self):
-        return pn.pane.Matplotlib(self.figure(), dpi=96, tight=True)
+        return pn.Column(pn.pane.Bokeh(self.figure()), self.view)
+
+    @param.depends("show_footprints", watch=True)
+    def _footprints_shown(self) -> None:
+        if getattr(self, "_footprints", None) is not None:
+            self._footprints.visible = self.show_footprints
 
     @param.depends("result")
     def _details(self):
