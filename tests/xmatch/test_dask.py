@@ -130,3 +130,92 @@ def test_gpu_matches_run_on_the_gpu_worker(demo_pair, monkeypatch, device):
         assert all(not r for _, r, _ in match)
     # only the match tasks ask for the GPU: the shuffle runs anywhere
     assert all(not r for k, r, _ in log.rows if not k.startswith(D.MATCH_PREFIX))
+
+
+def test_folder_output_is_written_partition_by_partition(demo_pair, tmp_path, monkeypatch):
+    """Issue 20: a match larger than memory is written, partition by partition, to a
+    folder of parquet parts, never gathered on the client: the parts hold the in-memory
+    pairs with the same probabilities (the completeness is fitted on all partitions
+    before any probability is written), and the call returns them lazily. On a
+    cluster, each partition's pairs are handed on and dropped as they arrive.
+    Mutations: probabilities from one partition's fit, or the pairs gathered (no sink)
+    before writing, each fails it."""
+    from distributed import Client, LocalCluster
+
+    from vanotebook.xmatch import _dask
+
+    left, right = demo_pair
+    mem = crossmatch(left, right, radius=2 * u.arcsec)
+    ld = dd.from_pandas(left.to_pandas(), npartitions=3)
+    rd = dd.from_pandas(right.to_pandas(), npartitions=4)
+    held, most = [0], [0]  # partitions' pairs held by the client at once
+    sink_seen = []
+    real = _dask._match_partitions
+
+    def spy(*args, sink=None, **kw):
+        def counting(number, frame):
+            held[0] += 1
+            most[0] = max(most[0], held[0])
+            sink_seen.append(number)
+            sink(number, frame)
+            held[0] -= 1
+        return real(*args, sink=None if sink is None else counting, **kw)
+
+    monkeypatch.setattr(_dask, "_match_partitions", spy)
+    out_dir = tmp_path / "pairs"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client, \
+            dask.config.set({"vanotebook.partition-rows": 1500}):
+        lazy = crossmatch(ld, rd, radius=2 * u.arcsec, output=out_dir, client=client)
+        assert isinstance(lazy, dd.DataFrame)
+        got = lazy.compute()
+    parts = sorted(out_dir.glob("part-*.parquet"))
+    assert len(parts) > 5 and len(sink_seen) == len(set(sink_seen)) > 5 and most[0] == 1
+    assert not list(out_dir.glob(".stage-*"))  # staged parts are gone
+    key = ["source_id_left", "source_id_right"]
+    a = mem.to_pandas().sort_values(key).reset_index(drop=True)
+    b = got.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) > 5000
+    np.testing.assert_array_equal(a[key].to_numpy(), b[key].to_numpy())
+    np.testing.assert_allclose(a["probability"], b["probability"], rtol=1e-9)
+    import json
+
+    import pyarrow.parquet as pq
+
+    from vanotebook.io import read_catalogue
+
+    whole = read_catalogue(out_dir)  # the folder reads back as one catalogue, with units
+    assert len(whole) == len(a) and whole["separation"].unit == u.arcsec
+    numbers = json.loads(pq.read_schema(parts[0]).metadata[b"vanotebook.meta"])
+    assert numbers["COMPLETE"] == pytest.approx(mem.meta["completeness"], rel=1e-9)
+    prov = (tmp_path / "pairs.prov.json").read_text()
+    assert all(p.name in prov for p in parts)
+
+
+def test_folder_output_is_all_or_nothing(demo_pair, tmp_path, monkeypatch):
+    """A failure while writing the parts leaves no folder (and no staged file); an
+    existing folder is refused before any work unless overwrite=True."""
+    from vanotebook import VanotebookInputError
+    from vanotebook.xmatch import _dask
+
+    left, right = demo_pair
+    ld = dd.from_pandas(left.to_pandas(), npartitions=2)
+    rd = dd.from_pandas(right.to_pandas(), npartitions=2)
+    calls = []
+    real = _dask._write_part
+
+    def failing(out, folder, number):
+        calls.append(number)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real(out, folder, number)
+
+    monkeypatch.setattr(_dask, "_write_part", failing)
+    with dask.config.set({"vanotebook.partition-rows": 3000}), \
+            pytest.raises(OSError, match="disk full"):
+        crossmatch(ld, rd, radius=2 * u.arcsec, output=tmp_path / "pairs")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("x")
+    with pytest.raises(VanotebookInputError, match="output"):
+        crossmatch(ld, rd, radius=2 * u.arcsec, output=tmp_path / "taken")

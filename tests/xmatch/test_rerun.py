@@ -74,6 +74,22 @@ def test_partitioned_inputs_rerun(files, tmp_path):
     assert new.outputs[0]["sha256"] == Provenance.read(record).outputs[0]["sha256"]
 
 
+def test_partitioned_folder_product_reruns_to_the_same_bytes(files, tmp_path):
+    """A folder output (no suffix) from a partitioned catalogue: one parquet part per
+    partition, each recorded, and the rerun writes the same parts, byte for byte."""
+    folder, _left, right = files
+    part = healpix.write_partitioned(right, tmp_path / "right_hpx", order=5)
+    product = tmp_path / "pairs"
+    crossmatch(folder / "left.ecsv", part, output=product)
+    parts = sorted(product.glob("part-*.parquet"))
+    record = Path(f"{product}.prov.json")
+    assert parts and len(Provenance.read(record).outputs) == len(parts)
+    rerun(record, tmp_path / "again")
+    again = sorted((tmp_path / "again").glob("part-*.parquet"))
+    assert [p.name for p in again] == [p.name for p in parts]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(again, parts, strict=True))
+
+
 def test_in_memory_product_is_refused_by_rerun(files, tmp_path):
     folder, left, _right = files
     product = tmp_path / "pairs.ecsv"
@@ -86,7 +102,9 @@ def test_in_memory_product_is_refused_by_rerun(files, tmp_path):
 
 def test_output_is_checked_before_work(files, tmp_path):
     _folder, left, right = files
-    for bad in (tmp_path / "pairs.txt", tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    for bad in (tmp_path / "pairs.txt", tmp_path / "full"):
         with pytest.raises(VanotebookInputError) as info:
             crossmatch(left, right, output=bad)
         assert info.value.argument == "output"

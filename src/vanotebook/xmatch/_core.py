@@ -330,10 +330,18 @@ def probabilities(pairs_f, pairs_f_sum, pairs_f_in, first, n_left: int, rho: flo
     """Posterior of each pair and the fitted completeness ``q``."""
     if pairs_f.size == 0 or not np.isfinite(pairs_f).any() or rho <= 0:
         return np.full(pairs_f.size, np.nan), float("nan")
-    f_in = float(np.median(pairs_f_in[first]))
-    q = spec.prior if spec.prior is not None else P.fit_completeness(
-        pairs_f_sum[first], n_left, rho, f_in)
+    q, f_in = fit_prior(pairs_f_sum[first], pairs_f_in[first], n_left, rho, spec)
     return np.asarray(P.pair_posteriors(pairs_f, pairs_f_sum, q, rho, f_in)), q
+
+
+def fit_prior(f_sum_first: np.ndarray, f_in_first: np.ndarray, n_left: int, rho: float,
+              spec: MatchSpec) -> tuple[float, float]:
+    """The completeness ``q`` (fitted, or ``spec.prior``) and the inside fraction ``f_in``
+    of the posteriors, from each matched left row's density sum and inside fraction."""
+    f_in = float(np.median(f_in_first))
+    q = spec.prior if spec.prior is not None else P.fit_completeness(
+        f_sum_first, n_left, rho, f_in)
+    return q, f_in
 
 
 # ----------------------------------------------------------------------------- tables
@@ -509,25 +517,31 @@ def crossmatch(
         Also write the pairs there (FITS, VOTable, ECSV or parquet, by suffix;
         atomically), with a ``<output>.prov.json`` record (and, in FITS, the
         ``PROVENANCE`` HDU); a product made from catalogue files reruns from its
-        record to the same bytes (``vanotebook rerun``).
+        record to the same bytes (``vanotebook rerun``). A name without a suffix
+        (or an existing folder) is a folder of parquet parts, ``part-NNNNN.parquet``,
+        one per partition: with lazy inputs each is written as its partition
+        finishes, so a match larger than memory is never gathered here.
     overwrite : bool
         Replace an existing ``output``.
 
     Returns
     -------
-    astropy.table.Table
+    astropy.table.Table or dask.dataframe.DataFrame
         One row per pair: the left and right columns, ``separation`` (arcsec) and
         ``probability`` (posterior that the pair is the same source). Lazy inputs
         are matched out of core, partition by partition; only the pairs come
         back into memory. ``meta`` holds ``nan_rows``, ``completeness``, the
-        right density and the provenance.
+        right density and the provenance. With lazy inputs and a folder
+        ``output``, a lazy DataFrame of the written parts (the numbers of
+        ``meta`` are in each part's metadata and in the record).
     """
     from ..provenance import record
 
     spec = validate(radius=radius, how=how, k=k, ra=ra, dec=dec, errors=errors, epoch=epoch,
                     suffixes=suffixes, nan=nan, prior=prior, device=device, resolve=False)
     progress = Steps(check_progress(progress), "cross-match partitions") if progress else None
-    check_output(output, overwrite)
+    check_output(output, overwrite, folder_ok=True)
+    folder = is_folder_output(output)
     lt = _parse(left, spec, "left")
     rt = _parse(right, spec, "right")
     if _is_lazy(lt) or _is_lazy(rt):  # partitions run on the cluster: its GPUs decide
@@ -549,9 +563,17 @@ def crossmatch(
 
             sources = {side: c for side, c in (("left", left), ("right", right))
                        if healpix.is_partitioned(c)}
-            out = crossmatch_dask(lt, rt, spec, client=client, progress=progress,
-                                  sources=sources)
-            meta = out.meta
+            if folder:  # written partition by partition, never gathered here
+                from ..io import atomic_dir
+
+                with atomic_dir(output, overwrite=overwrite) as tmp:
+                    meta = crossmatch_dask(lt, rt, spec, client=client, progress=progress,
+                                           sources=sources, folder=tmp)
+                out = None
+            else:
+                out = crossmatch_dask(lt, rt, spec, client=client, progress=progress,
+                                      sources=sources)
+                meta = out.meta
         else:
             if progress is not None:
                 progress(0, 1)
@@ -559,25 +581,51 @@ def crossmatch(
             meta = out.meta
             if progress is not None:
                 progress(1, 1)
-        if output is not None:
+            if folder:
+                from ..io import atomic_dir
+                from ._dask import _write_part
+
+                with atomic_dir(output, overwrite=overwrite) as tmp:
+                    _write_part(out, tmp, 0)
+        if folder:
+            for part in sorted(Path(output).glob("part-*.parquet")):
+                prov.add_output(part)
+        elif output is not None:
             write_product(out, output, prov, overwrite=overwrite)
     meta["provenance"] = prov.to_dict()
     if output is not None:
         prov.write_sidecar(output)
+    if folder and out is None:
+        import dask.dataframe as dd
+
+        return dd.read_parquet(str(output))
     return out
 
 
-def check_output(output: Any, overwrite: bool) -> None:
-    """Refuse, before any work, an ``output`` that is no table file or would be replaced."""
+def check_output(output: Any, overwrite: bool, *, folder_ok: bool = False) -> None:
+    """Refuse, before any work, an ``output`` that is no table file (or, where
+    ``folder_ok``, folder) or would be replaced."""
     if output is None:
         return
     from ..io import _table_format
 
-    if _table_format(Path(output)) is None or Path(output).is_dir():
-        raise VanotebookInputError("output", "None or a .fits, .vot/.xml, .ecsv or "
-                                   ".parquet file name", str(output))
-    if Path(output).exists() and not overwrite:
+    path = Path(output)
+    if folder_ok and is_folder_output(output):
+        if path.exists() and not overwrite and (not path.is_dir() or any(path.iterdir())):
+            raise VanotebookInputError("output", "a new or empty folder (or overwrite=True)",
+                                       str(output))
+        return
+    if _table_format(path) is None or path.is_dir():
+        expected = "None or a .fits, .vot/.xml, .ecsv or .parquet file name"
+        raise VanotebookInputError("output", expected + (" or a folder name without a suffix"
+                                                         if folder_ok else ""), str(output))
+    if path.exists() and not overwrite:
         raise VanotebookInputError("output", "a new file (or overwrite=True)", str(output))
+
+
+def is_folder_output(output: Any) -> bool:
+    """Whether ``output`` names a folder of parquet parts: an existing folder, or no suffix."""
+    return output is not None and (Path(output).is_dir() or Path(output).suffix == "")
 
 
 def _path_of(catalogue: Any) -> str | None:

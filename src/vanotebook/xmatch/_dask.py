@@ -143,8 +143,13 @@ def _reachable(client, frame, folder):
 
 
 def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: int | None = None,
-                    progress=None, sources: dict | None = None):
+                    progress=None, sources: dict | None = None, folder=None):
     """Match two catalogues (dask DataFrames or Tables) partition by partition.
+
+    The pairs come back as one Table; with ``folder`` (an existing empty folder)
+    they are written there instead, one parquet part per partition as each
+    finishes (`_write_partitions`), and only the result's numbers (``meta``)
+    come back: the client never holds more than one partition's pairs.
 
     ``progress(done, total)`` is called as match partitions finish. Partition
     tasks ask for ``resources={"GPU": 1}`` when ``spec.device`` is "gpu".
@@ -193,7 +198,11 @@ def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: in
         rho = float(hr.sum()) / (area * (math.pi / 180) ** 2)
     if n_left == 0 or len(hr) == 0:
         empty = _empty(meta_l, meta_r, spec, lcols, rcols)
-        return _finish(empty, n_left, rho, spec, nan_rows, epoch, order=None, n_parts=0)
+        out = _finish(empty, n_left, rho, spec, nan_rows, epoch, order=None, n_parts=0)
+        if folder is not None:
+            _write_part(out, folder, 0)
+            return out.meta
+        return out
     order = healpix.order_from_counts(hl.index.to_numpy(), hl.to_numpy(), order=_FINE,
                                       max_rows=max_rows, radius=spec.radius)
     coarse = (hl.index.to_numpy() >> (2 * (_FINE - order)))
@@ -209,8 +218,14 @@ def crossmatch_dask(left, right, spec: C.MatchSpec, *, client=None, max_rows: in
         lt = lt.set_index(_PIX, divisions=list(divisions))
         rt = rt.set_index(_PIX, divisions=list(divisions))
     out_meta = _empty(meta_l, meta_r, spec, lcols, rcols)
-    result = _match_partitions(client, lt, rt, (spec, rerr_typical, lcols, rcols), progress,
-                               out_meta, resources=_resources(spec))
+    args = (spec, rerr_typical, lcols, rcols)
+    meta = {"n_left": n_left, "rho": rho, "nan_rows": nan_rows, "epoch": epoch,
+            "order": order, "n_parts": len(divisions) - 1}
+    if folder is not None:
+        return _write_partitions(client, lt, rt, args, progress, out_meta, folder, meta,
+                                 resources=_resources(spec))
+    result = _match_partitions(client, lt, rt, args, progress, out_meta,
+                               resources=_resources(spec))
     return _finish(result, n_left, rho, spec, nan_rows, epoch, order=order,
                    n_parts=len(divisions) - 1, Table=Table)
 
@@ -225,13 +240,15 @@ def _resources(spec: C.MatchSpec) -> dict | None:
 
 
 def _match_partitions(client, lt, rt, args: tuple, progress, meta: pd.DataFrame, *,
-                      resources: dict | None = None) -> pd.DataFrame:
+                      resources: dict | None = None, sink=None) -> pd.DataFrame | None:
     """Match the aligned partitions of ``lt`` and ``rt`` (one task each), in partition order.
 
     On a cluster, the shuffled partitions are computed as futures and each pair
     is matched by a task submitted with ``resources`` (so a GPU match runs on a
     worker with the ``GPU`` resource); ``progress(done, total)`` is called as
     each ends. Without a client the tasks run on Dask's threads in this process.
+    With ``sink``, each partition's pairs go to ``sink(number, frame)`` as they
+    arrive and are not kept (None is returned).
     """
     import dask
     from dask.base import tokenize
@@ -244,6 +261,10 @@ def _match_partitions(client, lt, rt, args: tuple, progress, meta: pd.DataFrame,
         tasks = [dask.delayed(_match_partition)(a, b, *args)
                  for a, b in zip(lparts, rparts, strict=True)]
         frames = list(dask.compute(*tasks))
+        if sink is not None:
+            for n, frame in enumerate(frames):
+                sink(n, frame)
+                frames[n] = None
         if progress is not None:
             progress(total, total)
     else:
@@ -258,10 +279,15 @@ def _match_partitions(client, lt, rt, args: tuple, progress, meta: pd.DataFrame,
         where = {f.key: i for i, f in enumerate(futures)}
         frames = [None] * total
         for done, future in enumerate(as_completed(futures, loop=client.loop), start=1):
-            frames[where[future.key]] = future.result()
+            if sink is not None:
+                sink(where[future.key], future.result())
+            else:
+                frames[where[future.key]] = future.result()
             future.release()
             if progress is not None:
                 progress(done, total)
+    if sink is not None:
+        return None
     frames = [f for f in frames if f is not None and len(f)]
     return pd.concat(frames, ignore_index=True) if frames else meta
 
@@ -319,20 +345,88 @@ def _epoch(left, right, spec, client):
 
 def _finish(df: pd.DataFrame, n_left, rho, spec, nan_rows, epoch, *, order, n_parts,
             Table=None):
-    from astropy import units as u
-    from astropy.table import Table
-
     f = df["_f"].to_numpy(float)
     first = df["_first"].to_numpy(bool)
     prob, q = C.probabilities(f, df["_f_sum"].to_numpy(float), df["_f_in"].to_numpy(float),
                               first, n_left, rho, spec)
+    out = _pairs_table(df, prob)
+    out.meta.update(_numbers(q, rho, nan_rows, epoch, order, n_parts))
+    return out
+
+
+def _numbers(q, rho, nan_rows, epoch, order, n_parts) -> dict:
+    return {"nan_rows": nan_rows, "completeness": q,
+            "right_density_deg2": rho * (math.pi / 180) ** 2, "epoch": epoch,
+            "order": order, "partitions": n_parts}
+
+
+def _pairs_table(df: pd.DataFrame, prob: np.ndarray):
+    """The pairs as a Table: the internal columns dropped, units and probability added."""
+    from astropy import units as u
+    from astropy.table import Table
+
     df = df.drop(columns=["_f", "_f_sum", "_f_in", "_first"])
-    sort = [f"{c}{spec.suffixes[0]}" for c in df.columns[:0]]
-    del sort
     out = Table.from_pandas(df.reset_index(drop=True))
     out["separation"].unit = u.arcsec
     out["probability"] = np.asarray(prob, dtype=np.float64)
-    out.meta.update({"nan_rows": nan_rows, "completeness": q,
-                     "right_density_deg2": rho * (math.pi / 180) ** 2, "epoch": epoch,
-                     "order": order, "partitions": n_parts})
     return out
+
+
+def _write_part(out, folder, number: int) -> None:
+    from ..io import write_table
+
+    table = out.copy(copy_data=False)
+    table.meta = C._file_meta(out.meta)
+    write_table(table, folder / f"part-{number:05d}.parquet")
+
+
+def _write_partitions(client, lt, rt, args: tuple, progress, out_meta: pd.DataFrame, folder,
+                      meta: dict, *, resources: dict | None = None) -> dict:
+    """Match partition by partition into ``folder``; the result's numbers come back.
+
+    Each partition's pairs are staged as they arrive, keeping only what the
+    completeness fit needs (each matched left row's density sum and inside
+    fraction); the fit done, each staged part gets its probabilities and is
+    written as ``part-NNNNN.parquet``, in partition order: the same pairs, in
+    the same order, with the same probabilities as the in-memory result.
+    """
+    from pathlib import Path
+
+    spec = args[0]
+    folder = Path(folder)
+    staged, f_sum_first, f_in_first, finite = [], [], [], False
+
+    def sink(number: int, frame: pd.DataFrame) -> None:
+        nonlocal finite
+        if frame is None or not len(frame):
+            return
+        first = frame["_first"].to_numpy(bool)
+        f_sum_first.append(frame["_f_sum"].to_numpy(float)[first])
+        f_in_first.append(frame["_f_in"].to_numpy(float)[first])
+        finite = finite or bool(np.isfinite(frame["_f"].to_numpy(float)).any())
+        path = folder / f".stage-{number:05d}.parquet"
+        frame.to_parquet(path, index=False)
+        staged.append((number, path))
+
+    _match_partitions(client, lt, rt, args, progress, out_meta, resources=resources, sink=sink)
+    rho, q, f_in = meta["rho"], float("nan"), float("nan")
+    if staged and finite and rho > 0:
+        q, f_in = C.fit_prior(np.concatenate(f_sum_first), np.concatenate(f_in_first),
+                              meta["n_left"], rho, spec)
+    numbers = _numbers(q, rho, meta["nan_rows"], meta["epoch"], meta["order"],
+                       meta["n_parts"])
+    if not staged:  # no pair at all: one empty part keeps the columns
+        out = _pairs_table(out_meta, np.zeros(0))
+        out.meta.update(numbers)
+        _write_part(out, folder, 0)
+    for number, path in sorted(staged):
+        df = pd.read_parquet(path)
+        prob = np.full(len(df), np.nan)
+        if np.isfinite(q):
+            prob = np.asarray(C.P.pair_posteriors(df["_f"].to_numpy(float),
+                                                  df["_f_sum"].to_numpy(float), q, rho, f_in))
+        out = _pairs_table(df, prob)
+        out.meta.update(numbers)
+        _write_part(out, folder, number)
+        path.unlink()
+    return numbers
