@@ -195,14 +195,29 @@ def big(n: int, memory_limit: str = "1GB") -> None:
         print(f"\nbig: {n:,} x {n:,} rows, {size / 1e9:.2f} GB parquet "
               f"({n * (5 + 6) * 8 / 1e9:.2f} GB as float64 columns in memory), "
               f"workers 2 x {memory_limit}", flush=True)
+        import resource
+
+        def peak_mb() -> float:  # this (client) process's peak resident memory so far
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        before = peak_mb()
+        t = time.perf_counter()
+        written = crossmatch(dd.read_parquet(f"{tmp}/left_*.parquet"),
+                             dd.read_parquet(f"{tmp}/right_*.parquet"), radius=1 * u.arcsec,
+                             client=client, output=f"{tmp}/pairs")
+        dt = time.perf_counter() - t
+        parts = len(os.listdir(f"{tmp}/pairs"))
+        print(f"big out-of-core nearest, written to a folder: {dt:.1f} s, "
+              f"{n / dt / 1e6:.2f} M rows/s, {len(written):,} pairs in {parts} parts; "
+              f"client peak {peak_mb():.0f} MB (was {before:.0f} MB before)", flush=True)
         t = time.perf_counter()
         out = crossmatch(dd.read_parquet(f"{tmp}/left_*.parquet"),
                          dd.read_parquet(f"{tmp}/right_*.parquet"), radius=1 * u.arcsec,
                          client=client)
         dt = time.perf_counter() - t
-        print(f"big out-of-core nearest: {dt:.1f} s, {n / dt / 1e6:.2f} M rows/s, "
+        print(f"big out-of-core nearest, gathered here: {dt:.1f} s, {n / dt / 1e6:.2f} M rows/s, "
               f"{len(out):,} pairs, {out.meta['partitions']} partitions "
-              f"(order {out.meta['order']})", flush=True)
+              f"(order {out.meta['order']}); client peak {peak_mb():.0f} MB", flush=True)
         client.close()
 
 
