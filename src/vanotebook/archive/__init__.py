@@ -32,7 +32,7 @@ from ._defaults import SHARED_ENV, demo_folder, personal_archive, shared_archive
 from ._hips import write_catalogue_hips
 from ._index import ArchiveLockedError
 from ._regions import Region, parse_region
-from ._viewer import HiPSView, view_hips
+from ._viewer import HiPSView, find_hips, framing, view_hips
 from ._vo import (
     DaCHS,
     Published,
@@ -57,6 +57,8 @@ __all__ = [
     "cone_search",
     "demo_folder",
     "download_images",
+    "find_hips",
+    "framing",
     "parse_region",
     "personal_archive",
     "shared_archive",

@@ -31,7 +31,8 @@ import numpy as np
 
 from .._errors import VanotebookInputError
 
-__all__ = ["ALADIN_INSTALL", "HiPSView", "aladin_lite_path", "hips_server", "view_hips"]
+__all__ = ["ALADIN_INSTALL", "HiPSView", "aladin_lite_path", "find_hips", "framing",
+           "hips_server", "view_hips"]
 
 ALADIN_VERSION = "3.8"
 ALADIN_CACHE = Path("~/.cache/vanotebook/aladin-lite").expanduser()
@@ -393,3 +394,88 @@ def _initial(folder: Path | None, shapes: list[dict]) -> tuple[float, float]:
         if "ra" in s:
             return s["ra"], s["dec"]
     return 0.0, 0.0
+
+
+# ----------------------------------------------------------------------------- choosing views
+def find_hips(root: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """The HiPS folders in ``root`` (it, its subfolders and theirs), by kind and title.
+
+    Parameters
+    ----------
+    root : path
+        A folder; missing is the same as empty.
+
+    Returns
+    -------
+    dict
+        ``{"image": {title: folder}, "catalogue": {title: folder}}``, titles
+        from ``obs_title`` (the folder's name when missing or taken), sorted.
+    """
+    root = Path(root)
+    found: dict[str, dict[str, str]] = {"image": {}, "catalogue": {}}
+    if not root.is_dir():
+        return found
+    props = [root / "properties", *root.glob("*/properties"), *root.glob("*/*/properties")]
+    for path in sorted(p for p in props if p.is_file()):
+        meta = _properties(path.parent)
+        kind = "catalogue" if meta.get("dataproduct_type") == "catalog" else "image"
+        title = meta.get("obs_title") or path.parent.name
+        if title in found[kind]:
+            title = f"{title} ({path.parent.name})"
+        found[kind][title] = str(path.parent)
+    return {kind: dict(sorted(titles.items())) for kind, titles in found.items()}
+
+
+def framing(ra: Any, dec: Any, *, centre: tuple[float, float] | None = None,
+            margin: float = 1.5, min_fov: float = 1 / 60) -> tuple[float, float, float]:
+    """A view's centre and field of view that show every one of these sky positions.
+
+    Parameters
+    ----------
+    ra, dec : array-like
+        ICRS positions in degrees (non-finite ones are left out).
+    centre : (float, float), optional
+        The centre in degrees; by default the positions' mean direction (the
+        normalised mean of their unit vectors, right across RA 0 and the poles).
+    margin : float
+        The field of view over the positions' diameter about the centre (1.5:
+        a view 3:2 or squarer still holds them all).
+    min_fov : float
+        The smallest field of view in degrees (one position alone gets it).
+
+    Returns
+    -------
+    ra, dec, fov : float
+        Degrees; ``fov`` is at most 180.
+
+    Raises
+    ------
+    VanotebookInputError
+        No finite position, or positions whose mean direction is undefined.
+    """
+    ra_r = np.radians(np.asarray(ra, float).ravel())
+    dec_r = np.radians(np.asarray(dec, float).ravel())
+    ok = np.isfinite(ra_r) & np.isfinite(dec_r)
+    if ra_r.shape != dec_r.shape or not ok.any():
+        raise VanotebookInputError("ra", "at least one finite position (ra, dec of the same "
+                                   "length)", f"{ok.sum()} finite of {ra_r.size} ra, "
+                                   f"{dec_r.size} dec")
+    ra_r, dec_r = ra_r[ok], dec_r[ok]
+    xyz = np.stack([np.cos(dec_r) * np.cos(ra_r), np.cos(dec_r) * np.sin(ra_r), np.sin(dec_r)])
+    if centre is None:
+        mean = xyz.mean(axis=1)
+        norm = float(np.linalg.norm(mean))
+        if norm < 1e-9:
+            raise VanotebookInputError("ra", "positions with a mean direction", "positions "
+                                       "spread evenly over the sky")
+        c = mean / norm
+    else:
+        a, d = np.radians(float(centre[0])), np.radians(float(centre[1]))
+        c = np.array([np.cos(d) * np.cos(a), np.cos(d) * np.sin(a), np.sin(d)])
+    ra0 = float(np.degrees(np.arctan2(c[1], c[0])) % 360.0)
+    ra0 = 0.0 if ra0 >= 360.0 else ra0  # a tiny negative angle rounds to 360
+    dec0 = float(np.degrees(np.arcsin(np.clip(c[2], -1.0, 1.0))))
+    # chord -> angle: accurate for tiny separations, where arccos of a dot product is not
+    chord = np.linalg.norm(xyz - c[:, None], axis=0)
+    radius = float(np.degrees(2 * np.arcsin(np.clip(chord.max() / 2, 0.0, 1.0))))
+    return ra0, dec0, float(min(max(2 * radius * margin, min_fov), 180.0))

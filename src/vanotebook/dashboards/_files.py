@@ -23,13 +23,15 @@ __all__ = ["ROUTE", "save", "serve_folder", "served"]
 #: The URL path of the folder, relative to the app's page.
 ROUTE = "downloads"
 _FOLDER: Path | None = None
+_BASE = ""  # the app's URL prefix: links are absolute paths under it
 
 
-def serve_folder() -> Path:
-    """Make (once) this process's private downloads folder; the app serves it at `ROUTE`."""
-    global _FOLDER
+def serve_folder(prefix: str = "") -> Path:
+    """Make (once) this process's private downloads folder, served at ``prefix/ROUTE``."""
+    global _FOLDER, _BASE
     if _FOLDER is None:
         _FOLDER = Path(tempfile.mkdtemp(prefix="vanotebook-downloads-"))  # mode 0700
+    _BASE = prefix.rstrip("/")
     return _FOLDER
 
 
@@ -39,7 +41,10 @@ def served() -> bool:
 
 
 def save(make: Callable[[], io.BytesIO | bytes], filename: str) -> tuple[str, int]:
-    """Write the result ``make()`` under a new token; its URL (relative to the page) and size.
+    """Write the result ``make()`` under a new token; its URL and size.
+
+    The URL is ``<prefix>/downloads/<token>/<name>`` (relative to the page where
+    no prefix was given).
 
     The file appears whole or not at all (written aside, then renamed) and is
     readable by this account only.
@@ -58,4 +63,5 @@ def save(make: Callable[[], io.BytesIO | bytes], filename: str) -> tuple[str, in
     with os.fdopen(fd, "wb") as f:  # mkstemp: mode 0600
         f.write(data)
     os.replace(tmp, folder / name)
-    return f"{ROUTE}/{token}/{name}", len(data)
+    url = f"{ROUTE}/{token}/{name}"
+    return (f"{_BASE}/{url}" if _BASE else url), len(data)
