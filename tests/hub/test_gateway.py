@@ -799,6 +799,26 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             assert rows >= 10
             assert drawn.get("Ellipse", 0) >= rows  # one ellipse per source (table is paged)
             assert drawn.get("Image", 0) >= 1
+            # the cursor's sky position is read out under the image (#13 items 1, 10)
+            canvas = page.locator(".detect-image canvas").first
+            canvas.scroll_into_view_if_needed()
+            box = canvas.bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+            page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5)
+            page.get_by_text(re.compile(r"value .* RA \d+h\d+m")).first.wait_for(
+                timeout=30_000)
+            # the catalogue is downloaded as a file over HTTP, not through the websocket
+            download.click()
+            link = page.locator(".vn-download-link a").first
+            link.wait_for(timeout=30_000)
+            href = link.get_attribute("href")
+            assert href.startswith("/user/carol/dashboards/downloads/"), href
+            got = page.request.get(f"{url}{href}")
+            assert got.ok and got.body().startswith(b"# %ECSV"), got.status
+            # without carol's login the file is not served (the hub sends to its login)
+            other = browser.new_page()
+            assert not other.request.get(f"{url}{href}", max_redirects=0).ok
+            other.close()
             # the Jobs tab: a sleep job through the job service, as carol, to COMPLETED
             page.get_by_text("Jobs", exact=True).first.click(timeout=30_000)
             page.locator("select:has(option[value='sleep'])").first.select_option("sleep")
