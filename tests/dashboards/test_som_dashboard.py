@@ -63,3 +63,16 @@ def test_errors_go_to_status(tmp_path):
     assert dash.status.startswith("Failed") and dash.som is None and not dash.running
     with pytest.raises(RuntimeError, match="train"):
         dash.export_json()
+
+
+def test_convergence_curve_follows_the_epochs_whatever_their_order():
+    """Epochs reported out of order (or twice) are drawn in epoch order, one point each:
+    a line doubling back read as two curves (issue 13, item 10). Mutation: the history
+    drawn in arrival order fails it."""
+    dash = SOMDashboard()
+    dash.history = [{"epoch": e, "qe": 1.0 / e, "te": 0.1 * e} for e in (1, 3, 2)] + [
+        {"epoch": 3, "qe": 0.3, "te": 0.25}]
+    qe, te = (r.data_source.data for r in dash._curves().renderers)
+    assert list(qe["x"]) == [1, 2, 3] == list(te["x"])
+    np.testing.assert_allclose(qe["y"], [1.0, 0.5, 0.3])
+    np.testing.assert_allclose(te["y"], [0.1, 0.2, 0.25])

@@ -190,11 +190,14 @@ class SOMDashboard(pn.viewable.Viewer):
     def _curves(self):
         from bokeh.plotting import figure
 
-        epochs = [h["epoch"] for h in self.history]
+        # by epoch, the latest entry of each: epochs reported out of order (or twice)
+        # drew a line doubling back on itself, which read as two curves (#13 item 10)
+        by_epoch = {h["epoch"]: h for h in self.history}
+        epochs = sorted(by_epoch)
         fig = figure(title="Convergence", width=420, height=260, x_axis_label="epoch",
                      y_axis_label="QE", tools="pan,wheel_zoom,reset,save")
-        fig.line(epochs, [h["qe"] for h in self.history], color="navy", legend_label="QE")
-        fig.line(epochs, [h["te"] for h in self.history], color="orange", legend_label="TE")
+        fig.line(epochs, [by_epoch[e]["qe"] for e in epochs], color="navy", legend_label="QE")
+        fig.line(epochs, [by_epoch[e]["te"] for e in epochs], color="orange", legend_label="TE")
         return fig
 
     @param.depends("history")
