@@ -598,6 +598,15 @@ class DetectDashboard(pn.viewable.Viewer):
         self._hist_pane.object = self._histograms()
         self._fill_table([])
 
+    def save_to_archive(self, archive: Any) -> str:
+        """Add the catalogue of the last run to ``archive`` under a new name; what was saved."""
+        from ._help import archive_name
+
+        name = archive_name(archive, f"detections_{self._title()}")
+        cat = archive.add_catalogue(name, self.result.catalogue,
+                                    description=f"detections on {self._title()}")
+        return f"catalogue {name!r} ({cat.n_rows} sources)"
+
     def _fill_table(self, selection: list[int]) -> None:
         """The table's rows and titles changed in one update, then its selection.
 
@@ -681,7 +690,7 @@ class DetectDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import result_download, run_controls, status_pane
+        from ._help import archive_save, result_download, run_controls, status_pane
 
         image = pn.Column(
             pn.widgets.Select.from_param(self.param.source),
@@ -699,6 +708,7 @@ class DetectDashboard(pn.viewable.Viewer):
                             "Download catalogue (ECSV)", ready=lambda: self.result is not None),
             result_download(self, self.regions_ds9, "sources.reg", "Download DS9 regions",
                             ready=lambda: self.result is not None),
+            archive_save(self, self.save_to_archive, ready=lambda: self.result is not None),
         )
         side = pn.Column("### Image", image, "### Thresholds", settings,
                          run_controls(self, run), self._progress,

@@ -6,8 +6,8 @@ import html
 
 import panel as pn
 
-__all__ = ["HELP", "message_kind", "number_input", "result_download", "run_controls",
-           "status_pane", "with_help"]
+__all__ = ["HELP", "archive_name", "archive_save", "message_kind", "number_input",
+           "result_download", "run_controls", "status_pane", "with_help"]
 
 #: By dashboard class name. Two sentences each: what it does, what to try first.
 HELP = {
@@ -118,6 +118,49 @@ def result_download(viewer: object, callback, filename: str, label: str, *,
 
     viewer.param.watch(follow, [n for n in ("status", "running") if n in viewer.param])
     return shown
+
+
+def archive_save(viewer: object, save, *, ready, label: str = "Save to my archive") -> pn.Row:
+    """A button that saves ``viewer``'s result in the user's own archive, and what it said.
+
+    ``save(archive)`` adds the result to ``archive`` (`personal_archive`) and
+    returns what was saved, e.g. ``"catalogue 'detections_radio_0' (143 rows)"``;
+    the message never shows a server path. Disabled until ``ready()`` and while
+    ``viewer.running``, like `result_download`.
+    """
+    button = pn.widgets.Button(label=label, icon="database", disabled=not ready())
+    said = pn.pane.Str("", css_classes=["vn-archive-saved"])
+
+    def press(_event) -> None:
+        from ..archive import personal_archive
+
+        try:
+            what = save(personal_archive())
+        except Exception as exc:  # shown to the user, not raised in the UI
+            said.object = f"error: not saved: {exc}"
+            return
+        said.object = f"saved {what} in your archive"
+
+    def follow(*_events) -> None:
+        button.disabled = bool(getattr(viewer, "running", False)) or not ready()
+
+    button.on_click(press)
+    viewer.param.watch(follow, [n for n in ("status", "running") if n in viewer.param])
+    return pn.Row(button, said)
+
+
+def archive_name(archive: object, base: str) -> str:
+    """A new catalogue name in ``archive`` from ``base``: archive rules, never one taken."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", base).strip("_") or "result"
+    stem = (stem if stem[0].isalpha() else f"r_{stem}")[:56]
+    taken = {str(n) for n in archive.catalogues()["name"]}
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}_{n}"
+    return name
 
 
 def run_controls(viewer: object, run: pn.widgets.Button) -> pn.Row:

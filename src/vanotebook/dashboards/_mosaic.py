@@ -239,6 +239,13 @@ class MosaicDashboard(pn.viewable.Viewer):
         buf.seek(0)
         return buf
 
+    def save_to_archive(self, archive: Any) -> str:
+        """Add the last mosaic (FITS, with its provenance) to ``archive``; what was saved."""
+        ny, nx = self.result["mosaic"].shape
+        added = archive.add_images(to_fits(self.result), survey=self._shown_source)
+        again = "" if bool(added["added"][0]) else " (already there)"
+        return f"the {ny} x {nx} mosaic of {self._shown_source}{again}"
+
     # ---------------------------------------------------------------- views
     def _stride(self) -> int:
         shape = self.result["mosaic"].shape
@@ -368,7 +375,13 @@ class MosaicDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download, run_controls, status_pane
+        from ._help import (
+            archive_save,
+            number_input,
+            result_download,
+            run_controls,
+            status_pane,
+        )
 
         controls = pn.Column(
             pn.widgets.RadioButtonGroup.from_param(self.param.source),
@@ -387,6 +400,7 @@ class MosaicDashboard(pn.viewable.Viewer):
             pn.widgets.Checkbox.from_param(self.param.show_footprints),
             result_download(self, self.download, "mosaic.fits", "Download mosaic (FITS)",
                             ready=lambda: self.result is not None),
+            archive_save(self, self.save_to_archive, ready=lambda: self.result is not None),
             width=320,
         )
         picker = pn.Card(self.picker, title="Archive: pick images by region and band",
