@@ -84,3 +84,21 @@ def test_save_refuses_paths_as_file_names(tmp_path, monkeypatch):
     monkeypatch.setattr(_files, "_FOLDER", tmp_path)
     with pytest.raises(ValueError, match="filename"):
         _files.save(lambda: b"x", "..")
+
+
+def test_on_the_hub_downloads_go_through_the_jupyter_servers_files(tmp_path, monkeypatch):
+    """Under a hub user's Jupyter server (jupyter-server-proxy buffers a response and
+    refuses one over 100 MB: a 4501^2 mosaic's FITS failed with 599), the folder is
+    ~/vanotebook-downloads, private, emptied at start, and the links go to the
+    server's /files/ handler, which streams."""
+    monkeypatch.setattr(_files, "_FOLDER", None)
+    monkeypatch.setattr(_files, "_URL", _files.ROUTE)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/carol/")
+    (tmp_path / "vanotebook-downloads" / "old").mkdir(parents=True)
+    folder = _files.serve_folder("/user/carol/dashboards")
+    assert folder == tmp_path / "vanotebook-downloads" and not (folder / "old").exists()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    url, size = _files.save(lambda: b"SIMPLE", "mosaic.fits")
+    assert url.startswith("/user/carol/files/vanotebook-downloads/") and size == 6
+    assert (folder / url.rsplit("/", 2)[1] / "mosaic.fits").read_bytes() == b"SIMPLE"

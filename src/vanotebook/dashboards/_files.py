@@ -7,6 +7,11 @@ Where the app serves a downloads folder (`serve_folder`, passed to
 there instead, under a random token, readable by this account only, and the
 page gets a plain link; the browser fetches it like any file, behind the same
 login as the page. Elsewhere (a notebook) the button stays a `FileDownload`.
+
+Inside a user's Jupyter server on the hub (the app runs under
+jupyter-server-proxy, which buffers a whole response and refuses one over
+100 MB), the folder is ``~/vanotebook-downloads`` and the links go to the
+server's own ``/files/`` handler, which streams files of any size.
 """
 
 from __future__ import annotations
@@ -22,16 +27,33 @@ __all__ = ["ROUTE", "save", "serve_folder", "served"]
 
 #: The URL path of the folder, relative to the app's page.
 ROUTE = "downloads"
+#: The folder in a hub user's home that their Jupyter server's ``/files/`` serves.
+HOME_FOLDER = "vanotebook-downloads"
 _FOLDER: Path | None = None
-_BASE = ""  # the app's URL prefix: links are absolute paths under it
+_URL = ROUTE  # the URL of the folder: links are ``_URL/<token>/<name>``
 
 
 def serve_folder(prefix: str = "") -> Path:
-    """Make (once) this process's private downloads folder, served at ``prefix/ROUTE``."""
-    global _FOLDER, _BASE
-    if _FOLDER is None:
+    """Make this process's private downloads folder; the app serves it at ``prefix/ROUTE``.
+
+    Under a hub user's Jupyter server (``JUPYTERHUB_SERVICE_PREFIX`` begins
+    ``prefix``) it is ``~/vanotebook-downloads``, emptied of earlier sessions'
+    files, and served by that server's ``/files/``.
+    """
+    global _FOLDER, _URL
+    prefix = prefix.rstrip("/")
+    server = (os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "").rstrip("/")
+    if server and prefix.startswith(server + "/"):
+        import shutil
+
+        folder = Path.home() / HOME_FOLDER
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(mode=0o700)
+        _FOLDER, _URL = folder, f"{server}/files/{HOME_FOLDER}"
+    else:
         _FOLDER = Path(tempfile.mkdtemp(prefix="vanotebook-downloads-"))  # mode 0700
-    _BASE = prefix.rstrip("/")
+        _URL = f"{prefix}/{ROUTE}" if prefix else ROUTE
     return _FOLDER
 
 
@@ -44,7 +66,7 @@ def save(make: Callable[[], io.BytesIO | bytes], filename: str) -> tuple[str, in
     """Write the result ``make()`` under a new token; its URL and size.
 
     The URL is ``<prefix>/downloads/<token>/<name>`` (relative to the page where
-    no prefix was given).
+    no prefix was given), or the Jupyter server's ``/files/`` URL on the hub.
 
     The file appears whole or not at all (written aside, then renamed) and is
     readable by this account only.
@@ -63,5 +85,4 @@ def save(make: Callable[[], io.BytesIO | bytes], filename: str) -> tuple[str, in
     with os.fdopen(fd, "wb") as f:  # mkstemp: mode 0600
         f.write(data)
     os.replace(tmp, folder / name)
-    url = f"{ROUTE}/{token}/{name}"
-    return (f"{_BASE}/{url}" if _BASE else url), len(data)
+    return f"{_URL}/{token}/{name}", len(data)

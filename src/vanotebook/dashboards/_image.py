@@ -61,7 +61,9 @@ class ImageView(param.Parameterized):
 
         self.data, self.wcs, self.transform = data, wcs, transform
         fig = figure(name=name, width=width, height=height, match_aspect=True, tools=tools,
-                     title=title, x_axis_label="x [pix]", y_axis_label="y [pix]")
+                     title=title, x_axis_label="x [pix]", y_axis_label="y [pix]",
+                     active_scroll="wheel_zoom" if "wheel_zoom" in tools else None,
+                     css_classes=[name])  # the page (and its tests) find it by its name
         self.mapper = LinearColorMapper(palette=self.palette, nan_color=(0, 0, 0, 0))
         if data is None:
             self.source = None
