@@ -751,6 +751,24 @@ def test_anonymous_requests_are_sent_to_login(gateway):
         assert "/hub/login" in r.url, (path, r.url)
 
 
+def open_dashboards(page, url: str, user: str, password: str) -> list[str]:
+    """Log ``user`` in (the first login sets the password), open the dashboards, take the
+    first resource profile offered; the profiles offered, once the app is there."""
+    page.goto(f"{url}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("#login_submit")
+    page.wait_for_load_state("networkidle")
+    page.goto(f"{url}/services/dashboards/", timeout=60_000)
+    # the dashboards are in the user's own server: the hub asks which resources first
+    page.locator("select[name=profile]").wait_for(timeout=60_000)
+    offered = page.locator("select[name=profile] option").evaluate_all(
+        "els => els.map(e => e.value)")
+    page.locator("input[type=submit], button[type=submit]").first.click()
+    page.wait_for_url(re.compile(rf"/user/{user}/dashboards/"), timeout=180_000)
+    return offered
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists()
                     and os.environ.get("VANOTEBOOK_REQUIRE_BROWSER") != "1",
                     reason="Debian chromium is not installed (CI installs it and requires it)")
@@ -762,23 +780,12 @@ def test_login_and_dashboards_app_in_chromium(gateway):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
-            page.goto(f"{url}/hub/login")
-            page.fill("input[name=username]", "carol")
-            page.fill("input[name=password]", "carol-s3cret")  # her first login sets it
-            page.click("#login_submit")
-            page.wait_for_load_state("networkidle")
-            page.goto(f"{url}/services/dashboards/", timeout=60_000)
-            # the dashboards are in carol's own server: the hub asks which resources first
-            page.locator("select[name=profile]").wait_for(timeout=60_000)
-            offered = page.locator("select[name=profile] option").evaluate_all(
-                "els => els.map(e => e.value)")
+            offered = open_dashboards(page, url, "carol", "carol-s3cret")
             from vanotebook.cluster import gpu_count
 
             assert "small" in offered
             assert ("gpu" in offered) == (gpu_count() > 0 and (os.cpu_count() or 1) >= 4)
             assert ("large" in offered) == ((os.cpu_count() or 1) >= 4)
-            page.locator("input[type=submit], button[type=submit]").first.click()
-            page.wait_for_url(re.compile(r"/user/carol/dashboards/"), timeout=180_000)
             # Panel renders into shadow DOM: locators pierce it, inner_text does not
             page.get_by_text("Cluster", exact=True).first.click(timeout=60_000)
             page.get_by_text("Dask dashboard").first.wait_for(timeout=60_000)

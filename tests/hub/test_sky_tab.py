@@ -218,15 +218,7 @@ def test_sky_tab_draws_tiles_through_the_hub(gateway):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{url}/hub/login")
-            page.fill("input[name=username]", "dora")
-            page.fill("input[name=password]", "dora-s3cret")  # her first login sets it
-            page.click("#login_submit")
-            page.wait_for_load_state("networkidle")
-            page.goto(f"{url}/services/dashboards/", timeout=60_000)
-            page.locator("select[name=profile]").wait_for(timeout=60_000)
-            page.locator("input[type=submit], button[type=submit]").first.click()
-            page.wait_for_url(re.compile(r"/user/dora/dashboards/"), timeout=180_000)
+            _gw.open_dashboards(page, url, "dora", "dora-s3cret")
             try:
                 page.get_by_text("Sky", exact=True).first.click(timeout=60_000)
                 page.get_by_text("survey images and published catalogues").first.wait_for(
