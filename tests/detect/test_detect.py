@@ -53,13 +53,14 @@ def test_completeness_reliability_and_accuracy(injected):
 def test_score_raises_reliability_on_an_image_with_artefacts():
     """Sidelobe rings and stripes around bright sources (as calibration errors make
     them) pass the thresholds: raw reliability about 0.49. The calibrated score (the
-    network's view of each cut-out with the fit's features) must lift it to >= 0.99
-    while losing at most 4% of the injected sources that were detected (and 3% of those
-    above 7 sigma): 0.991, with 5 of 120 lost, when this was written. (On the clean
-    image of the other tests raw reliability is already 1, so the score was never
-    tested there.) Mutations: the network's real probability replaced by a constant
-    in the score's features: 0.975; the network's first training set (no sidelobes
-    around real sources, artefacts centred on their brightest knots only): 0.983.
+    network's view of each cut-out with the fit's features and the sidelobe geometry)
+    must lift it to >= 0.99 while losing at most 2.5% of the injected sources that were
+    detected (and 2% of those above 7 sigma): 0.9916, with 2 of 120 lost, when this was
+    written. (On the clean image of the other tests raw reliability is already 1, so
+    the score was never tested there.) Mutations: the network's real probability
+    replaced by a constant in the score's features: 0.975 (an earlier model); the
+    model trained on a pipeline of its own instead of `detect`'s detections (the
+    previous shipped model): 5 of 120 lost.
     """
     img, truth = injected_image((512, 512), 150, fwhm=3.5, seed=3, min_separation=8.0,
                                 artefacts=True)
@@ -74,12 +75,53 @@ def test_score_raises_reliability_on_an_image_with_artefacts():
     found = np.zeros(len(truth), bool)
     found[i[real & kept]] = True
     print("completeness", found_raw.mean(), "->", found.mean())
-    assert found.mean() >= found_raw.mean() - 0.04
+    assert found.mean() >= found_raw.mean() - 0.025
     bright = truth["snr"] >= 7
-    assert found[bright].mean() >= found_raw[bright].mean() - 0.03
+    assert found[bright].mean() >= found_raw[bright].mean() - 0.02
     # the classes: the injected sources are point sources
     assert (cat["class"][real] == "point").mean() >= 0.9
     assert (cat["class"][~real] == "artefact").mean() >= 0.7
+
+
+def test_score_keeps_the_sources_outside_sidelobe_zones():
+    """Over ten images with artefacts (1,222 injected sources detected), the score's cut
+    (>= 0.5) keeps reliability >= 0.99, and loses almost nothing outside the sidelobe
+    zones (the circles about each source of 50 sigma or more that hold the squares in
+    which `_synth._artefacts` draws its rings and stripes): completeness there is
+    unchanged. Inside them, where a real
+    source can sit on a ring or a stripe, some are lost. When this was written: 2 of
+    928 lost outside, 25 of 294 inside, reliability 0.991. Mutations: the previous
+    shipped model (no ring or mirror features, trained on a pipeline of its own): 12
+    of 928 outside and 38 of 294 inside; the ring and mirror features zeroed at
+    inference: see the closing note of the session that added them.
+    """
+    lost = {"outside": [0, 0], "inside": [0, 0]}
+    real_kept = kept_n = 0
+    for seed in range(3, 13):
+        img, truth = injected_image((512, 512), 150, fwhm=3.5, seed=seed,
+                                    min_separation=8.0, artefacts=True)
+        cat = detect(img, psf_fwhm=3.5, extended=False).catalogue
+        _, i, real = _match(cat, truth)
+        kept = np.asarray(cat["score"]) >= 0.5
+        real_kept += int((real & kept).sum())
+        kept_n += int(kept.sum())
+        found_raw = np.zeros(len(truth), bool)
+        found_raw[i[real]] = True
+        found = np.zeros(len(truth), bool)
+        found[i[real & kept]] = True
+        s = 3.5 * FWHM_TO_SIGMA
+        bright = truth["peak"] >= 50
+        d = np.hypot(truth["x"][:, None] - truth["x"][bright][None],
+                     truth["y"][:, None] - truth["y"][bright][None])
+        half = int(14 * s) + 4  # the half-width of the square each artefact is drawn in
+        inside = ((d > 0) & (d <= half * np.sqrt(2))).any(axis=1)
+        for name, zone in (("outside", ~inside), ("inside", inside)):
+            lost[name][0] += int((found_raw & ~found & zone).sum())
+            lost[name][1] += int((found_raw & zone).sum())
+    print("lost", lost, "reliability", real_kept / kept_n)
+    assert real_kept / kept_n >= 0.99
+    assert lost["outside"][0] <= 0.005 * lost["outside"][1]
+    assert lost["inside"][0] <= 0.06 * lost["inside"][1]
 
 
 def test_blended_pair_is_deblended():

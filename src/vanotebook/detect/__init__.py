@@ -74,6 +74,9 @@ class DetectionResult:
     _sub: Any = None  # background-subtracted image (NaN where the data are not finite)
     _model_params: Any = None  # components (A, x0, y0, a, b, c) removed from the residual
     _residual: Any = None
+    # the score's features of each catalogue row (`_classify.FEATURES`): what
+    # `_classify.train_reliability` learns from
+    _score_features: Any = None
 
     @property
     def residual(self) -> np.ndarray:
@@ -399,6 +402,7 @@ def detect(
             cat["cls"] = np.where(big, "extended", np.where(resolved, "compact", "point"))
         model_params = (comps["params"][np.asarray(cat["cls"]) != "extended"]
                         if len(cat) else np.zeros((0, 6)))
+        score_features = None
         if classify:  # (an empty catalogue gets the columns too)
             from ..classify import add_columns, classify_cutouts, cutouts, get_model
 
@@ -414,12 +418,13 @@ def detect(
 
             # the calibrated real probability of a detection: the network's view of the
             # cut-out with the fit's and the neighbourhood's (`_classify`)
-            cat["score"] = classify_sources(
-                features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value, cnn_real=real)
-            ).astype(np.float32)
+            score_features = features(comps, psf_cov=psf_cov, rms_at=cat["rms"].value,
+                                      cnn_real=real, sub=sub, rms=rms_map)
+            cat["score"] = classify_sources(score_features).astype(np.float32)
         tell(0.85)
         factor, funit = flux_factor(unit, beam, pixel_area)
-        result = DetectionResult(cat, None, bkg_map, rms_map, header, {}, wcs, sub, model_params)
+        result = DetectionResult(cat, None, bkg_map, rms_map, header, {}, wcs, sub, model_params,
+                                 _score_features=score_features)
         ext_regions = []
         if extended and has_noise(rms_map):
             seg, ext_regions = segment_extended(result.residual, rms_map, psf_sigma=psf_sigma,

@@ -1,17 +1,17 @@
 """The calibrated probability that a detection is real (the catalogue's ``score``).
 
-A random forest (scikit-learn, its trees kept as arrays) on each detection's fit (S/N, size, shape,
-chi2, components), its neighbourhood (distance and brightness of the nearest
-much brighter component) and the network's view of its cut-out
-(`vanotebook.classify`: the real probability). It is trained on detections
-in synthetic images with injected point sources plus artefacts (sidelobe-like
-rings and stripes around bright sources) and, by detecting down to 3.5
-sigma, plenty of noise peaks; a detection is real when it lies within 1.5
-pixels of an injected source. Its probability is then calibrated (isotonic)
-on the detections of other images. Features are dimensionless (sigmas, PSF
-units), so one model serves any image. Training is reproducible from
-``seed`` (`train_reliability`); the trained model ships with the package
-(`RELIABILITY_MODEL`, about 100 kB), so nothing is trained at first use.
+A random forest (scikit-learn, its trees kept as arrays) on each detection's fit (S/N,
+size, shape, chi2, components), its neighbourhood (distance and brightness of the
+nearest much brighter component; the signal on the rest of the ring through it about
+that neighbour, and at its mirror point, as a sidelobe would have) and the network's
+view of its cut-out (`vanotebook.classify`: the real probability). It is trained on
+`detect`'s own detections (its defaults) in synthetic images with injected point
+sources plus artefacts (sidelobe-like rings and stripes around bright sources); a
+detection is real when it lies within 1.5 pixels of an injected source. Its
+probability is then calibrated (isotonic) on the detections of other images. Features
+are dimensionless (sigmas, PSF units), so one model serves any image. Training is
+reproducible from ``seed`` (`train_reliability`); the trained model ships with the
+package (`RELIABILITY_MODEL`, about 100 kB), so nothing is trained at first use.
 """
 
 from __future__ import annotations
@@ -25,15 +25,18 @@ __all__ = ["FEATURES", "RELIABILITY_MODEL", "classify_sources", "features", "rel
            "save_reliability", "train_reliability"]
 
 FEATURES = ("log_snr", "size_ratio", "axis_ratio", "chi2_red", "n_components", "island_beams",
-            "log_neighbour_dist", "log_neighbour_ratio", "size_bound", "cnn_logit_real")
+            "log_neighbour_dist", "log_neighbour_ratio", "size_bound", "cnn_logit_real",
+            "ring_ratio", "mirror_ratio")
 
 
 def features(comps: dict, *, psf_cov: np.ndarray, rms_at: np.ndarray,
-             cnn_real: np.ndarray) -> np.ndarray:
+             cnn_real: np.ndarray, sub: np.ndarray, rms: np.ndarray) -> np.ndarray:
     """Feature matrix (n, len(FEATURES)) from fitted components in pixel units.
 
     ``cnn_real`` is the network's (`vanotebook.classify`) real probability of
-    each component's cut-out.
+    each component's cut-out; ``sub`` and ``rms`` are the background-subtracted
+    image and its noise map, read at a few points around each detection's
+    brighter neighbour (`_sidelobe_ratios`).
     """
     p = comps["params"]
     n = len(p)
@@ -59,6 +62,9 @@ def features(comps: dict, *, psf_cov: np.ndarray, rms_at: np.ndarray,
     dnb = np.where(brighter, dist, np.inf).min(axis=1)
     jnb = np.where(brighter, dist, np.inf).argmin(axis=1)
     ratio = np.where(np.isfinite(dnb), amp[idx[np.arange(n), jnb]] / amp, 1.0)
+    near = np.isfinite(dnb) & (dnb < 25 * psf_sigma)
+    ring, mirror = _sidelobe_ratios(sub, rms, pos, pos[idx[np.arange(n), jnb]], snr, near,
+                                    psf_sigma)
     dnb = np.where(np.isfinite(dnb), dnb, 1e3 * psf_sigma)
     from ._fit import FLAGS
 
@@ -69,48 +75,93 @@ def features(comps: dict, *, psf_cov: np.ndarray, rms_at: np.ndarray,
         np.log10(dnb / psf_sigma), np.log10(ratio),
         (comps["flags"] & FLAGS["size_bound"]) > 0,
         np.log(np.clip(cnn_real, 1e-4, 1 - 1e-4) / np.clip(1 - cnn_real, 1e-4, 1 - 1e-4)),
+        ring, mirror,
     ], axis=1).astype(float)
 
 
+def _sidelobe_ratios(sub: np.ndarray, rms: np.ndarray, pos: np.ndarray, centre: np.ndarray,
+                     snr: np.ndarray, near: np.ndarray, psf_sigma: float):
+    """Where a detection would be a sidelobe of its brighter neighbour: the signal on the
+    rest of its ring and at its mirror point, as fractions of its own S/N.
+
+    A sidelobe (a ring or a stripe in a radio map made with calibration errors, or the
+    dirty beam's own) belongs to the bright source's pattern: a ring goes on around the
+    source at the same radius, and an interferometer's beam is point-symmetric, so the
+    same signal sits on the opposite side. A real source beside a bright one has
+    neither. ``ring`` is the median S/N on the circle through the detection about
+    ``centre`` (leaving out 3 PSF sigmas of arc on either side of the detection);
+    ``mirror`` is the mean S/N over the 3x3 pixels at the detection mirrored through
+    ``centre``. Both are divided by the detection's S/N, and are 0 where ``near`` is
+    False (no brighter neighbour within reach) or the points fall off the image.
+    """
+    n = len(pos)
+    ring, mirror = np.zeros(n), np.zeros(n)
+    ny, nx = sub.shape
+
+    def s_n(py, px):
+        noise = rms[py, px]
+        return np.where(noise > 0, sub[py, px] / np.where(noise > 0, noise, 1), 0.0)
+
+    for i in np.flatnonzero(near):
+        cx, cy = centre[i]
+        dx, dy = pos[i, 0] - cx, pos[i, 1] - cy
+        r = float(np.hypot(dx, dy))
+        if r <= 0:
+            continue
+        m = max(16, int(2 * np.pi * r / psf_sigma))
+        phi = np.arctan2(dy, dx) + np.linspace(0, 2 * np.pi, m, endpoint=False)
+        gap = np.abs(np.angle(np.exp(1j * (phi - phi[0]))))
+        phi = phi[gap > 3 * psf_sigma / r]
+        px = np.round(cx + r * np.cos(phi)).astype(int)
+        py = np.round(cy + r * np.sin(phi)).astype(int)
+        inside = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
+        if inside.sum() >= max(4, len(phi) // 4):
+            px, py = px[inside], py[inside]
+            ring[i] = np.median(s_n(py, px)) / snr[i]
+        mx, my = round(float(cx - dx)), round(float(cy - dy))
+        if 1 <= mx < nx - 1 and 1 <= my < ny - 1:
+            box = np.s_[my - 1:my + 2, mx - 1:mx + 2]
+            mirror[i] = np.mean(s_n(*box)) / snr[i]
+    return ring, mirror
+
+
 def _detections(rng):
-    """Features and truth of the detections in one synthetic image with artefacts."""
+    """Features and truth of the detections in one synthetic image with artefacts.
+
+    The detections are `detect`'s own, with its defaults (no extended segmentation),
+    so the model learns from what it will score.
+    """
     from scipy.spatial import cKDTree
 
-    from ..classify import classify_cutouts, cutouts
-    from ..units import FWHM_TO_SIGMA
-    from ._background import background_maps
-    from ._fit import fit_islands
-    from ._islands import find_islands, local_peaks
+    from . import detect
     from ._synth import injected_image
 
     fwhm = float(rng.uniform(2.5, 5.0))
     img, truth = injected_image((320, 320), int(rng.integers(60, 140)), fwhm=fwhm,
                                 snr_range=(2.0, 400.0), artefacts=True, seed=rng,
                                 background=float(rng.uniform(-5, 5)))
-    s = fwhm * FWHM_TO_SIGMA
-    psf_cov = np.eye(2) * s * s
-    bkg, rms, _ = background_maps(img, box=48)
-    sub = img - bkg
-    snr = sub / rms
-    labels, n = find_islands(snr, seed=3.5, merge=2.5, min_pixels=3)
-    peaks = local_peaks(snr, labels, size=3, threshold=3.5)
-    comps = fit_islands(sub, rms, labels, n, peaks, psf_cov=psf_cov, max_components=3,
-                        max_pixels=300, iterations=25)
-    if len(comps["island"]) == 0:
+    global _SCORING
+    _SCORING = False
+    try:
+        res = detect(img, psf_fwhm=fwhm, extended=False, device="cpu")
+    finally:
+        _SCORING = True
+    cat = res.catalogue
+    if len(cat) == 0:
         return np.zeros((0, len(FEATURES))), np.zeros(0, bool)
-    p = comps["params"]
-    rms_at = rms[np.clip(np.round(p[:, 2]).astype(int), 0, 319),
-                 np.clip(np.round(p[:, 1]).astype(int), 0, 319)]
-    _, real, _ = classify_cutouts(cutouts(sub, p[:, 1], p[:, 2], fwhm_pix=fwhm, rms=rms_at),
-                                  device="cpu")
-    d, _ = cKDTree(np.c_[truth["x"], truth["y"]]).query(p[:, 1:3])
-    return features(comps, psf_cov=psf_cov, rms_at=rms_at, cnn_real=real), d < 1.5
+    d, _ = cKDTree(np.c_[truth["x"], truth["y"]]).query(np.c_[cat["x"].value, cat["y"].value])
+    return res._score_features, d < 1.5
+
+
+# False while `train_reliability` collects features: `detect` then scores nothing (NaN),
+# so a model being remade never depends on the one it replaces
+_SCORING = True
 
 
 RELIABILITY_MODEL = Path(__file__).parent / "models" / "reliability.npz"
 
 
-def train_reliability(seed: int = 0, *, n_images: int = 30, n_calibration: int = 20) -> dict:
+def train_reliability(seed: int = 0, *, n_images: int = 60, n_calibration: int = 30) -> dict:
     """Train the reliability model of detections, and calibrate it.
 
     A random forest (scikit-learn: 50 trees, depth 8) on the detections of
@@ -208,5 +259,7 @@ def classify_sources(feat: np.ndarray, *, model: dict | None = None) -> np.ndarr
     """Calibrated probability that each detection is real (0..1)."""
     if len(feat) == 0:
         return np.zeros(0)
+    if not _SCORING:
+        return np.full(len(feat), np.nan)
     model = reliability_model() if model is None else model
     return np.interp(_raw(model, feat), model["cal_x"], model["cal_y"])
