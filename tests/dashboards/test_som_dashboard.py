@@ -76,3 +76,17 @@ def test_convergence_curve_follows_the_epochs_whatever_their_order():
     assert list(qe["x"]) == [1, 2, 3] == list(te["x"])
     np.testing.assert_allclose(qe["y"], [1.0, 0.5, 0.3])
     np.testing.assert_allclose(te["y"], [0.1, 0.2, 0.25])
+
+
+def test_the_gateway_trains_on_its_cluster(tmp_path):
+    """The gateway's SOM tab gets the gateway's client, as the other tabs do: training
+    then runs on the cluster (`SOMDashboard(client=...)`, tested in test_cancel), not in
+    the app's process. Mutation: the tab built as ``SOMDashboard()`` fails it."""
+    from vanotebook.hub.app import Workflow
+    from vanotebook.sky import demo_sky
+
+    client = object()  # only handed on: no tab talks to it while it is being built
+    flow = Workflow(client, sky=demo_sky(0, size=0.5, n_catalogue=2000, n_spectra=500),
+                    archive=tmp_path / "shared")
+    assert flow.dashboards["SOM"]._client is client
+    assert flow.dashboards["Cross-match"]._client is client

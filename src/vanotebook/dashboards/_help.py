@@ -6,7 +6,7 @@ import html
 
 import panel as pn
 
-__all__ = ["HELP", "archive_name", "archive_save", "message_kind", "number_input",
+__all__ = ["HELP", "archive_name", "archive_save", "made_by", "message_kind", "number_input",
            "result_download", "run_controls", "status_pane", "with_help"]
 
 #: By dashboard class name. Two sentences each: what it does, what to try first.
@@ -161,6 +161,26 @@ def archive_name(archive: object, base: str) -> str:
         n += 1
         name = f"{stem}_{n}"
     return name
+
+
+def made_by(record: dict | None) -> str:
+    """How a product was made, in one line for its description in the archive.
+
+    ``record`` is the product's provenance (`vanotebook.provenance.Provenance.to_dict`,
+    as the services put it in ``meta["provenance"]``): its activity with the
+    parameters that were set, the seed, the vanotebook version and the record's
+    digest (the same digest as in a download of the product). The archive keeps its
+    own record of the saving (`Archive.provenance`) beside it.
+    """
+    from ..provenance import Provenance
+
+    if not record:
+        return "made by: no provenance recorded"
+    prov = Provenance.from_dict(record)
+    shown = ", ".join(f"{k}={v}" for k, v in prov.parameters.items() if v is not None)
+    seed = "" if prov.seed is None else f", seed {prov.seed}"
+    return (f"made by {prov.activity}({shown}){seed}, vanotebook "
+            f"{prov.versions.get('vanotebook', '?')}, provenance digest {prov.digest[:16]}")
 
 
 def run_controls(viewer: object, run: pn.widgets.Button) -> pn.Row:

@@ -8,14 +8,15 @@ Dask cluster for large tables), so the Panel event loop is never blocked;
 Cancel stops it and takes its partitions off the cluster. A
 source picked in the table, on the map or on the T-M / L-M diagrams shows its SED (detections
 with error bars, upper limits as down-pointing triangles) with the fitted curve
-and its 16-84% band; the fit table downloads as ECSV.
+and its 16-84% band; the fit table downloads as ECSV or goes into the user's
+archive as a catalogue.
 """
 
 from __future__ import annotations
 
 import io
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
 import numpy as np
@@ -25,11 +26,16 @@ import param
 from ..sed import MODELS, fit_greybody, greybody_sed, sed_arrays
 from ._page import CANCELLED, Run
 
+if TYPE_CHECKING:
+    from astropy.table import QTable
+
 __all__ = ["SEDDashboard"]
 
 _CURVE = np.geomspace(30.0, 2000.0, 120) * u.um
 _TABLE_COLUMNS = ("temperature", "temperature_err", "mass", "mass_err", "beta", "luminosity",
                   "chi2_red", "n_bands", "flags")
+#: The fit's parameters, in the order of its ``covariance`` (`fit_greybody`).
+_COVARIANCE_OF = ("lnT", "lnM", "beta")
 
 
 def _demo_seds():
@@ -231,6 +237,71 @@ class SEDDashboard(pn.viewable.Viewer):
         t.write(text, format="ascii.ecsv")
         return io.BytesIO(text.getvalue().encode())
 
+    def fit_catalogue(self) -> QTable:
+        """The fit as a catalogue, one row per source, every column with its unit.
+
+        Returns
+        -------
+        astropy.table.QTable
+            The SED table's own 1-D columns (positions, identifiers, photometry,
+            upper-limit flags), ``sed_row`` (the source's row in it), then every
+            column of the fit (temperature, mass, beta, luminosity and their
+            errors, distance, chi2_red, n_bands, n_upper, flags, ...), with the
+            covariance of (ln T, ln M, beta) as the six ``cov_<a>_<b>`` columns.
+            An SED-table column of a name the fit uses (e.g. a detection's
+            ``flags``) is kept as ``<name>_source``.
+        """
+        from astropy.table import QTable
+
+        if self.fit is None:
+            msg = "fit the SEDs before asking for the fit table"
+            raise RuntimeError(msg)
+        out = QTable()
+        for name in self._seds.colnames:
+            col = self._seds[name]
+            if getattr(col, "ndim", 0) == 1 and getattr(col, "dtype", np.dtype(object)
+                                                        ).kind in "biufUS":
+                out[name] = col
+        ours = QTable({"sed_row": np.arange(len(self.fit), dtype=np.int64)})
+        for name in self.fit.colnames:
+            if name != "covariance":
+                ours[name] = self.fit[name]
+        cov = np.asarray(self.fit["covariance"], np.float64)
+        for i, a in enumerate(_COVARIANCE_OF):
+            for j in range(i, len(_COVARIANCE_OF)):
+                ours[f"cov_{a}_{_COVARIANCE_OF[j]}"] = cov[:, i, j]
+        for name in ours.colnames:
+            if name in out.colnames:
+                out.rename_column(name, f"{name}_source")
+            out[name] = ours[name]
+        return out
+
+    def save_to_archive(self, archive: Any) -> str:
+        """Add `fit_catalogue` to ``archive`` under a new name; what was saved.
+
+        Placed at the sources' ``ra``/``dec`` (an SED table without them is
+        refused with a message). The description gives the model, its dust
+        opacity, the meaning of the ``flags`` bits and how the fit was made (its
+        provenance); the archive records the saving itself.
+        """
+        from ._help import archive_name, made_by
+
+        if not {"ra", "dec"} <= set(self._seds.colnames):
+            msg = ("the archive keeps catalogues by sky position, and the SED table has no "
+                   "ra/dec columns: download the fits as ECSV instead")
+            raise ValueError(msg)
+        meta = self.fit.meta
+        name = archive_name(archive, f"greybody_{meta.get('model', 'fit')}")
+        flags = ", ".join(f"{k}={v}" for k, v in meta.get("flags", {}).items())
+        cat = archive.add_catalogue(
+            name, self.fit_catalogue(),
+            description=(f"greybody fits of {len(self.fit)} SEDs: {meta.get('model')} model, "
+                         f"kappa0 {meta.get('kappa0_m2_kg', float('nan')):.4g} m2/kg at "
+                         f"nu0 {meta.get('nu0_hz', float('nan')):.4g} Hz, covariance of "
+                         f"(ln T, ln M, beta); flags bits: {flags}; "
+                         f"{made_by(meta.get('provenance'))}"))
+        return f"catalogue {name!r} ({cat.n_rows} sources)"
+
     # -- views -----------------------------------------------------------------------
     def _selected(self, event) -> None:
         if event.new:
@@ -319,7 +390,13 @@ class SEDDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download, run_controls, status_pane
+        from ._help import (
+            archive_save,
+            number_input,
+            result_download,
+            run_controls,
+            status_pane,
+        )
 
         figs = self.figures()
         controls = pn.Column(
@@ -335,6 +412,7 @@ class SEDDashboard(pn.viewable.Viewer):
             pn.widgets.IntInput.from_param(self.param.picked),
             result_download(self, self.download, "greybody_fits.ecsv",
                             "Download fits (ECSV)", ready=lambda: self.fit is not None),
+            archive_save(self, self.save_to_archive, ready=lambda: self.fit is not None),
             width=300)
         top = [controls, pn.pane.Bokeh(figs["sed"])]
         if "map" in figs:

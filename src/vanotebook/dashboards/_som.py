@@ -5,8 +5,10 @@ and the map parameters, train (in a background thread, on the Dask cluster
 given as ``client=``) while the QE/TE curves grow (Cancel stops it), then
 look at the
 U-matrix, hits, label map, the isometric labels + hits view and, for a
-tapped unit, its prototype and member spectra; export GUASOM JSON. All the
-science is `vanotebook.som`; this module only wires widgets to it.
+tapped unit, its prototype and member spectra; export GUASOM JSON, or save the
+per-spectrum table (each spectrum's best-matching unit, distance and unit label)
+in the user's archive. All the science is `vanotebook.som`; this module only
+wires widgets to it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import io
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import panel as pn
@@ -23,6 +25,9 @@ import param
 
 from ..som import SOM, hits_figure, isometric_figure, label_figure, neuron_figure, umatrix_figure
 from ._page import CANCELLED, Run
+
+if TYPE_CHECKING:
+    from astropy.table import Table
 
 __all__ = ["SOMDashboard"]
 
@@ -32,7 +37,8 @@ class SOMDashboard(pn.viewable.Viewer):
 
     Set the parameters (or use the widgets), call `train_map` (the "Train"
     button; `cancel` stops it), then `unit` picks the neuron whose spectra are
-    shown; `export_json` gives the GUASOM JSON.
+    shown; `export_json` gives the GUASOM JSON, `spectra_table` each spectrum's
+    unit and `save_to_archive` keeps that table in an archive.
 
     Parameters
     ----------
@@ -74,17 +80,26 @@ class SOMDashboard(pn.viewable.Viewer):
         self._y: np.ndarray | None = None
         self._wavelength: np.ndarray | None = None
         self._bmu: np.ndarray | None = None
+        self._distance: np.ndarray | None = None  # of each sample to its BMU's prototype
+        self._rows: Any = None  # the input's own 1-D columns, one row per sample
+        self._feature_unit: str | None = None
         self._thread: threading.Thread | None = None
         self._progress = pn.indicators.Progress(value=0, max=100, width=300, visible=False)
 
     # ------------------------------------------------------------------ data and work
     def load_data(self) -> tuple[Any, np.ndarray | None, np.ndarray | None]:
         """The training samples, their classes and a wavelength axis (or None)."""
+        x, y, wl, _rows, _unit = self._load()
+        return x, y, wl
+
+    def _load(self) -> tuple[Any, np.ndarray | None, np.ndarray | None, Any, str | None]:
+        """`load_data`, plus each sample's own 1-D columns (ids, positions, class) and the
+        features' unit (None unless they share one)."""
         if self.source == "demo spectra":
             from ..sky import make_spectra
 
             s = make_spectra(self.n_spectra, seed=self.seed)
-            return s.flux, s.label, s.wavelength
+            return s.flux, s.label, s.wavelength, _scalar_columns(s.to_table(), ()), None
         from ..io import read_catalogue
 
         table = read_catalogue(self.table_path)
@@ -97,7 +112,10 @@ class SOMDashboard(pn.viewable.Viewer):
         x = np.column_stack([p.reshape(len(p), -1) for p in parts])
         y = np.asarray(table[self.label_column]) if self.label_column in table.colnames else None
         wl = table.meta.get("wavelength_nm")
-        return x, y, None if wl is None else np.asarray(wl)
+        units = {str(getattr(table[c], "unit", None) or "") for c in cols}
+        unit = units.pop() if len(units) == 1 else None
+        return (x, y, None if wl is None else np.asarray(wl), _scalar_columns(table, cols),
+                unit or None)
 
     def _map(self) -> SOM:
         return SOM((self.rows, self.cols), topology=self.topology, periodic=self.periodic,
@@ -119,13 +137,13 @@ class SOMDashboard(pn.viewable.Viewer):
     def _work(self, run: Run) -> None:
         try:
             client = run.connect()
-            x, y, wl = self.load_data()
+            x, y, wl, rows, unit = self._load()
             som = self._map().fit(x, client=client,
                                   progress=lambda entry: self._on_epoch(run, entry))
             run.check()
             if y is not None:
                 som.label(x, y)
-            bmu = som.bmu(x)
+            bmu, distance = _members(som, x)
         except Exception as exc:  # shown in the UI, never raised into the event loop
             message = f"Failed: {exc}"
 
@@ -141,6 +159,7 @@ class SOMDashboard(pn.viewable.Viewer):
 
         def done() -> None:
             self.som, self._x, self._y, self._wavelength, self._bmu = som, x, y, wl, bmu
+            self._distance, self._rows, self._feature_unit = distance, rows, unit
             self.unit = int(np.argmax(som.train_hits))
             self.running = False
             self._progress.visible = False
@@ -185,6 +204,71 @@ class SOMDashboard(pn.viewable.Viewer):
             path = Path(tmp) / "som.json"
             self.som.to_guasom(path, self._x)
             return io.BytesIO(path.read_bytes())
+
+    def spectra_table(self) -> Table:
+        """One row per training sample: where the current map puts it.
+
+        Returns
+        -------
+        astropy.table.Table
+            The input's own 1-D columns (identifiers, positions, class; not the
+            features), then ``input_row`` (the sample's row in the input), ``bmu``
+            (its best-matching unit, ``bmu_row * cols + bmu_col``), ``bmu_row``,
+            ``bmu_col``, ``bmu_distance`` (Euclidean, to that unit's prototype,
+            in the features' unit when they share one) and, for a labelled map,
+            ``unit_label`` (the unit's majority class). An input column of one of
+            these names is kept as ``<name>_input``.
+        """
+        from astropy.table import Table
+
+        if self.som is None:
+            msg = "train a map before asking where it puts the spectra"
+            raise RuntimeError(msg)
+        som, bmu = self.som, self._bmu
+        ours: dict[str, Any] = {"input_row": np.arange(bmu.size, dtype=np.int64),
+                                "bmu": bmu, "bmu_row": bmu // som.cols,
+                                "bmu_col": bmu % som.cols, "bmu_distance": self._distance}
+        if som.labels is not None:
+            ours["unit_label"] = som.labels.labels.ravel()[bmu]
+        out = Table() if self._rows is None else self._rows.copy(copy_data=False)
+        for name, values in ours.items():
+            if name in out.colnames:
+                out.rename_column(name, f"{name}_input")
+            out[name] = values
+        out["bmu_distance"].unit = self._feature_unit
+        return out
+
+    def save_to_archive(self, archive: Any) -> str:
+        """Add `spectra_table` to ``archive`` as a catalogue under a new name; what was saved.
+
+        The archive keeps catalogues by sky position: the input needs RA/Dec
+        columns (the usual names, `vanotebook.io.guess_coordinates`); the demo
+        spectra have none and are refused with a message. The maps themselves
+        (U-matrix, hits, labels) have no sky coordinates, so the archive, which
+        holds only images with a celestial WCS, cannot keep them: they go out
+        as GUASOM JSON (`export_json`). The description says how the map was
+        made (its provenance); the archive records the saving itself.
+        """
+        from ..io import guess_coordinates
+        from ._help import archive_name, made_by
+
+        table = self.spectra_table()
+        ra, dec = guess_coordinates(table.colnames)
+        if ra is None:
+            msg = ("the archive keeps catalogues by sky position, and these spectra have no "
+                   "RA/Dec columns (the demo spectra have none): train on a table with "
+                   "positions, or export the map as GUASOM JSON")
+            raise ValueError(msg)
+        som = self.som
+        what = "demo spectra" if self.source == "demo spectra" else Path(self.table_path).name
+        name = archive_name(archive, f"som_{Path(what).stem}_{som.rows}x{som.cols}")
+        cat = archive.add_catalogue(
+            name, table, ra=ra, dec=dec,
+            description=(f"best-matching units of {len(table)} spectra ({what}) on a "
+                         f"{som.rows}x{som.cols} {som.topology} SOM, QE "
+                         f"{som.history['qe'][-1]:.4g}, TE {som.history['te'][-1]:.3f}; "
+                         f"{made_by(som.provenance)}"))
+        return f"catalogue {name!r} ({cat.n_rows} spectra)"
 
     # ------------------------------------------------------------------ views
     def _curves(self):
@@ -252,7 +336,7 @@ class SOMDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import result_download, run_controls, status_pane
+        from ._help import archive_save, result_download, run_controls, status_pane
 
         data = pn.Param(self, parameters=["source", "n_spectra", "table_path", "columns",
                                           "label_column"], show_name=False)
@@ -263,7 +347,26 @@ class SOMDashboard(pn.viewable.Viewer):
         view = pn.Param(self, parameters=["scale", "clip"], show_name=False)
         download = result_download(self, self.export_json, "som.json", "Export GUASOM JSON",
                                    ready=lambda: self.som is not None)
+        save = archive_save(self, self.save_to_archive, ready=lambda: self.som is not None)
         train = run_controls(self, pn.widgets.Button.from_param(self.param.train))
         side = pn.Column("### Data", data, "### Map", grid, train, self._progress,
-                         status_pane(self), "### View", view, download, width=320)
+                         status_pane(self), "### View", view, download, save, width=320)
         return pn.Row(side, pn.Column(self.curves, self.maps), self.neuron)
+
+
+def _scalar_columns(table: Any, features: Any) -> Any:
+    """The 1-D plain columns of ``table`` that are not ``features`` (ids, positions, class)."""
+    from astropy.table import Column, Table
+
+    keep = [c for c in table.colnames if c not in features and isinstance(table[c], Column)
+            and table[c].ndim == 1 and table[c].dtype.kind in "biufUS"]
+    return Table(table, copy=False)[keep] if keep else None
+
+
+def _members(som: SOM, x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's best-matching unit and its distance to that unit's prototype."""
+    ranked = som.outliers(x, len(x))  # every sample, ranked: index, bmu, error
+    order = np.asarray(ranked["index"], np.int64)
+    bmu, distance = np.empty(order.size, np.int64), np.empty(order.size, np.float64)
+    bmu[order], distance[order] = ranked["bmu"], ranked["error"]
+    return bmu, distance

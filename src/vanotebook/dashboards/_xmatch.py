@@ -88,6 +88,7 @@ class XmatchDashboard(pn.viewable.Viewer):
             self.sources = "given catalogues"
         self._pool = ThreadPoolExecutor(max_workers=1)
         self.result = None
+        self._result_sources = ""  # where the catalogues of ``result`` came from
         self.future: Future | None = None
         self._run: Run | None = None  # the current match (`_page.Run`)
         self._tables: tuple[Any, Any] | None = None
@@ -288,7 +289,7 @@ class XmatchDashboard(pn.viewable.Viewer):
         self._run = Run(None if in_memory else get_client(self._client))
         self.running, self.status = True, "matching..."
         self.progress_done, self.selection = 0, []
-        self.future = self._pool.submit(self._match, self._run)
+        self.future = self._pool.submit(self._match, self._run, self.sources)
         return self.future
 
     def cancel(self) -> None:
@@ -299,9 +300,10 @@ class XmatchDashboard(pn.viewable.Viewer):
     def _cancelled(self) -> None:
         self.running, self.status = False, CANCELLED
 
-    def _match(self, run: Run):
+    def _match(self, run: Run, sources: str = ""):
         """The job (a worker thread): match, then update the state (before the future
-        resolves, outside a server), unless the run was cancelled."""
+        resolves, outside a server), unless the run was cancelled. ``sources`` says
+        where the catalogues came from when it started."""
         def progress(done: int, total: int) -> None:
             run.check()
             run.report(lambda: self._progress(done, total))
@@ -317,11 +319,12 @@ class XmatchDashboard(pn.viewable.Viewer):
         q = result.meta.get("completeness")
         message = f"{len(result)} pairs (fitted completeness {q:.2f})" if q == q else (
             f"{len(result)} pairs")
-        run.report(lambda: self._show(result, message), last=True)
+        run.report(lambda: self._show(result, message, sources), last=True)
         return result
 
-    def _show(self, result, message: str) -> None:
+    def _show(self, result, message: str, sources: str = "") -> None:
         self.result, self.n_pairs = result, 0 if result is None else len(result)
+        self._result_sources = sources
         self.status, self.running = message, False
         self._refresh()
 
@@ -334,6 +337,27 @@ class XmatchDashboard(pn.viewable.Viewer):
         table.meta.pop("provenance", None)
         table.write(buf, format="ascii.ecsv")
         return io.BytesIO(buf.getvalue().encode())
+
+    def save_to_archive(self, archive: Any) -> str:
+        """Add the pairs of the last match to ``archive`` as a catalogue; what was saved.
+
+        Every column is kept with its unit (both sides' columns, ``separation`` in
+        arcsec, ``probability``), placed at the left positions (``ra_left``,
+        ``dec_left``), under a name no earlier save took (`archive_name`). Its
+        description says what was matched and how (the match's provenance:
+        radius, method, digest); the archive records the saving itself.
+        """
+        from ._help import archive_name, made_by
+
+        origin = self._result_sources.replace("left: ", "").replace("right: ", "")
+        name = archive_name(archive, "xmatch_" + "_".join(origin.split(", ")))
+        q = self.result.meta.get("completeness", float("nan"))
+        fitted = f", fitted completeness {q:.3f}" if q == q else ""
+        cat = archive.add_catalogue(
+            name, self.result, ra="ra_left", dec="dec_left",
+            description=(f"cross-match pairs ({self._result_sources}){fitted}; "
+                         f"{made_by(self.result.meta.get('provenance'))}"))
+        return f"catalogue {name!r} ({cat.n_rows} pairs)"
 
     # ---------------------------------------------------------------- views
     def sky_data(self) -> dict[str, np.ndarray]:
@@ -438,7 +462,13 @@ class XmatchDashboard(pn.viewable.Viewer):
         return with_help(self, self._layout())
 
     def _layout(self):
-        from ._help import number_input, result_download, run_controls, status_pane
+        from ._help import (
+            archive_save,
+            number_input,
+            result_download,
+            run_controls,
+            status_pane,
+        )
 
         controls = pn.Column(
             pn.pane.Markdown("**Catalogues** (demo pair, or upload FITS, VOTable, ECSV, CSV, "
@@ -464,6 +494,8 @@ class XmatchDashboard(pn.viewable.Viewer):
             status_pane(self),
             result_download(self, self.download, "crossmatch.ecsv", "Download pairs (ECSV)",
                             ready=lambda: self.result is not None),
+            archive_save(self, self.save_to_archive,
+                         ready=lambda: self.result is not None and len(self.result) > 0),
         )
         left = pn.widgets.Button(label="left <- archive")
         right = pn.widgets.Button(label="right <- archive")

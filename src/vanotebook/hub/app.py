@@ -177,9 +177,7 @@ class Workflow(pn.viewable.Viewer):
                 cls = getattr(dashboards, name)
             except (ImportError, AttributeError):
                 continue
-            if name == "SOMDashboard":
-                self.dashboards[title] = cls()
-            elif name in ("XmatchDashboard", "SEDDashboard", "CubeDashboard"):
+            if name in ("SOMDashboard", "XmatchDashboard", "SEDDashboard", "CubeDashboard"):
                 self.dashboards[title] = cls(client=client)
             else:
                 self.dashboards[title] = cls(sky=self.sky, client=client)

@@ -6,7 +6,8 @@ the modules that declared pipelines), joins the cluster its environment
 names (``DASK_SCHEDULER_ADDRESS``; the work then runs there as futures),
 writes progress lines to ``progress.txt`` and, at the end, ``outcome.json``:
 the result files, or the error a user can act on. On SIGTERM (ABORT) it
-cancels what it has on the cluster before it ends, so the workers are freed.
+closes its client before it ends: the scheduler drops the job's tasks, so the
+workers are freed.
 """
 
 from __future__ import annotations
@@ -32,16 +33,18 @@ def _join_cluster(say):
 
 
 def _cancel_on_term(client) -> None:
-    """SIGTERM: cancel this client's futures on the cluster, then end."""
+    """SIGTERM: close this job's client, which frees the cluster, then end (status 143).
+
+    Closing the client makes the scheduler release every key it held, so the
+    job's queued and running tasks leave the cluster. ``client.futures`` holds
+    keys, not futures: ``client.cancel`` given them cancelled nothing.
+    """
     import os
     import signal
 
-    def stop(signum, frame):  # pragma: no cover - runs in the job's process
+    def stop(signum, frame):
         try:
             if client is not None:
-                futures = list(client.futures)
-                if futures:
-                    client.cancel(futures, force=True)
                 client.close(timeout=2)
         finally:
             os._exit(143)
