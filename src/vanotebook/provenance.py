@@ -319,11 +319,12 @@ def inputs_on_disk(record: Provenance) -> list[Path]:
     A rerun adapter calls this first: a product whose inputs were arrays
     (no paths recorded) or whose files are gone cannot be remade.
     """
-    if not record.inputs:
+    files = [item for item in record.inputs if item.get("path")]
+    if not files:  # (an input without a path is a product made in memory)
         raise VanotebookInputError(
             "record", f"a {record.activity} product made from files on disk",
             "a record without input files (its inputs were in memory)")
-    paths = [Path(item["path"]) for item in record.inputs]
+    paths = [Path(item["path"]) for item in files]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise VanotebookInputError("record", "a record whose input files still exist",

@@ -80,6 +80,33 @@ def test_in_memory_ingestion_cannot_rerun(tmp_path):
     assert done.returncode != 0 and "--catalogue NAME or --ingest ID" in done.stderr
 
 
+def test_a_saved_product_keeps_how_it_was_made(tmp_path):
+    """A table made by a service (its record in ``meta["provenance"]``, as the dashboards'
+    "Save to my archive" hands it over) keeps that record in the archive's own: as an
+    input, by its digest, whole. It still cannot rerun (its data were in memory), and
+    a table without a record gets no such input. Mutation: the record not passed on
+    (`_made_from` returning nothing): the archive's record has no input."""
+    from vanotebook.detect import detect
+    from vanotebook.detect._synth import injected_image
+    from vanotebook.provenance import Provenance
+
+    img, _ = injected_image((96, 96), 6, seed=1, min_separation=8.0)
+    cat = detect(img, psf_fwhm=3.0, extended=False, classify=False).catalogue
+    cat["ra"], cat["dec"] = 10 + cat["x"].value / 1e3, cat["y"].value / 1e3
+    made = Provenance.from_dict(cat.meta["provenance"])
+    arc = Archive(tmp_path / "arc")
+    arc.add_catalogue("found", cat)
+    record = arc.provenance("found")
+    assert record.inputs == [{"sha256": made.digest,
+                              "provenance": Provenance.from_dict(made.to_dict()).__dict__}]
+    assert record.inputs[0]["provenance"]["activity"] == made.activity
+    assert Provenance.from_dict(record.to_dict()).inputs == record.inputs  # round trip
+    with pytest.raises(VanotebookInputError, match="made from files"):
+        rerun(record, tmp_path / "again")
+    arc.add_catalogue("bare", Table({"ra": [1.0], "dec": [2.0]}))
+    assert arc.provenance("bare").inputs == []
+
+
 def test_catalogue_hips_reruns_to_the_same_tiles(archive, tmp_path):
     out = archive.catalogue("cat").to_hips(tmp_path / "hips", order_by="flux",
                                            descending=True, max_rows_per_tile=200)

@@ -23,6 +23,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -550,8 +551,9 @@ class Archive:
                           "order": info["order"], "max_rows": max_rows,
                           "source": type(data).__name__ if not inputs else "files",
                           **{k: meta[k] for k in ("band", "wavelength_m") if meta[k]}}
-                prov = self._provenance("vanotebook.archive.add_catalogue", params, inputs,
-                                        outputs)
+                made = _made_from(data)  # how an in-memory product was made, if it says
+                prov = self._provenance("vanotebook.archive.add_catalogue", params,
+                                        inputs + made, outputs)
                 os.replace(tmp, final)
                 try:
                     self._commit(lambda con: _insert_catalogue(
@@ -759,6 +761,26 @@ def _insert_catalogue(con, name, folder, ra, dec, epoch, info, sums, meta, inges
     con.execute("INSERT INTO catalogue_partitions SELECT * FROM _new_parts")
     con.unregister("_new_parts")
     _insert_ingest(con, ingest_id, prov)
+
+
+def _made_from(data: Any) -> list[dict]:
+    """The record of how an in-memory table was made (``data.meta["provenance"]``, as
+    vanotebook's services leave it), as an input of the archive's own record: by its
+    digest, with the whole record beside it. Empty when the table carries none."""
+    meta = getattr(data, "meta", None)
+    rec = meta.get("provenance") if isinstance(meta, dict) else None
+    if isinstance(rec, str):
+        try:
+            rec = json.loads(rec)
+        except ValueError:
+            return []
+    if not isinstance(rec, dict):
+        return []
+    try:
+        made = Provenance.from_dict(rec)
+    except VanotebookInputError:
+        return []
+    return [{"sha256": made.digest, "provenance": asdict(made)}]
 
 
 def _insert_ingest(con, ingest_id: str, prov: Provenance) -> None:
