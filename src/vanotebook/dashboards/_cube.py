@@ -15,6 +15,15 @@ position-velocity view picks a channel, marked in all three. The PV line is
 drawn on the map with Bokeh's poly-draw tool (or set as ``pv_line``). The
 3-D view is Panel's VTK volume pane; its vtk.js is served by Panel itself,
 never from a CDN.
+
+Every image (the moment map, the continuum, RA-v, Dec-v and the PV slice) is
+an `ImageView`: the browser gets at most 1024 pixels a side, re-sent at finer
+steps on zoom; a colour-map choice and a colour bar in the image's unit; and a
+read-out under the figure in the image's own frame: the map's and the
+continuum's RA/Dec (or l/b) from their WCS, the PV slice's offset and velocity
+from its WCS, the cuts' sky position and spectral coordinate from the cube's
+WCS through the cursor. The map and the continuum keep square pixels and share
+one view.
 """
 
 from __future__ import annotations
@@ -28,11 +37,13 @@ import panel as pn
 import param
 
 from ..cube import find_lines, moments, parse_cube, pv_slice, spectrum
+from ._image import ImageView
 from ._page import CANCELLED, Run
 
 __all__ = ["CubeDashboard"]
 
 _MAPS = ("moment0", "moment1", "moment2", "peak", "velocity_of_peak", "linewidth_sigma")
+_VIEWS = ("map", "continuum", "ra_v", "dec_v", "pv")  # the images, each an ImageView
 _VOLUME_SIDE = 96  # the 3-D view gets at most this many voxels a side (a strided view)
 
 
@@ -284,54 +295,45 @@ class CubeDashboard(pn.viewable.Viewer):
 
     # -- figures ---------------------------------------------------------------
     def _build_figures(self) -> None:
-        from bokeh.events import Tap
-        from bokeh.models import (
-            ColumnDataSource,
-            HoverTool,
-            LinearColorMapper,
-            PolyDrawTool,
-            Span,
-        )
-        from bokeh.palettes import Magma256, Viridis256
+        """Five `ImageView` figures (the map, the continuum, RA-v, Dec-v, the PV slice:
+        level of detail, read-out in each image's own frame, colour map and bar) and the
+        spectrum; the images themselves arrive with `_refresh`."""
+        from bokeh.events import RangesUpdate, Tap
+        from bokeh.models import ColumnDataSource, PolyDrawTool, Span
         from bokeh.plotting import figure
 
         src = self._src
-        src["map"] = ColumnDataSource({"image": [np.zeros((1, 1))], "x": [-0.5], "y": [-0.5],
-                                       "dw": [1.0], "dh": [1.0]})
-        src["continuum"] = ColumnDataSource({"image": [np.zeros((1, 1))], "x": [-0.5],
-                                             "y": [-0.5], "dw": [1.0], "dh": [1.0]})
         src["cursor"] = ColumnDataSource({"x": [0.0], "y": [0.0]})
         src["pv_line"] = ColumnDataSource({"xs": [], "ys": []})
         src["spectrum"] = ColumnDataSource({"v": [], "flux": [], "lo": [], "hi": []})
         src["lines"] = ColumnDataSource({"left": [], "right": []})
-        for key in ("ra_v", "dec_v", "pv"):
-            src[key] = ColumnDataSource({"image": [np.zeros((1, 1))], "x": [0.0], "y": [0.0],
-                                         "dw": [1.0], "dh": [1.0]})
-        self._mappers = {k: LinearColorMapper(palette=Viridis256 if k in ("map", "continuum")
-                                              else Magma256, nan_color="rgba(0,0,0,0)")
-                         for k in ("map", "continuum", "ra_v", "dec_v", "pv")}
+        self.views = {k: ImageView(palette="Viridis256" if k in ("map", "continuum")
+                                   else "Magma256") for k in _VIEWS}
         self._spans: dict[str, Any] = {}
+        self._pushed: dict[str, tuple] = {}
+        blank = np.full((1, 1), np.nan)
 
         tools = "pan,wheel_zoom,box_zoom,reset,tap"
-        fmap = figure(title="moment0", width=380, height=340, tools=tools,
-                      match_aspect=True, x_axis_label="x [pixel]", y_axis_label="y [pixel]",
-                      name="cube-map", css_classes=["cube-map"])
-        fmap.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src["map"],
-                   color_mapper=self._mappers["map"])
+        fmap = self.views["map"].figure(blank, title="moment0", name="cube-map", width=380,
+                                        height=340, tools=tools, colour_bar=" ",
+                                        labels=("x [pixel]", "y [pixel]"))
         lines = fmap.multi_line(xs="xs", ys="ys", source=src["pv_line"], line_color="white",
                                 line_width=2)
         fmap.add_tools(PolyDrawTool(renderers=[lines], num_objects=1))
         fmap.scatter(x="x", y="y", source=src["cursor"], marker="cross", size=16,
                      color="red", line_width=2)
-        fmap.add_tools(HoverTool(tooltips=[("x, y", "$x{0.0}, $y{0.0}"), ("value", "@image")]))
-        fcont = figure(title="continuum", width=380, height=340, tools=tools,
-                       match_aspect=True, x_range=fmap.x_range, y_range=fmap.y_range,
-                       x_axis_label="x [pixel]", name="cube-continuum",
-                       css_classes=["cube-continuum"])
-        fcont.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src["continuum"],
-                    color_mapper=self._mappers["continuum"])
+        fcont = self.views["continuum"].figure(blank, title="continuum",
+                                               name="cube-continuum", width=380, height=340,
+                                               tools=tools, colour_bar=" ",
+                                               labels=("x [pixel]", "y [pixel]"))
+        fcont.x_range, fcont.y_range = fmap.x_range, fmap.y_range  # one sky, one view
         fcont.scatter(x="x", y="y", source=src["cursor"], marker="cross", size=16, color="red",
                       line_width=2)
+        # the browser tells only the figure zoomed; the other gets the same pixels in view
+        fmap.on_event(RangesUpdate, lambda e: self.views["continuum"].show_range(
+            e.x0, e.x1, e.y0, e.y1))
+        fcont.on_event(RangesUpdate, lambda e: self.views["map"].show_range(
+            e.x0, e.x1, e.y0, e.y1))
         for fig in (fmap, fcont):
             fig.on_event(Tap, lambda e: self.tap_map(e.x, e.y))
         src["pv_line"].on_change("data", self._drawn)
@@ -349,10 +351,9 @@ class CubeDashboard(pn.viewable.Viewer):
         for key, title, xlabel in (("ra_v", "RA-v (the cursor's row)", "x [pixel]"),
                                    ("dec_v", "Dec-v (the cursor's column)", "y [pixel]"),
                                    ("pv", "PV along the drawn line", "offset [arcsec]")):
-            f = figure(title=title, width=380, height=240, tools=tools, x_axis_label=xlabel,
-                       y_axis_label="velocity [km/s]", name=f"cube-{key}")
-            f.image(image="image", x="x", y="y", dw="dw", dh="dh", source=src[key],
-                    color_mapper=self._mappers[key])
+            f = self.views[key].figure(blank, title=title, name=f"cube-{key}", width=380,
+                                       height=240, tools=tools, colour_bar=" ",
+                                       labels=(xlabel, "velocity [km/s]"), square=False)
             span = Span(location=0.0, dimension="width", line_color="cyan", line_dash="dashed")
             f.add_layout(span)
             self._spans[key] = span
@@ -364,47 +365,90 @@ class CubeDashboard(pn.viewable.Viewer):
             figs[key] = f
         self._figs = figs
 
-    def _image(self, key: str, values: np.ndarray, x0: float, y0: float, dw: float,
-               dh: float) -> None:
-        values = np.asarray(values, float)
-        self._src[key].data = {"image": [values], "x": [x0], "y": [y0], "dw": [dw], "dh": [dh]}
-        lo, hi = _finite_range(values)
-        self._mappers[key].update(low=lo, high=hi)
+    def _show(self, key: str, token: tuple, values: Any, wcs: Any = None, *, unit: str = "",
+              axes: Any = None, title: str | None = None) -> None:
+        """Put ``values`` into view ``key`` (unless ``token``, the objects it was made
+        from, is what that view shows already): its colour limits and bar, its title."""
+        old = self._pushed.get(key)
+        if old is not None and len(old) == len(token) and all(
+                a is b or (isinstance(a, str) and a == b) for a, b in zip(old, token,
+                                                                          strict=True)):
+            return
+        self._pushed[key] = token
+        values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.floating):
+            values = values.astype(float)
+        view = self.views[key]
+        view.update(values, wcs, unit=unit, axes=axes, colour_bar=unit or " ")
+        view.set_limits(*_finite_range(values))
+        if title is not None:
+            self._figs[key].title.text = title
+
+    def _velocity_axis(self, v: np.ndarray) -> tuple[float, float]:
+        """A linear velocity axis ``(v of channel 0, step)`` for the PV-like views."""
+        v = np.asarray(v, float)
+        if v.size > 1:
+            return float(v[0]), float(v[1] - v[0])
+        return float(v[0]), float(self.cube.width[0]) if self.cube.width.size else 1.0
 
     def _pv_image(self, key: str, values) -> None:
-        """A ``(v, position)`` image: the PV slice (offsets in arcsec) or a cut (pixels)."""
+        """A ``(v, position)`` image: the PV slice (offsets in arcsec, read out from its
+        own WCS) or a cut (pixels, read out from the cube's WCS through the cursor)."""
         if values is None:
             return
+        from astropy.wcs.wcsapi import SlicedLowLevelWCS
+
+        unit = "" if self.cube.unit is None else self.cube.unit.to_string()
         if key == "pv":
+            from astropy.io import fits
+            from astropy.wcs import WCS
+
             v = np.asarray(values["velocity"].values, float)
             pos = np.asarray(values["offset"].values, float) * 3600
-        else:
-            v = np.asarray(self.cube.velocity, float)
-            pos = np.arange(values.shape[1], dtype=float)
-        values = np.asarray(values, float)
-        if v[0] > v[-1]:
-            v, values = v[::-1], values[::-1]
-        dv = abs(v[1] - v[0]) if v.size > 1 else 1.0
-        dp = abs(pos[1] - pos[0]) if pos.size > 1 else 1.0
-        self._image(key, values, pos[0] - dp / 2, v[0] - dv / 2, dp * len(pos), dv * len(v))
+            dp = float(pos[1] - pos[0]) if pos.size > 1 else 1.0
+            wcs = WCS(fits.Header.fromstring(values.attrs["header"]))
+            wcs = wcs if wcs.naxis == 2 else None  # a velocity axis that is not linear
+            axes = ((float(pos[0]), dp), self._velocity_axis(v))
+            self._show(key, (values,), values.values, wcs, unit=values.attrs.get("unit", unit),
+                       axes=axes)
+            return
+        _, ny, nx = self.cube.shape
+        x, y = (int(np.clip(round(c), 0, n - 1)) for c, n in zip(self.cursor, (nx, ny),
+                                                                 strict=True))
+        # the cube's WCS through the cursor's row (RA-v) or column (Dec-v), numpy order
+        cut = (slice(None), y, slice(None)) if key == "ra_v" else (slice(None), slice(None), x)
+        axes = ((0.0, 1.0), self._velocity_axis(self.cube.velocity))
+        self._show(key, (values,), values, SlicedLowLevelWCS(self.cube.wcs, cut), unit=unit,
+                   axes=axes)
 
     @param.depends("moment", watch=True)
     def _refresh(self) -> None:
-        """Push the current state into the figures (on the document's loop when served)."""
+        """Push the current state into the figures (on the document's loop when served);
+        an image is sent again only when it changed."""
         if not self._figs:
             return
+        from astropy.io import fits
+        from astropy.wcs import WCS
+
         _, ny, nx = self.cube.shape
         if self.maps is not None:
             var = self.maps[self.moment]
-            self._image("map", var.values, -0.5, -0.5, nx, ny)
-            self._figs["map"].title.text = f"{self.moment} [{var.attrs['unit']}]"
+            unit = var.attrs.get("unit", "")
+            self._show("map", (self.maps, self.moment), var.values,
+                       WCS(fits.Header.fromstring(var.attrs["header"])).celestial, unit=unit,
+                       title=f"{self.moment} [{unit}]")
         else:
-            self._image("map", np.full((ny, nx), np.nan), -0.5, -0.5, nx, ny)
-            self._figs["map"].title.text = "press Compute moments"
+            self._show("map", (self.cube,), np.full((ny, nx), np.nan), self.cube.celestial,
+                       title="press Compute moments")
         if self.continuum is not None:
-            self._image("continuum", self.continuum["mosaic"].values, -0.5, -0.5, nx, ny)
-            unit = self.continuum["mosaic"].attrs.get("unit", "")
-            self._figs["continuum"].title.text = f"continuum [{unit}]"
+            mosaic = self.continuum["mosaic"]
+            unit = self.continuum.attrs.get("unit", "") or mosaic.attrs.get("unit", "")
+            self._show("continuum", (self.continuum,), mosaic.values,
+                       WCS(fits.Header.fromstring(self.continuum.attrs["header"])).celestial,
+                       unit=unit, title=f"continuum [{unit}]")
+        else:
+            self._show("continuum", (self.cube,), np.full((ny, nx), np.nan),
+                       self.cube.celestial, title="continuum")
         self._src["cursor"].data = {"x": [self.cursor[0]], "y": [self.cursor[1]]}
         t = self.spectrum_table
         if t is not None:
@@ -459,6 +503,16 @@ class CubeDashboard(pn.viewable.Viewer):
 
         return with_help(self, self._layout())
 
+    def _view_block(self, key: str) -> pn.Column:
+        """An image figure, its colour-map choice and its read-out (wrapped to its width)."""
+        view = self.views[key]
+        return pn.Column(
+            pn.pane.Bokeh(self._figs[key]),
+            pn.widgets.Select.from_param(view.param.palette, width=140, margin=(0, 10)),
+            pn.pane.Str(view.param.readout, width=380, margin=(0, 10),
+                        css_classes=["vn-readout", f"cube-{key}-readout"],
+                        stylesheets=["pre { white-space: pre-wrap; font-size: 11px; }"]))
+
     def _layout(self):
         from ._help import run_controls, status_pane
 
@@ -475,9 +529,9 @@ class CubeDashboard(pn.viewable.Viewer):
             status_pane(self), width=280)
         f = self._figs
         views = pn.Column(
-            pn.Row(pn.pane.Bokeh(f["map"]), pn.pane.Bokeh(f["continuum"])),
-            pn.Row(pn.pane.Bokeh(f["spectrum"]), pn.pane.Bokeh(f["pv"])),
-            pn.Row(pn.pane.Bokeh(f["ra_v"]), pn.pane.Bokeh(f["dec_v"])),
+            pn.Row(self._view_block("map"), self._view_block("continuum")),
+            pn.Row(pn.pane.Bokeh(f["spectrum"]), self._view_block("pv")),
+            pn.Row(self._view_block("ra_v"), self._view_block("dec_v")),
             pn.Column(pn.widgets.Toggle.from_param(self.param.show_volume, width=200),
                       self._volume_box))
         return pn.Row(controls, views)
