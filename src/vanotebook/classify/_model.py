@@ -10,7 +10,8 @@ The model file (``.npz``, numpy's zip of arrays, no pickle) holds
     (``size``, ``beam_pix``: the cut-out geometry of `_data.cutouts`),
     ``temperature`` (the logits are divided by it), ``real_calibration``
     (``[x, y]``: the calibrated real probability is the piecewise-linear
-    interpolation of ``y`` at ``x``, an isotonic fit), and free-form ``training`` and
+    interpolation of ``y`` at ``x``: `_train` makes it a logistic map of the logit), and
+    free-form ``training`` and
     ``metrics`` records;
 ``c1_w`` ... ``d2_b``
     the float32 weights and biases of `_cnn.LAYERS`; the last layer has one
