@@ -772,7 +772,7 @@ def crossmatch_many(
     progress: bool | Callable[[int, int], None] | None = None,
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
-) -> Table:
+):
     """N-way match of three or more catalogues, in the spirit of NWAY.
 
     The first catalogue is the primary. For each primary source every
@@ -782,6 +782,15 @@ def crossmatch_many(
     axes) and by priors fitted pairwise (`crossmatch`); the best combination
     is returned.
 
+    In-memory catalogues are matched in this process. When any catalogue is
+    lazy (a dask DataFrame or a HEALPix-partitioned folder, as `crossmatch`
+    takes them), the match runs out of core on Dask: the primary is split
+    into HEALPix partitions, every other catalogue's rows are copied into
+    each partition within ``radius`` of them (margins), the pairwise priors
+    are fitted on all partitions' statistics, and each partition is weighed
+    with those global priors. The catalogues are never gathered here, and the
+    result is the in-memory one.
+
     Parameters
     ----------
     catalogues : dict of str to catalogue
@@ -790,25 +799,32 @@ def crossmatch_many(
         As for `crossmatch` (``errors`` applies to every catalogue, or is a dict
         keyed by catalogue name).
     progress : bool or callable, optional
-        True shows a tqdm bar; a callable is called as ``progress(done, total)``
-        with one step per pairwise match against the primary and one per 1,000
-        primary sources whose combinations are weighed.
+        True shows a tqdm bar; a callable is called as ``progress(done, total)``.
+        In memory: one step per pairwise match against the primary and one per
+        1,000 primary sources whose combinations are weighed. On Dask: one step
+        per partition whose candidates are found, and one per partition weighed.
     output : path, optional
         Also write the result there (FITS, VOTable, ECSV or parquet, by
         suffix; atomically) with its ``<output>.prov.json`` record; a result
-        made from catalogue files reruns from it to the same bytes.
+        made from catalogue files reruns from it to the same bytes. A name
+        without a suffix (or an existing folder) is a folder of parquet parts,
+        ``part-NNNNN.parquet``, one per partition: with lazy inputs each is
+        written as its partition is weighed, and a lazy DataFrame of the parts
+        is returned.
     overwrite : bool
         Replace an existing ``output``.
 
     Returns
     -------
-    astropy.table.Table
+    astropy.table.Table or dask.dataframe.DataFrame
         One row per primary source with a counterpart in at least one other
         catalogue: the primary columns (``_<name>``), the chosen counterparts'
         columns (masked where none), ``separation_<name>`` [arcsec],
         ``probability`` (of that combination) and ``p_any`` (that the primary has
         any counterpart). ``meta`` holds each catalogue's fitted
-        ``completeness`` and the ``provenance``.
+        ``completeness`` and the ``provenance`` (on Dask also ``order`` and
+        ``partitions``). With lazy inputs and a folder ``output``, a lazy
+        DataFrame of the written parts.
     """
     from ..provenance import record
 
@@ -817,13 +833,24 @@ def crossmatch_many(
                                    catalogues)
     names = list(catalogues)
     spec = validate(radius=radius, how="all", k=1, ra=ra, dec=dec, errors=None, epoch=epoch,
-                    suffixes=("_a", "_b"), nan=nan, prior=None, device=device)
+                    suffixes=("_a", "_b"), nan=nan, prior=None, device=device, resolve=False)
     if isinstance(errors, dict) and set(errors) - set(names):
         raise VanotebookInputError("errors", f"a dict keyed by catalogue names {names}", errors)
     for value in (errors.values() if isinstance(errors, dict) else [errors]):
         check_error_spec(value, "errors")
     steps = Steps(check_progress(progress), "N-way match") if progress else None
-    check_output(output, overwrite)
+    check_output(output, overwrite, folder_ok=True)
+    folder = is_folder_output(output)
+    tables = {n: _parse(c, spec, n) for n, c in catalogues.items()}
+    lazy = any(_is_lazy(t) for t in tables.values())
+    if lazy:  # partitions run on the cluster: its GPUs decide
+        from ..cluster import devices, get_client
+
+        spec = replace(spec, device=devices(spec.device, get_client(client))[1])
+        for n, t in tables.items():  # on the frames' meta: before any work
+            nway_sigma(t._meta if _is_lazy(t) else t, _error_of(errors, n), n)
+    else:
+        spec = replace(spec, device=resolve_device(spec.device))
     params = {"catalogues": {n: _path_of(c) for n, c in catalogues.items()},
               "radius_arcsec": float(spec.radius.to_value(u.arcsec)), "ra": ra, "dec": dec,
               "errors": errors_to_json(errors), "epoch": epoch, "nan": nan, "device": device}
@@ -831,83 +858,119 @@ def crossmatch_many(
         for c in catalogues.values():
             for path in _input_files(c):
                 prov.add_input(path)
-        out = _weigh_many(catalogues, names, spec, errors, epoch, nan, client, device, steps)
-        if output is not None:
+        if lazy:
+            out, meta = _many_on_dask(catalogues, tables, names, spec, errors, client, steps,
+                                      output if folder else None, overwrite)
+        else:
+            out = _weigh_many(tables, names, spec, errors, epoch, nan, client, device, steps)
+            meta = out.meta
+            if folder:
+                from ..io import atomic_dir
+                from ._dask import _write_part
+
+                with atomic_dir(output, overwrite=overwrite) as tmp:
+                    _write_part(out, tmp, 0)
+        if folder:
+            for part in sorted(Path(output).glob("part-*.parquet")):
+                prov.add_output(part)
+        elif output is not None:
             write_product(out, output, prov, overwrite=overwrite)
-    out.meta["provenance"] = prov.to_dict()
+    meta["provenance"] = prov.to_dict()
     if output is not None:
         prov.write_sidecar(output)
+    if folder and out is None:
+        import dask.dataframe as dd
+
+        return dd.read_parquet(str(output))
     return out
 
 
-def _weigh_many(catalogues, names, spec, errors, epoch, nan, client, device, steps):
-    """`crossmatch_many`'s work: the pairwise matches, then the N-way weighing."""
-    from astropy.table import MaskedColumn, hstack
+def _many_on_dask(catalogues, tables, names, spec, errors, client, steps, folder, overwrite):
+    """`crossmatch_many` on Dask partitions: ``(result, meta)``; with ``folder`` the
+    parts are written there (atomically) and the result is None."""
+    from ._dask import crossmatch_many_dask
 
-    ra, dec = spec.ra, spec.dec
+    sources = {n: c for n, c in catalogues.items() if healpix.is_partitioned(c)}
+    units = {n: _units_of(catalogues[n], t) for n, t in tables.items()}
+    errs = {n: _error_of(errors, n) for n in names}
+    kwargs = {"client": client, "progress": steps, "sources": sources, "units": units}
+    if folder is None:
+        out = crossmatch_many_dask(tables, names, spec, errs, **kwargs)
+        return out, out.meta
+    from ..io import atomic_dir
 
-    def err(n):
-        return errors.get(n) if isinstance(errors, dict) else errors
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        meta = crossmatch_many_dask(tables, names, spec, errs, folder=tmp, **kwargs)
+    return None, meta
 
-    tables = {n: _parse(c, spec, n) for n, c in catalogues.items()}
-    tables = {n: (t.compute() if _is_lazy(t) else t) for n, t in tables.items()}
-    tables = {n: (Table.from_pandas(t) if not isinstance(t, Table) else t)
-              for n, t in tables.items()}
-    for n, t in tables.items():
-        if len(t) == 0:  # no prior can be fitted against it, no combination weighed
-            raise VanotebookInputError(f"catalogues[{n!r}]", "a catalogue with rows",
-                                       "an empty table")
-    primary = names[0]
-    pt = tables[primary]
-    pt = Table(pt)
-    pt["_row"] = np.arange(len(pt))
-    sigma, pairs, priors = {}, {}, {}
-    for n in names:
-        e = error_arrays(tables[n], err(n), n)
-        if e is None:
-            raise VanotebookInputError("errors", f"positional errors for catalogue {n!r}", None)
-        sigma[n] = np.sqrt((e[0] ** 2 + e[1] ** 2) / 2)
-    n_chunks = max(1, -(-len(pt) // _SCORE_CHUNK))
-    total = len(names) - 1 + n_chunks
-    if steps is not None:
-        steps(0, total)
-    for step, n in enumerate(names[1:], start=1):
-        t = Table(tables[n])
-        t["_row"] = np.arange(len(t))
-        m = crossmatch(pt, t, radius=spec.radius, how="all", ra=ra, dec=dec,
-                       errors={"left": err(primary), "right": err(n)},
-                       epoch=epoch, nan=nan, suffixes=("_p", "_o"), client=client, device=device)
-        pairs[n] = (np.asarray(m["_row_p"]), np.asarray(m["_row_o"]))
-        priors[n] = m.meta["completeness"]
-        if steps is not None:
-            steps(step, total)
-    # positions at the common epoch, as unit vectors
-    epoch_all = None if epoch is False else epoch
-    xyz = {}
-    for n in names:
-        sp = MatchSpec(**{**spec.__dict__, "epoch": epoch_all})
-        target = epoch_all if epoch_all is not None else target_epoch(pt, tables[n], sp)
-        r_, d_ = positions(tables[n], sp, target)
-        xyz[n] = np.asarray(K.unit_vectors(r_, d_))
-    rho = {n: density_sr(*positions(tables[n], spec, None))[0] for n in names[1:]}
+
+def _units_of(catalogue: Any, parsed: Any) -> dict[str, str]:
+    """Column units of a catalogue: a Table's own, a partitioned folder's recorded ones."""
+    import json
+
+    from ..io import UNITS_KEY, table_units
+
+    if isinstance(parsed, Table):
+        return table_units(parsed)
+    if isinstance(catalogue, str | os.PathLike) and Path(catalogue).is_dir():
+        import pyarrow.parquet as pq
+
+        files = sorted(Path(catalogue).rglob("*.parquet"))
+        if files:
+            meta = pq.read_schema(files[0]).metadata or {}
+            return json.loads(meta.get(UNITS_KEY, b"{}"))
+    return dict(getattr(parsed, "attrs", {}).get("units", {}) or {})
+
+
+def _error_of(errors: Any, name: str) -> Any:
+    """The ``errors`` option of one catalogue of `crossmatch_many`."""
+    return errors.get(name) if isinstance(errors, dict) else errors
+
+
+def nway_sigma(table, errors: Any, name: str) -> np.ndarray:
+    """Circular 1-sigma errors (radians, the quadratic mean of the two axes) of one
+    catalogue of `crossmatch_many`; a catalogue without errors is refused by name."""
+    e = error_arrays(table, errors, name)
+    if e is None:
+        raise VanotebookInputError("errors", f"positional errors for catalogue {name!r}", None)
+    return np.sqrt((e[0] ** 2 + e[1] ** 2) / 2)
+
+
+def weigh_rows(n_primary: int, pairs: dict, xyz: dict, sigma: dict, priors: dict, rho: dict,
+               names: list[str], *, steps=None, done: int = 0, total: int | None = None):
+    """The best combination of each primary row with a candidate, `_SCORE_CHUNK` rows at a time.
+
+    ``pairs[n]`` are the (primary row, row of ``n``) candidate pairs within the
+    radius; ``xyz``, ``sigma`` each catalogue's unit vectors and circular
+    errors; ``priors`` and ``rho`` each other catalogue's completeness and
+    density (global ones, on Dask partitions too). ``steps(done + chunk, total)``
+    is called after each chunk. Returns ``(rows, chosen, probability, p_any)``.
+    """
     others = names[1:]
-    cands = [_nway.Candidates(*pairs[n], len(pt)) for n in others]
+    cands = [_nway.Candidates(*pairs[n], n_primary) for n in others]
     primaries = np.unique(np.concatenate([pairs[n][0] for n in others]).astype(np.int64))
-    parts_rows, parts_choice, parts_p, parts_any = [], [], [], []
-    for chunk in range(n_chunks):  # one progress step per _SCORE_CHUNK primary rows
+    rows, chosen, best, anyp = [], [], [], []
+    for chunk in range(max(1, -(-n_primary // _SCORE_CHUNK))):
         lo, hi = np.searchsorted(primaries, [chunk * _SCORE_CHUNK, (chunk + 1) * _SCORE_CHUNK])
-        choice, best, anyp = _nway.best_combinations(
+        c, b, a = _nway.best_combinations(
             primaries[lo:hi], cands, [xyz[n] for n in names], [sigma[n] for n in names],
             [priors[n] for n in others], [rho[n] for n in others])
-        parts_rows.append(primaries[lo:hi])
-        parts_choice.append(choice)
-        parts_p.append(best)
-        parts_any.append(anyp)
+        rows.append(primaries[lo:hi])
+        chosen.append(c)
+        best.append(b)
+        anyp.append(a)
         if steps is not None:
-            steps(len(names) - 1 + chunk + 1, total)
-    rows = np.concatenate(parts_rows)
-    chosen = np.concatenate(parts_choice)
-    best_p, p_any = np.concatenate(parts_p), np.concatenate(parts_any)
+            steps(done + chunk + 1, total)
+    return np.concatenate(rows), np.concatenate(chosen), np.concatenate(best), \
+        np.concatenate(anyp)
+
+
+def nway_table(tables: dict, names: list[str], rows, chosen, best_p, p_any, xyz: dict) -> Table:
+    """`crossmatch_many`'s result from the chosen rows: the primary's columns, each other
+    catalogue's (masked where none was chosen), separations, ``probability``, ``p_any``."""
+    from astropy.table import MaskedColumn, hstack
+
+    primary, others = names[0], names[1:]
     parts = [_suffixed(tables[primary][rows], f"_{primary}")]
     for i, n in enumerate(others):
         idx = chosen[:, i]
@@ -927,8 +990,49 @@ def _weigh_many(catalogues, names, spec, errors, epoch, nan, client, device, ste
         out[f"separation_{n}"] = MaskedColumn(sep, mask=~ok, unit=u.arcsec)
     out["probability"] = np.asarray(best_p, dtype=np.float64)
     out["p_any"] = np.asarray(p_any, dtype=np.float64)
+    out.meta.clear()
+    return out
+
+
+def _weigh_many(tables, names, spec, errors, epoch, nan, client, device, steps):
+    """`crossmatch_many`'s work in memory: the pairwise matches, then the N-way weighing."""
+    ra, dec = spec.ra, spec.dec
+    for n, t in tables.items():
+        if len(t) == 0:  # no prior can be fitted against it, no combination weighed
+            raise VanotebookInputError(f"catalogues[{n!r}]", "a catalogue with rows",
+                                       "an empty table")
+    primary = names[0]
+    pt = Table(tables[primary])
+    pt["_row"] = np.arange(len(pt))
+    sigma = {n: nway_sigma(tables[n], _error_of(errors, n), n) for n in names}
+    pairs, priors = {}, {}
+    n_chunks = max(1, -(-len(pt) // _SCORE_CHUNK))
+    total = len(names) - 1 + n_chunks
+    if steps is not None:
+        steps(0, total)
+    for step, n in enumerate(names[1:], start=1):
+        t = Table(tables[n])
+        t["_row"] = np.arange(len(t))
+        m = crossmatch(pt, t, radius=spec.radius, how="all", ra=ra, dec=dec,
+                       errors={"left": _error_of(errors, primary), "right": _error_of(errors, n)},
+                       epoch=epoch, nan=nan, suffixes=("_p", "_o"), client=client, device=device)
+        pairs[n] = (np.asarray(m["_row_p"]), np.asarray(m["_row_o"]))
+        priors[n] = m.meta["completeness"]
+        if steps is not None:
+            steps(step, total)
+    # positions at the common epoch, as unit vectors
+    epoch_all = None if epoch is False else epoch
+    xyz = {}
+    for n in names:
+        sp = MatchSpec(**{**spec.__dict__, "epoch": epoch_all})
+        target = epoch_all if epoch_all is not None else target_epoch(pt, tables[n], sp)
+        r_, d_ = positions(tables[n], sp, target)
+        xyz[n] = np.asarray(K.unit_vectors(r_, d_))
+    rho = {n: density_sr(*positions(tables[n], spec, None))[0] for n in names[1:]}
+    rows, chosen, best_p, p_any = weigh_rows(len(pt), pairs, xyz, sigma, priors, rho, names,
+                                             steps=steps, done=len(names) - 1, total=total)
+    out = nway_table(tables, names, rows, chosen, best_p, p_any, xyz)
     if steps is not None:
         steps(total, total)
-    out.meta.clear()
     out.meta["completeness"] = priors
     return out

@@ -12,11 +12,18 @@
 4. Each partition is matched pixel by pixel with the in-memory kernels; a left
    row lives in exactly one pixel, so no pair is lost or found twice.
 5. The completeness is fitted on all pairs and the probabilities added.
+
+The N-way match (`crossmatch_many_dask`) partitions the primary the same way,
+copies every other catalogue's rows into the margins, fits each pairwise
+completeness on all partitions' statistics, then weighs each partition with
+those global priors.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +32,7 @@ from .. import _config, healpix
 from ..cluster import get_client
 from . import _core as C
 
-__all__ = ["crossmatch_dask"]
+__all__ = ["crossmatch_dask", "crossmatch_many_dask"]
 
 _FINE = 12
 MATCH_PREFIX = "xmatch-partition"  # the key prefix of the partition match tasks
@@ -430,3 +437,402 @@ def _write_partitions(client, lt, rt, args: tuple, progress, out_meta: pd.DataFr
         _write_part(out, folder, number)
         path.unlink()
     return numbers
+
+
+# ----------------------------------------------------------------------------- N-way
+NWAY_PREFIX = "nway-partition"  # the key prefix of the N-way partition tasks
+_PID = "_pid"
+
+
+@dataclass
+class NwayPlan:
+    """What each N-way partition task needs, all of it global (decided before the tasks).
+
+    ``pair_epoch[n]`` is the epoch the primary and ``n`` are matched at (as the
+    pairwise `crossmatch`), ``xyz_epoch[n]`` that of ``n``'s positions in the
+    Bayes factors; ``rerr_typical[n]`` the mean error variance of ``n`` (the
+    inside fraction of the pairwise fit).
+    """
+
+    names: list[str]
+    spec: C.MatchSpec
+    errors: dict[str, Any]
+    units: dict[str, dict[str, str]]
+    columns: dict[str, list[str]]
+    pair_epoch: dict[str, float | None]
+    xyz_epoch: dict[str, float | None]
+    rerr_typical: dict[str, float]
+
+
+def _with_units(df: pd.DataFrame, units: dict) -> pd.DataFrame:
+    """A shallow copy of ``df`` whose ``attrs`` give its column units (`_core._unit_of`)."""
+    out = df.copy(deep=False)
+    out.attrs = {"units": dict(units)}
+    return out
+
+
+def _frame_table(df: pd.DataFrame, units: dict):
+    """A pandas partition as an astropy Table with units; NaN stays NaN (not masked) in
+    plain numpy columns, as in the Table the lazy catalogue was made from."""
+    from astropy.table import Table
+
+    cols = {}
+    for c in df.columns:
+        s = df[c]
+        plain = isinstance(s.dtype, np.dtype) and s.dtype.kind != "O"
+        cols[c] = s.to_numpy() if plain else Table.from_pandas(df[[c]])[c]
+    table = Table(cols, copy=False) if cols else Table()
+    for c, unit in units.items():
+        if c in table.colnames:
+            table[c].unit = unit
+    return table
+
+
+def _nway_histogram(df, spec, epoch, units) -> pd.DataFrame:
+    return _histogram(_with_units(df, units), spec, epoch)
+
+
+def _nway_error_stats(df, spec, epoch, errors, units, name) -> pd.DataFrame:
+    """Sum and count of an other catalogue's error variance over its finite rows."""
+    df = _with_units(df, units)
+    ra, dec = C.positions(df, spec, epoch)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    e = C.error_arrays(df, errors, name)
+    v = ((e[0] ** 2 + e[1] ** 2) / 2)[ok] if e is not None else np.zeros(0)
+    return pd.DataFrame({"s": [float(np.sum(v))], "n": [int(v.size)]})
+
+
+def _nway_shift(df, spec, epochs: tuple, units) -> pd.DataFrame:
+    """The largest move (radians) of the primary's rows between two epochs."""
+    df = _with_units(df, units)
+    a = np.asarray(C.K.unit_vectors(*C.positions(df, spec, epochs[0])))
+    b = np.asarray(C.K.unit_vectors(*C.positions(df, spec, epochs[1])))
+    sep = np.asarray(C.K.separation(a, b)) if len(df) else np.zeros(0)
+    sep = sep[np.isfinite(sep)]
+    return pd.DataFrame({"s": [float(sep.max()) if sep.size else 0.0]})
+
+
+def _tag_primary(df, spec, epoch, order: int, units, partition_info=None) -> pd.DataFrame:
+    """Primary rows with finite positions, with their pixel and a global row id (the
+    input partition's number and the row in it: the in-memory row order)."""
+    ra, dec = C.positions(_with_units(df, units), spec, epoch)
+    ok = np.isfinite(ra) & np.isfinite(dec)
+    out = df.loc[ok].copy()
+    number = partition_info["number"] if partition_info else 0
+    out[_PID] = number * _ROWS_PER_INPUT_PARTITION + np.flatnonzero(ok).astype(np.int64)
+    out[_PIX] = healpix.pixel_index(ra[ok], dec[ok], order)
+    out.attrs = {}
+    return out
+
+
+def _tag_other(df, spec, epoch, order: int, keep, units, partition_info=None) -> pd.DataFrame:
+    """`_tag_right` of an other catalogue (its own pixel and every pixel within the margin)."""
+    out = _tag_right(_with_units(df, units), spec, epoch, order, keep,
+                     partition_info=partition_info)
+    out.attrs = {}
+    return out
+
+
+def _nway_state(plan: NwayPlan, primary: pd.DataFrame, *others: pd.DataFrame) -> dict:
+    """One partition's tables and candidate pairs, and its pairwise fit statistics.
+
+    The primary rows are this partition's own (sorted by global row id); each
+    other catalogue's rows are its own and margin copies, deduplicated: every
+    candidate within the radius of a primary row is here, so the pairs, their
+    densities and sums are those the whole-catalogue match finds.
+    """
+    names, spec = plan.names, plan.spec
+    p = primary.sort_values(_PID, kind="stable")
+    state = {"pid": p[_PID].to_numpy(np.int64), "pairs": {}, "stats": {}}
+    tables = {names[0]: _frame_table(p[plan.columns[names[0]]].reset_index(drop=True),
+                                     plan.units[names[0]])}
+    lerr = C.error_arrays(tables[names[0]], plan.errors[names[0]], "left")
+    for n, o in zip(names[1:], others, strict=True):
+        o = o.drop_duplicates(_RID).sort_values(_RID, kind="stable") if len(o) else o
+        tables[n] = _frame_table(o[plan.columns[n]].reset_index(drop=True), plan.units[n])
+        pra, pdec = C.positions(tables[names[0]], spec, plan.pair_epoch[n])
+        rerr = C.error_arrays(tables[n], plan.errors[n], "right")
+        pairs = C.match_arrays(pra, pdec, o["_ra"].to_numpy(), o["_dec"].to_numpy(), lerr,
+                               rerr, spec, rerr_typical=plan.rerr_typical[n])
+        state["pairs"][n] = (pairs.left, pairs.right)
+        state["stats"][n] = (pairs.f_sum[pairs.first], pairs.f_in[pairs.first],
+                             bool(np.isfinite(pairs.f).any()))
+    state["tables"] = tables
+    return state
+
+
+def _state_stats(state: dict) -> dict:
+    """What the pairwise fits need of one partition (a few numbers per matched primary)."""
+    return state["stats"]
+
+
+def _nway_weigh(state: dict, plan: NwayPlan, priors: dict, rho: dict):
+    """One partition's result rows (`_core.nway_table`, plus the global row id ``_pid``),
+    weighed with the global priors and densities."""
+    names, tables = plan.names, state["tables"]
+    xyz = {n: np.asarray(C.K.unit_vectors(*C.positions(tables[n], plan.spec,
+                                                         plan.xyz_epoch[n])))
+           for n in names}
+    sigma = {n: C.nway_sigma(tables[n], plan.errors[n], n) for n in names}
+    rows, chosen, best, p_any = C.weigh_rows(len(tables[names[0]]), state["pairs"], xyz,
+                                             sigma, priors, rho, names)
+    out = C.nway_table(tables, names, rows, chosen, best, p_any, xyz)
+    out[_PID] = state["pid"][rows]
+    return out
+
+
+def _nway_epochs(frames: dict, names: list[str], spec, client) -> tuple[dict, dict]:
+    """``(pair_epoch, xyz_epoch)`` as `_core._weigh_many` has them, for lazy frames."""
+    pm = {"pmra", "pmdec", "epoch"}
+    primary, epoch = frames[names[0]], spec.epoch
+    pair, xyz = {}, {names[0]: epoch if epoch is not False else None}
+    for n in names[1:]:
+        auto = _epoch(primary, frames[n], replace(spec, epoch=None), client) \
+            if (pm <= set(primary.columns)) != (pm <= set(frames[n].columns)) else None
+        pair[n] = None if epoch is False else (epoch if epoch is not None else auto)
+        xyz[n] = epoch if epoch not in (None, False) else auto
+    return pair, xyz
+
+
+def crossmatch_many_dask(frames: dict, names: list[str], spec: C.MatchSpec, errors: dict, *,
+                         client=None, max_rows: int | None = None, progress=None,
+                         sources: dict | None = None, units: dict | None = None, folder=None):
+    """The N-way match of `crossmatch_many` on HEALPix partitions of the primary.
+
+    1. One pass over every catalogue: pixel histograms (the partition order,
+       the densities), error variances (the pairwise fits' inside fraction)
+       and, with proper motions, how far the primary moves between epochs.
+    2. The primary is tagged with its pixel, every other catalogue's rows with
+       theirs and copied to each pixel within the radius (`_tag_right`); all
+       are shuffled into the same partitions of whole pixels.
+    3. Each partition finds its candidates and the pairwise statistics; the
+       completeness of each other catalogue is fitted on all partitions' (as
+       the pairwise `crossmatch` fits it), and each partition is weighed with
+       those global priors and densities (`_core.weigh_rows`).
+
+    The result Table (rows in the primary's order) comes back; with ``folder``
+    (an existing empty folder) each partition's rows are written there as a
+    parquet part as it is weighed, and only the numbers (``meta``) come back.
+    """
+    import dask
+
+    client = get_client(client)
+    sources, units = sources or {}, units or {}
+    frames = {n: _reachable(client, _to_dask(frames[n]), sources.get(n)) for n in names}
+    primary, others = names[0], names[1:]
+    units = {n: {c: v for c, v in (units.get(n) or {}).items() if c in frames[n].columns}
+             for n in names}
+    pair_epoch, xyz_epoch = _nway_epochs(frames, names, spec, client)
+    pf = frames[primary]
+    graphs = [pf.map_partitions(_nway_histogram, spec, xyz_epoch[primary], units[primary],
+                                meta={"pix": "i8", "n": "i8"})]
+    for n in others:
+        f = frames[n]
+        graphs += [f.map_partitions(_nway_histogram, spec, pair_epoch[n], units[n],
+                                    meta={"pix": "i8", "n": "i8"}),
+                   f.map_partitions(_nway_histogram, spec, None, units[n],
+                                    meta={"pix": "i8", "n": "i8"}),
+                   f.map_partitions(_nway_error_stats, spec, pair_epoch[n], errors[n], units[n],
+                                    n, meta={"s": "f8", "n": "i8"}),
+                   pf.map_partitions(_nway_shift, spec, (xyz_epoch[primary], pair_epoch[n]),
+                                     units[primary], meta={"s": "f8"})]
+    done = _compute(client, *graphs)
+    hist = {primary: done[0]}
+    rho, rho_pair, rerr, margin = {}, {}, {}, {}
+    for i, n in enumerate(others):
+        hp, h0, es, shift = done[1 + 4 * i: 5 + 4 * i]
+        hist[n] = hp
+        rho_pair[n] = _density(hp)
+        rho[n] = _density(h0, with_nan=True)
+        rerr[n] = float(es.s.sum() / es.n.sum()) if es.n.sum() else 0.0
+        move = float(shift.s.max()) if len(shift) else 0.0
+        margin[n] = spec.radius + (move * (1 + 1e-6) * C.u.rad).to(spec.radius.unit)
+    _check_rows(hist, names, spec)
+    hl = hist[primary]
+    hl = hl[hl.pix >= 0].groupby("pix").n.sum()
+    n_left = int(hl.sum())
+    if n_left == 0:
+        raise C.VanotebookInputError(f"catalogues[{primary!r}]", "rows with finite positions",
+                                     "none")
+    ometa = pd.concat([frames[n]._meta for n in others], axis=1)
+    max_rows = max_rows or _max_rows(client, pf._meta, ometa)
+    order = healpix.order_from_counts(hl.index.to_numpy(), hl.to_numpy(), order=_FINE,
+                                      max_rows=max_rows, radius=max(margin.values()))
+    pixels, inv = np.unique(hl.index.to_numpy() >> (2 * (_FINE - order)), return_inverse=True)
+    counts = np.bincount(inv, weights=hl.to_numpy()).astype(np.int64)
+    divisions = list(_divisions(pixels, counts, max_rows))
+    columns = {n: list(frames[n].columns) for n in names}
+    plan = NwayPlan(names, spec, dict(errors), units, columns, pair_epoch, xyz_epoch, rerr)
+    pmeta = pf._meta.assign(**{_PID: np.int64(0), _PIX: np.int64(0)})
+    tagged = [pf.map_partitions(_tag_primary, spec, xyz_epoch[primary], order,
+                                units[primary], meta=pmeta)]
+    for n in others:
+        rmeta = frames[n]._meta.assign(_ra=np.float64(0), _dec=np.float64(0),
+                                       **{_RID: np.int64(0), _PIX: np.int64(0)})
+        tagged.append(frames[n].map_partitions(
+            _tag_other, replace(spec, radius=margin[n]), pair_epoch[n], order, pixels,
+            units[n], meta=rmeta))
+    with dask.config.set({"dataframe.shuffle.method": "p2p" if client else "disk"}):
+        tagged = [t.set_index(_PIX, divisions=divisions) for t in tagged]
+    numbers = {"n_left": n_left, "rho_pair": rho_pair, "rho": rho, "order": order,
+               "partitions": len(divisions) - 1}
+    return _nway_partitions(client, tagged, plan, numbers, progress, folder)
+
+
+def _density(hist: pd.DataFrame, *, with_nan: bool = False) -> float:
+    """Sources per steradian from an order-12 histogram (`_core.density_sr`'s answer);
+    ``with_nan`` counts rows without positions too, as `density_sr` counts every row."""
+    ok = hist[hist.pix >= 0].groupby("pix").n.sum()
+    if not len(ok):
+        return 0.0
+    area = healpix.coverage_area(ok.index.to_numpy(), ok.to_numpy(), order=_FINE)
+    rows = float(hist.n.sum() if with_nan else ok.sum())
+    return rows / (area * (math.pi / 180) ** 2)
+
+
+def _check_rows(hist: dict, names: list[str], spec) -> None:
+    """Refuse an empty catalogue, or NaN positions with ``nan='raise'``, by name."""
+    for n in names:
+        h = hist[n]
+        if int(h.n.sum()) == 0:
+            raise C.VanotebookInputError(f"catalogues[{n!r}]", "a catalogue with rows",
+                                         "an empty table")
+        bad = int(h.loc[h.pix < 0, "n"].sum())
+        if bad and spec.nan == "raise":
+            raise C.VanotebookInputError(f"catalogues[{n!r}]",
+                                         "finite coordinates (or nan='drop')",
+                                         f"{bad} rows with NaN {spec.ra}/{spec.dec}")
+
+
+def _fit_priors(stats: list[dict], plan: NwayPlan, numbers: dict) -> dict:
+    """Each other catalogue's completeness, fitted on every partition's statistics (in
+    partition order) as the pairwise `crossmatch` fits it on the whole catalogues."""
+    priors = {}
+    for n in plan.names[1:]:
+        parts = [s[n] for s in stats if s is not None]
+        finite = any(p[2] for p in parts)
+        rho = numbers["rho_pair"][n]
+        if not parts or not finite or rho <= 0:
+            priors[n] = float("nan")
+            continue
+        f_sum = np.concatenate([p[0] for p in parts])
+        f_in = np.concatenate([p[1] for p in parts])
+        if f_sum.size == 0:
+            priors[n] = float("nan")
+            continue
+        priors[n] = C.fit_prior(f_sum, f_in, numbers["n_left"], rho, plan.spec)[0]
+    return priors
+
+
+def _nway_partitions(client, tagged: list, plan: NwayPlan, numbers: dict, progress, folder):
+    """Find each partition's candidates (pass 1), fit the priors on all of them, weigh
+    each partition (pass 2); the rows go to one Table, or to ``folder`` part by part."""
+    from pathlib import Path
+
+    parts = [t.to_delayed() for t in tagged]
+    total = len(parts[0])
+    if progress is not None:
+        progress(0, 2 * total)
+    meta = {"completeness": None, "order": numbers["order"],
+            "partitions": numbers["partitions"]}
+    written, kept = [], {}
+
+    def sink(number: int, table) -> None:
+        if folder is None:
+            kept[number] = table
+        elif len(table):
+            _write_nway_part(table, Path(folder), number, meta)
+            written.append(number)
+
+    def fit(stats):
+        priors = _fit_priors(stats, plan, numbers)
+        meta["completeness"] = priors
+        return priors
+
+    runner = _nway_local if client is None else _nway_cluster
+    last = runner(client, parts, plan, numbers, fit, sink, progress, total)
+    if folder is not None:
+        if not written:  # no row at all: one empty part keeps the columns
+            _write_nway_part(last, Path(folder), 0, meta)
+        return meta
+    return _gathered(kept, meta)
+
+
+def _nway_local(client, parts, plan, numbers, fit, sink, progress, total):
+    """Both passes in this process (no client): Dask's threads find the candidates."""
+    import dask
+
+    states = list(dask.compute(*[dask.delayed(_nway_state)(plan, *p)
+                                 for p in zip(*parts, strict=True)]))
+    if progress is not None:
+        progress(total, 2 * total)
+    priors = fit([_state_stats(s) for s in states])
+    last = None
+    for number in range(total):
+        last = _nway_weigh(states[number], plan, priors, numbers["rho"])
+        states[number] = None
+        sink(number, last)
+        if progress is not None:
+            progress(total + number + 1, 2 * total)
+    return last
+
+
+def _nway_cluster(client, parts, plan, numbers, fit, sink, progress, total):
+    """Both passes on the cluster: the partitions' states stay on the workers, only the
+    fit statistics and then each partition's rows (one at a time) come here."""
+    from dask.base import tokenize
+    from distributed import as_completed
+
+    inputs = [client.compute(list(p)) for p in parts]
+    token = tokenize(plan, *parts)
+    resources = _resources(plan.spec)
+    states = [client.submit(_nway_state, plan, *p, resources=resources,
+                            key=f"{NWAY_PREFIX}-{token}-{n}")
+              for n, p in enumerate(zip(*inputs, strict=True))]
+    del inputs  # the state tasks hold their inputs
+    stat_futures = [client.submit(_state_stats, s, key=f"{NWAY_PREFIX}-stats-{token}-{n}")
+                    for n, s in enumerate(states)]
+    where = {f.key: i for i, f in enumerate(stat_futures)}
+    stats = [None] * total
+    for done, future in enumerate(as_completed(stat_futures, loop=client.loop), start=1):
+        stats[where[future.key]] = future.result()
+        future.release()
+        if progress is not None:
+            progress(done, 2 * total)
+    priors = fit(stats)
+    weigh = [client.submit(_nway_weigh, s, plan, priors, numbers["rho"], resources=resources,
+                           key=f"{NWAY_PREFIX}-weigh-{token}-{n}")
+             for n, s in enumerate(states)]
+    del states  # each state is freed once weighed
+    where = {f.key: i for i, f in enumerate(weigh)}
+    last = None
+    for done, future in enumerate(as_completed(weigh, loop=client.loop), start=1):
+        last = future.result()
+        sink(where[future.key], last)
+        future.release()
+        if progress is not None:
+            progress(total + done, 2 * total)
+    return last[:0] if last is not None else None
+
+
+def _gathered(kept: dict, meta: dict):
+    """The partitions' rows as one Table in the primary's row order, ``_pid`` dropped."""
+    from astropy.table import vstack
+
+    tables = [kept[n] for n in sorted(kept)]
+    nonempty = [t for t in tables if len(t)] or tables[:1]
+    out = vstack(nonempty, metadata_conflicts="silent") if len(nonempty) > 1 else nonempty[0]
+    out = out[np.argsort(np.asarray(out[_PID]), kind="stable")]
+    out.remove_column(_PID)
+    out.meta.clear()
+    out.meta.update(meta)
+    return out
+
+
+def _write_nway_part(table, folder, number: int, meta: dict) -> None:
+    """One partition's rows (``_pid`` dropped, in the primary's order) as a parquet part."""
+    out = table[np.argsort(np.asarray(table[_PID]), kind="stable")]
+    out.remove_column(_PID)
+    out.meta.clear()
+    out.meta.update(meta)
+    _write_part(out, folder, number)

@@ -47,11 +47,12 @@ def rerun_crossmatch(output, *, left: str | None, right: str | None, radius_arcs
 def rerun_crossmatch_many(output, *, catalogues: dict[str, str | None], radius_arcsec: float,
                           ra: str, dec: str, errors: Any, epoch: Any, nan: str, device: str,
                           **_: Any) -> Provenance:
-    """The N-way match of the recorded catalogue files again, into ``output``."""
+    """The N-way match of the recorded catalogue files again, into ``output`` (a file, or
+    a folder of parquet parts when the record's output was one)."""
     from ._core import crossmatch_many, errors_from_json
 
     _check_inputs("vanotebook.xmatch.crossmatch_many", catalogues)
-    out = crossmatch_many(dict(catalogues), radius=radius_arcsec * u.arcsec, ra=ra, dec=dec,
-                          errors=errors_from_json(errors), epoch=epoch, nan=nan,
-                          device=device, output=output)
-    return Provenance.from_dict(out.meta["provenance"])
+    crossmatch_many(dict(catalogues), radius=radius_arcsec * u.arcsec, ra=ra, dec=dec,
+                    errors=errors_from_json(errors), epoch=epoch, nan=nan, device=device,
+                    output=output)
+    return Provenance.read(f"{output}.prov.json")  # a folder's lazy result has no meta
