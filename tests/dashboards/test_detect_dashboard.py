@@ -163,6 +163,11 @@ def test_upload_good_and_bad_fits(sky):
     sky.images("radio")[1].writeto(buf)
     assert dash.upload(buf.getvalue(), "tile1.fits")
     assert dash.source == "given image" and dash.image_name == "tile1.fits"
+    # an empty file, as the browser's FileInput reaches Panel (value None, a filename):
+    # found in Chromium through the hub, where it gave no message
+    dash._upload.param.update(value=None, filename="empty.fits")
+    assert dash.status == "Upload of 'empty.fits' failed: the file is empty"
+    assert dash.image_name == "tile1.fits"  # nothing replaced
     dash.run(sync=True)
     assert dash.n_sources == len(detect(sky.images("radio")[1]).catalogue) > 0
 

@@ -115,6 +115,10 @@ def test_one_styled_message_area_follows_the_status():
     assert message_kind("12 compact sources; warning: a seed threshold ...") == "warning"
     assert message_kind("matching... 3/12 partitions") == "info"
     assert message_kind("59 pairs (fitted completeness 0.93)") == "success"
+    # found in Chromium through the hub: these were shown green
+    assert message_kind("Upload of 'notes.fits' failed: not a FITS file") == "danger"
+    assert message_kind("Failed: the map could not be trained") == "danger"
+    assert message_kind("Archive image not used: no such image") == "warning"
     dash = XmatchDashboard()
     pane = status_pane(dash)
     assert isinstance(pane, pn.pane.Alert) and pane.sizing_mode == "stretch_width"

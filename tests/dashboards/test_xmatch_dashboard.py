@@ -186,6 +186,17 @@ def test_bad_uploads_are_named_and_nothing_is_replaced(tmp_path):
     assert dash.sources == "demo pair" and dash._left is None  # nothing replaced
 
 
+def test_an_empty_file_from_the_browser_is_named():
+    """Bokeh's FileInput sends an empty file as '' and Panel makes it None: the value
+    does not change, only the filename. Found in Chromium through the hub (no message);
+    now the dashboard says the file is empty. Mutation: watching the value alone."""
+    dash = XmatchDashboard()
+    dash.left_file.param.update(value=None, filename="empty.csv")
+    assert dash.status.startswith("error reading left upload empty.csv: left: expected a "
+                                  "catalogue file with rows"), dash.status
+    assert dash.sources == "demo pair" and dash._left is None
+
+
 def test_an_absurd_match_is_refused_with_what_to_change():
     """#13 item 2: a 3600" match of 20,000 rows ran 14 minutes; now refused before any work."""
     from vanotebook.dashboards._xmatch import MAX_PAIRS

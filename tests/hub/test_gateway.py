@@ -913,6 +913,400 @@ def test_login_and_dashboards_app_in_chromium(gateway):
             browser.close()
 
 
+# ------------------------------------------------------------ the dashboards in Chromium (#13)
+# One hub user per test (their first login spawns their server), so that no test depends on
+# another; every wait is for something on the page or on the scheduler, with a timeout.
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and os.environ.get("VANOTEBOOK_REQUIRE_BROWSER") != "1",
+    reason="Debian chromium is not installed (CI installs it and requires it)")
+
+# the text of a Panel pane (its shadow root, bar the styles)
+PANE_TEXT = """(el) => Array.from((el.shadowRoot || el).childNodes)
+  .filter((n) => !["STYLE", "LINK"].includes(n.nodeName))
+  .map((n) => n.textContent).join("").trim()"""
+
+# per legend label (the cross-match's sky plot: "matched", "unmatched"): the points its
+# glyphs draw and their fill colour
+LEGEND_POINTS = """() => {
+  const out = {};
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      if (m.type !== "LegendItem" || !m.label || m.label.value === undefined) continue;
+      for (const r of m.renderers) {
+        const [n] = out[m.label.value] || [0];
+        out[m.label.value] = [n + r.data_source.get_length(), JSON.stringify(r.glyph.fill_color)];
+      }
+    }
+  }
+  return out;
+}"""
+
+# the title of the newest figure named ``name`` (a redrawn figure leaves the old one's models)
+FIGURE_TITLE = """(name) => {
+  let title = null;
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      if (m.name === name && m.renderers !== undefined && m.title) title = m.title.text;
+    }
+  }
+  return title;
+}"""
+
+# the filenames that the page's file inputs hold (what the browser sent)
+UPLOADED_NAMES = """() => {
+  const out = [];
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      if (m.type !== "FileInput") continue;
+      try { out.push(m.filename); } catch (e) { /* unset: nothing chosen yet */ }
+    }
+  }
+  return out;
+}"""
+
+DANGER = re.compile(r"\balert-danger\b")  # the status alert of an error
+WAIT = 60_000  # ms: a change on the page after an action (an upload, a click)
+
+
+@contextlib.contextmanager
+def dashboards_page(gateway, user: str):
+    """A Chromium page of the dashboards app, ``user`` logged in (`open_dashboards`); what
+    the page showed is printed when the test fails (`_diagnose`)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            open_dashboards(page, gateway["url"], user, f"{user}-s3cret")
+            yield page
+        except BaseException:
+            print(_diagnose(page, gateway["state"]))
+            raise
+        finally:
+            browser.close()
+
+
+def _tab(page, title: str) -> None:
+    page.get_by_text(title, exact=True).first.click(timeout=120_000)
+
+
+def _shown(page, selector: str, **kwargs):
+    """The first ``selector`` shown (every tab is in the page, the others hidden)."""
+    return page.locator(f"{selector} >> visible=true", **kwargs).first
+
+
+def _field(page, label: str, tag: str = "input"):
+    """The ``tag`` of the shown widget labelled ``label``."""
+    return _shown(page, ".bk-input-group", has_text=label).locator(tag).first
+
+
+def _status(page):
+    """The shown tab's status alert (`_help.status_pane`)."""
+    return _shown(page, ".vn-status")
+
+
+def _sources(page):
+    """The cross-match's line saying where its catalogues come from."""
+    return _shown(page, "pre", has_text=re.compile(r"demo pair|left: "))
+
+
+def _run(page, button, done: str, timeout: int) -> str:
+    """Press ``button``; the status text once the run it started has ended: the ``done``
+    message (a regex), or an error or a refusal (the assertion that follows shows it)."""
+    status = _status(page).element_handle()
+    before = status.evaluate(PANE_TEXT)
+    button.click()
+    page.wait_for_function(
+        f"""([el, before, done]) => {{
+          const text = ({PANE_TEXT})(el);
+          return text !== before && new RegExp(`^(${{done}}|error|refused)`).test(text);
+        }}""", arg=[status, before, done], timeout=timeout)
+    return status.evaluate(PANE_TEXT)
+
+
+def _upload(file_input, name: str, data: bytes) -> None:
+    file_input.set_input_files(files=[{"name": name, "mimeType": "application/octet-stream",
+                                       "buffer": data}])
+
+
+def _vizier_csv(table):
+    """``table``'s ra/dec (deg) as VizieR writes them, in a CSV (``Seq``, sexagesimal
+    ``RAJ2000``/``DEJ2000``), and the positions those strings give (a Table of ra/dec)."""
+    import io
+
+    import astropy.units as u
+    import numpy as np
+    from astropy.coordinates import SkyCoord
+    from astropy.table import Table
+
+    c = SkyCoord(table["ra"], table["dec"], unit="deg")
+    out = Table({"Seq": np.arange(len(table)),
+                 "RAJ2000": c.ra.to_string(u.hourangle, sep=":", precision=4),
+                 "DEJ2000": c.dec.to_string(sep=":", precision=3, alwayssign=True)})
+    buf = io.StringIO()
+    out.write(buf, format="ascii.csv")
+    back = SkyCoord(out["RAJ2000"], out["DEJ2000"], unit=(u.hourangle, u.deg))
+    return buf.getvalue().encode(), Table({"ra": back.ra.deg, "dec": back.dec.deg})
+
+
+def _demo_pair_match(step: int) -> tuple[bytes, int]:
+    """Every ``step``-th row of the cross-match tab's demo left catalogue as a VizieR CSV,
+    and the pairs it makes at 1" with the tab's demo right catalogue (`crossmatch`)."""
+    import astropy.units as u
+
+    from vanotebook import crossmatch
+    from vanotebook.dashboards import XmatchDashboard
+
+    left, right = XmatchDashboard().catalogues()  # what the page matches an upload with
+    csv, positions = _vizier_csv(left[::step])
+    return csv, len(crossmatch(positions, right, radius=1 * u.arcsec))
+
+
+def _cluster(gateway):
+    """A client of the shared cluster, with the cluster's own certificate."""
+    from distributed import Client
+    from distributed.security import Security
+
+    tls = gateway["state"] / "dask" / "tls"
+    security = Security(tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "cluster.pem"),
+                        tls_client_key=str(tls / "cluster.key"), require_encryption=True)
+    return Client(gateway["scheduler"], security=security, timeout=30)
+
+
+def _on_scheduler(client) -> tuple[set[str], set[str]]:
+    """The keys of every task the scheduler holds, and its clients' ids (bar the workers'
+    own, which connect when a task first asks for one, e.g. to wait on an `Event`)."""
+    keys, clients = client.run_on_scheduler(
+        lambda dask_scheduler: ([str(k) for k in dask_scheduler.tasks],
+                                list(dask_scheduler.clients)))
+    return set(keys), {c for c in clients if not c.startswith("Client-worker-")}
+
+
+@needs_chromium
+def test_cancel_frees_the_shared_cluster_in_chromium(gateway):
+    """#13 item 2: a mosaic started in the page waits on the shared cluster (both worker
+    threads held by another client's tasks); Cancel in the page says "Cancelled" (a
+    warning), enables Run again, and the scheduler is left with no task and no client of
+    the run, the other client's tasks untouched."""
+    from distributed import Event
+    from distributed import wait as wait_futures
+    from playwright.sync_api import expect
+
+    with _cluster(gateway) as watcher, dashboards_page(gateway, "frank") as page:
+        _tab(page, "Mosaic")
+        run = _shown(page, "button", has_text="Run mosaic")
+        cancel = _shown(page, "button", has_text="Cancel")
+        expect(run).to_be_enabled(timeout=WAIT)
+        expect(cancel).to_be_disabled(timeout=WAIT)
+        # another user's work holds every worker thread: the mosaic's tasks will wait there
+        release = Event(f"release-{uuid.uuid4().hex}", client=watcher)
+        workers = list(watcher.scheduler_info(n_workers=-1)["workers"])
+        held = [watcher.submit(release.wait, 600, workers=[w], allow_other_workers=False,
+                               pure=False) for w in workers]
+        try:
+            wait_for(lambda: all(watcher.run(
+                lambda dask_worker: len(dask_worker.state.executing)).values()), 60,
+                "the held tasks to run on every worker", interval=0.2)
+            keys, clients = _on_scheduler(watcher)
+            run.click()
+            wait_for(lambda: _on_scheduler(watcher)[0] - keys, 120,
+                     "the mosaic's tasks on the scheduler", interval=0.2)
+            assert _on_scheduler(watcher)[1] - clients  # the run's own client
+            expect(cancel).to_be_enabled(timeout=WAIT)
+            expect(run).to_be_disabled(timeout=WAIT)
+            cancel.click()
+            status = _status(page)
+            expect(status).to_have_text("Cancelled", timeout=60_000)
+            expect(status).to_have_class(re.compile(r"\balert-warning\b"), timeout=WAIT)
+            expect(run).to_be_enabled(timeout=WAIT)
+            expect(cancel).to_be_disabled(timeout=WAIT)
+            # the run's tasks and client leave the scheduler (they would wait there for
+            # the held threads, minutes, if Cancel only changed the page)
+            t0, left = time.monotonic(), None
+            while time.monotonic() - t0 < 30:
+                now = _on_scheduler(watcher)
+                left = (now[0] - keys, now[1] - clients)
+                if left == (set(), set()):
+                    break
+                time.sleep(0.2)
+            assert left == (set(), set()), f"left on the cluster after Cancel: {left}"
+            assert not any(f.done() for f in held)  # the other user's work went on
+        finally:
+            release.set()
+            wait_futures(held, timeout=60)
+
+
+@needs_chromium
+def test_matched_detections_are_drawn_as_matched_in_chromium(gateway):
+    """#13 item 5: Detect, then "Cross-match the detections" with the radio survey's
+    catalogue: the sky plot draws as many points "matched" (not grey) as there are pairs,
+    and the rest of the detections "unmatched"."""
+    from playwright.sync_api import expect
+
+    with dashboards_page(gateway, "grace") as page:
+        _tab(page, "Detect")
+        text = _run(page, _shown(page, "button", has_text="Run detection"),
+                    r"\d+ compact sources", 300_000)
+        found = re.match(r"(\d+) compact sources", text)
+        assert found, text
+        n_found = int(found[1])
+        _tab(page, "Cross-match")
+        _field(page, "Catalogue survey", "select").select_option("radio")
+        _shown(page, "button", has_text="Cross-match the detections").click()
+        expect(_sources(page)).to_have_text("left: uploaded, right: uploaded", timeout=WAIT)
+        radius = _field(page, "Radius arcsec")
+        radius.fill("5")
+        radius.press("Enter")
+        text = _run(page, page.get_by_role("button", name="Match", exact=True), r"\d+ pairs",
+                    120_000)
+        found = re.match(r"(\d+) pairs", text)
+        assert found and int(found[1]) > 0, text
+        n_pairs = int(found[1])
+        # one matched point per pair (how="nearest": a detection is in one pair at most)
+        with contextlib.suppress(Exception):  # the assertions below say what was drawn
+            page.wait_for_function(
+                f"() => (({LEGEND_POINTS})().matched || [0])[0] === {n_pairs}", timeout=30_000)
+        drawn = page.evaluate(LEGEND_POINTS)
+        assert drawn["matched"][0] == n_pairs, drawn
+        assert drawn["matched"][0] + drawn["unmatched"][0] == n_found, drawn
+        assert drawn["matched"][1] != drawn["unmatched"][1], drawn  # another colour
+
+
+@needs_chromium
+def test_bad_uploads_are_named_and_replace_nothing_in_chromium(gateway):
+    """#13 item 6: after a good upload, a file of the wrong kind and a broken file get a
+    message naming the file and what was wrong, and the good upload stays in use (it is
+    not replaced, by the demo data or anything else): in Cross-match, Detect and Mosaic."""
+    import io
+
+    from playwright.sync_api import expect
+
+    from vanotebook.sky import demo_sky
+
+    csv, n_pairs = _demo_pair_match(100)
+    tile = io.BytesIO()
+    demo_sky(0, size=0.5).images("ir24")[1].writeto(tile)
+    with dashboards_page(gateway, "heidi") as page:
+        _tab(page, "Cross-match")
+        status, sources = _status(page), _sources(page)
+        left = _field(page, "left catalogue", "input[type=file]")
+        _upload(left, "mine.csv", csv)
+        expect(status).to_have_text("left catalogue: mine.csv", timeout=WAIT)
+        expect(sources).to_have_text("left: uploaded, right: demo", timeout=WAIT)
+        for name, data, why in (
+                ("notes.txt", b"hello", "expected a FITS, VOTable, ECSV, CSV, TSV or parquet"),
+                ("cat.fits", b"not fits at all", "expected a readable catalogue (fits)")):
+            _upload(left, name, data)
+            expect(status).to_contain_text(f"error reading left upload {name}: left: {why}",
+                                           timeout=WAIT)
+            expect(status).to_have_class(DANGER, timeout=WAIT)
+            shown = status.evaluate(PANE_TEXT)
+            assert "/tmp" not in shown and "vanotebook-upload" not in shown, shown
+            expect(sources).to_have_text("left: uploaded, right: demo", timeout=WAIT)
+        # the match uses mine.csv: its own number of pairs (the demo pair makes thousands)
+        text = _run(page, page.get_by_role("button", name="Match", exact=True), r"\d+ pairs",
+                    120_000)
+        assert text.startswith(f"{n_pairs} pairs"), (n_pairs, text)
+
+        _tab(page, "Detect")
+        status = _status(page)
+        source = _shown(page, "select:has(option[value='given image'])")
+        image = _field(page, "Upload FITS", "input[type=file]")
+        _upload(image, "tile1.fits", tile.getvalue())
+        expect(status).to_have_text("Image 'tile1.fits' ready; Run detection.", timeout=WAIT)
+        expect(source).to_have_value("given image", timeout=WAIT)
+        _upload(image, "notes.fits", b"this is not FITS")
+        expect(status).to_contain_text("Upload of 'notes.fits' failed: not a FITS file",
+                                       timeout=WAIT)
+        expect(source).to_have_value("given image")  # not back to the demo survey
+        assert page.evaluate(FIGURE_TITLE, "detect-image") == "tile1.fits"  # the image shown
+
+        _tab(page, "Mosaic")
+        status = _status(page)
+        files = _shown(page, "input[type=file]")
+        _upload(files, "tile1.fits", tile.getvalue())
+        expect(status).to_have_text("uploaded 1 file(s): tile1.fits", timeout=WAIT)
+        _upload(files, "notes.fits", b"this is not FITS")
+        expect(status).to_contain_text("error: upload 'notes.fits' is not a usable FITS image",
+                                       timeout=WAIT)
+        expect(status).to_have_class(DANGER, timeout=WAIT)
+        # the mosaic is made of the one uploaded tile (the demo survey has several)
+        text = _run(page, _shown(page, "button", has_text="Run mosaic"),
+                    r"\d+ tiles -> \d+ x \d+ px", 300_000)
+        assert text.startswith("1 tiles -> "), text
+
+
+@needs_chromium
+def test_an_empty_upload_says_so_in_chromium(gateway):
+    """#13 item 6: "an empty file gives no message": one in Cross-match and in Detect.
+    (It failed here until the dashboards watched the upload's filename too: the browser's
+    FileInput gives an empty file to Panel as None, so the value never changed.)"""
+    from playwright.sync_api import expect
+
+    with dashboards_page(gateway, "ivan") as page:
+        for tab, label, name, want in (
+                ("Cross-match", "left catalogue", "empty.csv",
+                 "error reading left upload empty.csv: left: expected a catalogue file"),
+                ("Detect", "Upload FITS", "empty.fits", "'empty.fits'")):
+            _tab(page, tab)
+            status = _status(page)
+            _upload(_field(page, label, "input[type=file]"), name, b"")
+            # the browser sent the file: its input holds the name ...
+            page.wait_for_function(f"() => ({UPLOADED_NAMES})().includes({name!r})",
+                                   timeout=30_000)
+            # ... and the page says what is wrong with it
+            expect(status).to_contain_text(want, timeout=30_000)
+            expect(status).to_have_class(DANGER, timeout=10_000)  # set with the text
+
+
+@needs_chromium
+def test_a_refused_image_upload_is_shown_as_an_error_in_chromium(gateway):
+    """#13 items 6 and 9: Detect's "Upload of 'x' failed: ..." was shown as a green
+    success (`_help.message_kind` knew only "error"); now in red."""
+    from playwright.sync_api import expect
+
+    with dashboards_page(gateway, "judy") as page:
+        _tab(page, "Detect")
+        status = _status(page)
+        _upload(_field(page, "Upload FITS", "input[type=file]"), "notes.fits",
+                b"this is not FITS")
+        expect(status).to_contain_text("Upload of 'notes.fits' failed: not a FITS file",
+                                       timeout=WAIT)
+        expect(status).to_have_class(DANGER, timeout=10_000)  # set with the text
+
+
+@needs_chromium
+def test_vizier_csv_uploads_with_its_columns_picked_in_chromium(gateway):
+    """#13 item 8: the cross-match offers CSV; a VizieR CSV (sexagesimal RAJ2000/DEJ2000)
+    uploads, the pickers choose RAJ2000/DEJ2000 (any column can be picked), and the match
+    finds the pairs that `crossmatch` finds, drawn as matched."""
+    from playwright.sync_api import expect
+
+    csv, n_pairs = _demo_pair_match(40)
+    assert n_pairs > 50
+    with dashboards_page(gateway, "ken") as page:
+        _tab(page, "Cross-match")
+        left = _field(page, "left catalogue", "input[type=file]")
+        assert ".csv" in left.get_attribute("accept").split(",")
+        _upload(left, "vizier.csv", csv)
+        status = _status(page)
+        expect(status).to_have_text("left catalogue: vizier.csv", timeout=WAIT)
+        ra, dec = _field(page, "left RA", "select"), _field(page, "left Dec", "select")
+        expect(ra).to_have_value("RAJ2000", timeout=WAIT)
+        expect(dec).to_have_value("DEJ2000", timeout=WAIT)
+        offered = ra.locator("option").evaluate_all("els => els.map(e => e.value)")
+        assert offered == ["Seq", "RAJ2000", "DEJ2000"], offered
+        text = _run(page, page.get_by_role("button", name="Match", exact=True), r"\d+ pairs",
+                    120_000)
+        assert text.startswith(f"{n_pairs} pairs"), (n_pairs, text)
+        with contextlib.suppress(Exception):  # the assertion below says what was drawn
+            page.wait_for_function(
+                f"() => (({LEGEND_POINTS})().matched || [0])[0] === {n_pairs}", timeout=30_000)
+        drawn = page.evaluate(LEGEND_POINTS)
+        assert drawn["matched"][0] == n_pairs, drawn
+
+
 def test_ctrl_c_stops_everything(gateway):
     """Runs last among the gateway tests: Ctrl-C leaves no process behind."""
     proc = gateway["proc"]

@@ -170,8 +170,11 @@ class DetectDashboard(pn.viewable.Viewer):
                                                 width=250, label="detect-progress")
         self._upload = pn.widgets.FileInput(accept=".fits,.fit,.fts,.fits.gz", multiple=False,
                                             label="Upload FITS")
-        self._upload.param.watch(lambda event: self.upload(event.new, self._upload.filename),
-                                 "value")
+        # an empty file reaches Panel as value None with its filename: watch both at once
+        self._upload.param.watch(
+            lambda *_events: self._upload.filename and self.upload(
+                self._upload.value if self._upload.value is not None else b"",
+                self._upload.filename), ["value", "filename"])
         self._rows = np.zeros(0, int)  # the catalogue rows shown, in table/glyph order
         self._keys: dict[str, Any] = {}  # class -> its LegendItem
         self.legend = None
@@ -231,11 +234,14 @@ class DetectDashboard(pn.viewable.Viewer):
 
         Returns True when the upload was accepted.
         """
-        if not data:
+        if data is None:
             return False
         from astropy.io import fits
 
         name = filename or "upload.fits"
+        if len(data) == 0:
+            self.status = f"Upload of {name!r} failed: the file is empty"
+            return False
         try:
             if data[:2] == b"\x1f\x8b":
                 import gzip

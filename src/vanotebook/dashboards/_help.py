@@ -204,9 +204,9 @@ def message_kind(text: str) -> str:
     """The alert type of a status line: danger for errors, warning for refusals and
     warnings, success for finished work, info otherwise."""
     low = text.lower()
-    if low.startswith("error") or ": error" in low:
+    if low.startswith("error") or ": error" in low or "failed" in low:
         return "danger"
-    if low.startswith(("refused", "cancelled")) or "warning" in low:
+    if low.startswith(("refused", "cancelled")) or "warning" in low or "not used" in low:
         return "warning"
     if any(w in low for w in ("computing", "running", "matching", "detecting", "training",
                               "fitting", "mosaicking", "...")):

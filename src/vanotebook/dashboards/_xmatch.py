@@ -94,8 +94,11 @@ class XmatchDashboard(pn.viewable.Viewer):
         self._tables: tuple[Any, Any] | None = None
         self.left_file = pn.widgets.FileInput(accept=_UPLOAD_FORMATS, label="left catalogue")
         self.right_file = pn.widgets.FileInput(accept=_UPLOAD_FORMATS, label="right catalogue")
-        self.left_file.param.watch(lambda e: self._uploaded("left", e.obj), "value")
-        self.right_file.param.watch(lambda e: self._uploaded("right", e.obj), "value")
+        # an empty file reaches Panel as value None with its filename: watch both at once
+        self.left_file.param.watch(lambda *e: self._uploaded("left", self.left_file),
+                                   ["value", "filename"])
+        self.right_file.param.watch(lambda *e: self._uploaded("right", self.right_file),
+                                    ["value", "filename"])
         self.table = pn.widgets.Tabulator(None, pagination="remote", page_size=20, height=400,
                                           disabled=True, selectable="checkbox",
                                           sizing_mode="stretch_width")
@@ -229,10 +232,12 @@ class XmatchDashboard(pn.viewable.Viewer):
                        f"within {self.picker.radius_arcmin:g}'")
 
     def _uploaded(self, side: str, widget) -> None:
-        if widget.value is None:  # cleared; an empty file (b"") is an upload, and refused
+        if widget.value is None and not widget.filename:  # cleared
             return
+        # the browser's FileInput gives an empty file as None (with its name): refused
+        data = widget.value if widget.value is not None else b""
         try:
-            self.upload(**{side: widget.value, f"{side}_filename": widget.filename})
+            self.upload(**{side: data, f"{side}_filename": widget.filename})
         except Exception as exc:  # shown to the user, not raised in the UI
             self.status = f"error reading {side} upload {widget.filename}: {exc}"
         else:
