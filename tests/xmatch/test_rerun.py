@@ -124,31 +124,9 @@ def test_record_parameters_are_json(files, tmp_path):
     assert params["left"] == str((folder / "left.ecsv").resolve())
 
 
-def three_catalogues(n: int, seed: int, side: float, sigma: float = 0.3) -> dict[str, Table]:
-    """A primary of ``n`` sources; 60% of them again in each of two more catalogues (with
-    ``sigma`` arcsec errors per axis), padded with field sources."""
-    rng = np.random.default_rng(seed)
-    ra0, dec0 = 150 + rng.uniform(0, side, n), rng.uniform(0, side, n)
-
-    def measured(rows):
-        off = rng.normal(0, sigma / 3600, (2, rows.size))
-        return ra0[rows] + off[0] / np.cos(np.radians(dec0[rows])), dec0[rows] + off[1]
-
-    ra, dec = measured(np.arange(n))
-    cats = {"a": Table({"id": np.arange(n), "ra": ra, "dec": dec,
-                        "error": np.full(n, sigma) * u.arcsec})}
-    for name in "bc":
-        rows = np.flatnonzero(rng.random(n) < 0.6)
-        mra, mdec = measured(rows)
-        k = n - rows.size
-        cats[name] = Table({"ra": np.r_[mra, 150 + rng.uniform(0, side, k)],
-                            "dec": np.r_[mdec, rng.uniform(0, side, k)],
-                            "error": np.full(n, sigma) * u.arcsec,
-                            "truth": np.r_[rows, np.full(k, -1)]})
-    return cats
 
 
-def test_nway_product_reruns_to_the_same_bytes(tmp_path):
+def test_nway_product_reruns_to_the_same_bytes(tmp_path, three_catalogues):
     """`crossmatch_many(output=...)` writes the result with its record; the record reruns
     to the same bytes in a fresh process."""
     from vanotebook.xmatch import crossmatch_many

@@ -582,16 +582,8 @@ def crossmatch(
             if progress is not None:
                 progress(1, 1)
             if folder:
-                from ..io import atomic_dir
-                from ._dask import _write_part
-
-                with atomic_dir(output, overwrite=overwrite) as tmp:
-                    _write_part(out, tmp, 0)
-        if folder:
-            for part in sorted(Path(output).glob("part-*.parquet")):
-                prov.add_output(part)
-        elif output is not None:
-            write_product(out, output, prov, overwrite=overwrite)
+                _write_one_part(out, output, overwrite)
+        _record_output(out, output, prov, folder=folder, overwrite=overwrite)
     meta["provenance"] = prov.to_dict()
     if output is not None:
         prov.write_sidecar(output)
@@ -865,16 +857,8 @@ def crossmatch_many(
             out = _weigh_many(tables, names, spec, errors, epoch, nan, client, device, steps)
             meta = out.meta
             if folder:
-                from ..io import atomic_dir
-                from ._dask import _write_part
-
-                with atomic_dir(output, overwrite=overwrite) as tmp:
-                    _write_part(out, tmp, 0)
-        if folder:
-            for part in sorted(Path(output).glob("part-*.parquet")):
-                prov.add_output(part)
-        elif output is not None:
-            write_product(out, output, prov, overwrite=overwrite)
+                _write_one_part(out, output, overwrite)
+        _record_output(out, output, prov, folder=folder, overwrite=overwrite)
     meta["provenance"] = prov.to_dict()
     if output is not None:
         prov.write_sidecar(output)
@@ -883,6 +867,24 @@ def crossmatch_many(
 
         return dd.read_parquet(str(output))
     return out
+
+
+def _write_one_part(out: Table, output, overwrite: bool) -> None:
+    """An in-memory result as a folder product of one part (atomically)."""
+    from ..io import atomic_dir
+    from ._dask import _write_part
+
+    with atomic_dir(output, overwrite=overwrite) as tmp:
+        _write_part(out, tmp, 0)
+
+
+def _record_output(out, output, prov, *, folder: bool, overwrite: bool) -> None:
+    """Record a folder product's parts as the outputs, or write a file product."""
+    if folder:
+        for part in sorted(Path(output).glob("part-*.parquet")):
+            prov.add_output(part)
+    elif output is not None:
+        write_product(out, output, prov, overwrite=overwrite)
 
 
 def _many_on_dask(catalogues, tables, names, spec, errors, client, steps, folder, overwrite):
