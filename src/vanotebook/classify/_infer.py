@@ -77,7 +77,13 @@ def logits(params: dict, x, *, xp=None, chunk: int = 64) -> np.ndarray:
     xp = xp or np
     p = {k: xp.asarray(np.asarray(v, np.float32)) for k, v in params.items()}
     n_classes = int(np.asarray(params["d2_b"]).shape[0])
-    out = [to_numpy(forward(p, xp.asarray(np.asarray(x[i:i + chunk], np.float32))))
-           for i in range(0, len(x), chunk)]
+    # one BLAS thread: OpenBLAS's float32 products change in the last bits with its
+    # thread count, and a Dask worker runs with one; so a catalogue is the same bytes
+    # here, on a worker and in a rerun (a fresh process)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        out = [to_numpy(forward(p, xp.asarray(np.asarray(x[i:i + chunk], np.float32))))
+               for i in range(0, len(x), chunk)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n_classes),
                                                                        np.float32)
