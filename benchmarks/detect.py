@@ -80,8 +80,8 @@ def main(argv=None):
     import skimage.measure  # imported by the extended pass when it needs them
     import skimage.segmentation  # noqa: F401
 
-    detect(img[:256, :256], psf_fwhm=FWHM)
-    print(f"warm-up on a 256x256 cut (imports, numba kernels from cache): "
+    detect(img[:1024, :1024], psf_fwhm=FWHM)  # large enough for the compiled passes
+    print(f"warm-up on a 1024x1024 cut (imports, numba kernels from cache): "
           f"{time.perf_counter() - t0:.2f}s")
     try:
         import sep  # noqa: F401
@@ -151,7 +151,8 @@ def main(argv=None):
         print("per-run ratios vanotebook / sep:", " ".join(f"{r:.2f}" for r in ratios))
     from _fresh import first_call
 
-    first_call("detect (512 x 512, 40 sources)", FRESH_SETUP, FRESH_CALL)
+    first_call("detect (512 x 512, 40 sources)", FRESH_SETUP, FRESH_CALL,
+               libraries=("scipy.ndimage", "scipy.optimize", "scipy.spatial"))
 
 
 #: a 512 x 512 image made by the notebook, detected with the defaults (`_fresh`)

@@ -94,7 +94,8 @@ def main() -> None:
             for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"cores {len(os.sched_getaffinity(0))}, BLAS {blas}, {_load()}")
 
-    SOM((2, 2), n_epochs=1).fit(x[:100])  # warm up: imports, numba cache, provenance
+    # warm up: imports, numba cache (a pass of `MIN_WORK` rows x units or more), provenance
+    SOM((16, 16), n_epochs=1).fit(x[:20_000])
     runs = []
     for _ in range(max(args.repeat, 1)):
         som = SOM((rows, cols), radius0=r0, radius_decay=decay, n_epochs=epochs, seed=0)

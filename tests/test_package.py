@@ -9,8 +9,9 @@ import pytest
 
 
 def test_import_is_light_for_dask_workers():
+    # dask too: its import (~0.2 s) waits for the first use of the configuration
     code = ("import sys, vanotebook; heavy = [m for m in ('numba', 'sklearn', 'reproject', "
-            "'scipy.signal', 'panel', 'xarray') if m in sys.modules]; print(heavy)")
+            "'scipy.signal', 'panel', 'xarray', 'dask') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout.strip()
     assert out == "[]"

@@ -16,13 +16,13 @@ from importlib import import_module
 from typing import Any
 
 from ._errors import VanotebookInputError
-from .cluster import connect
 from .provenance import Provenance, rerun
 
 __version__ = "0.1.0"
 
 # name -> (module, attribute); attribute None means the (callable) subpackage itself
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "connect": (".cluster", "connect"),
     "mosaic": (".mosaic", None),
     "detect": (".detect", None),
     "homogenise": (".mosaic", "homogenise"),

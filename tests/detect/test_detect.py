@@ -432,9 +432,13 @@ def test_fused_snr_pass_matches_array_api_background():
                               (ref_snr >= 2.6)[np.isfinite(ref_snr)])
 
 
-def test_fused_model_matches_host_loop():
+def test_fused_model_matches_host_loop(monkeypatch):
+    import vanotebook.detect._fused as fused
     from vanotebook.detect._fit import gaussian_image
 
+    if not fused.HAVE_FUSED:
+        pytest.skip("numba not installed")
+    monkeypatch.setattr(fused, "FUSED_PIXELS", 0)  # the compiled kernel at any size
     rng = np.random.default_rng(4)
     params = np.c_[rng.uniform(1, 10, 30), rng.uniform(-3, 70, 30), rng.uniform(-3, 50, 30),
                    np.full(30, 0.5), rng.uniform(-0.1, 0.1, 30), np.full(30, 0.3)]
@@ -560,6 +564,7 @@ def test_segmentation_equals_whole_image_watershed(monkeypatch):
     img = _diffuse_image()
     rms = np.ones_like(img)
     psf_sigma = 3.0 * FWHM_TO_SIGMA
+    monkeypatch.setattr(fused, "FUSED_PIXELS", 0)  # compiled kernels (numba) at this size
     seg, z = segment_map(img, rms, psf_sigma=psf_sigma)
     # reference: the whole-image algorithm (float64 smoothing, maximum filter, watershed)
     s = ndi.gaussian_filter(img.astype(np.float64), 2 * psf_sigma, mode="nearest")

@@ -24,6 +24,14 @@ def test_sample_strict_equals_scipy(method):
     np.testing.assert_array_equal(np.asarray(inside_s), inside)
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert np.isnan(ref[~inside]).all()
+    # the numpy gather of small mosaics (no scipy import) gives scipy's values, NaN
+    # neighbours included
+    data[10:12, 20:23] = np.nan
+    ref, inside = sample(data, x, y, method=method)
+    got, inside_g = sample(data, x, y, method=method, gather=True)
+    np.testing.assert_array_equal(inside_g, inside)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6, equal_nan=True)
 
 
 def test_coarse_transform_within_measured_tolerance():
@@ -75,6 +83,7 @@ def test_fused_numpy_path_equals_strict_with_planes_and_weight_maps(sky, method,
                for k, im in enumerate(images)]
     tiles = plan_tiles(images, grid, tolerance=1e-4, method=method, weights=weights,
                        scales=[1.0, 2.0, 0.5, 1.0][:len(images)])
+    assert all(t.fused for t in tiles)  # a grid of FUSED_PIXELS or more: the numba kernel
     for k, t in enumerate(tiles):
         t.plane = (0.1 * k, 1e-4 * k, -2e-4 * k)
     window = (300, 560, 350, 600)

@@ -101,6 +101,13 @@ def test_grid_and_numpy_engines_give_search_around_sky_pairs(radius_arcsec):
     np.testing.assert_array_equal(grid[0], numpy_[0])  # same pairs, same order
     np.testing.assert_array_equal(grid[1], numpy_[1])
     np.testing.assert_allclose(grid[2], numpy_[2], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(grid[4], numpy_[4], rtol=1e-9, atol=1e-24)  # squared chords
+    # which are those of the pairs' vectors, and give astropy's separations
+    d2 = np.sum((grid[2][grid[0]] - grid[3][grid[1]]) ** 2, axis=1)
+    np.testing.assert_allclose(grid[4], d2, rtol=1e-12, atol=0)
+    sep = SkyCoord(lra[grid[0]], ldec[grid[0]], unit="deg").separation(
+        SkyCoord(rra[grid[1]], rdec[grid[1]], unit="deg")).rad
+    np.testing.assert_allclose(K.chord_to_angle(np.sqrt(grid[4])), sep, rtol=1e-9, atol=1e-15)
     i1, i2, _, _ = search_around_sky(SkyCoord(lra, ldec, unit="deg"),
                                      SkyCoord(rra, rdec, unit="deg"), radius_arcsec * u.arcsec)
     assert set(zip(grid[0], grid[1], strict=True)) == set(zip(i1, i2, strict=True))
@@ -117,8 +124,8 @@ def test_pairs_within_empty_sides(engine):
         pytest.skip("the grid engine needs numba")
     one = np.array([10.0])
     for args in ((one[:0], one[:0], one, one), (one, one, one[:0], one[:0])):
-        li, ri, lxyz, rxyz = K.pairs_within(*args, 1e-5, engine=engine)
-        assert li.size == ri.size == 0 and lxyz.shape[1] == rxyz.shape[1] == 3
+        li, ri, lxyz, rxyz, d2 = K.pairs_within(*args, 1e-5, engine=engine)
+        assert li.size == ri.size == d2.size == 0 and lxyz.shape[1] == rxyz.shape[1] == 3
 
 
 def test_nway_weighing_on_arrays_equals_the_combination_loop():

@@ -529,13 +529,14 @@ def has_noise(rms_map) -> bool:
 def _snr_maps(data, background, rms, box, merge, min_box=16):
     """(background, rms, data - background, S/N, S/N >= merge) maps, float32."""
     from ._background import adaptive_box, background_grids, background_maps, effective_box
-    from ._fused import HAVE_FUSED, snr_pass
+    from ._fused import fused_for, snr_pass
 
     if box == "auto" and background is None:  # smaller cells where the background curves
         box = adaptive_box(data, 64, min_box=min_box)
     box = effective_box(64 if box == "auto" else box, data.shape)  # clipped to the image
 
-    if background is None and rms is None and HAVE_FUSED:  # one fused pass
+    fused = fused_for(data.shape)
+    if background is None and rms is None and fused:  # one fused pass
         bkg_g, rms_g = background_grids(data, box=box)
         return snr_pass(data, merge=merge, grids=(bkg_g, rms_g), box=box)
     if background is None or rms is None:
@@ -546,7 +547,7 @@ def _snr_maps(data, background, rms, box, merge, min_box=16):
         rms_map = _as_map(rms, data.shape, "rms")
     bkg_map = np.asarray(bkg_map, np.float32)
     rms_map = np.asarray(rms_map, np.float32)
-    if HAVE_FUSED:
+    if fused:
         return snr_pass(data, merge=merge, maps=(bkg_map, rms_map))
     sub = data - bkg_map
     sub[~np.isfinite(data)] = np.nan

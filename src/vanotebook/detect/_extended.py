@@ -83,12 +83,12 @@ def segment_extended(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
         return np.zeros(residual.shape, np.int32), []
     seg, z = seg
     psf_area = 2 * math.pi * psf_sigma**2
-    from ._fused import HAVE_FUSED, box_slices, label_boxes
+    from ._fused import box_slices, fused_for, label_boxes
 
     regions = []
     res0 = residual
     n_seg = int(seg.max())
-    if HAVE_FUSED and isinstance(seg, np.ndarray):
+    if isinstance(seg, np.ndarray) and fused_for(seg.shape):
         boxes = label_boxes(seg, n_seg)
         objects = [box_slices(boxes, k) for k in range(1, n_seg + 1)]
     else:
@@ -139,8 +139,8 @@ def segment_map(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
       watershed and merged again, each in its own bounding box.
     """
     from ._fused import (
-        HAVE_FUSED,
         box_slices,
+        fused_for,
         gaussian_smooth,
         keep_near,
         label_boxes,
@@ -150,7 +150,8 @@ def segment_map(residual: np.ndarray, rms: np.ndarray, *, psf_sigma: float,
     )
 
     ndi = ndimage_for(residual)
-    fused = HAVE_FUSED and isinstance(residual, np.ndarray)  # compiled kernels: numpy only
+    # compiled kernels: numpy only, images of `FUSED_PIXELS` or more
+    fused = isinstance(residual, np.ndarray) and fused_for(residual.shape)
     sigma = smooth * psf_sigma
     if fused:
         z = gaussian_smooth(snr_ratio(residual, rms), sigma)

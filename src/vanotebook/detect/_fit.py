@@ -152,9 +152,9 @@ def gaussian_image(shape, params, xp=np):
     Each is drawn within ``5 sigma`` of its centre (host loop over components;
     on numpy with numba, the compiled `render_gaussians`, in float32).
     """
-    from ._fused import HAVE_FUSED, render_gaussians
+    from ._fused import fused_for, render_gaussians
 
-    if HAVE_FUSED and xp is np:
+    if xp is np and fused_for(shape):
         return render_gaussians(shape, params)
     out = np.zeros(shape, dtype=np.float64)
     ny, nx = shape

@@ -41,8 +41,7 @@ def combine_window(tiles, window: tuple[int, int, int, int], *, combine: str = "
     y0, y1, x0, x1 = window
     shape = (y1 - y0, x1 - x0)
     dtype = dtype or xp.float32
-    if (is_numpy_namespace(xp) and combine != "median" and method != "flux-conserving"
-            and numba_kernels() is not None):
+    if is_numpy_namespace(xp) and fused_path(combine, method, "cpu", tiles):
         out = _combine_fused(tiles, window, combine=combine, method=method, centre=centre)
         return xp.astype(out[0], dtype), xp.astype(out[1], dtype), out[2]
     acc = xp.zeros(shape, dtype=xp.float64)
@@ -133,16 +132,17 @@ def _intersect(a, b):
     return None if y0 >= y1 or x0 >= x1 else (y0, y1, x0, x1)
 
 
-def fused_path(combine: str, method: str, device: str) -> bool:
-    """Whether blocks run through the fused numba kernel (numpy, not median/drizzle)."""
+def fused_path(combine: str, method: str, device: str, tiles) -> bool:
+    """Whether blocks run through the fused numba kernel: numpy, not median or drizzle,
+    and a mosaic large enough to pay numba's load (`TilePlan.fused`)."""
     return (device != "gpu" and combine != "median" and method != "flux-conserving"
-            and numba_kernels() is not None)
+            and all(t.fused for t in tiles) and numba_kernels() is not None)
 
 
 def combine_block(window, tiles, combine: str, method: str, device: str, centre) -> np.ndarray:
     """One output block as a host ``(3, h, w)`` float32 array: mosaic, weight, coverage."""
     xp = namespace_for(device)
-    if fused_path(combine, method, device):
+    if fused_path(combine, method, device, tiles):
         return _combine_fused(tiles, window, combine=combine, method=method, centre=centre)
     m, w, c = combine_window(tiles, window, combine=combine, method=method, xp=xp,
                              centre=centre)

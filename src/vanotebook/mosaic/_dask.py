@@ -170,7 +170,7 @@ def fill_in_process(tiles, shape: tuple[int, int], *, chunk: int, combine: str, 
     out = np.empty((3, *shape), np.float32)
     windows = [w for row in block_windows(shape, chunk) for w in row]
     tracker = tracker or Tracker(len(windows))
-    fused = fused_path(combine, method, device)
+    fused = fused_path(combine, method, device, tiles)
     bar = None
     if tracker.show:
         from tqdm.auto import tqdm

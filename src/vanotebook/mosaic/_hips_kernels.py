@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from array_api_compat import get_namespace
 
+from .._optional import namespace as get_namespace
 from ._kernels import map_coordinates
 
 __all__ = [

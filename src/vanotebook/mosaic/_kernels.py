@@ -22,9 +22,10 @@ import math
 from typing import Any
 
 import numpy as np
-from array_api_compat import get_namespace, is_cupy_namespace, is_numpy_namespace
+from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
 from .._optional import HAS_NUMBA, to_numpy
+from .._optional import namespace as get_namespace
 
 __all__ = [
     "bilinear",
@@ -299,16 +300,22 @@ def map_coordinates(data, x, y, *, order: int):
     return bilinear(data, x, y) if order == 1 else nearest(data, x, y)
 
 
-def sample(data, x, y, *, method: str = "bilinear"):
+def sample(data, x, y, *, method: str = "bilinear", gather: bool = False):
     """Sample ``data`` at input-pixel coordinates ``x, y`` (0-based) with reproject's edge rule.
 
-    Returns ``(values, inside)``: values are NaN outside the image.
+    Returns ``(values, inside)``: values are NaN outside the image. ``gather``
+    takes the array-API gather (`bilinear`, `nearest`) on numpy too, instead of
+    scipy's ``map_coordinates`` (whose import, ~0.3 s, a small mosaic's first
+    call would otherwise pay).
     """
     xp = get_namespace(data, x)
     shape = data.shape
     x, y, inside = _clip_coords(xp, x, y, shape)
     order = 1 if method == "bilinear" else 0
-    values = map_coordinates(data, x, y, order=order)
+    if gather:
+        values = bilinear(data, x, y) if order == 1 else nearest(data, x, y)
+    else:
+        values = map_coordinates(data, x, y, order=order)
     nan = xp.asarray(xp.nan, dtype=values.dtype)
     return xp.where(inside, values, nan), inside
 
@@ -435,7 +442,8 @@ def reproject_window(tile, window, *, method: str, xp, centre, oversample: int =
         ys, xs = np.arange(y0, y1), np.arange(x0, x1)
     else:
         box = window
-    if method != "flux-conserving" and is_numpy_namespace(xp) and numba_kernels() is not None:
+    if (method != "flux-conserving" and is_numpy_namespace(xp) and tile.fused
+            and numba_kernels() is not None):
         values, weight = fused_resample(tile, ys, xs, method=method, centre=centre)
         return box, values, weight
     if method == "flux-conserving":
@@ -444,11 +452,13 @@ def reproject_window(tile, window, *, method: str, xp, centre, oversample: int =
     else:
         data = as_namespace(full_data(tile.data), xp)
         X, Y = inverse_map(tile, ys, xs, xp)
-        values, inside = sample(data, X, Y, method=method)
+        gather = not tile.fused  # a small mosaic: numpy only, nothing more to import
+        values, inside = sample(data, X, Y, method=method, gather=gather)
         good = inside & ~xp.isnan(values)
         weight = xp.astype(good, values.dtype)
         if getattr(tile.weight_map, "ndim", 0) == 2:
-            wmap, _ = sample(as_namespace(tile.weight_map, xp), X, Y, method=method)
+            wmap, _ = sample(as_namespace(tile.weight_map, xp), X, Y, method=method,
+                             gather=gather)
             weight = weight * xp.where(good, wmap, xp.asarray(0.0, dtype=wmap.dtype))
     values = values * tile.scale
     if any(tile.plane):
@@ -586,6 +596,13 @@ def exact_window(tile, ys, xs, margin: int = 3):
 
 
 # ----------------------------------------------------------------------------- fused CPU path
+#: Output pixels from which a mosaic's numpy blocks take the fused numba kernel. Smaller
+#: mosaics (decided once, for the whole grid, in `_plan.plan_tiles`) take the array-API
+#: path: there it costs tens of ms, less than the ~1 s a fresh process pays once to
+#: import numba and load the compiled kernel (the first call of a small mosaic, #20)
+FUSED_PIXELS = 1 << 19
+
+
 def numba_kernels():
     """The fused CPU kernels of `_fused` (``resample``), or None without numba.
 

@@ -393,6 +393,7 @@ class TilePlan:
     forward: NodeMap | None = None
     area_ratio: float = 1.0
     grid_wcs: WCS | None = None
+    fused: bool = True  # numpy blocks may take the numba kernel (`_kernels.FUSED_PIXELS`)
 
 
 def node_map(wcs_from: WCS, wcs_to: WCS, bbox: tuple[int, int, int, int], *,
@@ -414,9 +415,11 @@ def plan_tiles(images: Sequence[Image], grid: Grid, *, tolerance: float, method:
                weights=None, scales=None) -> list[TilePlan]:
     """Plan every image that overlaps the grid; raise when none does."""
     from .._errors import VanotebookInputError
+    from ._kernels import FUSED_PIXELS
 
     plans = []
     out_area = grid.pixel_area_sr
+    fused = grid.shape[0] * grid.shape[1] >= FUSED_PIXELS
     for i, im in enumerate(images):
         bbox = footprint_bbox(im, grid)
         if bbox is None:
@@ -438,7 +441,7 @@ def plan_tiles(images: Sequence[Image], grid: Grid, *, tolerance: float, method:
             kx0=inv.kx0, nodes_x=inv.nodes_x, nodes_y=inv.nodes_y,
             error=max(inv.error, fwd.error if fwd else 0.0), weight=float(w), weight_map=wmap,
             scale=1.0 if scales is None else float(scales[i]), forward=fwd,
-            area_ratio=in_area / out_area, grid_wcs=grid.wcs,
+            area_ratio=in_area / out_area, grid_wcs=grid.wcs, fused=fused,
         ))
     if not plans:
         raise VanotebookInputError("wcs", "an output grid that overlaps at least one image",

@@ -498,7 +498,7 @@ class SOM:
 
             bar = tqdm(total=self.n_epochs, desc="SOM epochs")
         try:
-            with source.session():
+            with source.session(len(w)):
                 for t in range(self.n_epochs + 1):
                     st = source.stats(k.prepare_prototypes(w), adj, sums=True)
                     entry = {"epoch": t, "radius": self.radius(t - 1) if t else float("nan"),

@@ -25,8 +25,8 @@ from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace
 
+from .._optional import namespace as array_namespace
 from .._optional import to_numpy
 from . import _fast
 from . import _kernels as k
@@ -103,8 +103,9 @@ def prepare(x, centre: np.ndarray):
 
 def epoch_stats(xa, norms, wa, adjacent, sums: bool, threads: int = 1) -> dict[str, Any]:
     """One pass's sums and error totals: the fused CPU path for numpy rows with numba
-    (`._fast`), else the array-API reference kernel (`._kernels.epoch_stats`)."""
-    if _fast.available(xa):
+    (`._fast`) on passes of `._fast.MIN_WORK` rows times units or more, else the
+    array-API reference kernel (`._kernels.epoch_stats`)."""
+    if _fast.available(xa, wa.shape[1]):
         return _fast.epoch_stats(xa, norms, wa, adjacent, sums=sums, threads=threads)
     xp = array_namespace(xa)
     adj = None if adjacent is None else xp.asarray(adjacent)
@@ -129,11 +130,12 @@ class MemoryRows:
     def prepare(self, centre: np.ndarray) -> None:
         self.xa, self.norms = prepare(self.x, centre)
 
-    def session(self):
-        """Context for the training loop: with the fused path on several threads, BLAS
-        stays single-threaded throughout, since idle OpenBLAS workers woken by the small
-        per-epoch update spin on the cores the row slices need."""
-        if _fast.available(self.xa) and _fast.cpu_threads() > 1:
+    def session(self, units: int):
+        """Context for the training loop of a map of ``units`` units: with the fused path
+        on several threads, BLAS stays single-threaded throughout, since idle OpenBLAS
+        workers woken by the small per-epoch update spin on the cores the row slices
+        need."""
+        if _fast.available(self.xa, units) and _fast.cpu_threads() > 1:
             return _fast.single_threaded_blas()
         return nullcontext()
 
@@ -268,7 +270,7 @@ class DaskRows:
             parts.append(delayed(_block_take)(self.prepared[b], rows, self._centre))
         return np.concatenate(self._compute(*parts), axis=0)
 
-    def session(self):
+    def session(self, units: int):
         """Context for the training loop (nothing to set: the work runs in Dask tasks)."""
         return nullcontext()
 

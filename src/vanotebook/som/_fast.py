@@ -48,9 +48,20 @@ _CONTROLLER: Any = None
 _BUFFERS = threading.local()
 
 
-def available(xa: Any) -> bool:
-    """Whether the fast path can run on these prepared rows (numpy + numba)."""
-    return HAS_NUMBA and type(xa) is np.ndarray
+#: Rows times units of one pass below which the array-API kernel runs instead (numpy):
+#: there it takes at most a few ms per epoch (2000 x 64 in 1.5 ms here, as fast as this
+#: path), less than the ~1 s that a fresh process pays once to import numba and load
+#: the compiled scan (the first call of a small map, #20)
+MIN_WORK = 1 << 22
+
+
+def available(xa: Any, units: int | None = None) -> bool:
+    """Whether the fast path runs on these prepared rows (numpy, numba installed) for a
+    map of ``units`` units: not for a pass of fewer than `MIN_WORK` rows times units. The
+    choice depends on the sizes only, so the same input always takes the same path."""
+    if not (HAS_NUMBA and type(xa) is np.ndarray):
+        return False
+    return units is None or xa.shape[0] * units >= MIN_WORK
 
 
 def cpu_threads() -> int:
@@ -106,13 +117,15 @@ def prepare(x: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _run_slice(xa, norms, wat, adj, lo, hi, chunk, sums, acc, flags):
     sums[...] = 0.0
     acc[...] = 0.0
+    from ._scan import scan  # numba's import and kernel load: only when the path runs
+
     k = wat.shape[0]
     buf = _buffer(chunk * k)
     for start in range(lo, hi, chunk):
         stop = min(start + chunk, hi)
         block = buf[: k * (stop - start)].reshape(k, stop - start)  # contiguous, for BLAS
         np.matmul(wat, xa[start:stop].T, out=block)
-        _scan(block, xa[start:stop], norms[start:stop], adj, sums, acc, flags[0], flags[1])
+        scan(block, xa[start:stop], norms[start:stop], adj, sums, acc, flags[0], flags[1])
 
 
 def epoch_stats(xa, norms, wa, adjacent=None, *, sums: bool = True, chunk: int | None = None,
@@ -169,51 +182,3 @@ def epoch_stats(xa, norms, wa, adjacent=None, *, sums: bool = True, chunk: int |
         total = part_sums.sum(axis=0) if m else np.zeros((k, xa.shape[1]))
     return {"sums": total, "sq_error": float(acc[0]), "error": float(acc[1]),
             "topo": int(acc[2]) if want_topo else None, "n": n}  # fmt: skip
-
-
-if HAS_NUMBA:  # module level, so numba's on-disk cache keeps the compiled kernel
-    import numba
-
-    @numba.njit(nogil=True, cache=True, error_model="numpy")
-    def _scan(st, xa, norms, adj, sums, acc, add_sums, want_topo):  # pragma: no cover - jit
-        # st is the (K, rows) transposed score block: the search for the best and
-        # second-best unit runs unit by unit over contiguous rows as branch-free
-        # selects (vectorised); strict < keeps the first occurrence on ties, exactly
-        # argmin(s) and argmin(s with the best masked)
-        kk, n = st.shape
-        m1 = np.full(n, np.inf, dtype=np.float32)
-        m2 = np.full(n, np.inf, dtype=np.float32)
-        b1 = np.zeros(n, dtype=np.int32)
-        b2 = np.zeros(n, dtype=np.int32)
-        for j in range(kk):
-            jj = np.int32(j)
-            for i in range(n):
-                v = st[j, i]
-                a1 = m1[i]
-                a2 = m2[i]
-                c1 = b1[i]
-                lt1 = v < a1
-                lt2 = v < a2
-                m2[i] = a1 if lt1 else (v if lt2 else a2)
-                b2[i] = c1 if lt1 else (jj if lt2 else b2[i])
-                m1[i] = v if lt1 else a1
-                b1[i] = jj if lt1 else c1
-        d1 = xa.shape[1]
-        sq = 0.0
-        err = 0.0
-        topo = 0
-        for i in range(n):
-            d2 = norms[i] + m1[i]
-            if d2 < 0:
-                d2 = np.float32(0.0)
-            sq += d2
-            err += np.sqrt(d2)
-            if want_topo and not adj[b1[i], b2[i]]:
-                topo += 1
-            if add_sums:
-                b = b1[i]
-                for c in range(d1):
-                    sums[b, c] += xa[i, c]
-        acc[0] += sq
-        acc[1] += err
-        acc[2] += topo

@@ -29,7 +29,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from array_api_compat import array_namespace, is_cupy_namespace, is_numpy_namespace
+from array_api_compat import is_cupy_namespace, is_numpy_namespace
+
+from .._optional import namespace as array_namespace
 
 __all__ = [
     "adjacency",
@@ -159,6 +161,12 @@ def _mask_best(s, best):
     return xp.where(cols[None, :] == best[:, None], xp.inf, s)
 
 
+#: rows times units up to which numpy rows take the dense one-hot product (at most 16 MB,
+#: the size of the score block beside it) rather than scipy's sparse one, whose import
+#: (~0.2 s) would be most of a small map's first fit in a fresh process
+_DENSE_ONEHOT = 1 << 22
+
+
 def segment_sum(best, xa, n_units: int):
     """Per-unit sums of the rows of ``xa`` that chose each unit, shape ``(K, D + 1)``.
 
@@ -166,7 +174,7 @@ def segment_sum(best, xa, n_units: int):
     """
     xp = array_namespace(xa)
     n = xa.shape[0]
-    if is_numpy_namespace(xp):
+    if is_numpy_namespace(xp) and n * n_units > _DENSE_ONEHOT:
         from scipy.sparse import csr_matrix
 
         onehot = csr_matrix(

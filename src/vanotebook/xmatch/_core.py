@@ -250,7 +250,8 @@ def match_arrays(lra, ldec, rra, rdec, lerr, rerr, spec: MatchSpec, rerr_typical
     ``spec.device``; then the nearest (or ``k`` nearest, or all) are kept.
     """
     xp, to = _namespace(spec.device)
-    li_all, ri_all, lxyz, rxyz = K.pairs_within(lra, ldec, rra, rdec, spec.chord, engine=engine)
+    li_all, ri_all, lxyz, rxyz, d2 = K.pairs_within(lra, ldec, rra, rdec, spec.chord,
+                                                    engine=engine)
     n_left = len(lra)
     if spec.how == "all":
         keep = None
@@ -264,12 +265,12 @@ def match_arrays(lra, ldec, rra, rdec, lerr, rerr, spec: MatchSpec, rerr_typical
             rank = np.arange(li_all.size) - np.repeat(starts, np.diff(np.append(starts,
                                                                              li_all.size)))
             keep = rank < spec.k
-    a, b = to(lxyz[li_all]), to(rxyz[ri_all])
     with_errors = lerr is not None and rerr is not None
-    if keep is not None and not with_errors:  # separations of the kept pairs only
-        a, b = a[to(keep)], b[to(keep)]
-    sep_all = np.asarray(_from(K.separation(a, b)))
+    # separations from the search's own squared chords (float64 differences of unit
+    # vectors: ~1e-16 rad absolute, as astropy's Vincenty formula at these angles)
+    sep_all = K.chord_to_angle(np.sqrt(d2 if keep is None or with_errors else d2[keep]))
     if with_errors:
+        a, b = to(lxyz[li_all]), to(rxyz[ri_all])
         dx, dy = K.tangent_offsets(a, b)
         vx = to(lerr[0][li_all] ** 2 + rerr[0][ri_all] ** 2)
         vy = to(lerr[1][li_all] ** 2 + rerr[1][ri_all] ** 2)
