@@ -128,13 +128,18 @@ def test_pairs_within_empty_sides(engine):
         assert li.size == ri.size == d2.size == 0 and lxyz.shape[1] == rxyz.shape[1] == 3
 
 
-def test_nway_weighing_on_arrays_equals_the_combination_loop():
+@pytest.mark.parametrize("crowded", [False, True], ids=["uniform", "local-density"])
+def test_nway_weighing_on_arrays_equals_the_combination_loop(crowded):
     """`_nway.best_combinations` weighs every combination of every primary at once; a
     loop over `itertools.product` per primary with `nway_bayes_factor` (the formula of
     Budavari & Szalay 2008) gives the same choice, probability and p_any. Up to four
-    candidates per catalogue, three other catalogues, unequal errors. Mutations: the
-    pairwise (exponential) term of the Bayes factor dropped, the density 1/rho left out,
-    or the (4 pi)^(members) normalisation left out: each fails it."""
+    candidates per catalogue, three other catalogues, unequal errors. With ``crowded``,
+    each member's density is the local one: the field (rho - q rho_primary) plus q times
+    the Gaussian terms of the other primaries around it, written out here per pair.
+    Mutations: the pairwise (exponential) term of the Bayes factor dropped, the density
+    1/rho left out, the (4 pi)^(members) normalisation left out, or this primary's own
+    term left in the local density: each fails it."""
+    import math
     from itertools import product
 
     from vanotebook.xmatch import _nway
@@ -143,6 +148,9 @@ def test_nway_weighing_on_arrays_equals_the_combination_loop():
     arcsec = np.pi / 180 / 3600
     n_p, sizes = 300, (500, 400, 450)
     ra_p, dec_p = rng.uniform(10, 10.05, n_p), rng.uniform(-5, -4.95, n_p)
+    if crowded:  # primaries in close pairs (2 p and 2 p + 1), each the other's candidates'
+        ra_p[1::2] = ra_p[0::2] + rng.normal(0, 1.5 / 3600, n_p // 2)
+        dec_p[1::2] = dec_p[0::2] + rng.normal(0, 1.5 / 3600, n_p // 2)
     xyz = [np.asarray(K.unit_vectors(ra_p, dec_p))]
     sigma = [rng.uniform(0.2, 0.6, n_p) * arcsec]
     cands = []
@@ -155,15 +163,32 @@ def test_nway_weighing_on_arrays_equals_the_combination_loop():
         # each primary's candidates: up to 4 rows of this catalogue near it
         p_rows, o_rows = [], []
         for p in range(n_p):
-            near = np.flatnonzero(host == p)[: rng.integers(0, 5)]
+            mine = (host == p) | ((host == (p ^ 1)) if crowded else False)
+            near = np.flatnonzero(mine)[: rng.integers(0, 5)]
             p_rows += [p] * near.size
             o_rows += list(near)
         perm = rng.permutation(len(p_rows))  # any order in, sorted by primary inside
         pairs.append((np.asarray(p_rows)[perm], np.asarray(o_rows)[perm]))
         cands.append(_nway.Candidates(*pairs[-1], n_p))
     priors, rho = [0.7, 0.4, 0.55], [3e9, 5e9, 4e9]
+    rho_p = 2e9
     primaries = np.unique(np.concatenate([p for p, _ in pairs]))
-    choice, prob, p_any = _nway.best_combinations(primaries, cands, xyz, sigma, priors, rho)
+
+    def gauss(p, k, r):  # the 2-D Gaussian of a primary and a candidate, per sr
+        s2 = sigma[0][p] ** 2 + sigma[k][r] ** 2
+        d = float(K.separation(xyz[0][p], xyz[k][r]))
+        return math.exp(-d * d / (2 * s2)) / (2 * math.pi * s2)
+
+    crowd = None
+    if crowded:
+        crowd = []
+        for k, (pr, o) in enumerate(pairs, start=1):
+            c = np.zeros(sizes[k - 1])
+            for a, b in zip(pr, o, strict=True):
+                c[b] += gauss(a, k, b)
+            crowd.append(c)
+    choice, prob, p_any = _nway.best_combinations(primaries, cands, xyz, sigma, priors, rho,
+                                                  crowd, rho_p if crowded else None)
     assert len(primaries) > 200 and (choice >= 0).sum(axis=1).max() == 3
     for i, p in enumerate(primaries):
         options = [[-1, *(int(c) for c in o[pr == p])] for pr, o in pairs]
@@ -171,7 +196,11 @@ def test_nway_weighing_on_arrays_equals_the_combination_loop():
         for combo in product(*options):
             w, members = 1.0, [(0, p)]
             for k, c in enumerate(combo):
-                w *= priors[k] / rho[k] if c >= 0 else 1 - priors[k]
+                density = rho[k]
+                if crowded and c >= 0:
+                    field = max(rho[k] - priors[k] * rho_p, 0.05 * rho[k])
+                    density = field + priors[k] * max(crowd[k][c] - gauss(p, k + 1, c), 0.0)
+                w *= priors[k] / density if c >= 0 else 1 - priors[k]
                 if c >= 0:
                     members.append((k + 1, c))
             if len(members) > 1:

@@ -773,7 +773,11 @@ def crossmatch_many(
     within ``radius`` of the primary, is weighed by the N-way Bayes factor of
     Budavári & Szalay (2008) (circular errors, the quadratic mean of the two
     axes) and by priors fitted pairwise (`crossmatch`); the best combination
-    is returned.
+    is returned. Unlike NWAY, a candidate that is no counterpart is weighed
+    against the density of its catalogue around it, not the mean one: the
+    field plus the counterparts expected of the other primaries nearby. A
+    neighbouring primary's counterparts are then seen as its own, and the
+    probabilities are calibrated where sources crowd (`_nway`).
 
     In-memory catalogues are matched in this process. When any catalogue is
     lazy (a dask DataFrame or a HEALPix-partitioned folder, as `crossmatch`
@@ -940,16 +944,24 @@ def nway_sigma(table, errors: Any, name: str) -> np.ndarray:
 
 
 def weigh_rows(n_primary: int, pairs: dict, xyz: dict, sigma: dict, priors: dict, rho: dict,
-               names: list[str], *, steps=None, done: int = 0, total: int | None = None):
+               names: list[str], *, rho_primary: float, crowd: dict | None = None, steps=None,
+               done: int = 0, total: int | None = None):
     """The best combination of each primary row with a candidate, `_SCORE_CHUNK` rows at a time.
 
     ``pairs[n]`` are the (primary row, row of ``n``) candidate pairs within the
     radius; ``xyz``, ``sigma`` each catalogue's unit vectors and circular
     errors; ``priors`` and ``rho`` each other catalogue's completeness and
-    density (global ones, on Dask partitions too). ``steps(done + chunk, total)``
-    is called after each chunk. Returns ``(rows, chosen, probability, p_any)``.
+    density, ``rho_primary`` the primary's (global ones, on Dask partitions
+    too). ``crowd[n]`` is `_nway.crowding` of each row of ``n`` over the whole
+    primary catalogue (default: from ``pairs``, all of it in memory).
+    ``steps(done + chunk, total)`` is called after each chunk. Returns
+    ``(rows, chosen, probability, p_any)``.
     """
     others = names[1:]
+    primary = names[0]
+    if crowd is None:
+        crowd = {n: _nway.crowding(*pairs[n], xyz[primary], xyz[n], sigma[primary], sigma[n],
+                                   len(xyz[n])) for n in others}
     cands = [_nway.Candidates(*pairs[n], n_primary) for n in others]
     primaries = np.unique(np.concatenate([pairs[n][0] for n in others]).astype(np.int64))
     rows, chosen, best, anyp = [], [], [], []
@@ -957,7 +969,8 @@ def weigh_rows(n_primary: int, pairs: dict, xyz: dict, sigma: dict, priors: dict
         lo, hi = np.searchsorted(primaries, [chunk * _SCORE_CHUNK, (chunk + 1) * _SCORE_CHUNK])
         c, b, a = _nway.best_combinations(
             primaries[lo:hi], cands, [xyz[n] for n in names], [sigma[n] for n in names],
-            [priors[n] for n in others], [rho[n] for n in others])
+            [priors[n] for n in others], [rho[n] for n in others],
+            [crowd[n] for n in others], rho_primary)
         rows.append(primaries[lo:hi])
         chosen.append(c)
         best.append(b)
@@ -1032,8 +1045,10 @@ def _weigh_many(tables, names, spec, errors, epoch, nan, client, device, steps):
         r_, d_ = positions(tables[n], sp, target)
         xyz[n] = np.asarray(K.unit_vectors(r_, d_))
     rho = {n: density_sr(*positions(tables[n], spec, None))[0] for n in names[1:]}
+    rho_primary = density_sr(*positions(pt, spec, None))[0]
     rows, chosen, best_p, p_any = weigh_rows(len(pt), pairs, xyz, sigma, priors, rho, names,
-                                             steps=steps, done=len(names) - 1, total=total)
+                                             rho_primary=rho_primary, steps=steps,
+                                             done=len(names) - 1, total=total)
     out = nway_table(tables, names, rows, chosen, best_p, p_any, xyz)
     if steps is not None:
         steps(total, total)

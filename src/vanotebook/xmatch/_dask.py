@@ -31,6 +31,7 @@ import pandas as pd
 from .. import _config, healpix
 from ..cluster import get_client
 from . import _core as C
+from . import _nway
 
 __all__ = ["crossmatch_dask", "crossmatch_many_dask"]
 
@@ -543,22 +544,61 @@ def _nway_state(plan: NwayPlan, primary: pd.DataFrame, *others: pd.DataFrame) ->
     """
     names, spec = plan.names, plan.spec
     p = primary.sort_values(_PID, kind="stable")
-    state = {"pid": p[_PID].to_numpy(np.int64), "pairs": {}, "stats": {}}
-    tables = {names[0]: _frame_table(p[plan.columns[names[0]]].reset_index(drop=True),
-                                     plan.units[names[0]])}
-    lerr = C.error_arrays(tables[names[0]], plan.errors[names[0]], "left")
+    state = {"pid": p[_PID].to_numpy(np.int64), "pairs": {}, "stats": {}, "rid": {}}
+    first = names[0]
+    tables = {first: _frame_table(p[plan.columns[first]].reset_index(drop=True),
+                                  plan.units[first])}
+    lerr = C.error_arrays(tables[first], plan.errors[first], "left")
+    xyz_p, sigma_p = _weighing_vectors(tables[first], plan, first)
     for n, o in zip(names[1:], others, strict=True):
         o = o.drop_duplicates(_RID).sort_values(_RID, kind="stable") if len(o) else o
         tables[n] = _frame_table(o[plan.columns[n]].reset_index(drop=True), plan.units[n])
-        pra, pdec = C.positions(tables[names[0]], spec, plan.pair_epoch[n])
+        pra, pdec = C.positions(tables[first], spec, plan.pair_epoch[n])
         rerr = C.error_arrays(tables[n], plan.errors[n], "right")
         pairs = C.match_arrays(pra, pdec, o["_ra"].to_numpy(), o["_dec"].to_numpy(), lerr,
                                rerr, spec, rerr_typical=plan.rerr_typical[n])
         state["pairs"][n] = (pairs.left, pairs.right)
+        rid = o[_RID].to_numpy(np.int64) if len(o) else np.zeros(0, np.int64)
+        state["rid"][n] = rid
+        # this partition's share of each candidate's crowding (`_nway.crowding`): the
+        # Gaussian terms of its primaries, summed over all partitions by row id
+        xyz_o, sigma_o = _weighing_vectors(tables[n], plan, n)
+        g = _nway.gaussian_terms(xyz_p[pairs.left], xyz_o[pairs.right],
+                                 sigma_p[pairs.left] ** 2 + sigma_o[pairs.right] ** 2)
         state["stats"][n] = (pairs.f_sum[pairs.first], pairs.f_in[pairs.first],
-                             bool(np.isfinite(pairs.f).any()))
+                             bool(np.isfinite(pairs.f).any()), rid[pairs.right], g)
     state["tables"] = tables
     return state
+
+
+def _weighing_vectors(table, plan: NwayPlan, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A catalogue's unit vectors at its weighing epoch and circular errors (radians)."""
+    xyz = np.asarray(C.K.unit_vectors(*C.positions(table, plan.spec, plan.xyz_epoch[name])))
+    return xyz, C.nway_sigma(table, plan.errors[name], name)
+
+
+def _global_crowding(stats: list[dict], names: list[str]) -> dict:
+    """Each other catalogue's crowding over the whole primary catalogue: the partitions'
+    Gaussian terms summed by row id, as ``(sorted row ids, sums)``."""
+    out = {}
+    for n in names[1:]:
+        parts = [s[n] for s in stats if s is not None]
+        rid = np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int64)
+        g = np.concatenate([p[4] for p in parts]) if parts else np.zeros(0)
+        ids, inv = np.unique(rid, return_inverse=True)
+        out[n] = (ids, np.bincount(inv, weights=g, minlength=ids.size))
+    return out
+
+
+def _crowding_of(rid: np.ndarray, crowd: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The global crowding (`_global_crowding`) of rows with ids ``rid`` (0 if none)."""
+    ids, sums = crowd
+    out = np.zeros(rid.size)
+    if ids.size:
+        at = np.minimum(np.searchsorted(ids, rid), ids.size - 1)
+        hit = ids[at] == rid
+        out[hit] = sums[at[hit]]
+    return out
 
 
 def _state_stats(state: dict) -> dict:
@@ -566,16 +606,18 @@ def _state_stats(state: dict) -> dict:
     return state["stats"]
 
 
-def _nway_weigh(state: dict, plan: NwayPlan, priors: dict, rho: dict):
+def _nway_weigh(state: dict, plan: NwayPlan, priors: dict, rho: dict, crowd: dict,
+                rho_primary: float):
     """One partition's result rows (`_core.nway_table`, plus the global row id ``_pid``),
-    weighed with the global priors and densities."""
+    weighed with the global priors, densities and crowding."""
     names, tables = plan.names, state["tables"]
-    xyz = {n: np.asarray(C.K.unit_vectors(*C.positions(tables[n], plan.spec,
-                                                         plan.xyz_epoch[n])))
-           for n in names}
-    sigma = {n: C.nway_sigma(tables[n], plan.errors[n], n) for n in names}
+    xyz, sigma = {}, {}
+    for n in names:
+        xyz[n], sigma[n] = _weighing_vectors(tables[n], plan, n)
+    local = {n: _crowding_of(state["rid"][n], crowd[n]) for n in names[1:]}
     rows, chosen, best, p_any = C.weigh_rows(len(tables[names[0]]), state["pairs"], xyz,
-                                             sigma, priors, rho, names)
+                                             sigma, priors, rho, names,
+                                             rho_primary=rho_primary, crowd=local)
     out = C.nway_table(tables, names, rows, chosen, best, p_any, xyz)
     out[_PID] = state["pid"][rows]
     return out
@@ -675,7 +717,8 @@ def crossmatch_many_dask(frames: dict, names: list[str], spec: C.MatchSpec, erro
     with dask.config.set({"dataframe.shuffle.method": "p2p" if client else "disk"}):
         tagged = [t.set_index(_PIX, divisions=divisions) for t in tagged]
     numbers = {"n_left": n_left, "rho_pair": rho_pair, "rho": rho, "order": order,
-               "partitions": len(divisions) - 1}
+               "partitions": len(divisions) - 1,
+               "rho_primary": _density(hist[primary], with_nan=True)}
     return _nway_partitions(client, tagged, plan, numbers, progress, folder)
 
 
@@ -747,7 +790,7 @@ def _nway_partitions(client, tagged: list, plan: NwayPlan, numbers: dict, progre
     def fit(stats):
         priors = _fit_priors(stats, plan, numbers)
         meta["completeness"] = priors
-        return priors
+        return priors, _global_crowding(stats, plan.names)
 
     runner = _nway_local if client is None else _nway_cluster
     last = runner(client, parts, plan, numbers, fit, sink, progress, total)
@@ -766,10 +809,11 @@ def _nway_local(client, parts, plan, numbers, fit, sink, progress, total):
                                  for p in zip(*parts, strict=True)]))
     if progress is not None:
         progress(total, 2 * total)
-    priors = fit([_state_stats(s) for s in states])
+    priors, crowd = fit([_state_stats(s) for s in states])
     last = None
     for number in range(total):
-        last = _nway_weigh(states[number], plan, priors, numbers["rho"])
+        last = _nway_weigh(states[number], plan, priors, numbers["rho"], crowd,
+                           numbers["rho_primary"])
         states[number] = None
         sink(number, last)
         if progress is not None:
@@ -799,8 +843,10 @@ def _nway_cluster(client, parts, plan, numbers, fit, sink, progress, total):
         future.release()
         if progress is not None:
             progress(done, 2 * total)
-    priors = fit(stats)
-    weigh = [client.submit(_nway_weigh, s, plan, priors, numbers["rho"], resources=resources,
+    priors, crowd = fit(stats)
+    [crowd] = client.scatter([crowd], broadcast=True)  # one copy per worker, not per task
+    weigh = [client.submit(_nway_weigh, s, plan, priors, numbers["rho"], crowd,
+                           numbers["rho_primary"], resources=resources,
                            key=f"{NWAY_PREFIX}-weigh-{token}-{n}")
              for n, s in enumerate(states)]
     del states  # each state is freed once weighed

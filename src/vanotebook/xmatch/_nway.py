@@ -8,6 +8,17 @@ counterpart anywhere"). Each row's log-weight is the priors' term plus the
 Budavári & Szalay (2008) Bayes factor of its members (`_probability`),
 computed once per membership pattern; weights are normalised per primary.
 No Python loop runs per source.
+
+A candidate that is no counterpart is, in NWAY's model, a source of the
+catalogue's mean density ``rho``. But a catalogue's sources include the
+counterparts of the *other* primaries, crowded around them: a candidate
+beside another primary is most likely that primary's, and two such
+candidates from two catalogues agree with each other, which the uniform
+model can only explain as one source with this primary (overconfident
+triples, #20). So each member's ``1 / rho`` is ``1 / rho_local``: the field
+density (``rho - q rho_primary``, at least `FIELD_FLOOR` of ``rho``) plus
+``q`` times the Gaussian terms of every other primary within the radius of
+it (`crowding`, summed over the whole primary catalogue).
 """
 
 from __future__ import annotations
@@ -18,9 +29,29 @@ import numpy as np
 
 from . import _kernels as K
 
-__all__ = ["Candidates", "best_combinations"]
+__all__ = ["Candidates", "best_combinations", "crowding", "gaussian_terms"]
 
 _LOG_4PI = math.log(4 * math.pi)
+#: the smallest field density, as a fraction of the catalogue's density (a catalogue
+#: whose sources would all be counterparts still has room for an unrelated one)
+FIELD_FLOOR = 0.05
+
+
+def gaussian_terms(a, b, s2):
+    """The 2-D Gaussian density (per steradian) of the separation of unit vectors ``a``
+    and ``b`` for a variance ``s2`` (rad^2) per axis."""
+    d = K.separation(a, b)
+    return np.exp(-d * d / (2.0 * s2)) / (2.0 * math.pi * s2)
+
+
+def crowding(primary_rows, other_rows, xyz_primary, xyz_other, sigma_primary, sigma_other,
+             n_other: int) -> np.ndarray:
+    """Per row of an other catalogue: the `gaussian_terms` of every primary within the
+    radius of it (the candidate pairs ``primary_rows``, ``other_rows``), summed."""
+    pr, orow = np.asarray(primary_rows, np.int64), np.asarray(other_rows, np.int64)
+    g = gaussian_terms(xyz_primary[pr], xyz_other[orow],
+                       sigma_primary[pr] ** 2 + sigma_other[orow] ** 2)
+    return np.bincount(orow, weights=g, minlength=n_other)
 
 
 class Candidates:
@@ -60,7 +91,8 @@ def _log_bayes_factor(vectors: list[np.ndarray], weights: list[np.ndarray]) -> n
 
 
 def best_combinations(primaries: np.ndarray, cands: list[Candidates], xyz: list[np.ndarray],
-                      sigma: list[np.ndarray], priors: list[float], rho: list[float]):
+                      sigma: list[np.ndarray], priors: list[float], rho: list[float],
+                      crowd: list[np.ndarray] | None = None, rho_primary: float | None = None):
     """The most probable non-empty combination of each primary row in ``primaries``.
 
     Parameters
@@ -75,6 +107,10 @@ def best_combinations(primaries: np.ndarray, cands: list[Candidates], xyz: list[
     priors, rho : list of float
         Each other catalogue's completeness (fraction of primaries with a
         counterpart there) and density (per steradian).
+    crowd : list of ndarray, optional
+        Each other catalogue's `crowding` (over all its rows); with
+        ``rho_primary`` (the primary's density), a member is weighed against
+        the local density around it rather than ``rho`` (see the module notes).
 
     Returns
     -------
@@ -95,8 +131,17 @@ def best_combinations(primaries: np.ndarray, cands: list[Candidates], xyz: list[
     logw = np.zeros(combo_p.size)
     with np.errstate(divide="ignore"):
         for k, (q, r) in enumerate(zip(priors, rho, strict=True)):
-            q = min(max(float(q), 1e-12), 1 - 1e-12) if np.isfinite(q) else 0.5
+            fitted = bool(np.isfinite(q))
+            q = min(max(float(q), 1e-12), 1 - 1e-12) if fitted else 0.5
             logw += np.where(present[:, k], math.log(q) - math.log(r), math.log(1 - q))
+            if crowd is not None and rho_primary is not None and fitted:
+                m = np.flatnonzero(present[:, k])
+                p_rows, o_rows = combo_p[m], choices[k][m]
+                own = gaussian_terms(xyz[0][p_rows], xyz[k + 1][o_rows],
+                                     sigma[0][p_rows] ** 2 + sigma[k + 1][o_rows] ** 2)
+                field = max(r - q * rho_primary, FIELD_FLOOR * r)
+                local = field + q * np.maximum(crowd[k][o_rows] - own, 0.0)
+                logw[m] += math.log(r) - np.log(local)
     # the Bayes factor, per membership pattern (which other catalogues are present)
     pattern = present @ (1 << np.arange(len(cands)))
     for bits in np.unique(pattern):
