@@ -11,8 +11,8 @@ weights; tests check that both passes give the same logits.
 from __future__ import annotations
 
 import numpy as np
-from array_api_compat import array_namespace
 
+from .._optional import namespace as array_namespace
 from .._optional import to_numpy
 
 __all__ = ["forward", "logits"]
@@ -68,22 +68,58 @@ def forward(params: dict, x):
     return h @ params["d2_w"] + params["d2_b"]
 
 
-def logits(params: dict, x, *, xp=None, chunk: int = 64) -> np.ndarray:
+def logits(params: dict, x, *, xp=None, chunk: int = 64, threads: int | None = None
+           ) -> np.ndarray:
     """Logits (numpy float32) of cut-outs ``x`` in chunks of ``chunk``, on namespace ``xp``.
 
     ``xp`` defaults to numpy; pass ``cupy`` (or any array-API namespace) to run
-    there: the weights and each chunk are moved to it and the logits back.
+    there: the weights and each chunk are moved to it and the logits back. On
+    numpy the chunks run on ``threads`` threads (default: the cores this process
+    may use, one inside a Dask worker, whose other threads run tasks of their
+    own), each with a single-threaded BLAS: a chunk's logits are the same bytes
+    whatever the thread count.
     """
     xp = xp or np
     p = {k: xp.asarray(np.asarray(v, np.float32)) for k, v in params.items()}
     n_classes = int(np.asarray(params["d2_b"]).shape[0])
+    starts = range(0, len(x), chunk)
+
+    def one(i: int) -> np.ndarray:
+        return to_numpy(forward(p, xp.asarray(np.asarray(x[i:i + chunk], np.float32))))
+
     # one BLAS thread: OpenBLAS's float32 products change in the last bits with its
     # thread count, and a Dask worker runs with one; so a catalogue is the same bytes
     # here, on a worker and in a rerun (a fresh process)
     from threadpoolctl import threadpool_limits
 
+    threads = _threads() if threads is None else max(1, int(threads))
     with threadpool_limits(1, user_api="blas"):
-        out = [to_numpy(forward(p, xp.asarray(np.asarray(x[i:i + chunk], np.float32))))
-               for i in range(0, len(x), chunk)]
+        if xp is np and threads > 1 and len(starts) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+                out = list(pool.map(one, starts))
+        else:
+            out = [one(i) for i in starts]
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, n_classes),
                                                                        np.float32)
+
+
+def _threads() -> int:
+    """Cores this process may use; 1 in a Dask worker's task."""
+    import os
+    import sys
+
+    if "distributed" in sys.modules:
+        from distributed import get_worker
+
+        try:
+            get_worker()
+        except ValueError:
+            pass
+        else:
+            return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -109,7 +109,11 @@ def epoch_stats(xa, norms, wa, adjacent, sums: bool, threads: int = 1) -> dict[s
         return _fast.epoch_stats(xa, norms, wa, adjacent, sums=sums, threads=threads)
     xp = array_namespace(xa)
     adj = None if adjacent is None else xp.asarray(adjacent)
-    return _stats_numpy(k.epoch_stats(xa, norms, xp.asarray(wa), adj, sums=sums))
+    # numpy on one BLAS thread: OpenBLAS's float32 products change in the last bits with
+    # its thread count, and a Dask worker has one, so a map is the same bytes wherever
+    # its partitions ran (on the sizes that take this path, one thread costs nothing)
+    with _fast.single_threaded_blas() if xp is np else nullcontext():
+        return _stats_numpy(k.epoch_stats(xa, norms, xp.asarray(wa), adj, sums=sums))
 
 
 class MemoryRows:
