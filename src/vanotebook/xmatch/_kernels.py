@@ -283,28 +283,25 @@ def _compile() -> dict:
             key[i] = (ix * n + iy) * n + iz
 
     @numba.njit(**opts)
-    def take3(xyz, order):  # pragma: no cover - compiled
-        out = np.empty((order.size, 3), np.float64)
+    def take3(xyz, order, out):  # pragma: no cover - compiled
         for i in prange(order.size):
             j = order[i]
             out[i, 0] = xyz[j, 0]
             out[i, 1] = xyz[j, 1]
             out[i, 2] = xyz[j, 2]
-        return out
 
     @numba.njit(**opts)
-    def bucket_argsort(key, kmin, shift, nb):  # pragma: no cover - compiled
+    def bucket_argsort(key, kmin, shift, nb, counts, order, keys):  # pragma: no cover
         # a counting sort on the high bits of key - kmin (nb buckets), then each
-        # bucket by the whole key in parallel (insertion sort while short);
-        # returns the order and the sorted keys
-        counts = np.zeros(nb + 1, np.int64)
+        # bucket by the whole key in parallel (insertion sort while short); fills
+        # the order and the sorted keys (all three arrays come from numpy: its large
+        # allocations fault in huge pages, numba's in 4 kB ones, ~4 us each here)
+        counts[:] = 0
         for i in range(key.size):
             counts[((key[i] - kmin) >> shift) + 1] += 1
         for b in range(nb):
             counts[b + 1] += counts[b]
         fill = counts[:-1].copy()
-        order = np.empty(key.size, np.int64)
-        keys = np.empty(key.size, np.int64)
         for i in range(key.size):
             b = (key[i] - kmin) >> shift
             order[fill[b]] = i
@@ -326,7 +323,6 @@ def _compile() -> dict:
                     m -= 1
                 order[m + 1] = o
                 keys[m + 1] = k
-        return order, keys
 
     @numba.njit(**opts)
     def join(lkey, lxyz, rkey, rxyz, n, chord2, starts, todo, room, counts, rows, out_r,
@@ -430,10 +426,14 @@ def _pairs_grid(lra, ldec, rra, rdec, chord):
         f["vectors_keys"](rra, rdec, cell, n, rxyz, rkey)
     if nl == 0 or nr == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), lxyz, rxyz, np.zeros(0)
+    lorder, lks, rorder, rks = (np.empty(m, np.int64) for m in (nl, nl, nr, nr))
+    lxs, rxs = np.empty((nl, 3)), np.empty((nr, 3))
     with _NUMBA_LOCK:
-        lorder, lks = f["bucket_argsort"](lkey, *_bucket_args(lkey))
-        rorder, rks = f["bucket_argsort"](rkey, *_bucket_args(rkey))
-        lxs, rxs = f["take3"](lxyz, lorder), f["take3"](rxyz, rorder)
+        for key, order, keys, xyz, xs in ((lkey, lorder, lks, lxyz, lxs),
+                                          (rkey, rorder, rks, rxyz, rxs)):
+            kmin, shift, nb = _bucket_args(key)
+            f["bucket_argsort"](key, kmin, shift, nb, np.empty(nb + 1, np.int64), order, keys)
+            f["take3"](xyz, order, xs)
     chunks = min(nl, 256)
     starts = np.linspace(0, nl, chunks + 1).astype(np.int64)
     # room for two pairs per left row (and 16 per chunk) at first; chunks with more
