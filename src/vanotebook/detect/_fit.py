@@ -64,7 +64,7 @@ def _valid(xp, p, box, smin2, smax2):
 
 
 def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int = 40,
-                  free_shape=None):
+                  free_shape=None, compact: bool = True):
     """Fit sums of K elliptical Gaussians to n islands at once.
 
     Parameters
@@ -84,6 +84,10 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
     free_shape : bool array (n,), optional
         False: keep the starting shape ``(a, b, c)`` of that island's components
         (fit peak and centre only; their shape covariance is 0). Default all True.
+    compact : bool
+        Once fewer than half the islands of the loop are still iterating, go on
+        with those only (`_COMPACT`). Each island's arithmetic is its own (islands
+        that are done are frozen), so the result is the same bytes either way.
 
     Returns
     -------
@@ -109,7 +113,44 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
     shape_col = xp.asarray([j % NPAR >= 3 for j in range(m)])
     # Jacobian column mask (n, 1, 6K): fixed shape parameters get no step
     colmask = xp.astype(~(shape_col[None, :] & ~free_shape[:, None]), X.dtype)[:, None, :]
-    for _ in range(iterations):
+    state = {"p": p, "model": model, "jac": jac, "r": r, "chi2": chi2, "lam": lam,
+             "converged": converged, "done": done}
+    data = {"X": X, "Y": Y, "D": D, "W": W, "box": box, "smax2": smax2, "colmask": colmask}
+    state = _iterate(xp, state, data, smin2, eye, iterations, compact)
+    p, jac, chi2, converged = state["p"], state["jac"], state["chi2"], state["converged"]
+    jw = jac * W[:, :, None] * colmask
+    h = xp.matmul(xp.permute_dims(jw, (0, 2, 1)), jw)
+    fixed = 1.0 - colmask[:, 0, :]  # unit diagonal for fixed parameters, then zeroed
+    cov = xp.linalg.inv(h + 1e-12 * eye + fixed[:, :, None] * eye)
+    cov = cov * colmask * xp.permute_dims(colmask, (0, 2, 1))
+    npix = xp.sum(xp.astype(W > 0, X.dtype), axis=1)
+    dof = xp.maximum(npix - m, xp.ones_like(npix))
+    cov = cov * xp.maximum(chi2 / dof, xp.ones_like(chi2))[:, None, None]
+    return p, cov, chi2, converged
+
+
+
+#: `fit_gaussians` goes on with the islands still iterating once they are fewer than
+#: this fraction of its loop's (a few slow islands no longer cost the whole batch)
+_COMPACT = 0.5
+
+
+def _iterate(xp, state: dict, data: dict, smin2: float, eye, iterations: int,
+             compact: bool) -> dict:
+    """The Levenberg-Marquardt iterations of `fit_gaussians` on ``state`` (per island:
+    parameters, model, Jacobian, residuals, chi2, damping, converged, done)."""
+    n = state["p"].shape[0]
+    k = state["p"].shape[1]
+    X, Y, D, W, box = data["X"], data["Y"], data["D"], data["W"], data["box"]
+    smax2, colmask = data["smax2"], data["colmask"]
+    for it in range(iterations):
+        done = state["done"]
+        if bool(xp.all(done)):  # every island converged or stuck: stop early
+            break
+        n_live = int(xp.sum(xp.astype(~done, xp.int64)))
+        if compact and n_live < _COMPACT * n:
+            return _compacted(xp, state, data, smin2, eye, iterations - it)
+        p, jac, r, chi2, lam = state["p"], state["jac"], state["r"], state["chi2"], state["lam"]
         jw = jac * W[:, :, None] * colmask
         h = xp.matmul(xp.permute_dims(jw, (0, 2, 1)), jw)
         g = xp.matmul(xp.permute_dims(jw, (0, 2, 1)), r[:, :, None])
@@ -124,26 +165,31 @@ def fit_gaussians(X, Y, D, W, p0, box, *, smin2: float, smax2, iterations: int =
         # islands already done are frozen, so each island's result is independent of its batch
         ok = _valid(xp, trial, box, smin2, smax2) & (t_chi2 <= chi2) & ~bad_step & ~done
         small = (chi2 - t_chi2) <= 1e-6 * chi2 + 1e-9
-        converged = converged | (ok & small)
-        p = xp.where(ok[:, None, None], trial, p)
-        model = xp.where(ok[:, None], t_model, model)
-        jac = xp.where(ok[:, None, None], t_jac, jac)
-        r = xp.where(ok[:, None], t_r, r)
-        chi2 = xp.where(ok, t_chi2, chi2)
+        converged = state["converged"] | (ok & small)
         new_lam = xp.clip(xp.where(ok, lam * 0.3, lam * 10.0), 1e-7, 1e7)
-        lam = xp.where(done, lam, new_lam)
-        done = done | converged | (lam >= 1e7)
-        if bool(xp.all(done)):  # every island converged or stuck: stop early
-            break
-    jw = jac * W[:, :, None] * colmask
-    h = xp.matmul(xp.permute_dims(jw, (0, 2, 1)), jw)
-    fixed = 1.0 - colmask[:, 0, :]  # unit diagonal for fixed parameters, then zeroed
-    cov = xp.linalg.inv(h + 1e-12 * eye + fixed[:, :, None] * eye)
-    cov = cov * colmask * xp.permute_dims(colmask, (0, 2, 1))
-    npix = xp.sum(xp.astype(W > 0, X.dtype), axis=1)
-    dof = xp.maximum(npix - m, xp.ones_like(npix))
-    cov = cov * xp.maximum(chi2 / dof, xp.ones_like(chi2))[:, None, None]
-    return p, cov, chi2, converged
+        state = {"p": xp.where(ok[:, None, None], trial, p),
+                 "model": xp.where(ok[:, None], t_model, state["model"]),
+                 "jac": xp.where(ok[:, None, None], t_jac, jac),
+                 "r": xp.where(ok[:, None], t_r, r),
+                 "chi2": xp.where(ok, t_chi2, chi2),
+                 "lam": xp.where(done, lam, new_lam),
+                 "converged": converged,
+                 "done": done | converged | (new_lam >= 1e7)}
+    return state
+
+
+def _compacted(xp, state: dict, data: dict, smin2: float, eye, iterations: int) -> dict:
+    """`_iterate` on the islands still iterating, the others kept as they are; the
+    result in the islands' order."""
+    done = state["done"]
+    live = xp.nonzero(~done)[0]
+    kept = xp.nonzero(done)[0]
+    sub = _iterate(xp, {key: xp.take(v, live, axis=0) for key, v in state.items()},
+                   {key: xp.take(v, live, axis=0) for key, v in data.items()}, smin2, eye,
+                   iterations, True)
+    back = xp.argsort(xp.concat([kept, live]))
+    return {key: xp.take(xp.concat([xp.take(v, kept, axis=0), sub[key]], axis=0), back, axis=0)
+            for key, v in state.items()}
 
 
 def gaussian_image(shape, params, xp=np):
