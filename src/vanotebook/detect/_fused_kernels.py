@@ -9,13 +9,18 @@ import numpy as np
 
 __all__ = ["KERNELS"]
 
-_jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+_ROWS = 64  # rows per parallel block of the smoothing (each block has its own buffers)
 
-@_jit
+_jit = numba.njit(nogil=True, cache=True, error_model="numpy")
+# the whole-image passes run their rows on every core (each row's arithmetic is its own,
+# so the bytes do not depend on the thread count)
+_pjit = numba.njit(nogil=True, cache=True, error_model="numpy", parallel=True)
+
+@_pjit
 def _snr_kernel(data, rb, mb, rr, mr, iy, ay, by, cy, dy, merge, bkg, rms, sub, snr, above):
     ny, nx = data.shape
     nan = np.float32(np.nan)
-    for y in range(ny):
+    for y in numba.prange(ny):
         i = iy[y]
         a, b, c, d = ay[y], by[y], cy[y], dy[y]
         for x in range(nx):
@@ -41,11 +46,11 @@ def _snr_kernel(data, rb, mb, rr, mr, iy, ay, by, cy, dy, merge, bkg, rms, sub, 
                 snr[y, x] = nan
                 above[y, x] = False
 
-@_jit
+@_pjit
 def _snr_maps_kernel(data, bkg, rms, merge, sub, snr, above):
     ny, nx = data.shape
     nan = np.float32(np.nan)
-    for y in range(ny):
+    for y in numba.prange(ny):
         for x in range(nx):
             v = data[y, x]
             rv = rms[y, x]
@@ -120,34 +125,38 @@ def _peaks_kernel(z, ys, xs, half, out):
                 break
         out[k] = ok
 
-@_jit
+@_pjit
 def _smooth_kernel(src, w, tmp, out):
     ny, nx = src.shape
     r = (w.shape[0] - 1) // 2
-    buf = np.empty(nx + 2 * r, np.float32)
-    acc = np.empty(nx, np.float32)
-    for y in range(ny):  # along x, edges repeated ("nearest")
-        for x in range(nx):
-            buf[x + r] = src[y, x]
-        for x in range(r):
-            buf[x] = src[y, 0]
-            buf[nx + r + x] = src[y, nx - 1]
-        acc[:] = 0
-        for k in range(w.shape[0]):
-            wk = w[k]
+    blocks = (ny + _ROWS - 1) // _ROWS
+    for blk in numba.prange(blocks):  # along x, edges repeated ("nearest")
+        buf = np.empty(nx + 2 * r, np.float32)
+        acc = np.empty(nx, np.float32)
+        for y in range(blk * _ROWS, min((blk + 1) * _ROWS, ny)):
             for x in range(nx):
-                acc[x] += wk * buf[x + k]
-        for x in range(nx):
-            tmp[y, x] = acc[x]
-    for y in range(ny):  # along y: whole rows at a time
-        acc[:] = 0
-        for k in range(w.shape[0]):
-            yy = min(max(y + k - r, 0), ny - 1)
-            wk = w[k]
+                buf[x + r] = src[y, x]
+            for x in range(r):
+                buf[x] = src[y, 0]
+                buf[nx + r + x] = src[y, nx - 1]
+            acc[:] = 0
+            for k in range(w.shape[0]):
+                wk = w[k]
+                for x in range(nx):
+                    acc[x] += wk * buf[x + k]
             for x in range(nx):
-                acc[x] += wk * tmp[yy, x]
-        for x in range(nx):
-            out[y, x] = acc[x]
+                tmp[y, x] = acc[x]
+    for blk in numba.prange(blocks):  # along y: whole rows at a time
+        acc = np.empty(nx, np.float32)
+        for y in range(blk * _ROWS, min((blk + 1) * _ROWS, ny)):
+            acc[:] = 0
+            for k in range(w.shape[0]):
+                yy = min(max(y + k - r, 0), ny - 1)
+                wk = w[k]
+                for x in range(nx):
+                    acc[x] += wk * tmp[yy, x]
+            for x in range(nx):
+                out[y, x] = acc[x]
 
 @_jit
 def _boxes_kernel(labels, n, box):
