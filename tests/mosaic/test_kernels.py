@@ -92,3 +92,34 @@ def test_fused_numpy_path_equals_strict_with_planes_and_weight_maps(sky, method,
     got = combine_window(tiles, window, combine=combine, method=method, xp=np, centre=centre)
     for r, g in zip(ref, got, strict=True):
         np.testing.assert_allclose(g, np.asarray(r), rtol=2e-5, atol=1e-6, equal_nan=True)
+
+
+def test_a_small_mosaic_reads_regions_and_equals_the_in_memory_one(tmp_path):
+    """A mosaic under `FUSED_PIXELS` takes the numpy path; its FITS inputs are read
+    region by region there too (a worker may be sent a tile's region alone), with the
+    same bytes as the whole arrays in memory. Mutation: the region sampled without its
+    offset fails."""
+    from astropy.io import fits
+
+    from vanotebook.mosaic import mosaic
+    from vanotebook.mosaic._kernels import FUSED_PIXELS
+
+    hdus, paths = [], []
+    for i in range(2):
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = [150.0 + 0.03 * i, 2.0 + 0.01 * i]
+        w.wcs.crpix = [100.5, 90.5]
+        w.wcs.cdelt = [-1 / 3600, 1 / 3600]
+        data = np.random.default_rng(i).normal(size=(180, 200)).astype(np.float32)
+        hdus.append(fits.PrimaryHDU(data, w.to_header()))
+        paths.append(tmp_path / f"t{i}.fits")
+        hdus[-1].writeto(paths[-1])
+    # written to a file, the mosaic leaves its FITS inputs on disk (read by region)
+    mosaic([str(p) for p in paths], output=tmp_path / "m.fits")
+    in_memory = mosaic(hdus)
+    assert in_memory["mosaic"].size < FUSED_PIXELS
+    with fits.open(tmp_path / "m.fits") as hdul:
+        np.testing.assert_array_equal(hdul[0].data, in_memory["mosaic"].values)
+        np.testing.assert_array_equal(hdul["WEIGHT"].data, in_memory["weight"].values)
+    assert np.isfinite(in_memory["mosaic"].values).mean() > 0.5

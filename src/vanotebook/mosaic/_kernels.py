@@ -300,17 +300,21 @@ def map_coordinates(data, x, y, *, order: int):
     return bilinear(data, x, y) if order == 1 else nearest(data, x, y)
 
 
-def sample(data, x, y, *, method: str = "bilinear", gather: bool = False):
+def sample(data, x, y, *, method: str = "bilinear", gather: bool = False, shape=None,
+           offset: tuple[int, int] = (0, 0)):
     """Sample ``data`` at input-pixel coordinates ``x, y`` (0-based) with reproject's edge rule.
 
     Returns ``(values, inside)``: values are NaN outside the image. ``gather``
     takes the array-API gather (`bilinear`, `nearest`) on numpy too, instead of
     scipy's ``map_coordinates`` (whose import, ~0.3 s, a small mosaic's first
-    call would otherwise pay).
+    call would otherwise pay). ``data`` may be the region at ``offset`` (y, x)
+    of an image of ``shape`` (`_input_region`) that holds every pixel the
+    coordinates inside the image touch: the same values as the whole image.
     """
     xp = get_namespace(data, x)
-    shape = data.shape
-    x, y, inside = _clip_coords(xp, x, y, shape)
+    x, y, inside = _clip_coords(xp, x, y, data.shape if shape is None else shape)
+    if offset != (0, 0):  # exact: an integer off a coordinate of at least its size
+        x, y = x - float(offset[1]), y - float(offset[0])
     order = 1 if method == "bilinear" else 0
     if gather:
         values = bilinear(data, x, y) if order == 1 else nearest(data, x, y)
@@ -450,26 +454,25 @@ def reproject_window(tile, window, *, method: str, xp, centre, oversample: int =
         values, weight = exact_window(tile, ys, xs)
         values, weight = as_namespace(values, xp), as_namespace(weight, xp)
     else:
-        data = as_namespace(full_data(tile.data), xp)
+        # the part of the input these pixels touch (a lazy input is read there only, and
+        # a worker may hold that region alone); sampled as the whole image would be
+        region, oy, ox = _input_region(tile, ys, xs)
+        at = {"shape": tile.data.shape, "offset": (oy, ox)}
+        data = as_namespace(region, xp)
         X, Y = inverse_map(tile, ys, xs, xp)
         gather = not tile.fused  # a small mosaic: numpy only, nothing more to import
-        values, inside = sample(data, X, Y, method=method, gather=gather)
+        values, inside = sample(data, X, Y, method=method, gather=gather, **at)
         good = inside & ~xp.isnan(values)
         weight = xp.astype(good, values.dtype)
         if getattr(tile.weight_map, "ndim", 0) == 2:
-            wmap, _ = sample(as_namespace(tile.weight_map, xp), X, Y, method=method,
-                             gather=gather)
+            wmap = tile.weight_map[oy:oy + region.shape[0], ox:ox + region.shape[1]]
+            wmap, _ = sample(as_namespace(wmap, xp), X, Y, method=method, gather=gather, **at)
             weight = weight * xp.where(good, wmap, xp.asarray(0.0, dtype=wmap.dtype))
     values = values * tile.scale
     if any(tile.plane):
         values = values - xp.astype(background_model(tile, ys, xs, xp, centre), values.dtype)
     weight = weight * tile.weight
     return box, values, weight
-
-
-def full_data(data) -> Any:
-    """An input's pixels as an array (a lazy on-disk source is read whole)."""
-    return data[:, :] if isinstance(data, LazySource) else data
 
 
 class LazySource:

@@ -415,14 +415,11 @@ def plan_tiles(images: Sequence[Image], grid: Grid, *, tolerance: float, method:
                weights=None, scales=None) -> list[TilePlan]:
     """Plan every image that overlaps the grid; raise when none does."""
     from .._errors import VanotebookInputError
-    from ._kernels import FUSED_PIXELS, LazySource
+    from ._kernels import FUSED_PIXELS
 
     plans = []
     out_area = grid.pixel_area_sr
-    # the compiled kernel for a large grid, and for inputs read region by region (only it
-    # samples a region of an input: on a worker that got the region alone, by value)
-    fused = (grid.shape[0] * grid.shape[1] >= FUSED_PIXELS
-             or any(isinstance(im.data, LazySource) for im in images))
+    fused = grid.shape[0] * grid.shape[1] >= FUSED_PIXELS
     for i, im in enumerate(images):
         bbox = footprint_bbox(im, grid)
         if bbox is None:
