@@ -31,6 +31,7 @@ from vanotebook.dashboards._xmatch import XmatchDashboard
 
 _RELEASE = threading.Event()  # ends the slow reads of `_slow` (set after each test)
 _IDLE_S = 10.0  # a cancelled run's tasks leave the scheduler well within this
+_AT_ONCE_S = 0.5  # a Cancel callback returns within this (the page's loop is not held)
 
 
 @pytest.fixture
@@ -120,8 +121,9 @@ def _cancelled_and_freed(client, page: _Page, gate: _Gate | None = None, keep=()
     if gate is not None:
         assert not gate.released.is_set()
     assert run.client is None
-    if run_client is not None:
-        assert run_client.status == "closed" and not run_client.futures
+    if run_client is not None:  # closed in a thread of its own (`Run.cancel`)
+        assert _until(lambda: run_client.status == "closed", _IDLE_S), run_client.status
+        assert not run_client.futures
 
 
 def _ended_quietly(page: _Page, wait, before) -> None:
@@ -165,6 +167,40 @@ def test_cancel_a_crossmatch_frees_the_cluster(client):
     _cancelled_and_freed(client, page)
     _ended_quietly(page, lambda: future.exception(timeout=60),
                    lambda: dash.result is before and dash.n_pairs == len(before))
+
+
+
+def test_cancel_returns_at_once_and_frees_the_cluster_after(client):
+    """Cancel runs as a Bokeh callback on the page's event loop: it must return at once
+    (closing the run's client there blocked the page for about 3 s on the hub's cluster;
+    here its close is made 1 s slow), the page saying "Cancelled", and the run's tasks and
+    client leave the cluster just after. Mutation: `Run.cancel` closing the client before
+    it returns (took 1.0 s)."""
+    from vanotebook.sky import catalogue_pair
+
+    left, right = catalogue_pair(2000, radius=0.3, seed=8).to_tables()
+    dash = XmatchDashboard(_slow(left, 4), _slow(right, 4), client=client)
+    page = _Page(dash, "Match")
+    future = dash.start()
+    assert _until(lambda: _processing(client) > 0 and dash._run.client is not None, 60), \
+        dash.status
+    run_client = dash._run.client
+    close = run_client.close
+
+    def slow_close(*args, **kwargs):  # as the hub's TLS cluster's (about 3 s there)
+        time.sleep(2 * _AT_ONCE_S)
+        return close(*args, **kwargs)
+
+    run_client.close = slow_close
+    t0 = time.perf_counter()
+    page.press_cancel()
+    took = time.perf_counter() - t0
+    page.shows_cancelled()
+    assert took < _AT_ONCE_S, f"Cancel held the page's event loop {took:.2f} s"
+    assert _until(lambda: _idle(client), _IDLE_S), client.processing()
+    assert _until(lambda: run_client.status == "closed", _IDLE_S), run_client.status
+    assert not run_client.futures
+    _ended_quietly(page, lambda: future.exception(timeout=60), lambda: dash.result is None)
 
 
 # ------------------------------------------------------------------------- SOM

@@ -79,8 +79,11 @@ def test_selected_row_zooms_onto_that_source(ran):
         # the ellipse itself fits in the view
         half = ran.ellipse_data()["width"][i] / 2
         assert xr.start < x - half and x + half < xr.end
+        # and highlighted: its ellipse, and only it, is selected (drawn thick)
+        src = ran._ellipses.data_source
+        assert src.selected.indices == [list(src.data["row"]).index(i)]
     ran.table.selection = []
-    assert ran.selected is None
+    assert ran.selected is None and ran._ellipses.data_source.selected.indices == []
     assert ran.figure.x_range.end - ran.figure.x_range.start == pytest.approx(full)
 
 

@@ -114,6 +114,63 @@ def test_progress_follows_partitions_on_a_cluster():
     assert dash.n_pairs == len(ref)
 
 
+
+def test_an_in_memory_match_runs_on_the_cluster_and_cancel_frees_it():
+    """#13 item 2, "work runs on the cluster, never in the server process": with a
+    cluster, in-memory tables are matched there (one task, on a worker process, not this
+    one), with `crossmatch`'s pairs; Cancel takes a waiting match off the cluster (bar
+    another user's task, which holds the worker's one thread). Mutation: matching
+    in-memory tables here (`Run(None)`, `_work` calling `crossmatch` directly)."""
+    import os
+    import time
+
+    from dask.utils import key_split
+    from distributed import Client, Event, LocalCluster, get_task_stream
+
+    from vanotebook.sky import catalogue_pair
+
+    left, right = catalogue_pair(3000, radius=0.3, seed=8).to_tables()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        dash = XmatchDashboard(left, right, client=client)
+        with get_task_stream(client) as stream:
+            dash.start().result(timeout=180)
+        assert dash.result is not None, dash.status
+        assert dash.n_pairs == len(crossmatch(left, right, radius=1 * u.arcsec)) > 500
+        ran = [t["worker"] for t in stream.data if key_split(t["key"]) == "crossmatch"]
+        pids = client.run(os.getpid)
+        assert len(ran) == 1 and pids[ran[0]] != os.getpid(), (ran, pids)
+        # another user's task holds the worker's thread: the match waits on the cluster
+        release = Event("release", client=client)
+        other = client.submit(release.wait, 120, pure=False)
+
+        def keys() -> set[str]:
+            return set(client.run_on_scheduler(
+                lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks]))
+
+        held = {str(other.key)}
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not client.processing()[ran[0]]:
+            time.sleep(0.05)
+        before = dash.result
+        future = dash.start()
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not any(
+                key_split(k) == "crossmatch" for k in keys() - held):
+            time.sleep(0.05)
+        assert any(key_split(k) == "crossmatch" for k in keys() - held), dash.status
+        dash.cancel()
+        assert dash.status == "Cancelled" and not dash.running
+        end = time.monotonic() + 10
+        while time.monotonic() < end and keys() - held:
+            time.sleep(0.05)
+        assert keys() == held, keys()  # the match and its tables left; the other stays
+        assert not other.done()
+        release.set()
+        assert future.result(timeout=60) is None  # the match itself was cancelled
+        assert dash.result is before and dash.status == "Cancelled"
+
+
 def test_selecting_table_rows_highlights_them_on_the_sky():
     dash = XmatchDashboard(demo_rows=2000, radius_arcsec=1.5)
     dash.__panel__()  # builds the sky figure and the table

@@ -80,7 +80,7 @@ SHADOW_TEXT = """() => {
 def _diagnose(page, state: Path) -> str:
     """What a failed browser step saw: the page's text (shadow DOM too), the busiest
     processes and the end of the gateway's log (the users' servers log there)."""
-    lines = []
+    lines = [f"page url: {page.url}"]
     try:
         lines.append("page text: " + page.evaluate(SHADOW_TEXT))
     except Exception as exc:  # the page may be gone
@@ -753,19 +753,24 @@ def test_anonymous_requests_are_sent_to_login(gateway):
 
 def open_dashboards(page, url: str, user: str, password: str) -> list[str]:
     """Log ``user`` in (the first login sets the password), open the dashboards, take the
-    first resource profile offered; the profiles offered, once the app is there."""
+    first resource profile offered; the profiles offered, once the app is there (none when
+    the user's server was already running: the hub goes straight to the app)."""
     page.goto(f"{url}/hub/login")
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", password)
     page.click("#login_submit")
     page.wait_for_load_state("networkidle")
     page.goto(f"{url}/services/dashboards/", timeout=60_000)
-    # the dashboards are in the user's own server: the hub asks which resources first
-    page.locator("select[name=profile]").wait_for(timeout=60_000)
-    offered = page.locator("select[name=profile] option").evaluate_all(
-        "els => els.map(e => e.value)")
+    # the dashboards are in the user's own server: the hub asks which resources first,
+    # unless that server is running (then the redirects end on the app)
+    app = re.compile(rf"/user/{user}/dashboards/")
+    if app.search(page.url):
+        return []
+    form = page.locator("select[name=profile]")
+    form.wait_for(timeout=60_000)
+    offered = form.locator("option").evaluate_all("els => els.map(e => e.value)")
     page.locator("input[type=submit], button[type=submit]").first.click()
-    page.wait_for_url(re.compile(rf"/user/{user}/dashboards/"), timeout=180_000)
+    page.wait_for_url(app, timeout=180_000)
     return offered
 
 
@@ -969,22 +974,33 @@ WAIT = 60_000  # ms: a change on the page after an action (an upload, a click)
 
 
 @contextlib.contextmanager
-def dashboards_page(gateway, user: str):
-    """A Chromium page of the dashboards app, ``user`` logged in (`open_dashboards`); what
-    the page showed is printed when the test fails (`_diagnose`)."""
+def dashboards_pages(gateway, *users: str):
+    """Chromium pages of the dashboards app, one per user of ``users`` (each in a browser
+    context of its own, logged in by `open_dashboards`, in that order); what each page
+    showed is printed when the test fails (`_diagnose`)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pages = []
         try:
-            open_dashboards(page, gateway["url"], user, f"{user}-s3cret")
-            yield page
+            for user in users:
+                pages.append(browser.new_page(viewport={"width": 1400, "height": 1000}))
+                open_dashboards(pages[-1], gateway["url"], user, f"{user}-s3cret")
+            yield pages
         except BaseException:
-            print(_diagnose(page, gateway["state"]))
+            for page in pages:
+                print(_diagnose(page, gateway["state"]))
             raise
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def dashboards_page(gateway, user: str):
+    """A Chromium page of the dashboards app, ``user`` logged in (`dashboards_pages`)."""
+    with dashboards_pages(gateway, user) as (page,):
+        yield page
 
 
 def _tab(page, title: str) -> None:
@@ -1305,6 +1321,152 @@ def test_vizier_csv_uploads_with_its_columns_picked_in_chromium(gateway):
                 f"() => (({LEGEND_POINTS})().matched || [0])[0] === {n_pairs}", timeout=30_000)
         drawn = page.evaluate(LEGEND_POINTS)
         assert drawn["matched"][0] == n_pairs, drawn
+
+
+# the newest Detect figure's view (x and y ranges), and the source ``id``'s pixel position,
+# glyph index and the indices its ellipses hold selected (the highlighted ones)
+DETECT_VIEW = """(id) => {
+  let fig = null, ellipses = null;  // a redrawn figure leaves the old one's models
+  for (const doc of window.Bokeh.documents) {
+    for (const m of doc.all_models) {
+      if (m.name === "detect-image" && m.renderers !== undefined) fig = m;
+      if (m.name === "detect-ellipses" && m.glyph !== undefined) ellipses = m;
+    }
+  }
+  if (fig === null || ellipses === null) return null;
+  const d = ellipses.data_source.data;
+  const k = Array.from(d.id, Number).indexOf(id);
+  return {x: [fig.x_range.start, fig.x_range.end], y: [fig.y_range.start, fig.y_range.end],
+          index: k, source: k < 0 ? null : [Number(d.x[k]), Number(d.y[k])],
+          selected: Array.from(ellipses.data_source.selected.indices)};
+}"""
+
+
+@needs_chromium
+def test_a_row_click_zooms_to_its_source_in_chromium(gateway):
+    """#13 item 4: after a detection, a click on a table row zooms the image onto that
+    row's source (the view holds its pixel position and is under a fifth of the whole
+    image) and highlights it (its ellipse, and only it, selected); another row moves both."""
+    with dashboards_page(gateway, "olga") as page:
+        _tab(page, "Detect")
+        text = _run(page, _shown(page, "button", has_text="Run detection"),
+                    r"\d+ compact sources", 300_000)
+        assert re.match(r"\d+ compact sources", text), text
+        rows = page.locator(".detect-table .tabulator-row >> visible=true")
+        rows.nth(5).wait_for(timeout=WAIT)
+        whole = page.evaluate(DETECT_VIEW, -1)
+        assert whole["selected"] == [], whole
+        for n in (2, 5):
+            cell = rows.nth(n).locator("[tabulator-field=id]")  # the row is wider than
+            source_id = int(cell.inner_text())  # the page: its middle is out of sight
+            cell.click()
+            with contextlib.suppress(Exception):  # the assertions below say what was seen
+                page.wait_for_function(
+                    f"""() => {{ const v = ({DETECT_VIEW})({source_id});
+                        return v !== null && v.selected.length > 0
+                               && v.x[1] - v.x[0] < ({whole['x'][1]} - {whole['x'][0]}) / 5
+                               && v.x[0] < v.source[0] && v.source[0] < v.x[1]; }}""",
+                    timeout=30_000)
+            view = page.evaluate(DETECT_VIEW, source_id)
+            (x, y), (x0, x1), (y0, y1) = view["source"], view["x"], view["y"]
+            assert x0 < x < x1 and y0 < y < y1, (source_id, view)
+            assert x1 - x0 < (whole["x"][1] - whole["x"][0]) / 5, (whole, view)
+            assert y1 - y0 < (whole["y"][1] - whole["y"][0]) / 5, (whole, view)
+            assert view["selected"] == [view["index"]], (source_id, view)
+
+
+# what a user's server sees of a catalogue of the shared archive (read as that user)
+ARCHIVED = """
+import hashlib, json
+import numpy as np
+import pyarrow.dataset as ds
+from vanotebook.archive import shared_archive
+cat = shared_archive().catalogue(NAME)
+rows = ds.dataset(cat.path / 'dataset', format='parquet').to_table()
+flux = np.sort(np.asarray(rows.column('flux'), float))
+print('ARCHIVED', json.dumps({'rows': cat.n_rows, 'read': rows.num_rows,
+                              'folder': cat.path.name,
+                              'flux': hashlib.sha256(flux.tobytes()).hexdigest()}))
+"""
+
+
+@needs_chromium
+def test_two_users_publishing_the_same_name_keep_their_own_in_chromium(gateway):
+    """#13 item 11: two users, each in a browser page of their own, detect on different
+    surveys and press Publish, leaving the name the page offers (it was "detections" for
+    everyone, so one overwrote the other): both catalogues are in the shared archive, under
+    names of their own, with each one's own rows and bytes, owned by each (the publishing
+    service's registry), and each page says where its catalogue went. Then the second user
+    types the first's name and presses Publish: refused, naming the owner, and the first's
+    catalogue is left as it was."""
+    from playwright.sync_api import expect
+
+    from vanotebook.hub._publish import _registry
+
+    users, surveys = ("lena", "mike"), ("radio", "ir24")
+    archive = gateway["state"] / "shared" / "archive"
+    hub = gateway["hub"]
+
+    def archived(user: str, name: str) -> dict:
+        out = hub.execute(hub.spawn(user), ARCHIVED.replace("NAME", repr(name)))
+        return json.loads(out.split("ARCHIVED", 1)[1])
+
+    with dashboards_pages(gateway, *users) as pages:
+        found, names = {}, {}
+        for user, page, survey in zip(users, pages, surveys, strict=True):
+            _tab(page, "Detect")
+            _shown(page, "select:has(option[value='fir250'])").select_option(survey)
+            text = _run(page, _shown(page, "button", has_text="Run detection"),
+                        r"\d+ compact sources", 300_000)
+            got = re.match(r"(\d+) compact sources", text)
+            assert got, (user, text)
+            found[user] = int(got[1])
+        published = {}
+        for user, page in zip(users, pages, strict=True):
+            names[user] = _field(page, "Publish name").input_value()
+            button = _shown(page, "button", has_text="Publish the detections")
+            message = _shown(page, "pre", has_text=re.compile(r"^(published|error)"))
+            button.click()
+            message.wait_for(timeout=WAIT)
+            published[user] = message.inner_text()
+        for user in users:
+            # the shared archive by name, never its path on the server (#13 item 9)
+            assert published[user].rstrip() == (
+                f"published {found[user]} sources as {names[user]!r} in the shared archive"
+            ), published
+            assert str(gateway["state"]) not in published[user]
+        assert names["lena"] != names["mike"], names
+        registry = _registry(archive)
+        seen = {user: archived(user, names[user]) for user in users}
+        for user in users:
+            assert registry.get(names[user]) == user, (user, names, registry)
+            assert seen[user]["rows"] == seen[user]["read"] == found[user], (user, found, seen)
+        assert seen["lena"]["flux"] != seen["mike"]["flux"], seen
+        # mike publishes under lena's name: refused, saying whose it is; hers is untouched
+        page = pages[1]
+        box = _field(page, "Publish name")
+        box.fill(names["lena"])
+        box.press("Enter")
+        page.wait_for_timeout(500)
+        _shown(page, "button", has_text="Publish the detections").click()
+        expect(_shown(page, "pre", has_text=re.compile(r"^error"))).to_contain_text(
+            "was published by lena", timeout=WAIT)
+        assert _registry(archive).get(names["lena"]) == "lena"
+        assert archived("lena", names["lena"]) == seen["lena"]
+
+
+@needs_chromium
+def test_dashboards_open_again_while_the_server_runs_in_chromium(gateway):
+    """`open_dashboards` when the user's server is already running (no profile form): a
+    second browser of the same user goes straight to a working app."""
+    from playwright.sync_api import expect
+
+    with dashboards_pages(gateway, "nina", "nina") as pages:
+        assert re.search(r"/user/nina/dashboards/", pages[1].url), pages[1].url
+        for page in pages:
+            _tab(page, "Detect")
+            expect(_shown(page, "button", has_text="Run detection")).to_be_enabled(
+                timeout=WAIT)
 
 
 def test_ctrl_c_stops_everything(gateway):

@@ -529,11 +529,11 @@ class DetectDashboard(pn.viewable.Viewer):
         self._rows = self.shown_rows()
         if self._ellipses is not None:
             self._ellipses.data_source.data = self._glyph_data()
-            self._ellipses.data_source.selected.indices = []
             for name in self._keys:
                 self._show_key(name)
         where = np.flatnonzero(self._rows == keep) if keep is not None else []
         self._fill_table([int(where[0])] if len(where) else [])
+        self._highlight()
 
     def _show_key(self, name: str) -> None:
         """A class's entry of the key: faded and marked "(hidden)" when filtered away."""
@@ -565,10 +565,13 @@ class DetectDashboard(pn.viewable.Viewer):
             self._set_stretch()  # the stretch of the whole image, kept at every zoom
         self._rows = self.shown_rows()
         src = ColumnDataSource(self._glyph_data())
+        # the selected source (a row clicked, an ellipse tapped) is drawn thick, the others
+        # faded
         self._ellipses = fig.ellipse(x="x", y="y", width="width", height="height",
                                      angle="angle", source=src, fill_alpha=0.0, line_width=2,
                                      line_color={"field": "colour"},
-                                     line_dash={"field": "dash"}, name="detect-ellipses")
+                                     line_dash={"field": "dash"}, selection_line_width=4,
+                                     nonselection_line_alpha=0.35, name="detect-ellipses")
         # the key: a line per class (one point off the plot: a renderer without data has no
         # entry), so every class keeps its entry and colour whatever is shown; then the
         # dashed outline of low-P(real) sources and the segmented extended regions
@@ -673,9 +676,18 @@ class DetectDashboard(pn.viewable.Viewer):
         ok = event.new and 0 <= event.new[0] < len(self._rows)
         self.selected = int(self._rows[event.new[0]]) if ok else None
 
+    def _highlight(self) -> None:
+        """Select the selected source's ellipse (drawn highlighted), or none."""
+        if self._ellipses is None:
+            return
+        where = np.flatnonzero(self._rows == self.selected) if self.selected is not None \
+            else []
+        self._ellipses.data_source.selected.indices = [int(k) for k in where[:1]]
+
     @param.depends("selected", watch=True)
     def _zoom(self) -> None:
-        """Zoom the image onto the selected source (or back out)."""
+        """Zoom the image onto the selected source (or back out) and highlight it."""
+        self._highlight()
         if self.figure is None or not hasattr(self, "_full"):
             return
         x0, x1, y0, y1 = self._full

@@ -117,16 +117,20 @@ class ImageView(param.Parameterized):
         -------
         bokeh.plotting.figure
         """
-        from bokeh.models import ColorBar, LinearColorMapper
+        from bokeh.models import ColorBar, LinearColorMapper, Range1d
         from bokeh.plotting import figure
 
         self.wcs, self.transform, self.unit = wcs, transform, unit
         self.data = None if data is None else np.asarray(data)
         self.axes = _check_axes(axes)
+        # explicit ranges: the browser sets a DataRange1d back to its first extent whenever
+        # new pixels arrive after a zoom made here (a row click), but not after the user's
+        ranges = {} if self.data is None else {"x_range": Range1d(0, 1),
+                                                "y_range": Range1d(0, 1)}
         fig = figure(name=name, width=width, height=height, match_aspect=square, tools=tools,
                      title=title, x_axis_label=labels[0], y_axis_label=labels[1],
                      active_scroll="wheel_zoom" if "wheel_zoom" in tools else None,
-                     css_classes=[name])  # the page (and its tests) find it by its name
+                     css_classes=[name], **ranges)  # the page (and its tests) find it by name
         self.fig, self._size = fig, (width, height, bool(colour_bar), square)
         if square:  # a box zoom keeps the pixels square too (wheel zoom and pan do)
             from bokeh.models import BoxZoomTool
@@ -201,9 +205,13 @@ class ImageView(param.Parameterized):
         """The whole image in view; with square pixels, a plot frame of the image's shape
         inside the figure's width and height (Bokeh's ``match_aspect`` does not hold
         against explicit ranges, and the frame would otherwise stretch the pixels)."""
+        from bokeh.models import Range1d
+
         x_lo, x_hi, y_lo, y_hi = self._extent()
-        self.fig.x_range.start, self.fig.x_range.end = x_lo, x_hi
-        self.fig.y_range.start, self.fig.y_range.end = y_lo, y_hi
+        for axis, lo, hi in ((self.fig.x_range, x_lo, x_hi), (self.fig.y_range, y_lo, y_hi)):
+            axis.start, axis.end = lo, hi
+            if isinstance(axis, Range1d):  # what the reset tool goes back to
+                axis.reset_start, axis.reset_end = lo, hi
         width, height, bar, square = self._size
         if square:
             room_x = max(80, width - 70 - (70 if bar else 0))  # y axis, toolbar, colour bar

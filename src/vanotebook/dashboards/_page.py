@@ -11,11 +11,12 @@ A `Run` is one start of a dashboard's long action: its page, its stop switch
 and its cluster work. Its Cancel frees the cluster at once: work on a Dask
 cluster goes through a client of the run's own, on the same scheduler, so
 that every future of the run is that client's, and closing it cancels them
-all (the scheduler drops the tasks that no other client wants). Work in this
-process stops at its next step: the services' progress callbacks call
+all (the scheduler drops the tasks that no other client wants); Cancel closes
+it in a thread of its own, so that the page's event loop is never held. Work
+in this process stops at its next step: the services' progress callbacks call
 `Run.check`, which raises `Cancelled` once the run is cancelled (a service
-with no step in between, such as an in-memory cross-match, runs on to its
-end in its thread, and its result is dropped).
+with no step in between, such as an in-memory cross-match without a cluster,
+runs on to its end in its thread, and its result is dropped).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class Run:
     def cancel(self, change: Callable[[], None]) -> None:
         """Stop the run, make ``change`` (what the page shows), then free the cluster.
 
+        It returns at once: the run's client is closed in a thread of its own
+        (closing it takes seconds on a remote cluster, and a Cancel button's
+        callback runs on the page's event loop, which would be held that long).
         Nothing happens once the run has reported its outcome or was cancelled.
         """
         with self._lock:
@@ -106,7 +110,10 @@ class Run:
                 return
             self.stopped.set()
             change()
-        self.close()
+            client, self.client = self.client, None  # the worker thread's close skips it
+        if client is not None:
+            threading.Thread(target=client.close, name="vanotebook-cancel-close",
+                             daemon=True).start()
 
     def close(self) -> None:
         """Close the run's client: the scheduler forgets every future of the run."""

@@ -1,17 +1,17 @@
 """`XmatchDashboard`: choose two catalogues, set the radius, match on the cluster, inspect.
 
 No science here: the dashboard calls `vanotebook.xmatch.crossmatch`,
-`vanotebook.io` (reading, coordinate columns) and `vanotebook.sky.catalogue_pair`
-only. The
-match runs in a worker thread (which submits to the Dask cluster when inputs
-are lazy), so the Panel event loop is never blocked; a progress bar advances
-as partitions finish, and Cancel stops a match and takes its tasks off the
-cluster (`_page.Run`). Catalogues come from the demo pair or from uploads
-(FITS, VOTable, ECSV, CSV, TSV or parquet); the RA/Dec columns of an upload
-are guessed from the usual names (``RAJ2000``, ``ALPHA_J2000``, ...) and can
-be picked. The sky plot uses Bokeh's WebGL backend,
-which stays responsive with millions of points; rows selected in the result
-table are highlighted on it.
+`vanotebook.io` (reading, coordinate columns) and
+`vanotebook.sky.catalogue_pair` only. The match runs in a worker thread, which
+submits it to the Dask cluster when there is one (lazy inputs partition by
+partition, in-memory tables as one task), so the Panel event loop is never
+blocked and the server process does no matching; a progress bar advances as
+partitions finish, and Cancel stops a match and takes its tasks off the cluster
+(`_page.Run`). Catalogues come from the demo pair or from uploads (FITS,
+VOTable, ECSV, CSV, TSV or parquet); the RA/Dec columns of an upload are
+guessed from the usual names (``RAJ2000``, ``ALPHA_J2000``, ...) and can be
+picked. The sky plot uses Bokeh's WebGL backend, which stays responsive with
+millions of points; rows selected in the result table are highlighted on it.
 """
 
 from __future__ import annotations
@@ -251,10 +251,24 @@ class XmatchDashboard(pn.viewable.Viewer):
             self.status = f"matching... {done}/{total} partitions"
 
     def _work(self, client=None, progress=None):
+        """Match (in a worker thread): on the cluster when there is one (``client``, the
+        run's own), in this process only without a cluster.
+
+        In-memory tables go to the cluster once (scattered) and are matched there as one
+        task of ``client``, so that closing it (Cancel) takes the match off the cluster.
+        """
         left, right = self.catalogues()
-        return crossmatch(left, right, radius=self.radius_arcsec * u.arcsec, how=self.how,
-                          k=self.k, client=self._client if client is None else client,
-                          progress=progress)
+        options = {"radius": self.radius_arcsec * u.arcsec, "how": self.how, "k": self.k}
+        client = self._client if client is None else client
+        if client is not None and hasattr(left, "colnames") and hasattr(right, "colnames"):
+            if progress is not None:
+                progress(0, 1)
+            tables = client.scatter([left, right], hash=False)
+            result = client.submit(crossmatch, *tables, **options, pure=False).result()
+            if progress is not None:
+                progress(1, 1)
+            return result
+        return crossmatch(left, right, **options, client=client, progress=progress)
 
     def start(self) -> Future | None:
         """Start the match in a worker thread; returns its future (None when refused).
@@ -290,8 +304,9 @@ class XmatchDashboard(pn.viewable.Viewer):
                            f"{lo:.3g}\", or run it as a crossmatch job "
                            f"in the Jobs tab")
             return None
-        # in-memory tables are matched in this process; lazy ones on the cluster
-        self._run = Run(None if in_memory else get_client(self._client))
+        # on the cluster when there is one (lazy tables partition by partition, in-memory
+        # ones as one task); in this process only without a cluster
+        self._run = Run(get_client(self._client))
         self.running, self.status = True, "matching..."
         self.progress_done, self.selection = 0, []
         self.future = self._pool.submit(self._match, self._run, self.sources)

@@ -368,7 +368,7 @@ class Workflow(pn.viewable.Viewer):
                     return done
                 arc = shared_archive()
                 self.published = (f"published {done['rows']} sources as "
-                                  f"{self.publish_name!r} in {arc.path}")
+                                  f"{self.publish_name!r} in the shared archive")
                 return arc.catalogue(self.publish_name)
             if self.publish_to_vo:
                 self.published = ("error: publishing to the VO needs the gateway's "
@@ -377,15 +377,16 @@ class Workflow(pn.viewable.Viewer):
             if self._archive is None:
                 from ..sky import demo_archive
 
-                arc = demo_archive()
+                arc, where = demo_archive(), "the demo archive"
             else:
-                arc = Archive(self._archive)
+                arc, where = Archive(self._archive), "the shared archive"
             cat = arc.add_catalogue(self.publish_name, result.catalogue, overwrite=True,
                                     description="detections published from the gateway")
         except Exception as exc:  # shown to the user, not raised in the UI
             self.published = f"error: {exc}"
             return None
-        self.published = f"published {cat.n_rows} sources as {self.publish_name!r} in {arc.path}"
+        # the archive by name, never its path on the server (#13 item 9)
+        self.published = f"published {cat.n_rows} sources as {self.publish_name!r} in {where}"
         return cat
 
     def offer_mosaic(self, *_events) -> None:
@@ -468,6 +469,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     dask_link = "/services/dask/status" if gateway else ""
 
     def page():  # a plain layout: templates fetch web fonts, and the gateway may be offline
+        # the table's JavaScript with every page: Panel loads an extension first asked for
+        # while a page is made with that page only, and a second page (another tab or
+        # browser of the same user) then drew nothing
+        pn.extension("tabulator")
         return pn.Column("# vanotebook", build_app(client, dask_dashboard=dask_link),
                          sizing_mode="stretch_width")
 
