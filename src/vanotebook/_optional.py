@@ -6,12 +6,15 @@ stays cheap; tests skip with ``pytest.mark.skipif(not HAS_X, ...)``.
 
 from __future__ import annotations
 
+import os
+from contextlib import nullcontext
 from importlib.util import find_spec
 from typing import Any
 
 import numpy as np
 
-__all__ = ["HAS_CUPY", "HAS_NUMBA", "HAS_PLAYWRIGHT", "HAS_PYVO", "namespace", "to_numpy"]
+__all__ = ["HAS_CUPY", "HAS_NUMBA", "HAS_PLAYWRIGHT", "HAS_PYVO", "cpu_threads", "namespace",
+           "single_threaded_blas", "to_numpy"]
 
 
 def _has(name: str) -> bool:
@@ -55,3 +58,31 @@ def namespace(*arrays: Any) -> Any:
     from array_api_compat import array_namespace
 
     return array_namespace(*(a for a in arrays if a is not None))
+
+
+def cpu_threads() -> int:
+    """Cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+_CONTROLLER: Any = None
+
+
+def single_threaded_blas():
+    """Context limiting BLAS to one thread (a no-op without threadpoolctl).
+
+    OpenBLAS's float32 products change in the last bits with its thread count, and a
+    Dask worker runs with one: kernels whose results must be the same bytes wherever
+    they run (here, on a worker, in a rerun) run under it.
+    """
+    global _CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return nullcontext()
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")

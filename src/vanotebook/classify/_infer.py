@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._optional import cpu_threads, single_threaded_blas, to_numpy
 from .._optional import namespace as array_namespace
-from .._optional import to_numpy
 
 __all__ = ["forward", "logits"]
 
@@ -87,13 +87,9 @@ def logits(params: dict, x, *, xp=None, chunk: int = 64, threads: int | None = N
     def one(i: int) -> np.ndarray:
         return to_numpy(forward(p, xp.asarray(np.asarray(x[i:i + chunk], np.float32))))
 
-    # one BLAS thread: OpenBLAS's float32 products change in the last bits with its
-    # thread count, and a Dask worker runs with one; so a catalogue is the same bytes
-    # here, on a worker and in a rerun (a fresh process)
-    from threadpoolctl import threadpool_limits
-
+    # one BLAS thread, so a catalogue is the same bytes here, on a worker and in a rerun
     threads = _threads() if threads is None else max(1, int(threads))
-    with threadpool_limits(1, user_api="blas"):
+    with single_threaded_blas():
         if xp is np and threads > 1 and len(starts) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -107,7 +103,6 @@ def logits(params: dict, x, *, xp=None, chunk: int = 64, threads: int | None = N
 
 def _threads() -> int:
     """Cores this process may use; 1 in a Dask worker's task."""
-    import os
     import sys
 
     if "distributed" in sys.modules:
@@ -119,7 +114,4 @@ def _threads() -> int:
             pass
         else:
             return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+    return cpu_threads()

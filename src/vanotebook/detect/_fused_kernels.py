@@ -16,10 +16,29 @@ _jit = numba.njit(nogil=True, cache=True, error_model="numpy")
 # so the bytes do not depend on the thread count)
 _pjit = numba.njit(nogil=True, cache=True, error_model="numpy", parallel=True)
 
+@_jit
+def _snr_pixel(data, bv, rv, merge, y, x, sub, snr, above):
+    # one pixel of the S/N maps, given its background and rms
+    nan = np.float32(np.nan)
+    v = data[y, x]
+    if np.isfinite(v):
+        s = np.float32(v - bv)
+        sub[y, x] = s
+        if rv > 0:
+            q = np.float32(s / rv)
+            snr[y, x] = q
+            above[y, x] = q >= merge
+        else:
+            snr[y, x] = nan
+            above[y, x] = False
+    else:
+        sub[y, x] = nan
+        snr[y, x] = nan
+        above[y, x] = False
+
 @_pjit
 def _snr_kernel(data, rb, mb, rr, mr, iy, ay, by, cy, dy, merge, bkg, rms, sub, snr, above):
     ny, nx = data.shape
-    nan = np.float32(np.nan)
     for y in numba.prange(ny):
         i = iy[y]
         a, b, c, d = ay[y], by[y], cy[y], dy[y]
@@ -30,44 +49,14 @@ def _snr_kernel(data, rb, mb, rr, mr, iy, ay, by, cy, dy, merge, bkg, rms, sub, 
                             + d * mr[i + 1, x])
             bkg[y, x] = bv
             rms[y, x] = rv
-            v = data[y, x]
-            if np.isfinite(v):
-                s = np.float32(v - bv)
-                sub[y, x] = s
-                if rv > 0:
-                    q = np.float32(s / rv)
-                    snr[y, x] = q
-                    above[y, x] = q >= merge
-                else:
-                    snr[y, x] = nan
-                    above[y, x] = False
-            else:
-                sub[y, x] = nan
-                snr[y, x] = nan
-                above[y, x] = False
+            _snr_pixel(data, bv, rv, merge, y, x, sub, snr, above)
 
 @_pjit
 def _snr_maps_kernel(data, bkg, rms, merge, sub, snr, above):
     ny, nx = data.shape
-    nan = np.float32(np.nan)
     for y in numba.prange(ny):
         for x in range(nx):
-            v = data[y, x]
-            rv = rms[y, x]
-            if np.isfinite(v):
-                s = np.float32(v - bkg[y, x])
-                sub[y, x] = s
-                if rv > 0:
-                    q = np.float32(s / rv)
-                    snr[y, x] = q
-                    above[y, x] = q >= merge
-                else:
-                    snr[y, x] = nan
-                    above[y, x] = False
-            else:
-                sub[y, x] = nan
-                snr[y, x] = nan
-                above[y, x] = False
+            _snr_pixel(data, bkg[y, x], rms[y, x], merge, y, x, sub, snr, above)
 
 @_jit
 def _render_kernel(out, params):

@@ -26,15 +26,13 @@ here returns the same dict to float32 tolerance, faster:
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
-from .._optional import HAS_NUMBA
+from .._optional import HAS_NUMBA, cpu_threads, single_threaded_blas
 
 __all__ = ["available", "cpu_threads", "epoch_stats", "prepare", "single_threaded_blas"]
 
@@ -44,7 +42,6 @@ SLICE_ROWS = 8192
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
-_CONTROLLER: Any = None
 _BUFFERS = threading.local()
 
 
@@ -64,14 +61,6 @@ def available(xa: Any, units: int | None = None) -> bool:
     return units is None or xa.shape[0] * units >= MIN_WORK
 
 
-def cpu_threads() -> int:
-    """Cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _pool(threads: int) -> ThreadPoolExecutor:
     global _POOL, _POOL_SIZE
     with _POOL_LOCK:
@@ -81,18 +70,6 @@ def _pool(threads: int) -> ThreadPoolExecutor:
             _POOL = ThreadPoolExecutor(threads, thread_name_prefix="vanotebook-som")
             _POOL_SIZE = threads
         return _POOL
-
-
-def single_threaded_blas():
-    """Context limiting BLAS to one thread (a no-op without threadpoolctl)."""
-    global _CONTROLLER
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - scikit-learn brings it
-        return nullcontext()
-    if _CONTROLLER is None:
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def _buffer(size: int) -> np.ndarray:
